@@ -1,0 +1,28 @@
+"""duckreg: a model registry for DuckDB that makes every logged model version callable from SQL."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from duckreg.registry import Model, ModelVersion, Registry
+
+__version__ = "0.1.0"
+
+
+def connect(database: str | Path | None = None, **kwargs: Any) -> duckdb.DuckDBPyConnection:
+    """Open a DuckDB connection with every logged model's SQL functions registered.
+
+    ``kwargs`` go to ``duckdb.connect`` (``read_only=True``, ``config=...``). The registry options
+    ``database_name``, ``schema_name`` and ``artifact_location`` are taken out first.
+    """
+    registry_kwargs = {k: kwargs.pop(k) for k in ("database_name", "schema_name", "artifact_location") if k in kwargs}
+    con = duckdb.connect(str(database) if database is not None else ":memory:", **kwargs)
+    registry = Registry(con, **registry_kwargs)
+    registry.register_functions(con)
+    return con
+
+
+__all__ = ["Model", "ModelVersion", "Registry", "__version__", "connect"]

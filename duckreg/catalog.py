@@ -1,0 +1,71 @@
+"""Registry metadata in DuckDB tables (DDL in ``sql/catalog.sql``), one transaction per change."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from duckreg.sql import quote
+
+
+def catalog_ddl() -> str:
+    """The catalog DDL, from the wheel (``duckreg/sql``) or the source tree (``sql/``)."""
+    packaged = resources.files("duckreg").joinpath("sql/catalog.sql")
+    if packaged.is_file():
+        return packaged.read_text()
+    return (Path(__file__).resolve().parent.parent / "sql" / "catalog.sql").read_text()
+
+
+class Catalog:
+    """Typed access to the catalog tables through a private cursor of the user's connection."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, database_name: str, schema_name: str) -> None:
+        self._cursor = con.cursor()
+        self._lock = threading.RLock()
+        self.database_name = database_name
+        self.schema_name = schema_name
+        self.schema = f"{quote(database_name)}.{quote(schema_name)}"
+
+    def initialise(self) -> None:
+        exists = self.query(
+            "SELECT count(*) FROM duckdb_tables() "
+            "WHERE database_name = ? AND schema_name = ? AND table_name = 'versions'",
+            [self.database_name, self.schema_name],
+        )[0][0]
+        if exists:
+            return
+        with self._lock:
+            self._cursor.execute(catalog_ddl().replace("{schema}", self.schema))
+
+    def query(self, sql: str, params: list[Any] | None = None) -> list[tuple]:
+        with self._lock:
+            return self._cursor.execute(sql.replace("{schema}", self.schema), params or []).fetchall()
+
+    def execute(self, sql: str, params: list[Any] | None = None) -> None:
+        with self._lock:
+            self._cursor.execute(sql.replace("{schema}", self.schema), params or [])
+
+    @contextmanager
+    def transaction(self) -> Iterator[Catalog]:
+        """All catalog writes inside commit together or not at all."""
+        with self._lock:
+            self._cursor.execute("BEGIN TRANSACTION")
+            try:
+                yield self
+            except BaseException:
+                self._cursor.execute("ROLLBACK")
+                raise
+            self._cursor.execute("COMMIT")
+
+    def get_setting(self, key: str) -> str | None:
+        rows = self.query("SELECT value FROM {schema}.settings WHERE key = ?", [key])
+        return rows[0][0] if rows else None
+
+    def set_setting(self, key: str, value: str) -> None:
+        self.execute("INSERT OR REPLACE INTO {schema}.settings VALUES (?, ?)", [key, value])

@@ -1,0 +1,267 @@
+"""The one inference core behind ``mv.run``, the SQL functions and ``run_batch``.
+
+Every front door turns its input into columns of Python values and calls ``FunctionRunner.run``:
+validate and coerce against the signature, drop rows with a NULL required input, compute each
+distinct row once in length-sorted batches on the cached model, and format the outputs as the
+signature says.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from duckreg import runtime
+from duckreg.model_signature import DataType, FeatureGroupSpec, FeatureSpec, ModelSignature
+from duckreg.tasks import GENERIC, InputError, RunContext, get_task
+
+DEFAULT_BATCH_SIZE = 32
+
+
+@dataclass(frozen=True)
+class FunctionSpec:
+    """One callable function of a model version, as the catalog stores it."""
+
+    name: str
+    target_method: str
+    signature: ModelSignature
+    json_outputs: frozenset[str] = frozenset()
+    sql_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    runner: str = "task"
+
+    def to_record(self) -> dict[str, Any]:
+        return {
+            "runner": self.runner,
+            "name": self.name,
+            "target_method": self.target_method,
+            "signature": self.signature.to_dict(),
+            "json_outputs": sorted(self.json_outputs),
+            "sql_shapes": {k: list(v) for k, v in self.sql_shapes.items()},
+        }
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> FunctionSpec:
+        return cls(
+            name=record["name"],
+            target_method=record["target_method"],
+            signature=ModelSignature.from_dict(record["signature"]),
+            json_outputs=frozenset(record.get("json_outputs", ())),
+            sql_shapes={k: tuple(v) for k, v in record.get("sql_shapes", {}).items()},
+            runner=record.get("runner", "task"),
+        )
+
+
+@dataclass(frozen=True)
+class VersionHandle:
+    """Where a logged version lives and how to load it; cheap to create, loads through the cache."""
+
+    model_name: str
+    version_name: str
+    artifact_dir: Path
+    manifest: dict[str, Any]
+
+    @property
+    def cache_key(self) -> str:
+        digest = hashlib.sha256(json.dumps(self.manifest.get("files", {}), sort_keys=True).encode()).hexdigest()[:16]
+        return f"{self.artifact_dir.resolve()}#{digest}"
+
+    @property
+    def task_name(self) -> str:
+        return self.manifest.get("task") or ""
+
+    def load(self) -> runtime.LoadedModel:
+        return runtime.CACHE.get(self.cache_key, self._load)
+
+    def _load(self) -> runtime.LoadedModel:
+        from duckreg import huggingface
+
+        runtime.configure_torch_threads()
+        manifest = self.manifest
+        device = manifest.get("options", {}).get("device") or runtime.default_device()
+        huggingface.warn_on_version_skew(manifest.get("library_versions", {}), self.model_name, self.version_name)
+        pipe = huggingface.load_pipeline(
+            self.artifact_dir / "model",
+            manifest["task"],
+            manifest.get("pipeline_settings", {}),
+            device,
+            manifest.get("trust_remote_code", False),
+        )
+        (get_task(manifest["task"]) or GENERIC).prepare(pipe)
+        return runtime.LoadedModel(model=pipe, nbytes=runtime.model_nbytes(pipe), device=device)
+
+
+def _describe(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _check_element(value: Any, dtype: DataType) -> Any:
+    """Coerce one non-null scalar to ``dtype`` or return the sentinel ``_BAD``."""
+    if dtype is DataType.STRING:
+        return value if isinstance(value, str) else _BAD
+    if dtype is DataType.BYTES:
+        return bytes(value) if isinstance(value, (bytes, bytearray, memoryview)) else _BAD
+    if dtype is DataType.BOOL:
+        return bool(value) if isinstance(value, (bool, np.bool_)) else _BAD
+    if isinstance(value, (bool, np.bool_)):
+        return _BAD
+    if dtype.is_integer:
+        if isinstance(value, (int, np.integer)):
+            return int(value)
+        if isinstance(value, (float, np.floating)) and float(value).is_integer():
+            return int(value)
+        return _BAD
+    if dtype.is_float:
+        return float(value) if isinstance(value, (int, float, np.integer, np.floating)) else _BAD
+    return value
+
+
+_BAD = object()
+
+
+def _check_value(value: Any, spec: FeatureSpec | FeatureGroupSpec, shape: tuple[int, ...] | None) -> Any:
+    if value is None:
+        return None
+    if shape:
+        if isinstance(value, np.ndarray):
+            value = value.tolist()
+        if not isinstance(value, (list, tuple)):
+            return _BAD
+        if shape[0] != -1 and len(value) != shape[0]:
+            return _BAD
+        items = [_check_value(v, spec, shape[1:] or None) for v in value]
+        return _BAD if any(v is _BAD for v in items) else items
+    if isinstance(spec, FeatureGroupSpec):
+        if not isinstance(value, dict):
+            return _BAD
+        return {child.name: _check_value(value.get(child.name), child, child.shape) for child in spec.specs}
+    return _check_element(value, spec.dtype)
+
+
+def _type_name(spec: FeatureSpec | FeatureGroupSpec) -> str:
+    base = "STRUCT" if isinstance(spec, FeatureGroupSpec) else spec.dtype.name
+    return base + "[]" * len(spec.shape or ())
+
+
+def _freeze(value: Any) -> Any:
+    if isinstance(value, list):
+        return tuple(_freeze(v) for v in value)
+    if isinstance(value, dict):
+        return tuple(sorted((k, _freeze(v)) for k, v in value.items()))
+    return value
+
+
+def _format_output(value: Any, spec: FeatureSpec | FeatureGroupSpec, shape: tuple[int, ...] | None) -> Any:
+    if value is None:
+        return None
+    if shape:
+        return [_format_output(v, spec, shape[1:] or None) for v in value]
+    if isinstance(spec, FeatureGroupSpec):
+        return {child.name: _format_output(value.get(child.name), child, child.shape) for child in spec.specs}
+    if isinstance(value, np.generic):
+        value = value.item()
+    if spec.dtype.is_float:
+        return float(value)
+    if spec.dtype.is_integer:
+        return int(value)
+    return value
+
+
+class FunctionRunner:
+    """Runs one function of one model version over columns of Python values."""
+
+    def __init__(self, version: VersionHandle, function: FunctionSpec) -> None:
+        self.version = version
+        self.function = function
+        self.signature = function.signature
+        task = get_task(version.task_name) if function.runner == "task" else None
+        self.task = task or GENERIC
+        self.optional_inputs = self.task.optional_inputs
+
+    def context(self, column: str | None = None) -> str:
+        where = f"Model {self.version.model_name} version {self.version.version_name}, function {self.function.name}"
+        return f"{where}, column {column!r}" if column else where
+
+    def resolve_params(self, params: dict[str, Any] | None) -> dict[str, Any]:
+        try:
+            return self.signature.resolve_params(params)
+        except ValueError as exc:
+            raise ValueError(f"{self.context()}: {exc}") from None
+
+    def required_inputs(self) -> list[str]:
+        return [s.name for s in self.signature.inputs if s.name not in self.optional_inputs]
+
+    def run(
+        self, columns: Sequence[Sequence[Any]], params: dict[str, Any] | None = None
+    ) -> list[dict[str, Any] | None]:
+        """Columns in signature input order -> one output dict per row (None for a NULL row)."""
+        resolved = self.resolve_params(params)
+        specs = self.signature.inputs
+        n_rows = len(columns[0]) if columns else 0
+        checked: list[list[Any]] = []
+        for spec, values in zip(specs, columns, strict=True):
+            out = []
+            for row, value in enumerate(values):
+                coerced = _check_value(value, spec, spec.shape)
+                if coerced is _BAD:
+                    raise ValueError(
+                        f"{self.context(spec.name)}: expected {_type_name(spec)}, got "
+                        f"{type(value).__name__} {_describe(value)} (row {row})"
+                    )
+                out.append(coerced)
+            checked.append(out)
+        required = [i for i, s in enumerate(specs) if s.name not in self.optional_inputs]
+        unique: dict[Any, int] = {}
+        unique_rows: list[dict[str, Any]] = []
+        row_slot: list[int | None] = []
+        for row in range(n_rows):
+            if any(checked[i][row] is None for i in required):
+                row_slot.append(None)
+                continue
+            record = {spec.name: checked[i][row] for i, spec in enumerate(specs)}
+            key = _freeze([checked[i][row] for i in range(len(specs))])
+            slot = unique.get(key)
+            if slot is None:
+                slot = unique[key] = len(unique_rows)
+                unique_rows.append(record)
+            row_slot.append(slot)
+        results = self._predict(unique_rows, resolved) if unique_rows else []
+        return [None if slot is None else results[slot] for slot in row_slot]
+
+    def _predict(self, rows: list[dict[str, Any]], params: dict[str, Any]) -> list[dict[str, Any]]:
+        loaded = self.version.load()
+        task = self.task
+        order = sorted(range(len(rows)), key=lambda i: task.sort_key(rows[i]))
+        options = self.version.manifest.get("options", {})
+        ctx = RunContext(
+            pipeline=loaded.model,
+            signature=self.signature,
+            params=params,
+            options=options,
+            batch_size=int(options.get("max_batch_size") or DEFAULT_BATCH_SIZE),
+        )
+        try:
+            import torch
+
+            with runtime.device_lock(loaded.device), torch.inference_mode():
+                predicted = task.predict(ctx, [rows[i] for i in order])
+        except InputError as exc:
+            raise ValueError(f"{self.context(exc.column)}: {exc.message}") from None
+        except Exception as exc:
+            raise RuntimeError(f"{self.context()} failed: {type(exc).__name__}: {exc}") from exc
+        if len(predicted) != len(rows):
+            raise RuntimeError(f"{self.context()}: the model returned {len(predicted)} results for {len(rows)} rows")
+        results: list[dict[str, Any]] = [{} for _ in rows]
+        for position, index in enumerate(order):
+            raw = predicted[position]
+            try:
+                results[index] = {o.name: _format_output(raw[o.name], o, o.shape) for o in self.signature.outputs}
+            except KeyError as exc:
+                raise RuntimeError(f"{self.context()}: the model gave no output named {exc.args[0]!r}") from None
+        return results

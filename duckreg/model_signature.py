@@ -1,0 +1,354 @@
+"""Model signatures: the typed contract between a model version and its callers.
+
+The classes mirror ``snowflake.ml.model.model_signature`` so that code written for the Snowflake
+Model Registry reads the same here. A signature is stored in the catalog as JSON and drives input
+validation, output formatting and the SQL types of every front door.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+__all__ = ["DataType", "FeatureGroupSpec", "FeatureSpec", "ModelSignature", "ParamSpec"]
+
+
+class DataType(enum.Enum):
+    """Scalar element types a feature or parameter can hold."""
+
+    INT8 = "int8"
+    INT16 = "int16"
+    INT32 = "int32"
+    INT64 = "int64"
+    UINT8 = "uint8"
+    UINT16 = "uint16"
+    UINT32 = "uint32"
+    UINT64 = "uint64"
+    FLOAT = "float"
+    DOUBLE = "double"
+    BOOL = "bool"
+    STRING = "string"
+    BYTES = "bytes"
+    TIMESTAMP_NTZ = "datetime64[ns]"
+
+    def __repr__(self) -> str:
+        return f"DataType.{self.name}"
+
+    @property
+    def is_integer(self) -> bool:
+        return self.name.startswith(("INT", "UINT"))
+
+    @property
+    def is_float(self) -> bool:
+        return self in (DataType.FLOAT, DataType.DOUBLE)
+
+    def as_numpy(self) -> np.dtype:
+        """The numpy dtype of one non-null element."""
+        if self is DataType.STRING:
+            return np.dtype(object)
+        if self is DataType.BYTES:
+            return np.dtype(object)
+        if self is DataType.FLOAT:
+            return np.dtype(np.float32)
+        if self is DataType.DOUBLE:
+            return np.dtype(np.float64)
+        if self is DataType.BOOL:
+            return np.dtype(np.bool_)
+        return np.dtype(self.value)
+
+
+def _check_shape(shape: Sequence[int] | None) -> tuple[int, ...] | None:
+    if shape is None:
+        return None
+    if not isinstance(shape, tuple):
+        raise TypeError("Shape should be a tuple if presented.")
+    if not shape or any(not isinstance(d, int) or (d < 1 and d != -1) for d in shape):
+        raise ValueError(f"Invalid shape {shape!r}: use positive sizes, or -1 for a variable length.")
+    return shape
+
+
+def _check_name(name: str, kind: str) -> str:
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"A {kind} needs a non-empty string name, got {name!r}.")
+    return name
+
+
+class FeatureSpec:
+    """One named input or output column: a scalar, or an array of ``shape``."""
+
+    def __init__(self, name: str, dtype: DataType, shape: tuple[int, ...] | None = None) -> None:
+        self.name = _check_name(name, "feature")
+        if not isinstance(dtype, DataType):
+            raise TypeError(f"Feature {name!r}: dtype must be a DataType, got {dtype!r}.")
+        self.dtype = dtype
+        self.shape = _check_shape(shape)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, FeatureSpec) and (self.name, self.dtype, self.shape) == (
+            other.name,
+            other.dtype,
+            other.shape,
+        )
+
+    def __hash__(self) -> int:
+        return hash((self.name, self.dtype, self.shape))
+
+    def __repr__(self) -> str:
+        shape = f", shape={self.shape!r}" if self.shape is not None else ""
+        return f"FeatureSpec(dtype={self.dtype!r}, name={self.name!r}{shape})"
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"type": self.dtype.name, "name": self.name}
+        if self.shape is not None:
+            out["shape"] = list(self.shape)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> FeatureSpec:
+        shape = tuple(data["shape"]) if data.get("shape") is not None else None
+        return cls(name=data["name"], dtype=DataType[data["type"]], shape=shape)
+
+
+class FeatureGroupSpec:
+    """A named group of features: one struct per row, or a list of structs with ``shape``."""
+
+    def __init__(
+        self,
+        name: str,
+        specs: Sequence[FeatureSpec | FeatureGroupSpec],
+        shape: tuple[int, ...] | None = None,
+    ) -> None:
+        self.name = _check_name(name, "feature group")
+        self.specs = list(specs)
+        if not self.specs:
+            raise ValueError("No children feature specs.")
+        names = [s.name.lower() for s in self.specs]
+        if len(set(names)) != len(names):
+            raise ValueError(f"Feature group {name!r} has duplicate child names.")
+        self.shape = _check_shape(shape)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, FeatureGroupSpec) and (self.name, self.specs, self.shape) == (
+            other.name,
+            other.specs,
+            other.shape,
+        )
+
+    def __hash__(self) -> int:
+        return hash((self.name, tuple(self.specs), self.shape))
+
+    def __repr__(self) -> str:
+        inner = ",\n".join(_indent(repr(s), 4) for s in self.specs)
+        shape = f", shape={self.shape!r}" if self.shape is not None else ""
+        return f"FeatureGroupSpec(\n    name={self.name!r},\n    specs=[\n{_indent(inner, 4)}\n    ]{shape}\n)"
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": self.name, "specs": [s.to_dict() for s in self.specs]}
+        if self.shape is not None:
+            out["shape"] = list(self.shape)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> FeatureGroupSpec:
+        shape = tuple(data["shape"]) if data.get("shape") is not None else None
+        return cls(name=data["name"], specs=[_feature_from_dict(s) for s in data["specs"]], shape=shape)
+
+
+def _feature_from_dict(data: dict[str, Any]) -> FeatureSpec | FeatureGroupSpec:
+    return FeatureGroupSpec.from_dict(data) if "specs" in data else FeatureSpec.from_dict(data)
+
+
+def _indent(text: str, spaces: int) -> str:
+    pad = " " * spaces
+    return "\n".join(pad + line for line in text.splitlines())
+
+
+def _value_matches(value: Any, dtype: DataType, shape: tuple[int, ...] | None) -> bool:
+    """Whether ``value`` fits ``dtype`` with ``shape`` (bools are never numbers)."""
+    if shape:
+        if not isinstance(value, (list, tuple, np.ndarray)):
+            return False
+        if shape[0] != -1 and len(value) != shape[0]:
+            return False
+        return all(_value_matches(v, dtype, shape[1:] or None) for v in value)
+    if dtype.is_integer:
+        return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+    if dtype.is_float:
+        return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
+    if dtype is DataType.BOOL:
+        return isinstance(value, (bool, np.bool_))
+    if dtype is DataType.STRING:
+        return isinstance(value, str)
+    if dtype is DataType.BYTES:
+        return isinstance(value, (bytes, bytearray))
+    return True
+
+
+def _coerce_value(value: Any, dtype: DataType, shape: tuple[int, ...] | None) -> Any:
+    if value is None:
+        return None
+    if shape:
+        return [_coerce_value(v, dtype, shape[1:] or None) for v in value]
+    if dtype.is_float:
+        return float(value)
+    if dtype.is_integer:
+        return int(value)
+    if dtype is DataType.BOOL:
+        return bool(value)
+    return value
+
+
+class ParamSpec:
+    """A named runtime parameter with a default, passed by name rather than per row."""
+
+    def __init__(self, name: str, dtype: DataType, default_value: Any, shape: tuple[int, ...] | None = None) -> None:
+        self.name = _check_name(name, "parameter")
+        if not isinstance(dtype, DataType):
+            raise TypeError(f"Parameter {name!r}: dtype must be a DataType, got {dtype!r}.")
+        self.dtype = dtype
+        self.shape = _check_shape(shape)
+        if default_value is not None and not _value_matches(default_value, dtype, self.shape):
+            raise ValueError(
+                f"Parameter {name!r}: default value {default_value!r} is not compatible with dtype "
+                f"{dtype!r} and shape {self.shape!r}."
+            )
+        self.default_value = _coerce_value(default_value, dtype, self.shape)
+
+    def validate(self, value: Any) -> Any:
+        """Return ``value`` coerced to this parameter's type, or raise a ``ValueError`` naming it."""
+        if value is None:
+            return self.default_value
+        if not _value_matches(value, self.dtype, self.shape):
+            raise ValueError(
+                f"Parameter {self.name!r}: value {value!r} is not compatible with dtype "
+                f"{self.dtype!r} and shape {self.shape!r}."
+            )
+        return _coerce_value(value, self.dtype, self.shape)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ParamSpec) and (
+            self.name,
+            self.dtype,
+            self.default_value,
+            self.shape,
+        ) == (other.name, other.dtype, other.default_value, other.shape)
+
+    def __hash__(self) -> int:
+        return hash((self.name, self.dtype, self.shape))
+
+    def __repr__(self) -> str:
+        shape = f", shape={self.shape!r}" if self.shape is not None else ""
+        return f"ParamSpec(name={self.name!r}, dtype={self.dtype!r}, default_value={self.default_value!r}{shape})"
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": self.name, "dtype": self.dtype.name, "default_value": self.default_value}
+        if self.shape is not None:
+            out["shape"] = list(self.shape)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ParamSpec:
+        shape = tuple(data["shape"]) if data.get("shape") is not None else None
+        return cls(data["name"], DataType[data["dtype"]], data.get("default_value"), shape)
+
+
+Feature = FeatureSpec | FeatureGroupSpec
+
+
+class ModelSignature:
+    """Inputs, outputs and runtime parameters of one model function."""
+
+    def __init__(
+        self, inputs: Sequence[Feature], outputs: Sequence[Feature], params: Sequence[ParamSpec] | None = ()
+    ) -> None:
+        self.inputs = list(inputs)
+        self.outputs = list(outputs)
+        self.params = list(params or ())
+        for kind, specs in (("input", self.inputs), ("output", self.outputs)):
+            names = [s.name.lower() for s in specs]
+            dupes = sorted({n for n in names if names.count(n) > 1})
+            if dupes:
+                raise ValueError(
+                    f"Found duplicate {kind} feature(s): {dupes}. Names must be distinct (case-insensitive)."
+                )
+        param_names = [p.name.lower() for p in self.params]
+        dupes = sorted({n for n in param_names if param_names.count(n) > 1})
+        if dupes:
+            raise ValueError(
+                f"Found duplicate parameter named resolved as {', '.join(d.upper() for d in dupes)}. "
+                "Parameters must have distinct names (case-insensitive)."
+            )
+        clash = sorted({n.upper() for n in param_names} & {s.name.upper() for s in self.inputs})
+        if clash:
+            raise ValueError(
+                f"Found parameter(s) with the same name as input feature(s): {', '.join(clash)}. "
+                "Parameters and inputs must have distinct names (case-insensitive)."
+            )
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ModelSignature) and (self.inputs, self.outputs, self.params) == (
+            other.inputs,
+            other.outputs,
+            other.params,
+        )
+
+    def __hash__(self) -> int:
+        return hash((tuple(self.inputs), tuple(self.outputs), tuple(self.params)))
+
+    def __repr__(self) -> str:
+        parts = []
+        for label, specs in (("inputs", self.inputs), ("outputs", self.outputs), ("params", self.params)):
+            if label == "params" and not specs:
+                continue
+            body = ",\n".join(_indent(repr(s), 8) for s in specs)
+            parts.append(f"    {label}=[\n{body}\n    ]" if specs else f"    {label}=[]")
+        return "ModelSignature(\n" + ",\n".join(parts) + "\n)"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "inputs": [s.to_dict() for s in self.inputs],
+            "outputs": [s.to_dict() for s in self.outputs],
+            "params": [p.to_dict() for p in self.params],
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelSignature:
+        return cls(
+            inputs=[_feature_from_dict(s) for s in data["inputs"]],
+            outputs=[_feature_from_dict(s) for s in data["outputs"]],
+            params=[ParamSpec.from_dict(p) for p in data.get("params", [])],
+        )
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict())
+
+    @classmethod
+    def from_json(cls, text: str) -> ModelSignature:
+        return cls.from_dict(json.loads(text))
+
+    def resolve_params(self, params: dict[str, Any] | None) -> dict[str, Any]:
+        """Validate user params against the ParamSpecs and fill every default, keyed by spec name."""
+        params = dict(params or {})
+        if params and not self.params:
+            raise ValueError(
+                f"Parameters were provided ({sorted(params)}), but this method does not accept any parameters."
+            )
+        lowered = [k.lower() for k in params]
+        dupes = sorted({k for k in params if lowered.count(k.lower()) > 1})
+        if dupes:
+            raise ValueError(
+                f"Duplicate parameter(s) provided with different cases: {dupes}. Parameter names are case-insensitive."
+            )
+        by_name = {p.name.lower(): p for p in self.params}
+        unknown = sorted(k for k in params if k.lower() not in by_name)
+        if unknown:
+            raise ValueError(f"Unknown parameter(s): {unknown}. Valid parameters are: {[p.name for p in self.params]}")
+        resolved = {p.name: p.default_value for p in self.params}
+        for key, value in params.items():
+            spec = by_name[key.lower()]
+            resolved[spec.name] = spec.validate(value)
+        return resolved

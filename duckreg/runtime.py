@@ -1,0 +1,120 @@
+"""Process-wide runtime: one cache of loaded model versions and one compute lock per device.
+
+DuckDB calls a UDF from several threads at once and torch releases the GIL, so without care every
+thread would load its own copy of a model and oversubscribe the cores. Here a version loads once per
+process (whatever the number of connections, cursors or queries), and inference on a device runs
+one batch at a time with torch using every core.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+_DEFAULT_BUDGET = 8 * 1024**3
+
+
+@dataclass
+class LoadedModel:
+    """A model version ready to run: the object, its device and its memory footprint."""
+
+    model: Any
+    nbytes: int
+    device: str
+
+
+class ModelCache:
+    """LRU cache of loaded versions, bounded by an approximate byte budget."""
+
+    def __init__(self, budget_bytes: int) -> None:
+        self.budget_bytes = budget_bytes
+        self._entries: OrderedDict[str, LoadedModel] = OrderedDict()
+        self._lock = threading.Lock()
+        self._loading: dict[str, threading.Lock] = {}
+        self.loads = 0
+
+    def get(self, key: str, loader: Callable[[], LoadedModel]) -> LoadedModel:
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is not None:
+                self._entries.move_to_end(key)
+                return entry
+            key_lock = self._loading.setdefault(key, threading.Lock())
+        with key_lock:
+            with self._lock:
+                entry = self._entries.get(key)
+                if entry is not None:
+                    return entry
+            entry = loader()
+            with self._lock:
+                self.loads += 1
+                self._entries[key] = entry
+                self._loading.pop(key, None)
+                self._evict_over_budget(keep=key)
+            return entry
+
+    def _evict_over_budget(self, keep: str) -> None:
+        while sum(e.nbytes for e in self._entries.values()) > self.budget_bytes and len(self._entries) > 1:
+            oldest = next(k for k in self._entries if k != keep)
+            del self._entries[oldest]
+
+    def discard(self, key_prefix: str) -> None:
+        """Forget every entry whose key starts with ``key_prefix`` (a deleted version)."""
+        with self._lock:
+            for key in [k for k in self._entries if k.startswith(key_prefix)]:
+                del self._entries[key]
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._entries
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+CACHE = ModelCache(int(os.environ.get("DUCKREG_CACHE_BYTES", _DEFAULT_BUDGET)))
+
+_device_locks: dict[str, threading.Lock] = {}
+_device_locks_guard = threading.Lock()
+_threads_configured = False
+
+
+def device_lock(device: str) -> threading.Lock:
+    """One lock per device: batches on a device run one after another, each using all its cores."""
+    with _device_locks_guard:
+        return _device_locks.setdefault(device, threading.Lock())
+
+
+def configure_torch_threads() -> None:
+    """Give torch every core once (``DUCKREG_TORCH_THREADS`` overrides); batches are serialised."""
+    global _threads_configured
+    if _threads_configured:
+        return
+    import torch
+
+    threads = int(os.environ.get("DUCKREG_TORCH_THREADS", "0")) or (os.cpu_count() or 1)
+    torch.set_num_threads(threads)
+    _threads_configured = True
+
+
+def default_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def model_nbytes(model: Any) -> int:
+    """Parameter and buffer bytes of a torch module (0 for anything else)."""
+    inner = getattr(model, "model", model)
+    try:
+        tensors = list(inner.parameters()) + list(inner.buffers())
+    except AttributeError:
+        return 0
+    return sum(t.numel() * t.element_size() for t in tensors)

@@ -1,0 +1,111 @@
+"""What every task module provides: signature inference and a batched runner.
+
+A task module exposes one ``Task`` instance. The registry asks it for the signature of a freshly
+logged pipeline, and the runtime hands it length-sorted, de-duplicated rows to predict.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from duckreg.model_signature import ModelSignature
+
+
+class InputError(ValueError):
+    """A bad value in one input column; the runtime adds model, version and function."""
+
+    def __init__(self, column: str, message: str) -> None:
+        super().__init__(message)
+        self.column = column
+        self.message = message
+
+
+@dataclass(frozen=True)
+class InferredFunction:
+    """A signature plus how its outputs are encoded for SQL."""
+
+    signature: ModelSignature
+    json_outputs: frozenset[str] = frozenset()
+    sql_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
+
+
+@dataclass
+class RunContext:
+    """Everything a task runner needs for one call."""
+
+    pipeline: Any
+    signature: ModelSignature
+    params: dict[str, Any]
+    options: dict[str, Any]
+    batch_size: int
+
+
+class Task:
+    """Base class: subclasses set ``names`` and implement ``infer`` and ``predict``."""
+
+    names: tuple[str, ...] = ()
+    optional_inputs: frozenset[str] = frozenset()
+
+    def infer(
+        self, task: str, pipeline: Any, settings: dict[str, Any], options: dict[str, Any]
+    ) -> InferredFunction | None:
+        raise NotImplementedError
+
+    def predict(self, ctx: RunContext, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+        raise NotImplementedError
+
+    def sort_key(self, row: dict[str, Any]) -> int:
+        """Rows are sorted by this before batching, so each batch pads little."""
+        return sum(len(v) for v in row.values() if isinstance(v, str))
+
+    def prepare(self, pipeline: Any) -> None:
+        """Adjust a freshly loaded pipeline once (e.g. a pad token for batching)."""
+
+
+def json_default(value: Any) -> Any:
+    """``json.dumps`` fallback: numpy scalars and arrays become plain Python values."""
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.floating):
+        return float(value)
+    if isinstance(value, np.bool_):
+        return bool(value)
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+def to_json(value: Any) -> str:
+    """JSON with ``json.dumps`` defaults; float32 scores widen to their exact double value."""
+    return json.dumps(value, default=json_default)
+
+
+def plain(value: Any) -> Any:
+    """Numpy and tuple values turned into plain Python scalars and lists, recursively."""
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    if isinstance(value, (np.generic, np.ndarray)):
+        return value.tolist()
+    return value
+
+
+def per_item(result: Any, count: int) -> list[Any]:
+    """Pipelines drop the outer list for a single input; put it back."""
+    if count == 1 and not (isinstance(result, list) and len(result) == 1 and isinstance(result[0], list)):
+        if isinstance(result, dict) or (isinstance(result, list) and (not result or isinstance(result[0], dict))):
+            return [result]
+    return list(result)
+
+
+def generation_kwargs(params: dict[str, Any]) -> dict[str, Any]:
+    """Runtime params that were actually set (None means 'use the model's default')."""
+    return {k: v for k, v in params.items() if v is not None}

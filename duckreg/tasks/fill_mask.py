@@ -1,0 +1,32 @@
+"""fill-mask: a string with a mask token to a JSON list of candidate fillings."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from duckreg.model_signature import DataType, FeatureSpec, ModelSignature
+from duckreg.tasks.base import InferredFunction, InputError, RunContext, Task, generation_kwargs, per_item, to_json
+
+
+class FillMask(Task):
+    names = ("fill-mask",)
+
+    def infer(self, task, pipeline, settings, options) -> InferredFunction:
+        signature = ModelSignature(
+            inputs=[FeatureSpec(name="inputs", dtype=DataType.STRING)],
+            outputs=[FeatureSpec(name="outputs", dtype=DataType.STRING)],
+        )
+        return InferredFunction(signature, json_outputs=frozenset({"outputs"}))
+
+    def predict(self, ctx: RunContext, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+        mask = ctx.pipeline.tokenizer.mask_token
+        texts = [row["inputs"] for row in rows]
+        for text in texts:
+            if mask not in text:
+                raise InputError("inputs", f"no {mask} token in {text[:60]!r}; fill-mask needs one to fill")
+        results = per_item(ctx.pipeline(texts, batch_size=ctx.batch_size, **generation_kwargs(ctx.params)), len(texts))
+        return [{"outputs": to_json(result)} for result in results]
+
+
+TASK = FillMask()

@@ -1,0 +1,59 @@
+"""table-question-answering: a question over a JSON ``{column: [values]}`` table."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from duckreg.model_signature import DataType, FeatureSpec, ModelSignature
+from duckreg.tasks.base import InferredFunction, InputError, RunContext, Task, generation_kwargs, per_item, plain
+
+
+def parse_table(text: str) -> dict[str, list[str]]:
+    try:
+        table = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InputError("table", f"is not valid JSON ({exc.msg}); expected {{column: [values]}}") from None
+    if not isinstance(table, dict) or not all(isinstance(v, list) for v in table.values()):
+        raise InputError("table", "must be a JSON object of the form {column: [values]}")
+    lengths = {len(v) for v in table.values()}
+    if len(lengths) > 1:
+        raise InputError("table", f"columns have different lengths {sorted(lengths)}")
+    # TAPAS tokenizes cell text, so every cell is passed as a string.
+    return {str(k): ["" if v is None else str(v) for v in values] for k, values in table.items()}
+
+
+class TableQuestionAnswering(Task):
+    names = ("table-question-answering",)
+
+    def infer(self, task, pipeline, settings, options) -> InferredFunction:
+        signature = ModelSignature(
+            inputs=[FeatureSpec(name="query", dtype=DataType.STRING), FeatureSpec(name="table", dtype=DataType.STRING)],
+            outputs=[
+                FeatureSpec(name="answer", dtype=DataType.STRING),
+                FeatureSpec(name="coordinates", dtype=DataType.INT64, shape=(-1,)),
+                FeatureSpec(name="cells", dtype=DataType.STRING, shape=(-1,)),
+                FeatureSpec(name="aggregator", dtype=DataType.STRING),
+            ],
+        )
+        # Each coordinate is a (row, column) pair, so SQL holds a list of pairs.
+        return InferredFunction(signature, sql_shapes={"coordinates": (-1, -1)})
+
+    def predict(self, ctx: RunContext, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+        import pandas as pd
+
+        items = [{"query": row["query"], "table": pd.DataFrame(parse_table(row["table"]))} for row in rows]
+        results = per_item(ctx.pipeline(items, batch_size=ctx.batch_size, **generation_kwargs(ctx.params)), len(items))
+        return [
+            {
+                "answer": r["answer"],
+                "coordinates": plain(r["coordinates"]),
+                "cells": [str(c) for c in r["cells"]],
+                "aggregator": r.get("aggregator", "NONE"),
+            }
+            for r in results
+        ]
+
+
+TASK = TableQuestionAnswering()

@@ -1,0 +1,52 @@
+"""text-classification and sentiment-analysis: ``text`` (+ optional ``text_pair``) to a label."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from duckreg.model_signature import DataType, FeatureSpec, ModelSignature
+from duckreg.tasks.base import InferredFunction, RunContext, Task, generation_kwargs, to_json
+
+INPUTS = [FeatureSpec(name="text", dtype=DataType.STRING), FeatureSpec(name="text_pair", dtype=DataType.STRING)]
+
+
+class TextClassification(Task):
+    names = ("text-classification", "sentiment-analysis")
+    optional_inputs = frozenset({"text_pair"})
+
+    def infer(self, task, pipeline, settings, options) -> InferredFunction:
+        if settings.get("top_k") is not None:
+            # Any explicit top_k, even 1, asks for a list of labels per row.
+            signature = ModelSignature(inputs=INPUTS, outputs=[FeatureSpec(name="outputs", dtype=DataType.STRING)])
+            return InferredFunction(signature, json_outputs=frozenset({"outputs"}))
+        signature = ModelSignature(
+            inputs=INPUTS,
+            outputs=[
+                FeatureSpec(name="label", dtype=DataType.STRING),
+                FeatureSpec(name="score", dtype=DataType.DOUBLE),
+            ],
+        )
+        return InferredFunction(signature)
+
+    def predict(self, ctx: RunContext, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+        items: list[Any] = [
+            {"text": row["text"], "text_pair": row["text_pair"]} if row.get("text_pair") else row["text"]
+            for row in rows
+        ]
+        results = ctx.pipeline(items, batch_size=ctx.batch_size, **generation_kwargs(ctx.params))
+        if isinstance(results, dict):
+            results = [results]
+        output_names = [o.name for o in ctx.signature.outputs]
+        out = []
+        for result in results:
+            labels = result if isinstance(result, list) else [result]
+            if output_names == ["label", "score"]:
+                best = labels[0]
+                out.append({"label": best["label"], "score": float(best["score"])})
+            else:
+                out.append({output_names[0]: to_json(labels)})
+        return out
+
+
+TASK = TextClassification()

@@ -1,0 +1,52 @@
+"""text-generation: a prompt to a JSON list of ``{generated_text}`` objects."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any
+
+from duckreg.model_signature import DataType, FeatureSpec, ModelSignature
+from duckreg.tasks.base import InferredFunction, RunContext, Task, generation_kwargs, to_json
+
+
+class TextGeneration(Task):
+    names = ("text-generation",)
+
+    def infer(self, task, pipeline, settings, options) -> InferredFunction:
+        if settings.get("return_tensors"):
+            raise NotImplementedError(
+                f"Auto deployment for HuggingFace pipeline {task} when `return_tensors` set to `True` "
+                "has not been supported yet."
+            )
+        signature = ModelSignature(
+            inputs=[FeatureSpec(name="inputs", dtype=DataType.STRING)],
+            outputs=[FeatureSpec(name="outputs", dtype=DataType.STRING)],
+        )
+        return InferredFunction(signature, json_outputs=frozenset({"outputs"}))
+
+    def prepare(self, pipeline: Any) -> None:
+        tokenizer = pipeline.tokenizer
+        if tokenizer is not None and tokenizer.pad_token_id is None and tokenizer.eos_token is not None:
+            tokenizer.pad_token = tokenizer.eos_token
+
+    def predict(self, ctx: RunContext, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+        # Prompts of the same token length batch without padding, so each result equals
+        # what the model gives for that prompt alone.
+        tokenizer = ctx.pipeline.tokenizer
+        prompts = [row["inputs"] for row in rows]
+        lengths = [len(ids) for ids in tokenizer(prompts, add_special_tokens=False)["input_ids"]]
+        buckets: dict[int, list[int]] = defaultdict(list)
+        for i, length in enumerate(lengths):
+            buckets[length].append(i)
+        out: list[dict[str, Any]] = [{} for _ in rows]
+        kwargs = generation_kwargs(ctx.params)
+        for indices in buckets.values():
+            batch = [prompts[i] for i in indices]
+            results = ctx.pipeline(batch, batch_size=min(ctx.batch_size, len(batch)), **kwargs)
+            for i, result in zip(indices, results, strict=True):
+                out[i] = {"outputs": to_json(result if isinstance(result, list) else [result])}
+        return out
+
+
+TASK = TextGeneration()

@@ -1,0 +1,58 @@
+"""zero-shot-classification: a sequence and its candidate labels to labels ranked by score."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any
+
+from duckreg.model_signature import DataType, FeatureSpec, ModelSignature
+from duckreg.tasks.base import InferredFunction, InputError, RunContext, Task, generation_kwargs, per_item
+
+
+class ZeroShotClassification(Task):
+    names = ("zero-shot-classification",)
+
+    def infer(self, task, pipeline, settings, options) -> InferredFunction:
+        signature = ModelSignature(
+            inputs=[
+                FeatureSpec(name="sequences", dtype=DataType.STRING),
+                FeatureSpec(name="candidate_labels", dtype=DataType.STRING, shape=(-1,)),
+            ],
+            outputs=[
+                FeatureSpec(name="sequence", dtype=DataType.STRING),
+                FeatureSpec(name="labels", dtype=DataType.STRING, shape=(-1,)),
+                FeatureSpec(name="scores", dtype=DataType.DOUBLE, shape=(-1,)),
+            ],
+        )
+        return InferredFunction(signature)
+
+    def sort_key(self, row: dict[str, Any]) -> int:
+        return len(row["sequences"])
+
+    def predict(self, ctx: RunContext, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+        # Rows sharing a label set go through the pipeline together, in one batched call.
+        groups: dict[tuple[str, ...], list[int]] = defaultdict(list)
+        for i, row in enumerate(rows):
+            labels = tuple(row["candidate_labels"])
+            if not labels or any(label is None or label == "" for label in labels):
+                raise InputError("candidate_labels", "needs at least one non-empty label")
+            groups[labels].append(i)
+        out: list[dict[str, Any]] = [{} for _ in rows]
+        kwargs = generation_kwargs(ctx.params)
+        for labels, indices in groups.items():
+            sequences = [rows[i]["sequences"] for i in indices]
+            results = per_item(
+                ctx.pipeline(sequences, candidate_labels=list(labels), batch_size=ctx.batch_size, **kwargs),
+                len(sequences),
+            )
+            for i, result in zip(indices, results, strict=True):
+                out[i] = {
+                    "sequence": result["sequence"],
+                    "labels": list(result["labels"]),
+                    "scores": [float(s) for s in result["scores"]],
+                }
+        return out
+
+
+TASK = ZeroShotClassification()

@@ -1,0 +1,66 @@
+-- duckreg catalog. {schema} is the quoted, fully qualified registry schema ("db"."duckreg").
+-- Names are stored as the user wrote them; *_key columns hold the lower-cased form that makes
+-- every lookup case-insensitive.
+CREATE SCHEMA IF NOT EXISTS {schema};
+
+CREATE TABLE IF NOT EXISTS {schema}.settings (
+    key VARCHAR PRIMARY KEY,
+    value VARCHAR
+);
+
+CREATE TABLE IF NOT EXISTS {schema}.models (
+    model_key VARCHAR PRIMARY KEY,
+    name VARCHAR NOT NULL,
+    comment VARCHAR,
+    default_version_key VARCHAR,
+    created_on TIMESTAMP NOT NULL DEFAULT current_timestamp
+);
+
+CREATE SEQUENCE IF NOT EXISTS {schema}.version_seq;
+
+CREATE TABLE IF NOT EXISTS {schema}.versions (
+    model_key VARCHAR NOT NULL,
+    version_key VARCHAR NOT NULL,
+    name VARCHAR NOT NULL,
+    seq BIGINT NOT NULL,
+    comment VARCHAR,
+    task VARCHAR,
+    model_type VARCHAR NOT NULL,
+    artifact_path VARCHAR NOT NULL,
+    manifest JSON NOT NULL,
+    created_on TIMESTAMP NOT NULL DEFAULT current_timestamp,
+    PRIMARY KEY (model_key, version_key)
+);
+
+CREATE TABLE IF NOT EXISTS {schema}.functions (
+    model_key VARCHAR NOT NULL,
+    version_key VARCHAR NOT NULL,
+    name VARCHAR NOT NULL,
+    target_method VARCHAR NOT NULL,
+    spec JSON NOT NULL,
+    PRIMARY KEY (model_key, version_key, target_method)
+);
+
+CREATE TABLE IF NOT EXISTS {schema}.aliases (
+    model_key VARCHAR NOT NULL,
+    alias_key VARCHAR NOT NULL,
+    alias VARCHAR NOT NULL,
+    version_key VARCHAR NOT NULL,
+    PRIMARY KEY (model_key, alias_key)
+);
+
+CREATE TABLE IF NOT EXISTS {schema}.tags (
+    model_key VARCHAR NOT NULL,
+    tag_key VARCHAR NOT NULL,
+    name VARCHAR NOT NULL,
+    value VARCHAR NOT NULL,
+    PRIMARY KEY (model_key, tag_key)
+);
+
+CREATE TABLE IF NOT EXISTS {schema}.metrics (
+    model_key VARCHAR NOT NULL,
+    version_key VARCHAR NOT NULL,
+    name VARCHAR NOT NULL,
+    value JSON,
+    PRIMARY KEY (model_key, version_key, name)
+);

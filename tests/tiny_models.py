@@ -1,0 +1,150 @@
+"""Build tiny random-weight Hugging Face models offline, for tests and examples.
+
+No hub is reachable, so every model here is a config with random weights plus a tokenizer
+written from a small vocabulary, saved with ``save_pretrained`` into a local folder.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import transformers
+
+WORDS = (
+    "the a an is was are i you he she it we they my your his her its our their me him us them "
+    "like love hate good bad great terrible happy sad food dinner lunch rice udon noodles want "
+    "have problem with snowflake that needs to be resolved asap would today for and or but in "
+    "on at of live name tokyo japan paris france london city country capital seat duchy grand "
+    "yu what did do does where who which how why when channel subscribers most videos created "
+    "number count sum average total people person company data cloud model registry query table "
+    "urgent not english japanese french this example about sentence text hello world how are "
+    "fine thanks weather sunny rainy movie film book story music song play game win lose ok "
+    "yes no maybe please thank very much more less new old big small fast slow red blue green "
+    "one two three four five six seven eight nine ten zero 1 2 3 4 5 6 7 8 9 0 . , ! ? ' \" - : ;"
+).split()
+SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+CORPUS = [
+    "I like you. I love you, too.",
+    "My name is Izumi and I live in Tokyo, Japan.",
+    "The capital of France is Paris and Paris is a big city.",
+    "I have a problem with Snowflake that needs to be resolved asap!!",
+    "I would like to have udon for today's dinner.",
+    "Hello world, how are you? I am fine, thanks.",
+    "What is the weather like today? It is sunny, not rainy.",
+    "Which channel has the most subscribers and videos?",
+] * 4
+
+
+def _seed(seed: int) -> None:
+    torch.manual_seed(seed)
+
+
+def wordpiece_tokenizer(folder: Path, cls: type = transformers.BertTokenizerFast):
+    """A BERT WordPiece tokenizer from a hand-written vocab file (loaded from its folder)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    vocab = SPECIAL + sorted(set(WORDS)) + ["##s", "##ed", "##ing", "##zumi", "##ly", "##er"]
+    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    return cls.from_pretrained(str(folder))
+
+
+def _bert_config(**extra) -> transformers.BertConfig:
+    return transformers.BertConfig(
+        vocab_size=len(SPECIAL) + len(set(WORDS)) + 6,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=512,
+        **extra,
+    )
+
+
+def _save(model, tokenizer, folder: Path) -> Path:
+    model.eval()
+    model.save_pretrained(str(folder))
+    tokenizer.save_pretrained(str(folder))
+    return folder
+
+
+def bert_text_classification(folder: Path, labels=("NEGATIVE", "POSITIVE"), seed: int = 0) -> Path:
+    _seed(seed)
+    tok = wordpiece_tokenizer(folder)
+    config = _bert_config(
+        num_labels=len(labels),
+        id2label=dict(enumerate(labels)),
+        label2id={label: i for i, label in enumerate(labels)},
+    )
+    return _save(transformers.BertForSequenceClassification(config), tok, folder)
+
+
+def bert_zero_shot(folder: Path, seed: int = 1) -> Path:
+    return bert_text_classification(folder, labels=("contradiction", "neutral", "entailment"), seed=seed)
+
+
+def bert_token_classification(folder: Path, seed: int = 2) -> Path:
+    _seed(seed)
+    tok = wordpiece_tokenizer(folder)
+    labels = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
+    config = _bert_config(
+        num_labels=len(labels),
+        id2label=dict(enumerate(labels)),
+        label2id={label: i for i, label in enumerate(labels)},
+    )
+    return _save(transformers.BertForTokenClassification(config), tok, folder)
+
+
+def bert_fill_mask(folder: Path, seed: int = 3) -> Path:
+    _seed(seed)
+    tok = wordpiece_tokenizer(folder)
+    return _save(transformers.BertForMaskedLM(_bert_config()), tok, folder)
+
+
+def bert_feature_extraction(folder: Path, seed: int = 4) -> Path:
+    _seed(seed)
+    tok = wordpiece_tokenizer(folder)
+    return _save(transformers.BertModel(_bert_config()), tok, folder)
+
+
+def bytelevel_bpe_tokenizer(folder: Path, cls: type = transformers.GPT2TokenizerFast):
+    """A byte-level BPE tokenizer trained on a small corpus, saved and reloaded from its folder."""
+    import tokenizers
+
+    folder.mkdir(parents=True, exist_ok=True)
+    bpe = tokenizers.ByteLevelBPETokenizer()
+    bpe.train_from_iterator(CORPUS, vocab_size=400, min_frequency=1, special_tokens=["<|endoftext|>"])
+    bpe.save_model(str(folder))
+    return cls.from_pretrained(str(folder))
+
+
+def gpt2_text_generation(folder: Path, seed: int = 5) -> Path:
+    _seed(seed)
+    tok = bytelevel_bpe_tokenizer(folder)
+    eos = tok.convert_tokens_to_ids("<|endoftext|>")
+    config = transformers.GPT2Config(
+        vocab_size=len(tok),
+        n_positions=256,
+        n_embd=32,
+        n_layer=2,
+        n_head=2,
+        bos_token_id=eos,
+        eos_token_id=eos,
+    )
+    return _save(transformers.GPT2LMHeadModel(config), tok, folder)
+
+
+def tapas_table_qa(folder: Path, seed: int = 6) -> Path:
+    _seed(seed)
+    tok = wordpiece_tokenizer(folder, cls=transformers.TapasTokenizer)
+    config = transformers.TapasConfig(
+        vocab_size=len(SPECIAL) + len(set(WORDS)) + 6,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=512,
+        num_aggregation_labels=4,
+        aggregation_labels={0: "NONE", 1: "SUM", 2: "AVERAGE", 3: "COUNT"},
+        use_answer_as_supervision=True,
+    )
+    return _save(transformers.TapasForQuestionAnswering(config), tok, folder)
