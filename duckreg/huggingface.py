@@ -148,7 +148,7 @@ def _quiet_progress() -> Iterator[None]:
     """No download or shard progress bars while duckreg saves or loads (restored afterwards)."""
     from transformers.utils import logging as hf_logging
 
-    was_disabled = hf_logging.are_progress_bars_disabled()
+    was_disabled = not hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()
     try:
         yield

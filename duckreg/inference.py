@@ -258,10 +258,13 @@ class FunctionRunner:
         if len(predicted) != len(rows):
             raise RuntimeError(f"{self.context()}: the model returned {len(predicted)} results for {len(rows)} rows")
         results: list[dict[str, Any]] = [{} for _ in rows]
+        shapes = {o.name: self.function.sql_shapes.get(o.name, o.shape) for o in self.signature.outputs}
         for position, index in enumerate(order):
             raw = predicted[position]
             try:
-                results[index] = {o.name: _format_output(raw[o.name], o, o.shape) for o in self.signature.outputs}
+                results[index] = {
+                    o.name: _format_output(raw[o.name], o, shapes[o.name]) for o in self.signature.outputs
+                }
             except KeyError as exc:
                 raise RuntimeError(f"{self.context()}: the model gave no output named {exc.args[0]!r}") from None
         return results

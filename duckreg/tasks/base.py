@@ -99,10 +99,17 @@ def plain(value: Any) -> Any:
 
 
 def per_item(result: Any, count: int) -> list[Any]:
-    """Pipelines drop the outer list for a single input; put it back."""
-    if count == 1 and not (isinstance(result, list) and len(result) == 1 and isinstance(result[0], list)):
-        if isinstance(result, dict) or (isinstance(result, list) and (not result or isinstance(result[0], dict))):
-            return [result]
+    """One result per input, for tasks whose per-input result is a dict (one dict alone is wrapped)."""
+    return [result] if isinstance(result, dict) else list(result)
+
+
+def per_item_list(result: Any, count: int) -> list[Any]:
+    """One result per input, for tasks whose per-input result is a list of dicts.
+
+    Pipelines drop the outer list for a single input; put it back.
+    """
+    if count == 1 and isinstance(result, list) and (not result or isinstance(result[0], dict)):
+        return [result]
     return list(result)
 
 

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from duckreg.model_signature import DataType, FeatureSpec, ModelSignature
-from duckreg.tasks.base import InferredFunction, InputError, RunContext, Task, generation_kwargs, per_item, to_json
+from duckreg.tasks.base import InferredFunction, InputError, RunContext, Task, generation_kwargs, per_item_list, to_json
 
 
 class FillMask(Task):
@@ -25,7 +25,9 @@ class FillMask(Task):
         for text in texts:
             if mask not in text:
                 raise InputError("inputs", f"no {mask} token in {text[:60]!r}; fill-mask needs one to fill")
-        results = per_item(ctx.pipeline(texts, batch_size=ctx.batch_size, **generation_kwargs(ctx.params)), len(texts))
+        results = per_item_list(
+            ctx.pipeline(texts, batch_size=ctx.batch_size, **generation_kwargs(ctx.params)), len(texts)
+        )
         return [{"outputs": to_json(result)} for result in results]
 
 

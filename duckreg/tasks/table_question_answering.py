@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
@@ -41,19 +42,24 @@ class TableQuestionAnswering(Task):
         return InferredFunction(signature, sql_shapes={"coordinates": (-1, -1)})
 
     def predict(self, ctx: RunContext, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-        import pandas as pd
-
-        items = [{"query": row["query"], "table": pd.DataFrame(parse_table(row["table"]))} for row in rows]
-        results = per_item(ctx.pipeline(items, batch_size=ctx.batch_size, **generation_kwargs(ctx.params)), len(items))
-        return [
-            {
-                "answer": r["answer"],
-                "coordinates": plain(r["coordinates"]),
-                "cells": [str(c) for c in r["cells"]],
-                "aggregator": r.get("aggregator", "NONE"),
-            }
-            for r in results
-        ]
+        # The pipeline batches the queries asked of one table; rows are grouped by table.
+        groups: dict[str, list[int]] = defaultdict(list)
+        for i, row in enumerate(rows):
+            groups[row["table"]].append(i)
+        out: list[dict[str, Any]] = [{} for _ in rows]
+        kwargs = generation_kwargs(ctx.params)
+        for table_text, indices in groups.items():
+            table = parse_table(table_text)
+            queries = [rows[i]["query"] for i in indices]
+            results = per_item(ctx.pipeline(table=table, query=queries, **kwargs), len(queries))
+            for i, r in zip(indices, results, strict=True):
+                out[i] = {
+                    "answer": r["answer"],
+                    "coordinates": plain(r["coordinates"]),
+                    "cells": [str(c) for c in r["cells"]],
+                    "aggregator": r.get("aggregator", "NONE"),
+                }
+        return out
 
 
 TASK = TableQuestionAnswering()

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from duckreg.model_signature import DataType, FeatureSpec, ModelSignature
-from duckreg.tasks.base import InferredFunction, RunContext, Task, per_item, to_json
+from duckreg.tasks.base import InferredFunction, RunContext, Task, per_item_list, to_json
 
 
 class TokenClassification(Task):
@@ -21,7 +21,7 @@ class TokenClassification(Task):
 
     def predict(self, ctx: RunContext, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         texts = [row["inputs"] for row in rows]
-        results = per_item(ctx.pipeline(texts, batch_size=ctx.batch_size), len(texts))
+        results = per_item_list(ctx.pipeline(texts, batch_size=ctx.batch_size), len(texts))
         return [{"outputs": to_json(result)} for result in results]
 
 

@@ -1,0 +1,74 @@
+"""Shared fixtures: tiny offline models built once per session, and a registry on a real file."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tiny_models
+import transformers
+
+import duckreg
+
+transformers.utils.logging.disable_progress_bar()
+transformers.utils.logging.set_verbosity_error()
+
+
+@pytest.fixture(scope="session")
+def model_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("tiny-models")
+    return {
+        "text-classification": tiny_models.bert_text_classification(root / "tc"),
+        "zero-shot-classification": tiny_models.bert_zero_shot(root / "zs"),
+        "token-classification": tiny_models.bert_token_classification(root / "ner"),
+        "fill-mask": tiny_models.bert_fill_mask(root / "fm"),
+        "feature-extraction": tiny_models.bert_feature_extraction(root / "fe"),
+        "text-generation": tiny_models.gpt2_text_generation(root / "tg"),
+        "table-question-answering": tiny_models.tapas_table_qa(root / "tqa"),
+    }
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "registry.duckdb"
+
+
+@pytest.fixture
+def registry(db_path: Path):
+    reg = duckreg.Registry(str(db_path))
+    yield reg
+    reg.connection.close()
+
+
+class NumpyEncoder(json.JSONEncoder):
+    """The encoder the seed documents describe: numpy numbers become plain ints and floats."""
+
+    def default(self, o):
+        if isinstance(o, np.integer):
+            return int(o)
+        if isinstance(o, np.floating):
+            return float(o)
+        if isinstance(o, np.ndarray):
+            return o.tolist()
+        return super().default(o)
+
+
+def seed_json(value) -> str:
+    return json.dumps(value, cls=NumpyEncoder)
+
+
+def run_in_new_process(db_path: Path, query: str) -> list:
+    """Open the database file in a fresh interpreter (read-only) and run ``query`` there."""
+    script = (
+        "import json, sys, duckreg\n"
+        f"con = duckreg.connect({str(db_path)!r}, read_only=True)\n"
+        f"rows = con.execute({query!r}).fetchall()\n"
+        "print(json.dumps(rows, default=str))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1])
