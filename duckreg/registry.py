@@ -74,10 +74,11 @@ class Registry:
         if not isinstance(connection, duckdb.DuckDBPyConnection):
             raise TypeError(f"connection must be a DuckDB connection, a database path or None, got {connection!r}")
         self._con = connection
-        database_name = database_name or connection.execute("SELECT current_database()").fetchone()[0]
-        row = connection.execute(
+        database_name = database_name or connection.execute("SELECT current_database()").fetchall()[0][0]
+        rows = connection.execute(
             "SELECT path FROM duckdb_databases() WHERE database_name = ?", [database_name]
-        ).fetchone()
+        ).fetchall()
+        row = rows[0] if rows else None
         if row is None:
             raise ValueError(f"Database {database_name} does not exist.")
         self.database_name = database_name
@@ -294,7 +295,7 @@ class Registry:
         for candidate in (key, sql.table_macro_name(key)):
             clash = self._con.execute(
                 "SELECT count(*) FROM duckdb_functions() WHERE lower(function_name) = ?", [candidate]
-            ).fetchone()[0]
+            ).fetchall()[0][0]
             if clash and candidate not in ours:
                 raise ValueError(
                     f"Invalid model_name {model_name!r}: it would shadow the existing SQL function {candidate!r}."
@@ -377,7 +378,7 @@ def _pipeline_functions(
 ) -> tuple[list[FunctionSpec], str, dict[str, Any]]:
     task = pipe.task
     settings = huggingface.pipeline_settings(pipe)
-    if settings.get("return_tensors"):
+    if settings.get("return_tensors") or getattr(settings.get("return_type"), "name", None) == "TENSORS":
         raise NotImplementedError(
             f"Auto deployment for HuggingFace pipeline {task} when `return_tensors` set to `True` has not been "
             "supported yet."

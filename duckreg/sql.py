@@ -6,6 +6,7 @@ No model logic lives here: a UDF converts Arrow chunks to Python columns, calls 
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -137,28 +138,57 @@ def table_macro_name(sql_name: str) -> str:
     return f"{sql_name}_table"
 
 
+# DuckDB keeps a Python UDF in the database instance's catalog, but only the connection that created
+# it can remove it. Remember that connection per (database, name) so any bound connection can
+# replace or drop the function.
+_OWNERS: dict[tuple[str, str], weakref.ref] = {}
+
+
+def _instance_key(con: duckdb.DuckDBPyConnection) -> str:
+    rows = con.execute("SELECT path FROM duckdb_databases() WHERE database_name = current_database()").fetchall()
+    return rows[0][0] if rows and rows[0][0] else f"memory:{id(con)}"
+
+
+def _remove_udf(con: duckdb.DuckDBPyConnection, instance: str, name: str) -> None:
+    for candidate in (con, *(r() for r in [_OWNERS.get((instance, name))] if r is not None)):
+        if candidate is None:
+            continue
+        try:
+            candidate.remove_function(name)
+            _OWNERS.pop((instance, name), None)
+            return
+        except Exception:  # noqa: BLE001 - not registered through this connection
+            continue
+
+
 def bind(con: duckdb.DuckDBPyConnection, bindings: Iterable[Binding]) -> None:
     """Create (or replace) the UDF and table macro of every binding on ``con``."""
+    instance = _instance_key(con)
     for binding in bindings:
         output = OutputTypes.of(binding.runner.function)
-        unbind(con, [binding.sql_name])
-        con.create_function(
-            binding.sql_name,
-            make_udf(binding.runner, output),
-            None,
-            output.sql,
-            type="arrow",
-            null_handling="special",
-            side_effects=False,
-        )
+        _remove_udf(con, instance, binding.sql_name)
+        try:
+            con.create_function(
+                binding.sql_name,
+                make_udf(binding.runner, output),
+                None,
+                output.sql,
+                type="arrow",
+                null_handling="special",
+                side_effects=False,
+            )
+            _OWNERS[(instance, binding.sql_name)] = weakref.ref(con)
+        except duckdb.CatalogException as exc:
+            # Registered through a connection this process cannot reach (e.g. a cursor's parent):
+            # it is already callable here.
+            if "already exists" not in str(exc):
+                raise
         con.execute(table_macro_sql(table_macro_name(binding.sql_name), binding.sql_name, binding.runner, output))
 
 
 def unbind(con: duckdb.DuckDBPyConnection, sql_names: Iterable[str]) -> None:
     """Remove UDFs and table macros by name; names not bound are skipped."""
+    instance = _instance_key(con)
     for name in sql_names:
-        try:
-            con.remove_function(name)
-        except Exception:  # noqa: BLE001 - not registered on this instance
-            pass
+        _remove_udf(con, instance, name)
         con.execute(f"DROP MACRO TABLE IF EXISTS temp.{quote(table_macro_name(name))}")

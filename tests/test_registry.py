@@ -108,7 +108,7 @@ def test_metrics_comments_tags_and_rename(registry, classifier) -> None:
 
 
 def test_export_copies_files_and_refuses_non_empty_targets(registry, classifier, tmp_path: Path) -> None:
-    mv = registry.log_model(classifier, model_name="exp", version_name="v1")
+    mv = registry.log_model(classifier, model_name="exported", version_name="v1")
     mv.export(tmp_path / "out")
     assert (tmp_path / "out" / "model" / "model.safetensors").is_file()
     with pytest.raises(ValueError, match="is a file or an non-empty folder"):
@@ -184,8 +184,12 @@ def test_transformers_pipeline_reference(registry, model_dirs) -> None:
             ref,
             model_name="by_ref",
             version_name="v0",
-            signatures={"__call__": ModelSignature([FeatureSpec("text", DataType.STRING)], [FeatureSpec("outputs", DataType.STRING)])},
-        )  # fmt: skip
+            signatures={
+                "__call__": ModelSignature(
+                    [FeatureSpec("text", DataType.STRING)], [FeatureSpec("outputs", DataType.STRING)]
+                )
+            },
+        )
     mv = registry.log_model(ref, model_name="by_ref", version_name="v1")
     assert mv.show_functions()[0]["signature"].outputs == [FeatureSpec("outputs", DataType.STRING)]
     missing = TransformersPipeline(model="no-such-org/no-such-model", task="text-classification")

@@ -10,9 +10,21 @@ from duckreg.model_signature import DataType, FeatureGroupSpec, FeatureSpec, Mod
 def test_datatype_members() -> None:
     names = [d.name for d in DataType]
     assert names == [
-        "INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64",
-        "FLOAT", "DOUBLE", "BOOL", "STRING", "BYTES", "TIMESTAMP_NTZ",
-    ]  # fmt: skip
+        "INT8",
+        "INT16",
+        "INT32",
+        "INT64",
+        "UINT8",
+        "UINT16",
+        "UINT32",
+        "UINT64",
+        "FLOAT",
+        "DOUBLE",
+        "BOOL",
+        "STRING",
+        "BYTES",
+        "TIMESTAMP_NTZ",
+    ]
     assert repr(DataType.STRING) == "DataType.STRING"
 
 
@@ -44,10 +56,14 @@ def test_signature_repr_matches_the_seed_layout() -> None:
 
 def test_json_round_trip_with_groups_and_params() -> None:
     signature = ModelSignature(
-        inputs=[FeatureGroupSpec("messages", [FeatureSpec("role", DataType.STRING), FeatureSpec("content", DataType.STRING)], shape=(-1,))],
+        inputs=[
+            FeatureGroupSpec(
+                "messages", [FeatureSpec("role", DataType.STRING), FeatureSpec("content", DataType.STRING)], shape=(-1,)
+            )
+        ],
         outputs=[FeatureSpec("embedding", DataType.FLOAT, shape=(384,))],
         params=[ParamSpec("top_k", DataType.INT64, 3), ParamSpec("stop", DataType.STRING, ["\n"], shape=(-1,))],
-    )  # fmt: skip
+    )
     again = ModelSignature.from_json(signature.to_json())
     assert again == signature
     assert again.inputs[0].specs[1].name == "content"
@@ -71,9 +87,9 @@ def test_resolve_params_fills_defaults_and_names_bad_ones() -> None:
         signature.resolve_params({"topk": 2})
     with pytest.raises(ValueError, match="different cases"):
         signature.resolve_params({"top_k": 2, "TOP_K": 3})
-    with pytest.raises(ValueError, match="'top_k'.*not compatible"):
+    with pytest.raises(ValueError, match=r"'top_k'.*not compatible"):
         signature.resolve_params({"top_k": "many"})
-    with pytest.raises(ValueError, match="'top_k'.*not compatible"):
+    with pytest.raises(ValueError, match=r"'top_k'.*not compatible"):
         signature.resolve_params({"top_k": True})
     plain = ModelSignature(inputs=signature.inputs, outputs=signature.outputs)
     with pytest.raises(ValueError, match="does not accept any parameters"):
