@@ -67,7 +67,7 @@ def _save(model, tokenizer, folder: Path) -> Path:
     return folder
 
 
-def bert_text_classification(folder: Path, labels=("NEGATIVE", "POSITIVE"), seed: int = 0) -> Path:
+def _labelled_bert(folder: Path, model_class: type, labels, seed: int) -> Path:
     _seed(seed)
     tok = wordpiece_tokenizer(folder)
     config = _bert_config(
@@ -75,7 +75,11 @@ def bert_text_classification(folder: Path, labels=("NEGATIVE", "POSITIVE"), seed
         id2label=dict(enumerate(labels)),
         label2id={label: i for i, label in enumerate(labels)},
     )
-    return _save(transformers.BertForSequenceClassification(config), tok, folder)
+    return _save(model_class(config), tok, folder)
+
+
+def bert_text_classification(folder: Path, labels=("NEGATIVE", "POSITIVE"), seed: int = 0) -> Path:
+    return _labelled_bert(folder, transformers.BertForSequenceClassification, labels, seed)
 
 
 def bert_zero_shot(folder: Path, seed: int = 1) -> Path:
@@ -83,15 +87,8 @@ def bert_zero_shot(folder: Path, seed: int = 1) -> Path:
 
 
 def bert_token_classification(folder: Path, seed: int = 2) -> Path:
-    _seed(seed)
-    tok = wordpiece_tokenizer(folder)
     labels = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
-    config = _bert_config(
-        num_labels=len(labels),
-        id2label=dict(enumerate(labels)),
-        label2id={label: i for i, label in enumerate(labels)},
-    )
-    return _save(transformers.BertForTokenClassification(config), tok, folder)
+    return _labelled_bert(folder, transformers.BertForTokenClassification, labels, seed)
 
 
 def bert_fill_mask(folder: Path, seed: int = 3) -> Path:

@@ -67,6 +67,17 @@ class Task:
         """Adjust a freshly loaded pipeline once (e.g. a pad token for batching)."""
 
 
+def string_to_json(input_name: str = "inputs", output_name: str = "outputs") -> InferredFunction:
+    """The seeds' shape for tasks that return nested results: one STRING in, one JSON STRING out."""
+    from duckreg.model_signature import DataType, FeatureSpec
+
+    signature = ModelSignature(
+        inputs=[FeatureSpec(name=input_name, dtype=DataType.STRING)],
+        outputs=[FeatureSpec(name=output_name, dtype=DataType.STRING)],
+    )
+    return InferredFunction(signature, json_outputs=frozenset({output_name}))
+
+
 def json_default(value: Any) -> Any:
     """``json.dumps`` fallback: numpy scalars and arrays become plain Python values."""
     if isinstance(value, np.integer):

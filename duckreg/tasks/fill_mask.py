@@ -5,19 +5,23 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from duckreg.model_signature import DataType, FeatureSpec, ModelSignature
-from duckreg.tasks.base import InferredFunction, InputError, RunContext, Task, generation_kwargs, per_item_list, to_json
+from duckreg.tasks.base import (
+    InferredFunction,
+    InputError,
+    RunContext,
+    Task,
+    generation_kwargs,
+    per_item_list,
+    string_to_json,
+    to_json,
+)
 
 
 class FillMask(Task):
     names = ("fill-mask",)
 
     def infer(self, task, pipeline, settings, options) -> InferredFunction:
-        signature = ModelSignature(
-            inputs=[FeatureSpec(name="inputs", dtype=DataType.STRING)],
-            outputs=[FeatureSpec(name="outputs", dtype=DataType.STRING)],
-        )
-        return InferredFunction(signature, json_outputs=frozenset({"outputs"}))
+        return string_to_json()
 
     def predict(self, ctx: RunContext, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         mask = ctx.pipeline.tokenizer.mask_token

@@ -6,8 +6,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
-from duckreg.model_signature import DataType, FeatureSpec, ModelSignature
-from duckreg.tasks.base import InferredFunction, RunContext, Task, generation_kwargs, to_json
+from duckreg.tasks.base import InferredFunction, RunContext, Task, generation_kwargs, string_to_json, to_json
 
 
 class TextGeneration(Task):
@@ -19,11 +18,7 @@ class TextGeneration(Task):
                 f"Auto deployment for HuggingFace pipeline {task} when `return_tensors` set to `True` "
                 "has not been supported yet."
             )
-        signature = ModelSignature(
-            inputs=[FeatureSpec(name="inputs", dtype=DataType.STRING)],
-            outputs=[FeatureSpec(name="outputs", dtype=DataType.STRING)],
-        )
-        return InferredFunction(signature, json_outputs=frozenset({"outputs"}))
+        return string_to_json()
 
     def prepare(self, pipeline: Any) -> None:
         tokenizer = pipeline.tokenizer
