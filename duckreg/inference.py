@@ -78,20 +78,26 @@ class VersionHandle:
     def load(self) -> runtime.LoadedModel:
         return runtime.CACHE.get(self.cache_key, self._load)
 
-    def _load(self) -> runtime.LoadedModel:
+    def build_pipeline(self, device: str, *, warn_on_skew: bool = True) -> Any:
+        """A new pipeline from this version's files (the cache and ``ModelVersion.load`` both use it)."""
         from duckreg import huggingface
 
-        runtime.configure_torch_threads()
         manifest = self.manifest
-        device = manifest.get("options", {}).get("device") or runtime.default_device()
-        huggingface.warn_on_version_skew(manifest.get("library_versions", {}), self.model_name, self.version_name)
-        pipe = huggingface.load_pipeline(
+        if warn_on_skew:
+            huggingface.warn_on_version_skew(manifest.get("library_versions", {}), self.model_name, self.version_name)
+        return huggingface.load_pipeline(
             self.artifact_dir / "model",
             manifest["task"],
             manifest.get("pipeline_settings", {}),
             device,
             manifest.get("trust_remote_code", False),
         )
+
+    def _load(self) -> runtime.LoadedModel:
+        runtime.configure_torch_threads()
+        manifest = self.manifest
+        device = manifest.get("options", {}).get("device") or runtime.default_device()
+        pipe = self.build_pipeline(device)
         (get_task(manifest["task"]) or GENERIC).prepare(pipe)
         return runtime.LoadedModel(model=pipe, nbytes=runtime.model_nbytes(pipe), device=device)
 

@@ -831,20 +831,9 @@ class ModelVersion:
     def load(self, *, force: bool = False, options: dict[str, Any] | None = None) -> Any:
         """A fresh ``transformers`` pipeline of this version (yours to change; not the shared one)."""
         handle = self._handle()
-        manifest = handle.manifest
         options = options or {}
-        device = options.get("device") or manifest.get("options", {}).get("device") or "cpu"
-        if not force:
-            huggingface.warn_on_version_skew(
-                manifest.get("library_versions", {}), handle.model_name, handle.version_name
-            )
-        return huggingface.load_pipeline(
-            handle.artifact_dir / "model",
-            manifest["task"],
-            manifest.get("pipeline_settings", {}),
-            device,
-            manifest.get("trust_remote_code", False),
-        )
+        device = options.get("device") or handle.manifest.get("options", {}).get("device") or "cpu"
+        return handle.build_pipeline(device, warn_on_skew=not force)
 
     def export(self, target_path: str | Path) -> None:
         """Copy this version's files (model folder and manifest) into an empty or new folder."""

@@ -150,7 +150,8 @@ def _instance_key(con: duckdb.DuckDBPyConnection) -> str:
 
 
 def _remove_udf(con: duckdb.DuckDBPyConnection, instance: str, name: str) -> None:
-    for candidate in (con, *(r() for r in [_OWNERS.get((instance, name))] if r is not None)):
+    owner_ref = _OWNERS.get((instance, name))
+    for candidate in (con, owner_ref() if owner_ref else None):
         if candidate is None:
             continue
         try:
