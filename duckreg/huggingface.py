@@ -67,16 +67,22 @@ class TransformersPipeline:
             ) from exc
 
     def build(self) -> Any:
-        """Instantiate the ``transformers`` pipeline this reference describes."""
+        """The pipeline this reference describes (a ``TaskModel`` for tasks duckreg runs itself)."""
         import transformers
 
         if self.task is None:
             raise RuntimeError(
                 f"Unable to determine the HuggingFace pipeline task for model '{self.model}'. Provide task explicitly."
             )
+        folder = self.local_path()
+        if runs_itself(self.task):
+            settings = {k: v for k, v in self.pipeline_kwargs.items() if k not in ("device", "batch_size")}
+            return load_task_model(
+                folder, self.task, settings, "cpu", self.trust_remote_code, model_kwargs=self.model_kwargs
+            )
         return transformers.pipeline(
             self.task,
-            model=str(self.local_path()),
+            model=str(folder),
             revision=self.revision,
             trust_remote_code=self.trust_remote_code,
             model_kwargs=self.model_kwargs or None,
@@ -88,11 +94,40 @@ class TransformersPipeline:
 
 
 def is_pipeline(obj: Any) -> bool:
+    """A ``transformers`` pipeline, or a model duckreg runs itself."""
+    from duckreg.tasks import TaskModel
+
+    if isinstance(obj, TaskModel):
+        return True
     try:
         import transformers
     except ImportError:
         return False
     return isinstance(obj, transformers.Pipeline)
+
+
+def runs_itself(task: str) -> bool:
+    """Whether duckreg runs this task on an Auto model class rather than a pipeline."""
+    from duckreg.tasks import get_task
+
+    impl = get_task(task)
+    return impl is not None and impl.model_class(None) is not None
+
+
+def as_task_model(pipe: Any) -> Any:
+    """A transformers 4 pipeline of a task duckreg runs itself, as a ``TaskModel`` with its settings.
+
+    Other pipelines are returned as they are.
+    """
+    from duckreg.tasks import TaskModel
+
+    if isinstance(pipe, TaskModel) or not runs_itself(pipe.task):
+        return pipe
+    settings = pipeline_settings(pipe)
+    if getattr(pipe, "prefix", None):
+        # The pipeline popped the prefix out of the model config's task_specific_params: keep it.
+        settings["prefix"] = pipe.prefix
+    return TaskModel(pipe.task, pipe.model, pipe.tokenizer, settings)
 
 
 def _encode(value: Any) -> Any:
@@ -126,10 +161,27 @@ def _decode(value: Any) -> Any:
 
 def pipeline_settings(pipe: Any) -> dict[str, Any]:
     """The call settings a pipeline was built with, as plain values (for signature inference)."""
+    from duckreg.tasks import TaskModel
+
+    if isinstance(pipe, TaskModel):
+        return dict(pipe.settings)
     settings: dict[str, Any] = {}
     for source in _SETTING_SOURCES:
         settings.update(getattr(pipe, source, None) or {})
-    return {k: v for k, v in settings.items() if not k.startswith("_")}
+    generation_config = getattr(pipe, "generation_config", None)
+    if generation_config is not None and getattr(pipe, "_pipeline_calls_generate", False):
+        # Generation kwargs given to pipeline(...) live in its generation config, not its call params.
+        # Keep every value that differs from the library default or from the pipeline's own default
+        # (an explicit do_sample=False must survive a pipeline that defaults to sampling).
+        from transformers import GenerationConfig
+
+        library = GenerationConfig().to_dict()
+        pipeline_default = getattr(type(pipe), "_default_generation_config", None)
+        pipeline_values = pipeline_default.to_dict() if pipeline_default is not None else library
+        for key, value in generation_config.to_dict().items():
+            if value != library.get(key) or value != pipeline_values.get(key, library.get(key)):
+                settings.setdefault(key, value)
+    return {k: v for k, v in settings.items() if not k.startswith("_") and k != "transformers_version"}
 
 
 def encode_settings(settings: dict[str, Any]) -> dict[str, Any]:
@@ -163,10 +215,49 @@ def save_pipeline(pipe: Any, folder: Path) -> None:
         pipe.save_pretrained(str(folder))
 
 
+def load_task_model(
+    folder: Path,
+    task: str,
+    settings: dict[str, Any],
+    device: str,
+    trust_remote_code: bool,
+    model_kwargs: dict[str, Any] | None = None,
+) -> Any:
+    """Tokenizer and Auto model for a task duckreg runs itself (same code on transformers 4 and 5)."""
+    import transformers
+
+    from duckreg.tasks import TaskModel, get_task
+
+    impl = get_task(task)
+    with _quiet_progress():
+        config = transformers.AutoConfig.from_pretrained(str(folder), trust_remote_code=trust_remote_code)
+        if task == "translation":
+            # As transformers 4 did: plain "translation" on a model that knows its language pair
+            # (T5's task_specific_params) means that pair.
+            for key in getattr(config, "task_specific_params", None) or {}:
+                if key.startswith("translation"):
+                    warnings.warn(
+                        f'"translation" task was used, instead of "translation_XX_to_YY", defaulting to "{key}"',
+                        UserWarning,
+                        stacklevel=3,
+                    )
+                    task = key
+                    break
+        model_class = getattr(transformers, impl.model_class(config))
+        model = model_class.from_pretrained(
+            str(folder), config=config, trust_remote_code=trust_remote_code, **(model_kwargs or {})
+        )
+        tokenizer = transformers.AutoTokenizer.from_pretrained(str(folder), trust_remote_code=trust_remote_code)
+    model.to(device).eval()
+    return TaskModel(task, model, tokenizer, {k: _decode(v) for k, v in settings.items()})
+
+
 def load_pipeline(folder: Path, task: str, settings: dict[str, Any], device: str, trust_remote_code: bool) -> Any:
     import transformers
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if runs_itself(task):
+        return load_task_model(folder, task, settings, device, trust_remote_code)
     with _quiet_progress():
         return transformers.pipeline(
             task,

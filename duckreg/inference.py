@@ -19,7 +19,7 @@ import numpy as np
 
 from duckreg import runtime
 from duckreg.model_signature import DataType, FeatureGroupSpec, FeatureSpec, ModelSignature
-from duckreg.tasks import GENERIC, InputError, RunContext, get_task
+from duckreg.tasks import GENERIC, InputError, RunContext, get_runner, get_task
 
 DEFAULT_BATCH_SIZE = 32
 
@@ -100,6 +100,11 @@ class VersionHandle:
         pipe = self.build_pipeline(device)
         (get_task(manifest["task"]) or GENERIC).prepare(pipe)
         return runtime.LoadedModel(model=pipe, nbytes=runtime.model_nbytes(pipe), device=device)
+
+
+def set_params(params: dict[str, Any]) -> dict[str, Any]:
+    """Parameters that were given (NULL from SQL means 'the default')."""
+    return {k: v for k, v in params.items() if v is not None}
 
 
 def _describe(value: Any) -> str:
@@ -186,8 +191,12 @@ class FunctionRunner:
         self.version = version
         self.function = function
         self.signature = function.signature
-        task = get_task(version.task_name) if function.runner == "task" else None
-        self.task = task or GENERIC
+        if function.runner == "task":
+            self.task = get_task(version.task_name) or GENERIC
+        elif function.runner == "generic":
+            self.task = GENERIC
+        else:
+            self.task = get_runner(function.runner)
         self.optional_inputs = self.task.optional_inputs
 
     def context(self, column: str | None = None) -> str:
@@ -214,7 +223,7 @@ class FunctionRunner:
         for spec, values in zip(specs, columns, strict=True):
             out = []
             for row, value in enumerate(values):
-                coerced = _check_value(value, spec, spec.shape)
+                coerced = _check_value(self.task.coerce_input(spec, value), spec, spec.shape)
                 if coerced is _BAD:
                     raise ValueError(
                         f"{self.context(spec.name)}: expected {_type_name(spec)}, got "
@@ -240,6 +249,28 @@ class FunctionRunner:
         results = self._predict(unique_rows, resolved) if unique_rows else []
         return [None if slot is None else results[slot] for slot in row_slot]
 
+    def run_with_param_columns(
+        self, columns: Sequence[Sequence[Any]], param_columns: dict[str, Sequence[Any]]
+    ) -> list[dict[str, Any] | None]:
+        """Like ``run``, with a value per row for each named parameter (NULL: the default).
+
+        Rows that share parameter values run together, so a constant parameter costs one pass.
+        """
+        n_rows = len(columns[0]) if columns else 0
+        if not param_columns:
+            return self.run(columns)
+        groups: dict[Any, list[int]] = {}
+        for row in range(n_rows):
+            key = _freeze([param_columns[name][row] for name in param_columns])
+            groups.setdefault(key, []).append(row)
+        results: list[dict[str, Any] | None] = [None] * n_rows
+        for rows in groups.values():
+            params = {name: values[rows[0]] for name, values in param_columns.items()}
+            part = self.run([[column[r] for r in rows] for column in columns], set_params(params))
+            for row, result in zip(rows, part, strict=True):
+                results[row] = result
+        return results
+
     def _predict(self, rows: list[dict[str, Any]], params: dict[str, Any]) -> list[dict[str, Any]]:
         loaded = self.version.load()
         task = self.task
@@ -251,6 +282,7 @@ class FunctionRunner:
             params=params,
             options=options,
             batch_size=int(options.get("max_batch_size") or DEFAULT_BATCH_SIZE),
+            model_id=f"{self.version.model_name}/{self.version.version_name}",
         )
         try:
             import torch

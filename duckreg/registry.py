@@ -20,7 +20,7 @@ from duckreg.artifacts import ArtifactStore, file_hashes
 from duckreg.catalog import Catalog
 from duckreg.inference import FunctionRunner, FunctionSpec, VersionHandle
 from duckreg.model_signature import DataType, FeatureGroupSpec, ModelSignature
-from duckreg.tasks import get_task
+from duckreg.tasks import get_task, signature_runner
 
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 SYSTEM_ALIASES = ("DEFAULT", "FIRST", "LAST")
@@ -214,7 +214,9 @@ class Registry:
                 )
             trust_remote_code = model.trust_remote_code
             model = model.build()
-        if not huggingface.is_pipeline(model):
+        if huggingface.is_pipeline(model):
+            model = huggingface.as_task_model(model)
+        else:
             raise TypeError(
                 f"Cannot log a {type(model).__name__}: log_model takes a transformers.Pipeline or a "
                 "duckreg.huggingface.TransformersPipeline."
@@ -401,6 +403,8 @@ def _pipeline_functions(
             raise ValueError(f"Hugging Face pipelines have one target method, '__call__'; got {methods}")
         spec = FunctionSpec("__CALL__", "__call__", inferred.signature, inferred.json_outputs, inferred.sql_shapes)
         return [spec], task, settings
+    if isinstance(signatures, ModelSignature):
+        signatures = {"__call__": signatures}
     if not isinstance(signatures, dict):
         raise ValueError(
             "signatures must be a dict mapping a target method to its ModelSignature, e.g. {'__call__': signature}"
@@ -411,9 +415,12 @@ def _pipeline_functions(
             raise ValueError(f"signatures[{method!r}] must be a ModelSignature, got {type(signature).__name__}")
         if method != "__call__":
             raise ValueError(f"Target method {method} is not callable or does not exist in the model.")
-        use_task = inferred is not None and [s.name for s in signature.inputs] == [
-            s.name for s in inferred.signature.inputs
-        ]
+        special = signature_runner(task, signature)
+        use_task = (
+            special is None
+            and inferred is not None
+            and [s.name for s in signature.inputs] == [s.name for s in inferred.signature.inputs]
+        )
         json_outputs = frozenset(
             o.name
             for o in signature.outputs
@@ -425,9 +432,8 @@ def _pipeline_functions(
         )
         shapes = {k: v for k, v in (inferred.sql_shapes if use_task else {}).items()
                   if any(o.name == k and o.shape is not None for o in signature.outputs)}  # fmt: skip
-        functions.append(
-            FunctionSpec(method.upper(), method, signature, json_outputs, shapes, "task" if use_task else "generic")
-        )
+        runner = special or ("task" if use_task else "generic")
+        functions.append(FunctionSpec(method.upper(), method, signature, json_outputs, shapes, runner))
     return functions, task, settings
 
 

@@ -91,11 +91,33 @@ class OutputTypes:
         return pa.StructArray.from_arrays(columns, fields=list(self.arrow), mask=mask)
 
 
+def _param_values(array: pa.ChunkedArray) -> list:
+    """Python values of one parameter column; SQL decimals (``0.7``) become floats."""
+    if pa.types.is_decimal(array.type):
+        array = array.cast(pa.float64())
+    return array.to_pylist()
+
+
 def make_udf(runner: FunctionRunner, output: OutputTypes):
-    """An Arrow UDF taking the signature's inputs positionally (trailing optional ones may be left out)."""
+    """An Arrow UDF taking the signature's inputs positionally (trailing optional ones may be left out).
+
+    A function with parameters is called through its macro, which always passes every input and
+    then every parameter in signature order.
+    """
     specs = runner.signature.inputs
+    params = runner.signature.params
     n_required = len(runner.required_inputs())
     names = ", ".join(s.name for s in specs)
+
+    if params:
+
+        def udf_with_params(*arrays: pa.ChunkedArray) -> pa.Array:
+            inputs, values = arrays[: len(specs)], arrays[len(specs) :]
+            columns = [a.to_pylist() for a in inputs]
+            param_columns = {p.name: _param_values(a) for p, a in zip(params, values, strict=True)}
+            return output.to_arrow(runner.run_with_param_columns(columns, param_columns))
+
+        return udf_with_params
 
     def udf(*arrays: pa.ChunkedArray) -> pa.Array:
         if not n_required <= len(arrays) <= len(specs):
@@ -108,8 +130,30 @@ def make_udf(runner: FunctionRunner, output: OutputTypes):
     return udf
 
 
-def table_macro_sql(macro_name: str, function_name: str, runner: FunctionRunner, output: OutputTypes) -> str:
-    """A table macro: every column of the named table plus the function's output columns."""
+def _param_names(runner: FunctionRunner) -> list[str]:
+    return [quote(p.name) for p in runner.signature.params]
+
+
+def scalar_macro_sql(macro_name: str, udf_name: str, runner: FunctionRunner) -> str:
+    """A macro that takes parameters by name (``fn(x, max_new_tokens := 40)``) over the UDF."""
+    declared, passed = [], []
+    for spec in runner.signature.inputs:
+        optional = spec.name in runner.optional_inputs
+        declared.append(quote(spec.name) + (" := NULL" if optional else ""))
+        passed.append(quote(spec.name))
+    declared += [f"{name} := NULL" for name in _param_names(runner)]
+    passed += _param_names(runner)
+    return (
+        f"CREATE OR REPLACE TEMP MACRO {quote(macro_name)}({', '.join(declared)}) AS "
+        f"{quote(udf_name)}({', '.join(passed)})"
+    )
+
+
+def table_macro_sql(macro_name: str, udf_name: str, runner: FunctionRunner, output: OutputTypes) -> str:
+    """A table macro: every column of the named table plus the function's output columns.
+
+    Parameters are passed by name as in the scalar call: ``fn_table('docs', num_beams := 2)``.
+    """
     args = []
     for spec in runner.signature.inputs:
         if spec.name in runner.optional_inputs:
@@ -117,12 +161,14 @@ def table_macro_sql(macro_name: str, function_name: str, runner: FunctionRunner,
             args.append(f"coalesce(*COLUMNS('(?i)^({spec.name}|{_MISSING})$'))")
         else:
             args.append(quote(spec.name))
-    call = f"{quote(function_name)}({', '.join(args)})"
+    args += _param_names(runner)
+    declared = ", ".join(["table_name", *(f"{name} := NULL" for name in _param_names(runner))])
+    call = f"{quote(udf_name)}({', '.join(args)})"
     projection = f"unnest({call})" if len(output.names) > 1 else f"{call} AS {quote(output.names[0])}"
     return (
-        f"CREATE OR REPLACE TEMP MACRO {quote(macro_name)}(table_name) AS TABLE "
+        f"CREATE OR REPLACE TEMP MACRO {quote(macro_name)}({declared}) AS TABLE "
         f"SELECT * EXCLUDE ({_MISSING}), {projection} "
-        f"FROM (SELECT *, NULL::VARCHAR AS {_MISSING} FROM query_table(table_name))"
+        f"FROM (SELECT *, NULL AS {_MISSING} FROM query_table(table_name))"
     )
 
 
@@ -136,6 +182,11 @@ class Binding:
 
 def table_macro_name(sql_name: str) -> str:
     return f"{sql_name}_table"
+
+
+def udf_name(sql_name: str, has_params: bool) -> str:
+    """Functions with parameters are macros over an internal UDF of this name."""
+    return f"_duckreg_{sql_name}" if has_params else sql_name
 
 
 # DuckDB keeps a Python UDF in the database instance's catalog, but only the connection that created
@@ -167,10 +218,12 @@ def bind(con: duckdb.DuckDBPyConnection, bindings: Iterable[Binding]) -> None:
     instance = _instance_key(con)
     for binding in bindings:
         output = OutputTypes.of(binding.runner.function)
-        _remove_udf(con, instance, binding.sql_name)
+        has_params = bool(binding.runner.signature.params)
+        name = udf_name(binding.sql_name, has_params)
+        _drop(con, instance, binding.sql_name)
         try:
             con.create_function(
-                binding.sql_name,
+                name,
                 make_udf(binding.runner, output),
                 None,
                 output.sql,
@@ -178,18 +231,27 @@ def bind(con: duckdb.DuckDBPyConnection, bindings: Iterable[Binding]) -> None:
                 null_handling="special",
                 side_effects=False,
             )
-            _OWNERS[(instance, binding.sql_name)] = weakref.ref(con)
+            _OWNERS[(instance, name)] = weakref.ref(con)
         except duckdb.CatalogException as exc:
             # Registered through a connection this process cannot reach (e.g. a cursor's parent):
             # it is already callable here.
             if "already exists" not in str(exc):
                 raise
-        con.execute(table_macro_sql(table_macro_name(binding.sql_name), binding.sql_name, binding.runner, output))
+        if has_params:
+            con.execute(scalar_macro_sql(binding.sql_name, name, binding.runner))
+        con.execute(table_macro_sql(table_macro_name(binding.sql_name), name, binding.runner, output))
+
+
+def _drop(con: duckdb.DuckDBPyConnection, instance: str, sql_name: str) -> None:
+    """Remove every object a binding of ``sql_name`` may have created, whatever its kind was."""
+    _remove_udf(con, instance, sql_name)
+    _remove_udf(con, instance, udf_name(sql_name, True))
+    con.execute(f"DROP MACRO IF EXISTS temp.{quote(sql_name)}")
+    con.execute(f"DROP MACRO TABLE IF EXISTS temp.{quote(table_macro_name(sql_name))}")
 
 
 def unbind(con: duckdb.DuckDBPyConnection, sql_names: Iterable[str]) -> None:
-    """Remove UDFs and table macros by name; names not bound are skipped."""
+    """Remove UDFs and macros by name; names not bound are skipped."""
     instance = _instance_key(con)
     for name in sql_names:
-        _remove_udf(con, instance, name)
-        con.execute(f"DROP MACRO TABLE IF EXISTS temp.{quote(table_macro_name(name))}")
+        _drop(con, instance, name)

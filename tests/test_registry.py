@@ -174,7 +174,10 @@ def test_user_signatures_override_inference(registry, classifier) -> None:
     with pytest.raises(ValueError, match="not callable"):
         registry.log_model(classifier, model_name="custom_sig", version_name="v2", signatures={"predict": signature})
     with pytest.raises(ValueError, match="must be a dict"):
-        registry.log_model(classifier, model_name="custom_sig", version_name="v2", signatures=signature)
+        registry.log_model(classifier, model_name="custom_sig", version_name="v2", signatures=[signature])
+    # A bare signature means the one target method, __call__.
+    bare = registry.log_model(classifier, model_name="custom_sig", version_name="v3", signatures=signature)
+    assert bare.show_functions()[0]["signature"] == signature
 
 
 def test_transformers_pipeline_reference(registry, model_dirs) -> None:

@@ -19,6 +19,7 @@ from conftest import run_in_new_process, seed_json
 
 import duckreg
 from duckreg.model_signature import DataType, FeatureSpec, ModelSignature
+from duckreg.tasks.generation import GENERATION_PARAMS
 
 S = DataType.STRING
 
@@ -153,7 +154,9 @@ CASES = [
         "text-generation",
         "text-generation",
         {"do_sample": False, "max_new_tokens": 5},
-        ModelSignature(inputs=[FeatureSpec("inputs", S)], outputs=[FeatureSpec("outputs", S)]),
+        ModelSignature(
+            inputs=[FeatureSpec("inputs", S)], outputs=[FeatureSpec("outputs", S)], params=GENERATION_PARAMS
+        ),
         pd.DataFrame({"inputs": ["Hello world", "I like you very much and", "Hello world"]}),
         lambda pipe, f: [{"outputs": seed_json(pipe(t))} for t in f["inputs"]],
     ),

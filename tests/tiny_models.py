@@ -103,13 +103,15 @@ def bert_feature_extraction(folder: Path, seed: int = 4) -> Path:
     return _save(transformers.BertModel(_bert_config()), tok, folder)
 
 
-def bytelevel_bpe_tokenizer(folder: Path, cls: type = transformers.GPT2TokenizerFast):
+def bytelevel_bpe_tokenizer(
+    folder: Path, cls: type = transformers.GPT2TokenizerFast, special: tuple[str, ...] | list[str] = ("<|endoftext|>",)
+):
     """A byte-level BPE tokenizer trained on a small corpus, saved and reloaded from its folder."""
     import tokenizers
 
     folder.mkdir(parents=True, exist_ok=True)
     bpe = tokenizers.ByteLevelBPETokenizer()
-    bpe.train_from_iterator(CORPUS, vocab_size=400, min_frequency=1, special_tokens=["<|endoftext|>"])
+    bpe.train_from_iterator(CORPUS, vocab_size=400, min_frequency=1, special_tokens=list(special))
     bpe.save_model(str(folder))
     return cls.from_pretrained(str(folder))
 
@@ -145,3 +147,65 @@ def tapas_table_qa(folder: Path, seed: int = 6) -> Path:
         use_answer_as_supervision=True,
     )
     return _save(transformers.TapasForQuestionAnswering(config), tok, folder)
+
+
+def bert_question_answering(folder: Path, seed: int = 7) -> Path:
+    _seed(seed)
+    tok = wordpiece_tokenizer(folder)
+    return _save(transformers.BertForQuestionAnswering(_bert_config()), tok, folder)
+
+
+def bart_seq2seq(folder: Path, seed: int = 8) -> Path:
+    """A BART encoder-decoder (summarization, text2text, seq2seq conversations)."""
+    _seed(seed)
+    tok = bytelevel_bpe_tokenizer(folder, cls=transformers.BartTokenizerFast, special=["<s>", "<pad>", "</s>", "<unk>"])
+    config = transformers.BartConfig(
+        vocab_size=len(tok),
+        d_model=32,
+        encoder_layers=1,
+        decoder_layers=1,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        encoder_ffn_dim=64,
+        decoder_ffn_dim=64,
+        max_position_embeddings=256,
+        pad_token_id=tok.pad_token_id,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        decoder_start_token_id=tok.eos_token_id,
+        forced_eos_token_id=tok.eos_token_id,
+    )
+    return _save(transformers.BartForConditionalGeneration(config), tok, folder)
+
+
+def t5_translation(folder: Path, seed: int = 9) -> Path:
+    """A T5 with the T5-style task prefixes in ``task_specific_params``."""
+    import tokenizers
+    from tokenizers import models, pre_tokenizers, processors
+
+    _seed(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    vocab = ["<pad>", "</s>", "<unk>", *sorted(set(WORDS) | {"translate", "to", "summarize", "English", "French"})]
+    backend = tokenizers.Tokenizer(models.WordLevel({w: i for i, w in enumerate(vocab)}, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Whitespace()])
+    backend.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
+    tok = transformers.PreTrainedTokenizerFast(
+        tokenizer_object=backend, pad_token="<pad>", eos_token="</s>", unk_token="<unk>"
+    )
+    config = transformers.T5Config(
+        vocab_size=len(vocab),
+        d_model=32,
+        d_kv=16,
+        d_ff=64,
+        num_layers=1,
+        num_decoder_layers=1,
+        num_heads=2,
+        pad_token_id=0,
+        eos_token_id=1,
+        decoder_start_token_id=0,
+        task_specific_params={
+            "summarization": {"prefix": "summarize: ", "max_length": 20, "num_beams": 2},
+            "translation_en_to_fr": {"prefix": "translate English to French: ", "max_length": 24, "num_beams": 3},
+        },
+    )
+    return _save(transformers.T5ForConditionalGeneration(config), tok, folder)

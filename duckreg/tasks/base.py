@@ -43,6 +43,27 @@ class RunContext:
     params: dict[str, Any]
     options: dict[str, Any]
     batch_size: int
+    model_id: str = ""
+
+
+@dataclass
+class TaskModel:
+    """A model and its tokenizer that duckreg runs itself, without a ``transformers`` pipeline.
+
+    transformers 5 has no question-answering, summarization, translation, text2text or
+    conversational pipeline; these tasks run on the Auto model classes on both transformers lines.
+    ``settings`` holds the call settings the model was logged with (``top_k``, ``num_beams``, ...).
+    """
+
+    task: str
+    model: Any
+    tokenizer: Any
+    settings: dict[str, Any] = field(default_factory=dict)
+    cache: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def save_pretrained(self, folder: str) -> None:
+        self.model.save_pretrained(folder)
+        self.tokenizer.save_pretrained(folder)
 
 
 class Task:
@@ -65,6 +86,14 @@ class Task:
 
     def prepare(self, pipeline: Any) -> None:
         """Adjust a freshly loaded pipeline once (e.g. a pad token for batching)."""
+
+    def model_class(self, config: Any) -> str | None:
+        """The ``transformers`` Auto class this task runs on itself, or None when a pipeline runs it."""
+        return None
+
+    def coerce_input(self, spec: Any, value: Any) -> Any:
+        """Turn an accepted alternative form of an input into the signature's form (default: as is)."""
+        return value
 
 
 def string_to_json(input_name: str = "inputs", output_name: str = "outputs") -> InferredFunction:

@@ -6,7 +6,9 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
+from duckreg.model_signature import ModelSignature
 from duckreg.tasks.base import InferredFunction, RunContext, Task, generation_kwargs, string_to_json, to_json
+from duckreg.tasks.generation import GENERATION_PARAMS
 
 
 class TextGeneration(Task):
@@ -18,7 +20,11 @@ class TextGeneration(Task):
                 f"Auto deployment for HuggingFace pipeline {task} when `return_tensors` set to `True` "
                 "has not been supported yet."
             )
-        return string_to_json()
+        inferred = string_to_json()
+        signature = ModelSignature(
+            inputs=inferred.signature.inputs, outputs=inferred.signature.outputs, params=GENERATION_PARAMS
+        )
+        return InferredFunction(signature, json_outputs=inferred.json_outputs)
 
     def prepare(self, pipeline: Any) -> None:
         tokenizer = pipeline.tokenizer

@@ -1,0 +1,118 @@
+"""conversational: the next response in a conversation.
+
+Inputs are ``user_inputs`` (every user turn so far; the last one is the current turn) and
+``generated_responses`` (the model's earlier responses, one fewer than the user turns). The output
+``generated_responses`` is the earlier responses plus the new one, so a conversation continues in
+SQL with ``list_append``. Causal language models get the conversation through the tokenizer's chat
+template; a tokenizer without one gets the turns joined by its end-of-sequence token (the DialoGPT
+convention). Encoder-decoder models read the same text as their input.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any
+
+from duckreg.model_signature import DataType, FeatureSpec, ModelSignature
+from duckreg.tasks.base import InferredFunction, InputError, RunContext, Task, TaskModel
+from duckreg.tasks.generation import GENERATION_PARAMS, set_values
+from duckreg.tasks.seq2seq import generate_texts
+
+TURNS = FeatureSpec(name="user_inputs", dtype=DataType.STRING, shape=(-1,))
+RESPONSES = FeatureSpec(name="generated_responses", dtype=DataType.STRING, shape=(-1,))
+# A causal model answers with at most this many new tokens unless told otherwise.
+DEFAULT_MAX_NEW_TOKENS = 256
+
+
+class Conversational(Task):
+    names = ("conversational",)
+    optional_inputs = frozenset({"generated_responses"})
+
+    def model_class(self, config: Any) -> str:
+        return "AutoModelForSeq2SeqLM" if getattr(config, "is_encoder_decoder", False) else "AutoModelForCausalLM"
+
+    def infer(self, task, pipeline, settings, options) -> InferredFunction:
+        signature = ModelSignature(inputs=[TURNS, RESPONSES], outputs=[RESPONSES], params=GENERATION_PARAMS)
+        return InferredFunction(signature)
+
+    def sort_key(self, row: dict[str, Any]) -> int:
+        return sum(len(t) for t in row["user_inputs"]) + sum(len(t) for t in row.get("generated_responses") or [])
+
+    def prepare(self, pipeline: Any) -> None:
+        tokenizer = pipeline.tokenizer
+        if tokenizer.pad_token_id is None and tokenizer.eos_token is not None:
+            tokenizer.pad_token = tokenizer.eos_token
+
+    def predict(self, ctx: RunContext, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+        bundle: TaskModel = ctx.pipeline
+        settings = {**bundle.settings, **set_values(ctx.params)}
+        conversations = [_messages(row) for row in rows]
+        if bundle.model.config.is_encoder_decoder:
+            texts = [_fallback_text(bundle.tokenizer, messages) for messages in conversations]
+            replies = [generated[0] for generated in generate_texts(bundle, texts, settings, ctx.batch_size)]
+        else:
+            replies = _causal_replies(bundle, conversations, settings)
+        return [
+            {"generated_responses": [*(row.get("generated_responses") or []), reply.strip()]}
+            for row, reply in zip(rows, replies, strict=True)
+        ]
+
+
+def _messages(row: dict[str, Any]) -> list[dict[str, str]]:
+    turns = row["user_inputs"]
+    responses = row.get("generated_responses") or []
+    if not turns:
+        raise InputError("user_inputs", "needs at least one user turn (the last one is the current input)")
+    if len(responses) != len(turns) - 1:
+        raise InputError(
+            "generated_responses",
+            f"expected {len(turns) - 1} earlier responses for {len(turns)} user inputs, got {len(responses)}",
+        )
+    messages = []
+    for i, turn in enumerate(turns):
+        messages.append({"role": "user", "content": turn})
+        if i < len(responses):
+            messages.append({"role": "assistant", "content": responses[i]})
+    return messages
+
+
+def _fallback_text(tokenizer: Any, messages: list[dict[str, str]]) -> str:
+    """The conversation as one string: every turn followed by the end-of-sequence token."""
+    eos = tokenizer.eos_token or ""
+    return "".join(m["content"] + eos for m in messages)
+
+
+def _causal_replies(
+    bundle: TaskModel, conversations: list[list[dict[str, str]]], settings: dict[str, Any]
+) -> list[str]:
+    """Prompts of equal token length are generated together, so no prompt is padded."""
+    tokenizer, model = bundle.tokenizer, bundle.model
+    if getattr(tokenizer, "chat_template", None):
+        prompts = [
+            tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+            for messages in conversations
+        ]
+    else:
+        prompts = [_fallback_text(tokenizer, messages) for messages in conversations]
+    encoded = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+    buckets: dict[int, list[int]] = defaultdict(list)
+    for i, ids in enumerate(encoded):
+        buckets[len(ids)].append(i)
+    kwargs = dict(settings)
+    if "max_new_tokens" not in kwargs and "max_length" not in kwargs:
+        kwargs["max_new_tokens"] = DEFAULT_MAX_NEW_TOKENS
+    kwargs.setdefault("pad_token_id", tokenizer.pad_token_id)
+    replies = [""] * len(prompts)
+    import torch
+
+    for length, indices in buckets.items():
+        input_ids = torch.tensor([encoded[i] for i in indices], device=model.device)
+        output = model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), **kwargs)
+        per_input = output.shape[0] // len(indices)
+        for n, i in enumerate(indices):
+            replies[i] = tokenizer.decode(output[n * per_input][length:], skip_special_tokens=True)
+    return replies
+
+
+TASK = Conversational()

@@ -1,0 +1,98 @@
+"""What every generative task shares: its runtime parameters and its generation config.
+
+Generative functions declare the usual ``generate`` arguments as ParamSpecs whose default is None
+("use the model's own setting"), so ``mv.run(df, params={"max_new_tokens": 40})`` and
+``summarizer(doc, max_new_tokens := 40)`` work on every generative model.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from duckreg.model_signature import DataType, ParamSpec
+
+_INT = (
+    "max_length max_new_tokens min_length min_new_tokens num_beams num_beam_groups top_k no_repeat_ngram_size "
+    "forced_bos_token_id forced_eos_token_id num_return_sequences pad_token_id bos_token_id eos_token_id "
+    "encoder_no_repeat_ngram_size decoder_start_token_id num_assistant_tokens prompt_lookup_num_tokens "
+    "max_matching_ngram_size assistant_early_exit assistant_lookbehind target_lookbehind prefill_chunk_size"
+).split()
+_DOUBLE = (
+    "max_time penalty_alpha temperature top_p min_p top_h typical_p epsilon_cutoff eta_cutoff diversity_penalty "
+    "repetition_penalty encoder_repetition_penalty length_penalty assistant_confidence_threshold guidance_scale"
+).split()
+_BOOL = (
+    "do_sample renormalize_logits remove_invalid_values token_healing output_attentions output_hidden_states "
+    "output_scores output_logits is_assistant low_memory disable_compile use_cache"
+).split()
+_STRING = ["early_stopping", "num_assistant_tokens_schedule", "cache_implementation"]
+_SHAPED = {
+    "stop_strings": (DataType.STRING, (-1,)),
+    "suppress_tokens": (DataType.INT64, (-1,)),
+    "begin_suppress_tokens": (DataType.INT64, (-1,)),
+    "bad_words_ids": (DataType.INT64, (-1, -1)),
+    "force_words_ids": (DataType.INT64, (-1, -1)),
+    "forced_decoder_ids": (DataType.INT64, (-1, -1)),
+}
+
+
+def _generation_params() -> list[ParamSpec]:
+    specs = [ParamSpec(name, DataType.INT64, None) for name in _INT]
+    specs += [ParamSpec(name, DataType.DOUBLE, None) for name in _DOUBLE]
+    specs += [ParamSpec(name, DataType.BOOL, None) for name in _BOOL]
+    specs += [ParamSpec(name, DataType.STRING, None) for name in _STRING]
+    specs += [ParamSpec(name, dtype, None, shape=shape) for name, (dtype, shape) in _SHAPED.items()]
+    return specs
+
+
+# The ``generate`` arguments a generative function accepts at call time (all default to the model's).
+GENERATION_PARAMS: list[ParamSpec] = _generation_params()
+GENERATION_PARAM_NAMES = frozenset(p.name for p in GENERATION_PARAMS)
+
+# Defaults the transformers 4 seq2seq pipelines apply unless the model's generation config says otherwise.
+PIPELINE_DEFAULTS = {"max_new_tokens": 256, "num_beams": 4}
+
+
+def set_values(values: dict[str, Any]) -> dict[str, Any]:
+    """Only the values that were actually given (None means 'the model's own setting')."""
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def pipeline_generation_config(model: Any, tokenizer: Any, task: str) -> tuple[Any, str]:
+    """The generation config and input prefix a transformers 4 seq2seq pipeline would use.
+
+    Pipeline defaults (``num_beams=4``, ``max_new_tokens=256``) first, then values the model's own
+    generation config sets, then the task's entry in ``config.task_specific_params`` (T5's
+    ``"translate English to French: "`` prefix and its generation settings).
+    """
+    from transformers import GenerationConfig
+
+    config = GenerationConfig(**PIPELINE_DEFAULTS)
+    global_defaults = GenerationConfig()
+    for key, value in vars(model.generation_config).items():
+        if key.startswith("_") or key == "transformers_version":
+            continue
+        if key == "cache_implementation" and value == "hybrid":
+            continue
+        default = getattr(global_defaults, key, None)
+        if getattr(config, key, None) == default and value != default:
+            setattr(config, key, value)
+    if config.temperature == 0.0:
+        config.do_sample = False
+    if (
+        config.max_new_tokens == PIPELINE_DEFAULTS["max_new_tokens"]
+        and config.max_length is not None
+        and config.max_length != 20
+    ):
+        # A model that sets max_length keeps it rather than the pipeline's max_new_tokens.
+        config.max_new_tokens = None
+    prefix = getattr(model.config, "prefix", None) or ""
+    task_params = getattr(model.config, "task_specific_params", None) or {}
+    if task in task_params:
+        extra = copy.deepcopy(dict(task_params[task]))
+        prefix = extra.pop("prefix", prefix) or ""
+        config.update(**extra)
+    if tokenizer.pad_token_id is not None and config.pad_token_id is None:
+        config.pad_token_id = tokenizer.pad_token_id
+    return config, prefix

@@ -1,0 +1,200 @@
+"""OpenAI-compatible chat on a text-generation model: ``messages`` in, a ``chat.completion`` out.
+
+Used for text-generation models logged with one of ``duckreg.openai_signatures``. The prompt is
+the tokenizer's chat template, or ChatML (``<|im_start|>role\\ncontent<|im_end|>``) when the
+tokenizer has none. Requests with the same settings and prompt length are generated together.
+``finish_reason`` is ``"length"`` when ``max_completion_tokens`` cut the answer, else ``"stop"``.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+import warnings
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any
+
+from duckreg.model_signature import FeatureGroupSpec, ModelSignature
+from duckreg.tasks.base import InputError, RunContext, Task
+
+CONTROLS = (
+    "temperature",
+    "max_completion_tokens",
+    "stop",
+    "n",
+    "stream",
+    "top_p",
+    "frequency_penalty",
+    "presence_penalty",
+)
+# Without max_completion_tokens an answer is at most this many tokens.
+DEFAULT_MAX_COMPLETION_TOKENS = 1024
+
+
+def matches(task: str, signature: ModelSignature) -> bool:
+    """Whether a user signature asks for OpenAI chat on a text-generation model."""
+    first = signature.inputs[0] if signature.inputs else None
+    outputs = {o.name for o in signature.outputs}
+    return (
+        task == "text-generation"
+        and isinstance(first, FeatureGroupSpec)
+        and first.name == "messages"
+        and {"choices", "usage"} <= outputs
+    )
+
+
+class OpenAIChat(Task):
+    names = ()
+    optional_inputs = frozenset(CONTROLS)
+
+    def sort_key(self, row: dict[str, Any]) -> int:
+        return sum(len(str(m.get("content") or "")) for m in row["messages"] or [])
+
+    def prepare(self, pipeline: Any) -> None:
+        tokenizer = pipeline.tokenizer
+        if tokenizer.pad_token_id is None and tokenizer.eos_token is not None:
+            tokenizer.pad_token = tokenizer.eos_token
+
+    def coerce_input(self, spec: Any, value: Any) -> Any:
+        """A message's content may be a string or a list of parts, whichever the signature declares."""
+        if spec.name != "messages" or not isinstance(value, list):
+            return value
+        content_spec = next((c for c in spec.specs if c.name == "content"), None)
+        wants_parts = isinstance(content_spec, FeatureGroupSpec)
+        out = []
+        for message in value:
+            if not isinstance(message, dict):
+                return value
+            content = message.get("content")
+            if wants_parts and isinstance(content, str):
+                message = {**message, "content": [{"type": "text", "text": content}]}
+            elif not wants_parts and isinstance(content, list):
+                message = {**message, "content": _text_of(content)}
+            out.append(message)
+        return out
+
+    def predict(self, ctx: RunContext, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+        pipe = ctx.pipeline
+        tokenizer, model = pipe.tokenizer, pipe.model
+        use_params = bool(ctx.signature.params)
+        requests = []
+        for row in rows:
+            controls = {k: (ctx.params if use_params else row).get(k) for k in CONTROLS}
+            prompt = _prompt(tokenizer, row["messages"])
+            prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+            requests.append((prompt_ids, _generate_kwargs(controls, tokenizer)))
+        groups: dict[tuple, list[int]] = defaultdict(list)
+        for i, (ids, kwargs) in enumerate(requests):
+            groups[(len(ids), _freeze(kwargs))].append(i)
+        results: list[dict[str, Any]] = [{} for _ in rows]
+        import torch
+
+        for (length, _), indices in groups.items():
+            kwargs = dict(requests[indices[0]][1])
+            stop = kwargs.pop("_stop")
+            input_ids = torch.tensor([requests[i][0] for i in indices], device=model.device)
+            if stop:
+                kwargs.update(stop_strings=stop, tokenizer=tokenizer)
+            output = model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), **kwargs)
+            per_request = output.shape[0] // len(indices)
+            for n, i in enumerate(indices):
+                sequences = output[n * per_request : (n + 1) * per_request, length:].tolist()
+                choices, completion_tokens = [], 0
+                for index, ids in enumerate(sequences):
+                    text, used, reason = _finish(tokenizer, ids, stop, kwargs["max_new_tokens"])
+                    completion_tokens += used
+                    choices.append(
+                        {
+                            "index": index,
+                            "message": {"content": text, "name": None, "role": "assistant"},
+                            "logprobs": None,
+                            "finish_reason": reason,
+                        }
+                    )
+                results[i] = {
+                    "id": f"chatcmpl-{uuid.uuid4().hex}",
+                    "object": "chat.completion",
+                    "created": float(int(time.time())),
+                    "model": ctx.model_id,
+                    "choices": choices,
+                    "usage": {
+                        "completion_tokens": completion_tokens,
+                        "prompt_tokens": length,
+                        "total_tokens": length + completion_tokens,
+                    },
+                }
+        return results
+
+
+def _text_of(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    return "\n".join(part.get("text") or "" for part in content or [] if part.get("type", "text") == "text")
+
+
+def _prompt(tokenizer: Any, messages: list[dict[str, Any]] | None) -> str:
+    if not messages:
+        raise InputError("messages", "needs at least one message")
+    plain = []
+    for message in messages:
+        if not message.get("role"):
+            raise InputError("messages", "every message needs a role")
+        plain.append({"role": message["role"], "content": _text_of(message.get("content"))})
+    if getattr(tokenizer, "chat_template", None):
+        return tokenizer.apply_chat_template(plain, tokenize=False, add_generation_prompt=True)
+    return "".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in plain) + "<|im_start|>assistant\n"
+
+
+def _generate_kwargs(controls: dict[str, Any], tokenizer: Any) -> dict[str, Any]:
+    temperature = 1.0 if controls["temperature"] is None else float(controls["temperature"])
+    n = int(controls["n"] or 1)
+    if n < 1:
+        raise InputError("n", f"must be at least 1, got {n}")
+    do_sample = temperature > 0 or n > 1
+    kwargs: dict[str, Any] = {
+        "max_new_tokens": int(controls["max_completion_tokens"] or DEFAULT_MAX_COMPLETION_TOKENS),
+        "do_sample": do_sample,
+        "num_return_sequences": n,
+        "pad_token_id": tokenizer.pad_token_id,
+        "_stop": tuple(controls["stop"] or ()),
+    }
+    if do_sample:
+        kwargs["temperature"] = temperature if temperature > 0 else 1.0
+        if controls["top_p"] is not None:
+            kwargs["top_p"] = float(controls["top_p"])
+    else:
+        kwargs.update(temperature=None, top_p=None, top_k=None)
+    penalty = 1.0 + max(float(controls["frequency_penalty"] or 0.0), 0.0)
+    if penalty != 1.0:
+        kwargs["repetition_penalty"] = penalty
+    if controls["presence_penalty"]:
+        warnings.warn("presence_penalty is not supported by transformers generation and is ignored", stacklevel=2)
+    if controls["stream"]:
+        warnings.warn("stream=True is ignored: each row gets its whole completion", stacklevel=2)
+    return kwargs
+
+
+def _finish(tokenizer: Any, ids: list[int], stop: tuple[str, ...], max_new_tokens: int) -> tuple[str, int, str]:
+    """The answer text, the tokens it used, and why it ended."""
+    eos = tokenizer.eos_token_id
+    eos_ids = set(eos if isinstance(eos, list) else [eos]) - {None}
+    used = len(ids)
+    for position, token in enumerate(ids):
+        if token in eos_ids:
+            used = position + 1
+            break
+    text = tokenizer.decode(ids[:used], skip_special_tokens=True)
+    for word in stop:
+        if word and word in text:
+            return text[: text.index(word)], used, "stop"
+    ended_by_eos = used < len(ids) or (used and ids[used - 1] in eos_ids)
+    return text, used, "stop" if ended_by_eos or used < max_new_tokens else "length"
+
+
+def _freeze(kwargs: dict[str, Any]) -> tuple:
+    return tuple(sorted((k, v) for k, v in kwargs.items()))
+
+
+TASK = OpenAIChat()
+__all__ = ["TASK", "matches"]
