@@ -12,6 +12,7 @@ import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -129,7 +130,8 @@ def _check_element(value: Any, dtype: DataType) -> Any:
             return int(value)
         return _BAD
     if dtype.is_float:
-        return float(value) if isinstance(value, (int, float, np.integer, np.floating)) else _BAD
+        # SQL literals such as 0.7 arrive as decimals.
+        return float(value) if isinstance(value, (int, float, np.integer, np.floating, Decimal)) else _BAD
     return value
 
 

@@ -56,7 +56,8 @@ _PARAMS = [
 _OUTPUTS = [
     FeatureSpec("id", S),
     FeatureSpec("object", S),
-    FeatureSpec("created", DataType.FLOAT),
+    # Seconds since the epoch; DOUBLE rather than FLOAT, which would round it to 128 s steps.
+    FeatureSpec("created", DataType.DOUBLE),
     FeatureSpec("model", S),
     FeatureGroupSpec(
         "choices",

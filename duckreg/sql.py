@@ -165,9 +165,13 @@ def table_macro_sql(macro_name: str, udf_name: str, runner: FunctionRunner, outp
     declared = ", ".join(["table_name", *(f"{name} := NULL" for name in _param_names(runner))])
     call = f"{quote(udf_name)}({', '.join(args)})"
     projection = f"unnest({call})" if len(output.names) > 1 else f"{call} AS {quote(output.names[0])}"
+    # An output named like an input (conversational's generated_responses) replaces that column.
+    inputs = {s.name.lower() for s in runner.signature.inputs}
+    hidden = [_MISSING.lower(), *(n.lower() for n in output.names if n.lower() in inputs)]
+    keep = "COLUMNS(lambda c: lower(c) NOT IN (" + ", ".join(f"'{n}'" for n in hidden) + "))"
     return (
         f"CREATE OR REPLACE TEMP MACRO {quote(macro_name)}({declared}) AS TABLE "
-        f"SELECT * EXCLUDE ({_MISSING}), {projection} "
+        f"SELECT {keep}, {projection} "
         f"FROM (SELECT *, NULL AS {_MISSING} FROM query_table(table_name))"
     )
 

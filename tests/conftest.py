@@ -29,6 +29,11 @@ def model_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "feature-extraction": tiny_models.bert_feature_extraction(root / "fe"),
         "text-generation": tiny_models.gpt2_text_generation(root / "tg"),
         "table-question-answering": tiny_models.tapas_table_qa(root / "tqa"),
+        "question-answering": tiny_models.bert_question_answering(root / "qa"),
+        "bart": tiny_models.bart_seq2seq(root / "bart"),
+        "t5": tiny_models.t5_translation(root / "t5"),
+        "chat-template": tiny_models.gpt2_chat(root / "chat"),
+        "audio-classification": tiny_models.wav2vec2_audio_classification(root / "audio"),
     }
 
 

@@ -209,3 +209,42 @@ def t5_translation(folder: Path, seed: int = 9) -> Path:
         },
     )
     return _save(transformers.T5ForConditionalGeneration(config), tok, folder)
+
+
+def gpt2_chat(folder: Path, seed: int = 5) -> Path:
+    """The tiny GPT-2 with a chat template (role-tagged turns, then an assistant tag)."""
+    gpt2_text_generation(folder, seed=seed)
+    tok = transformers.AutoTokenizer.from_pretrained(str(folder))
+    tok.chat_template = (
+        "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
+        "{% if add_generation_prompt %}assistant: {% endif %}"
+    )
+    tok.save_pretrained(str(folder))
+    return folder
+
+
+def wav2vec2_audio_classification(folder: Path, seed: int = 10) -> Path:
+    """A tiny audio classifier on raw 16 kHz waveforms (a task outside the seed list)."""
+    _seed(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    config = transformers.Wav2Vec2Config(
+        vocab_size=8,
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        conv_dim=(8, 8),
+        conv_stride=(5, 4),
+        conv_kernel=(10, 4),
+        num_conv_pos_embeddings=8,
+        num_conv_pos_embedding_groups=2,
+        num_labels=2,
+        id2label={0: "speech", 1: "music"},
+        label2id={"speech": 0, "music": 1},
+        classifier_proj_size=8,
+    )
+    extractor = transformers.Wav2Vec2FeatureExtractor(sampling_rate=16000, return_attention_mask=True)
+    model = transformers.Wav2Vec2ForSequenceClassification(config).eval()
+    model.save_pretrained(str(folder))
+    extractor.save_pretrained(str(folder))
+    return folder

@@ -8,6 +8,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
+
 from duckreg.model_signature import DataType, FeatureSpec
 from duckreg.tasks.base import InferredFunction, RunContext, Task, generation_kwargs, per_item, plain, to_json
 
@@ -19,8 +21,11 @@ class Generic(Task):
         return None
 
     def predict(self, ctx: RunContext, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-        names = [spec.name for spec in ctx.signature.inputs]
-        items: list[Any] = [row[names[0]] for row in rows] if len(names) == 1 else list(rows)
+        specs = ctx.signature.inputs
+        if len(specs) == 1:
+            items: list[Any] = [_pipeline_value(specs[0], row[specs[0].name]) for row in rows]
+        else:
+            items = [{s.name: _pipeline_value(s, row[s.name]) for s in specs} for row in rows]
         results = per_item(ctx.pipeline(items, **generation_kwargs(ctx.params)), len(items))
         outputs = ctx.signature.outputs
         out = []
@@ -35,6 +40,13 @@ class Generic(Task):
                     f"{[o.name for o in outputs]} named by the signature"
                 )
         return out
+
+
+def _pipeline_value(spec: Any, value: Any) -> Any:
+    """Numeric arrays (waveforms, pixel values, ...) reach the pipeline as numpy arrays."""
+    if isinstance(spec, FeatureSpec) and spec.shape and (spec.dtype.is_float or spec.dtype.is_integer):
+        return np.asarray(value, dtype=spec.dtype.as_numpy())
+    return value
 
 
 def _encode(spec: Any, value: Any) -> Any:

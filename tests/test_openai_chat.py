@@ -1,0 +1,165 @@
+"""OpenAI-compatible chat on a text-generation model, and other pipelines logged with user signatures."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import transformers
+
+from duckreg.model_signature import DataType, FeatureSpec, ModelSignature
+from duckreg.openai_signatures import (
+    OPENAI_CHAT_SIGNATURE,
+    OPENAI_CHAT_SIGNATURE_WITH_CONTENT_FORMAT_STRING,
+    OPENAI_CHAT_WITH_PARAMS_SIGNATURE,
+)
+
+
+def _greedy(folder, prompt: str, max_new_tokens: int) -> tuple[list[int], list[int]]:
+    tokenizer = transformers.AutoTokenizer.from_pretrained(str(folder))
+    model = transformers.AutoModelForCausalLM.from_pretrained(str(folder)).eval()
+    ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    with torch.inference_mode():
+        out = model.generate(
+            torch.tensor([ids]), max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.eos_token_id
+        )
+    return ids, out[0][len(ids) :].tolist()
+
+
+@pytest.fixture
+def chat(registry, model_dirs):
+    pipe = transformers.pipeline("text-generation", model=str(model_dirs["text-generation"]))
+    return registry.log_model(
+        pipe, model_name="chat", version_name="v1", signatures={"__call__": OPENAI_CHAT_SIGNATURE}
+    )
+
+
+def test_chat_completion_shape_and_greedy_text(chat, model_dirs) -> None:
+    assert chat.show_functions()[0]["signature"] == OPENAI_CHAT_SIGNATURE
+    messages = [{"role": "system", "content": "You are fine."}, {"role": "user", "content": "Hello world"}]
+    out = chat.run(pd.DataFrame({"messages": [messages], "temperature": [0.0], "max_completion_tokens": [4]}))
+    assert list(out.columns) == ["id", "object", "created", "model", "choices", "usage"]
+    row = out.iloc[0]
+    assert row["id"].startswith("chatcmpl-") and row["object"] == "chat.completion"
+    assert row["model"] == "chat/v1" and isinstance(row["created"], float)
+    # No chat template on this tokenizer: ChatML.
+    prompt = (
+        "<|im_start|>system\nYou are fine.<|im_end|>\n<|im_start|>user\nHello world<|im_end|>\n<|im_start|>assistant\n"
+    )
+    prompt_ids, new_ids = _greedy(model_dirs["text-generation"], prompt, 4)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(str(model_dirs["text-generation"]))
+    eos = tokenizer.eos_token_id
+    used = new_ids[: new_ids.index(eos) + 1] if eos in new_ids else new_ids
+    choice = row["choices"][0]
+    assert choice["message"] == {"content": tokenizer.decode(used, skip_special_tokens=True), "name": None,
+                                 "role": "assistant"}  # fmt: skip
+    assert choice["index"] == 0
+    assert choice["finish_reason"] == ("stop" if eos in new_ids else "length")
+    assert row["usage"] == {
+        "completion_tokens": len(used),
+        "prompt_tokens": len(prompt_ids),
+        "total_tokens": len(prompt_ids) + len(used),
+    }
+
+
+def test_length_limit_stop_strings_and_n(chat) -> None:
+    messages = [{"role": "user", "content": [{"type": "text", "text": "I like you very much and"}]}]
+    long = chat.run(pd.DataFrame({"messages": [messages], "temperature": [0.0], "max_completion_tokens": [1]}))
+    choice = long["choices"][0][0]
+    if long["usage"][0]["completion_tokens"] == 1 and choice["message"]["content"]:
+        assert choice["finish_reason"] == "length"
+    longer = chat.run(pd.DataFrame({"messages": [messages], "temperature": [0.0], "max_completion_tokens": [12]}))
+    text = longer["choices"][0][0]["message"]["content"]
+    starts = [k for k in range(1, len(text) - 1) if text.index(text[k : k + 2]) == k]
+    if starts:
+        stop = text[starts[0] : starts[0] + 2]
+        cut = chat.run(
+            pd.DataFrame(
+                {"messages": [messages], "temperature": [0.0], "max_completion_tokens": [12], "stop": [[stop]]}
+            )
+        )
+        assert cut["choices"][0][0]["message"]["content"] == text[: text.index(stop)]
+        assert cut["choices"][0][0]["finish_reason"] == "stop"
+    several = chat.run(pd.DataFrame({"messages": [messages], "n": [3], "max_completion_tokens": [3]}))
+    assert [c["index"] for c in several["choices"][0]] == [0, 1, 2]
+    assert several["usage"][0]["completion_tokens"] <= 9
+
+
+def test_chat_from_sql_with_string_content(chat, registry) -> None:
+    con = registry.register_functions()
+    row = con.execute("SELECT chat([{'role': 'user', 'content': 'Hello world'}], 0.0, 3) AS r").fetchone()[0]
+    again = chat.run(
+        pd.DataFrame(
+            {
+                "messages": [[{"role": "user", "content": "Hello world"}]],
+                "temperature": [0.0],
+                "max_completion_tokens": [3],
+            }
+        )
+    )
+    assert row["choices"][0]["message"]["content"] == again["choices"][0][0]["message"]["content"]
+    assert row["usage"] == again["usage"][0]
+    assert con.execute("SELECT typeof(chat([{'role': 'user', 'content': 'x'}], 0.0, 1).usage)").fetchone()[0] == (
+        "STRUCT(completion_tokens INTEGER, prompt_tokens INTEGER, total_tokens INTEGER)"
+    )
+
+
+def test_chat_with_params_signature_takes_named_parameters(registry, model_dirs) -> None:
+    pipe = transformers.pipeline("text-generation", model=str(model_dirs["chat-template"]))
+    mv = registry.log_model(
+        pipe, model_name="assistant", version_name="v1", signatures=OPENAI_CHAT_WITH_PARAMS_SIGNATURE
+    )
+    messages = [[{"role": "user", "content": [{"type": "text", "text": "Hello"}]}]]
+    out = mv.run(pd.DataFrame({"messages": messages}), params={"temperature": 0.0, "max_completion_tokens": 3})
+    # The tokenizer's chat template builds the prompt.
+    prompt_ids, _ = _greedy(model_dirs["chat-template"], "user: Hello\nassistant: ", 3)
+    assert out["usage"][0]["prompt_tokens"] == len(prompt_ids)
+    con = registry.register_functions()
+    sql = con.execute(
+        "SELECT assistant([{'role': 'user', 'content': [{'type': 'text', 'text': 'Hello'}]}], "
+        "temperature := 0.0, max_completion_tokens := 3)"
+    ).fetchone()[0]
+    assert sql["choices"][0]["message"]["content"] == out["choices"][0][0]["message"]["content"]
+    with pytest.raises(ValueError, match="Unknown parameter"):
+        mv.run(pd.DataFrame({"messages": messages}), params={"max_tokens": 3})
+
+
+def test_string_content_signature(registry, model_dirs) -> None:
+    pipe = transformers.pipeline("text-generation", model=str(model_dirs["text-generation"]))
+    mv = registry.log_model(
+        pipe, model_name="plain_chat", signatures={"__call__": OPENAI_CHAT_SIGNATURE_WITH_CONTENT_FORMAT_STRING}
+    )
+    parts = [{"role": "user", "content": [{"type": "text", "text": "Hello world"}]}]
+    text = [{"role": "user", "content": "Hello world"}]
+    a = mv.run(pd.DataFrame({"messages": [parts], "temperature": [0.0], "max_completion_tokens": [3]}))
+    b = mv.run(pd.DataFrame({"messages": [text], "temperature": [0.0], "max_completion_tokens": [3]}))
+    assert a["choices"][0][0]["message"] == b["choices"][0][0]["message"]
+    with pytest.raises(ValueError, match="column 'messages'"):
+        mv.run(pd.DataFrame({"messages": [[{"content": "no role"}]]}))
+
+
+def test_other_pipeline_with_user_signature(registry, model_dirs) -> None:
+    """audio-classification is not a seed task: a signature maps its input and output by name."""
+    pipe = transformers.pipeline("audio-classification", model=str(model_dirs["audio-classification"]))
+    signature = ModelSignature(
+        inputs=[FeatureSpec("audio", DataType.FLOAT, shape=(-1,))], outputs=[FeatureSpec("labels", DataType.STRING)]
+    )
+    with pytest.raises(NotImplementedError, match="Cannot auto infer"):
+        registry.log_model(pipe, model_name="sounds")
+    mv = registry.log_model(pipe, model_name="sounds", version_name="v1", signatures={"__call__": signature})
+    waves = [np.sin(np.linspace(0, 100, 1600)).astype(np.float32), np.zeros(3200, dtype=np.float32)]
+    out = mv.run(pd.DataFrame({"audio": [w.tolist() for w in waves]}))
+    expected = [json.loads(json.dumps(r)) for r in pipe(waves)]
+    got = [json.loads(v) for v in out["labels"]]
+    for g, e in zip(got, expected, strict=True):
+        assert [x["label"] for x in g] == [x["label"] for x in e]
+        assert [x["score"] for x in g] == pytest.approx([x["score"] for x in e], rel=1e-4)
+    con = registry.register_functions()
+    con.execute(
+        "CREATE TABLE clips AS SELECT [0.0, 0.5, 1.0, 0.5]::FLOAT[] "
+        "|| list_transform(range(1600), lambda i: 0.0::FLOAT) AS audio"
+    )
+    assert json.loads(con.execute("SELECT sounds(audio) FROM clips").fetchone()[0])[0]["label"] in {"speech", "music"}
