@@ -245,3 +245,19 @@ def test_registry_options(tmp_path: Path, classifier) -> None:
     again = duckreg.Registry(str(tmp_path / "b.duckdb"), schema_name="ml")
     assert again.artifact_location == (tmp_path / "store").resolve()
     again.connection.close()
+
+
+def test_loading_under_another_transformers_major_warns(registry, model_dirs) -> None:
+    pipe = transformers.pipeline("text-classification", model=str(model_dirs["text-classification"]))
+    mv = registry.log_model(pipe, model_name="skewed", version_name="v1")
+    manifest = json.loads(
+        registry.connection.execute("SELECT manifest FROM duckreg.versions WHERE name = 'v1'").fetchone()[0]
+    )
+    assert manifest["library_versions"]["transformers"] == transformers.__version__
+    other = "4.57.6" if transformers.__version__.startswith("5") else "5.23.0"
+    manifest["library_versions"]["transformers"] = other
+    registry.connection.execute(
+        "UPDATE duckreg.versions SET manifest = ? WHERE name = 'v1'", [json.dumps(manifest)]
+    )
+    with pytest.warns(RuntimeWarning, match=f"logged with transformers {other}"):
+        mv.load()
