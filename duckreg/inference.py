@@ -259,15 +259,23 @@ class FunctionRunner:
         Rows that share parameter values run together, so a constant parameter costs one pass.
         """
         n_rows = len(columns[0]) if columns else 0
-        if not param_columns:
-            return self.run(columns)
+        constant: dict[str, Any] = {}
+        varying: dict[str, Sequence[Any]] = {}
+        for name, values in param_columns.items():
+            first = values[0] if len(values) else None
+            if list(values).count(first) == len(values):
+                constant[name] = first
+            else:
+                varying[name] = values
+        if not varying:
+            return self.run(columns, set_params(constant))
         groups: dict[Any, list[int]] = {}
         for row in range(n_rows):
-            key = _freeze([param_columns[name][row] for name in param_columns])
+            key = _freeze([values[row] for values in varying.values()])
             groups.setdefault(key, []).append(row)
         results: list[dict[str, Any] | None] = [None] * n_rows
         for rows in groups.values():
-            params = {name: values[rows[0]] for name, values in param_columns.items()}
+            params = {**constant, **{name: values[rows[0]] for name, values in varying.items()}}
             part = self.run([[column[r] for r in rows] for column in columns], set_params(params))
             for row, result in zip(rows, part, strict=True):
                 results[row] = result

@@ -93,6 +93,8 @@ class OutputTypes:
 
 def _param_values(array: pa.ChunkedArray) -> list:
     """Python values of one parameter column; SQL decimals (``0.7``) become floats."""
+    if array.null_count == len(array):
+        return [None] * len(array)
     if pa.types.is_decimal(array.type):
         array = array.cast(pa.float64())
     return array.to_pylist()

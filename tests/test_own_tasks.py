@@ -326,6 +326,12 @@ def test_three_turn_conversation_round_trips_in_sql(registry_on) -> None:
     user_inputs, responses = con.execute("SELECT user_inputs, generated_responses FROM talk").fetchone()
     assert user_inputs == turns
     assert len(responses) == 3
+    # The output is the earlier responses with the new one appended.
+    appended = con.execute(
+        "SELECT chatter(user_inputs, generated_responses[:2]) = "
+        "list_append(generated_responses[:2], chatter(user_inputs, generated_responses[:2])[-1]) FROM talk"
+    ).fetchone()[0]
+    assert appended
     # Each turn only appended: replaying the conversation through mv.run gives the same responses.
     mv = registry_on.get_model("chatter").default
     for n in range(1, 4):
@@ -419,3 +425,23 @@ def test_question_answering_picks_the_transformers4_spans(registry, model_dirs, 
             (a["start"], a["end"], a["answer"]) for a in theirs
         ]
         assert [a["score"] for a in ours] == pytest.approx([a["score"] for a in theirs], rel=1e-5)
+
+
+def test_user_signature_params_fill_their_defaults(registry, model_dirs) -> None:
+    """A ParamSpec default applies when the caller leaves the parameter out, in Python and SQL."""
+    pipe = transformers.pipeline("text-generation", model=str(model_dirs["text-generation"]), do_sample=False)
+    signature = ModelSignature(
+        inputs=[FeatureSpec("inputs", S)],
+        outputs=[FeatureSpec("outputs", S)],
+        params=[ParamSpec("max_new_tokens", DataType.INT64, 2)],
+    )
+    mv = registry.log_model(pipe, model_name="short_writer", version_name="v1", signatures={"__call__": signature})
+    prompts = pd.DataFrame({"inputs": ["Hello world"]})
+    default = json.loads(mv.run(prompts)["outputs"][0])[0]["generated_text"]
+    explicit = json.loads(mv.run(prompts, params={"max_new_tokens": 2})["outputs"][0])[0]["generated_text"]
+    longer = json.loads(mv.run(prompts, params={"max_new_tokens": 6})["outputs"][0])[0]["generated_text"]
+    assert default == explicit != longer and longer.startswith(default)
+    con = registry.register_functions()
+    assert json.loads(con.execute("SELECT short_writer('Hello world')").fetchone()[0])[0]["generated_text"] == default
+    sql_longer = con.execute("SELECT short_writer('Hello world', max_new_tokens := 6)").fetchone()[0]
+    assert json.loads(sql_longer)[0]["generated_text"] == longer

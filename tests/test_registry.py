@@ -256,8 +256,6 @@ def test_loading_under_another_transformers_major_warns(registry, model_dirs) ->
     assert manifest["library_versions"]["transformers"] == transformers.__version__
     other = "4.57.6" if transformers.__version__.startswith("5") else "5.23.0"
     manifest["library_versions"]["transformers"] = other
-    registry.connection.execute(
-        "UPDATE duckreg.versions SET manifest = ? WHERE name = 'v1'", [json.dumps(manifest)]
-    )
+    registry.connection.execute("UPDATE duckreg.versions SET manifest = ? WHERE name = 'v1'", [json.dumps(manifest)])
     with pytest.warns(RuntimeWarning, match=f"logged with transformers {other}"):
         mv.load()
