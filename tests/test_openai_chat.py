@@ -163,3 +163,15 @@ def test_other_pipeline_with_user_signature(registry, model_dirs) -> None:
         "|| list_transform(range(1600), lambda i: 0.0::FLOAT) AS audio"
     )
     assert json.loads(con.execute("SELECT sounds(audio) FROM clips").fetchone()[0])[0]["label"] in {"speech", "music"}
+
+
+def test_answers_stop_at_the_models_context(chat, registry) -> None:
+    """Without max_completion_tokens the answer is capped by the model's context (256 positions here)."""
+    out = chat.run(pd.DataFrame({"messages": [[{"role": "user", "content": "Hello world"}]], "temperature": [0.0]}))
+    usage = out["usage"][0]
+    assert usage["total_tokens"] <= 256
+    if usage["total_tokens"] == 256:
+        assert out["choices"][0][0]["finish_reason"] == "length"
+    too_long = [{"role": "user", "content": "hello " * 300}]
+    with pytest.raises(ValueError, match=r"column 'messages': the prompt has \d+ tokens; the model reads at most 256"):
+        chat.run(pd.DataFrame({"messages": [too_long]}))

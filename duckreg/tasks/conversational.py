@@ -16,7 +16,7 @@ from typing import Any
 
 from duckreg.model_signature import DataType, FeatureSpec, ModelSignature
 from duckreg.tasks.base import InferredFunction, InputError, RunContext, Task, TaskModel
-from duckreg.tasks.generation import GENERATION_PARAMS, set_values
+from duckreg.tasks.generation import GENERATION_PARAMS, cap_new_tokens, set_values
 from duckreg.tasks.seq2seq import generate_texts
 
 TURNS = FeatureSpec(name="user_inputs", dtype=DataType.STRING, shape=(-1,))
@@ -108,7 +108,13 @@ def _causal_replies(
 
     for length, indices in buckets.items():
         input_ids = torch.tensor([encoded[i] for i in indices], device=model.device)
-        output = model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), **kwargs)
+        call = dict(kwargs)
+        if "max_new_tokens" in call:
+            try:
+                call["max_new_tokens"] = cap_new_tokens(model, length, call["max_new_tokens"])
+            except ValueError as exc:
+                raise InputError("user_inputs", str(exc)) from None
+        output = model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), **call)
         per_input = output.shape[0] // len(indices)
         for n, i in enumerate(indices):
             replies[i] = tokenizer.decode(output[n * per_input][length:], skip_special_tokens=True)

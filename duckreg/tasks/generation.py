@@ -96,3 +96,26 @@ def pipeline_generation_config(model: Any, tokenizer: Any, task: str) -> tuple[A
     if tokenizer.pad_token_id is not None and config.pad_token_id is None:
         config.pad_token_id = tokenizer.pad_token_id
     return config, prefix
+
+
+def context_limit(model: Any) -> int | None:
+    """The most positions a causal model can attend to, when its config says."""
+    config = model.config
+    for key in ("max_position_embeddings", "n_positions", "max_sequence_length"):
+        value = getattr(config, key, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+def cap_new_tokens(model: Any, prompt_length: int, requested: int) -> int:
+    """``requested`` new tokens, or fewer so that prompt plus answer fit the model's context.
+
+    Raises ``ValueError`` when the prompt alone fills the context.
+    """
+    limit = context_limit(model)
+    if limit is None:
+        return requested
+    if prompt_length >= limit:
+        raise ValueError(f"the prompt has {prompt_length} tokens; the model reads at most {limit}")
+    return min(requested, limit - prompt_length)

@@ -17,6 +17,7 @@ from typing import Any
 
 from duckreg.model_signature import FeatureGroupSpec, ModelSignature
 from duckreg.tasks.base import InputError, RunContext, Task
+from duckreg.tasks.generation import cap_new_tokens
 
 CONTROLS = (
     "temperature",
@@ -93,6 +94,10 @@ class OpenAIChat(Task):
         for (length, _), indices in groups.items():
             kwargs = dict(requests[indices[0]][1])
             stop = kwargs.pop("_stop")
+            try:
+                kwargs["max_new_tokens"] = cap_new_tokens(model, length, kwargs["max_new_tokens"])
+            except ValueError as exc:
+                raise InputError("messages", str(exc)) from None
             input_ids = torch.tensor([requests[i][0] for i in indices], device=model.device)
             if stop:
                 kwargs.update(stop_strings=stop, tokenizer=tokenizer)

@@ -7,6 +7,7 @@ with the transformers 4 pipelines' defaults, so a model gives the same text on b
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from typing import Any
 
@@ -69,6 +70,9 @@ def generate_texts(
     tokenize = {k: v for k, v in settings.items() if k in _TOKENIZE_KEYS}
     clean_up = bool(settings.get("clean_up_tokenization_spaces", False))
     generate_kwargs = {k: v for k, v in settings.items() if k not in _TOKENIZE_KEYS | _DECODE_KEYS}
+    # Settings go into a copy of the config (what generate would do), so generate gets one source.
+    generation_config = copy.deepcopy(generation_config)
+    generate_kwargs = generation_config.update(**generate_kwargs)
     src_lang, tgt_lang = _languages(bundle.task, tokenize)
     truncation = tokenize.get("truncation", True)
     results: list[list[str]] = []
