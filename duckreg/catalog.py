@@ -22,6 +22,9 @@ def catalog_ddl() -> str:
     return (Path(__file__).resolve().parent.parent / "sql" / "catalog.sql").read_text()
 
 
+_TABLES = {"settings", "models", "versions", "functions", "aliases", "tags", "metrics", "stages", "jobs", "job_logs"}
+
+
 class Catalog:
     """Typed access to the catalog tables through a private cursor of the user's connection."""
 
@@ -33,15 +36,23 @@ class Catalog:
         self.schema = f"{quote(database_name)}.{quote(schema_name)}"
 
     def initialise(self) -> None:
-        exists = self.query(
-            "SELECT count(*) FROM duckdb_tables() "
-            "WHERE database_name = ? AND schema_name = ? AND table_name = 'versions'",
-            [self.database_name, self.schema_name],
-        )[0][0]
-        if exists:
+        """Create missing catalog tables (a catalog from an older duckreg gains the new ones)."""
+        present = {
+            row[0]
+            for row in self.query(
+                "SELECT table_name FROM duckdb_tables() WHERE database_name = ? AND schema_name = ?",
+                [self.database_name, self.schema_name],
+            )
+        }
+        if _TABLES <= present:
             return
-        with self._lock:
-            self._cursor.execute(catalog_ddl().replace("{schema}", self.schema))
+        try:
+            with self._lock:
+                self._cursor.execute(catalog_ddl().replace("{schema}", self.schema))
+        except duckdb.Error:
+            # A read-only database with an older catalog: the registry works without the new tables.
+            if "versions" not in present:
+                raise
 
     def query(self, sql: str, params: list[Any] | None = None) -> list[tuple]:
         with self._lock:

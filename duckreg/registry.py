@@ -17,6 +17,7 @@ import pandas as pd
 
 from duckreg import huggingface, sql
 from duckreg.artifacts import ArtifactStore, file_hashes
+from duckreg.batch.stages import StageCatalog
 from duckreg.catalog import Catalog
 from duckreg.inference import FunctionRunner, FunctionSpec, VersionHandle
 from duckreg.model_signature import DataType, FeatureGroupSpec, ModelSignature
@@ -318,6 +319,23 @@ class Registry:
             [model_key, _key(version_key)],
         )
         return rows[0] if rows else None
+
+    # ---------------------------------------------------------------- stages
+    @property
+    def stages(self) -> StageCatalog:
+        return StageCatalog(self._catalog)
+
+    def create_stage(self, name: str, url: str, *, comment: str | None = None, replace: bool = False) -> str:
+        """Name a local folder or an fsspec URL (``memory://``, ``s3://bucket/prefix``) as ``@name``."""
+        self.stages.create(name, str(url), comment, replace=replace)
+        return f"@{name}"
+
+    def show_stages(self) -> pd.DataFrame:
+        return pd.DataFrame(self.stages.rows(), columns=["name", "url", "comment", "created_on"])
+
+    def drop_stage(self, name: str) -> None:
+        """Forget a stage; its files stay where they are."""
+        self.stages.drop(name)
 
     # -------------------------------------------------------------- SQL side
     def register_functions(self, con: duckdb.DuckDBPyConnection | None = None) -> duckdb.DuckDBPyConnection:
@@ -771,6 +789,33 @@ class ModelVersion:
         return frames.output_frame(results, runner.signature, frame.index)
 
     # metrics ----------------------------------------------------------
+    def run_batch(
+        self,
+        X: Any,
+        *,
+        output_spec: Any,
+        input_spec: Any = None,
+        job_spec: Any = None,
+        compute_pool: str | None = None,
+        inference_engine_options: dict[str, Any] | None = None,
+    ) -> Any:
+        """Run a function over a relation, query, DataFrame or stage parquet files into a stage.
+
+        Writes parquet parts (every input column plus the outputs) and ``_SUCCESS`` last; returns a
+        ``duckreg.jobs.Job``. See ``duckreg.batch`` for the specs.
+        """
+        from duckreg.batch.run import run_batch
+
+        return run_batch(
+            self,
+            X,
+            output_spec=output_spec,
+            input_spec=input_spec,
+            job_spec=job_spec,
+            compute_pool=compute_pool,
+            inference_engine_options=inference_engine_options,
+        )
+
     def show_metrics(self) -> dict[str, Any]:
         rows = self._registry._catalog.query(
             "SELECT name, value FROM {schema}.metrics WHERE model_key = ? AND version_key = ? ORDER BY name",

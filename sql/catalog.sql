@@ -64,3 +64,37 @@ CREATE TABLE IF NOT EXISTS {schema}.metrics (
     value JSON,
     PRIMARY KEY (model_key, version_key, name)
 );
+
+CREATE TABLE IF NOT EXISTS {schema}.stages (
+    stage_key VARCHAR PRIMARY KEY,
+    name VARCHAR NOT NULL,
+    url VARCHAR NOT NULL,
+    comment VARCHAR,
+    created_on TIMESTAMP NOT NULL DEFAULT current_timestamp
+);
+
+CREATE TABLE IF NOT EXISTS {schema}.jobs (
+    job_key VARCHAR PRIMARY KEY,
+    name VARCHAR NOT NULL,
+    model_key VARCHAR NOT NULL,
+    version_key VARCHAR NOT NULL,
+    function_name VARCHAR NOT NULL,
+    engine VARCHAR NOT NULL,
+    output_location VARCHAR NOT NULL,
+    spec JSON NOT NULL,
+    status VARCHAR NOT NULL,
+    message VARCHAR,
+    pid BIGINT,
+    host VARCHAR,
+    rows_total BIGINT,
+    rows_done BIGINT,
+    created_on TIMESTAMP NOT NULL DEFAULT current_timestamp,
+    started_on TIMESTAMP,
+    finished_on TIMESTAMP
+);
+
+CREATE TABLE IF NOT EXISTS {schema}.job_logs (
+    job_key VARCHAR NOT NULL,
+    logged_on TIMESTAMP NOT NULL DEFAULT current_timestamp,
+    line VARCHAR NOT NULL
+);

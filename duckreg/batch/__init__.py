@@ -1,0 +1,16 @@
+"""Batch inference: ``ModelVersion.run_batch`` over tables, queries, DataFrames or stage files.
+
+The spec classes mirror ``snowflake.ml.model.batch``.
+"""
+
+from duckreg.batch.specs import (
+    ColumnHandlingOptions,
+    FileEncoding,
+    InputFormat,
+    InputSpec,
+    JobSpec,
+    OutputSpec,
+    SaveMode,
+)
+
+__all__ = ["ColumnHandlingOptions", "FileEncoding", "InputFormat", "InputSpec", "JobSpec", "OutputSpec", "SaveMode"]

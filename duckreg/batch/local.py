@@ -1,0 +1,71 @@
+"""The local engine: one model in this process, one input chunk at a time (memory stays flat)."""
+
+from __future__ import annotations
+
+import pyarrow.parquet as pq
+
+from duckreg import jobs
+from duckreg.batch.run import SUCCESS, WORK_DIR, BatchPlan, predict_table, write_atomically
+
+
+def run(plan: BatchPlan) -> None:
+    """Compute every missing part, then remove the work folder and write ``_SUCCESS``."""
+    registry, key, fs = plan.registry, plan.job_key, plan.fs
+    jobs.set_status(registry, key, jobs.RUNNING)
+    threads = None
+    try:
+        if plan.cpus is not None:
+            import torch
+
+            threads = torch.get_num_threads()
+            torch.set_num_threads(max(1, int(plan.cpus)))
+        chunks = plan.chunk_paths()
+        done_rows = 0
+        bar = _progress(plan)
+        for index, chunk in enumerate(chunks):
+            if plan.cancel.is_set():
+                jobs.log(registry, key, f"cancelled after {index} of {len(chunks)} parts")
+                jobs.set_status(registry, key, jobs.CANCELLED, "Cancelled.")
+                return
+            part = plan.part_path(index)
+            if fs.exists(part):
+                rows = pq.ParquetFile(fs.open(part, "rb")).metadata.num_rows
+            else:
+                with fs.open(chunk, "rb") as handle:
+                    table = pq.read_table(handle)
+                write_atomically(fs, part, predict_table(plan, table))
+                rows = table.num_rows
+                jobs.log(registry, key, f"part {index + 1}/{len(chunks)}: {rows} rows")
+            done_rows += rows
+            registry._catalog.execute("UPDATE {schema}.jobs SET rows_done = ? WHERE job_key = ?", [done_rows, key])
+            if bar is not None:
+                bar.update(rows)
+        finish(plan, done_rows)
+    except Exception as exc:
+        jobs.log(registry, key, f"failed: {type(exc).__name__}: {exc}")
+        jobs.set_status(registry, key, jobs.FAILED, f"{type(exc).__name__}: {exc}")
+        raise
+    finally:
+        if threads is not None:
+            import torch
+
+            torch.set_num_threads(threads)
+
+
+def finish(plan: BatchPlan, rows: int) -> None:
+    """Remove the work folder, then write ``_SUCCESS`` last: its presence means the output is whole."""
+    fs = plan.fs
+    fs.rm(plan.path(WORK_DIR), recursive=True)
+    with fs.open(plan.path(SUCCESS), "wb"):
+        pass
+    jobs.log(plan.registry, plan.job_key, f"done: {rows} rows")
+    jobs.set_status(plan.registry, plan.job_key, jobs.DONE, f"{rows} rows written.")
+
+
+def _progress(plan: BatchPlan):
+    if not plan.progress_bar:
+        return None
+    from tqdm.auto import tqdm
+
+    total = plan.registry._catalog.query("SELECT rows_total FROM {schema}.jobs WHERE job_key = ?", [plan.job_key])
+    return tqdm(total=total[0][0], unit="rows", desc=plan.job_key)

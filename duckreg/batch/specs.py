@@ -1,0 +1,134 @@
+"""The batch-inference specs, as in ``snowflake.ml.model.batch``: where input comes from, how file
+columns are read, where output goes, and how the job runs."""
+
+from __future__ import annotations
+
+import enum
+import re
+from dataclasses import dataclass, field
+from typing import Any, TypedDict
+
+
+class SaveMode(str, enum.Enum):
+    """What to do when the output location already holds files."""
+
+    OVERWRITE = "overwrite"
+    ERROR = "error"
+
+
+class InputFormat(str, enum.Enum):
+    """How a column refers to its data."""
+
+    FULL_STAGE_PATH = "full_stage_path"
+
+
+class FileEncoding(str, enum.Enum):
+    """What the model receives for a file: its bytes, or its bytes as a base64 string."""
+
+    RAW_BYTES = "raw_bytes"
+    BASE64 = "base64"
+    BASE64_DATA_URL = "base64_data_url"
+
+
+class ColumnHandlingOptions(TypedDict):
+    input_format: InputFormat
+    convert_to: FileEncoding
+
+
+@dataclass
+class InputSpec:
+    """Runtime ``params`` for the function and per-column file handling (keys match case-insensitively)."""
+
+    params: dict[str, Any] | None = None
+    column_handling: dict[str, ColumnHandlingOptions] | None = None
+    partition_column: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.partition_column is not None:
+            raise ValueError(
+                "partition_column is not supported for these models in batch inference jobs. "
+                "Please remove the partition_column from input_spec."
+            )
+        handling = {}
+        for column, options in (self.column_handling or {}).items():
+            if not isinstance(options, dict) or set(options) != {"input_format", "convert_to"}:
+                raise ValueError(
+                    f"column_handling[{column!r}] must be {{'input_format': InputFormat..., "
+                    f"'convert_to': FileEncoding...}}, got {options!r}"
+                )
+            handling[column] = {
+                "input_format": InputFormat(options["input_format"]),
+                "convert_to": FileEncoding(options["convert_to"]),
+            }
+        self.column_handling = handling or None
+
+
+@dataclass
+class OutputSpec:
+    """A stage location (``@stage/path/``) for the parquet output, and what to do if it is not empty."""
+
+    stage_location: str
+    mode: SaveMode = SaveMode.ERROR
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.stage_location, str) or not self.stage_location.startswith("@"):
+            raise ValueError(
+                f"stage_location must be a stage path such as '@my_stage/out/', got {self.stage_location!r}"
+            )
+        self.mode = SaveMode(self.mode)
+
+
+_MEMORY = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B?|[KMGT]i?|B)?\s*$", re.IGNORECASE)
+_UNITS = {"": 1, "b": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12, "ki": 2**10, "mi": 2**20, "gi": 2**30,
+          "ti": 2**40}  # fmt: skip
+
+
+def parse_memory(text: str) -> int:
+    """``"8GiB"``, ``"8Gi"``, ``"512MB"`` -> bytes; a bare number needs a unit."""
+    match = _MEMORY.match(str(text))
+    if not match or match.group(2) is None:
+        raise ValueError(f"memory_requests must have a unit, e.g. '8GiB' or '512Mi', got {text!r}")
+    unit = match.group(2).lower().removesuffix("b")
+    return int(float(match.group(1)) * _UNITS[unit])
+
+
+def parse_count(text: str | int | float, what: str) -> float:
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        raise ValueError(f"Invalid {what}: {text!r} (expected a number such as '2' or '0.5')") from None
+    if value <= 0:
+        raise ValueError(f"Invalid {what}: {text!r} (must be positive)")
+    return value
+
+
+@dataclass
+class JobSpec:
+    """How the job runs. Every field is either honoured by the chosen engine or refused."""
+
+    job_name: str | None = None
+    cpu_requests: str | None = None
+    memory_requests: str | None = None
+    gpu_requests: str | None = None
+    max_batch_rows: int = 1024
+    replicas: int | None = None
+    num_workers: int | None = None
+    function_name: str | None = None
+    block: bool = False
+    extra: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.job_name is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", self.job_name):
+            raise ValueError(f"job_name must be an identifier ([A-Za-z_][A-Za-z0-9_]*), got {self.job_name!r}")
+        if not isinstance(self.max_batch_rows, int) or self.max_batch_rows < 1:
+            raise ValueError(f"max_batch_rows must be a positive integer, got {self.max_batch_rows!r}")
+        if self.cpu_requests is not None:
+            parse_count(self.cpu_requests, "cpu_requests")
+        if self.gpu_requests is not None:
+            parse_count(self.gpu_requests, "gpu_requests")
+        if self.memory_requests is not None:
+            parse_memory(self.memory_requests)
+        for name in ("replicas", "num_workers"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
