@@ -86,6 +86,10 @@ class VersionHandle:
         manifest = self.manifest
         if warn_on_skew:
             huggingface.warn_on_version_skew(manifest.get("library_versions", {}), self.model_name, self.version_name)
+        if manifest.get("model_type") == "custom":
+            from duckreg import custom
+
+            return custom.load(self.artifact_dir / "model", manifest["custom"], device)
         return huggingface.load_pipeline(
             self.artifact_dir / "model",
             manifest["task"],
@@ -99,7 +103,8 @@ class VersionHandle:
         manifest = self.manifest
         device = manifest.get("options", {}).get("device") or runtime.default_device()
         pipe = self.build_pipeline(device)
-        (get_task(manifest["task"]) or GENERIC).prepare(pipe)
+        if manifest.get("model_type") != "custom":
+            (get_task(manifest["task"]) or GENERIC).prepare(pipe)
         return runtime.LoadedModel(model=pipe, nbytes=runtime.model_nbytes(pipe), device=device)
 
 
@@ -197,6 +202,10 @@ class FunctionRunner:
             self.task = get_task(version.task_name) or GENERIC
         elif function.runner == "generic":
             self.task = GENERIC
+        elif function.runner == "custom":
+            from duckreg.custom import RUNNER
+
+            self.task = RUNNER
         else:
             self.task = get_runner(function.runner)
         self.optional_inputs = self.task.optional_inputs
@@ -293,6 +302,7 @@ class FunctionRunner:
             options=options,
             batch_size=int(options.get("max_batch_size") or DEFAULT_BATCH_SIZE),
             model_id=f"{self.version.model_name}/{self.version.version_name}",
+            method=self.function.target_method,
         )
         try:
             import torch

@@ -15,7 +15,7 @@ from typing import Any
 import duckdb
 import pandas as pd
 
-from duckreg import huggingface, sql
+from duckreg import custom, huggingface, sql
 from duckreg.artifacts import ArtifactStore, file_hashes
 from duckreg.batch.stages import StageCatalog
 from duckreg.catalog import Catalog
@@ -54,9 +54,10 @@ def _check_identifier(name: Any, what: str) -> str:
     return name
 
 
-def _sql_name(model_key: str, version_key: str | None, function: FunctionSpec) -> str:
+def _sql_name(model_key: str, version_key: str | None, function: FunctionSpec, *, sole: bool = False) -> str:
+    """``<model>[__<version>]``, plus ``_<method>`` unless the method is ``__call__`` or the only one."""
     base = model_key if version_key is None else f"{model_key}__{version_key}"
-    return base if function.target_method == "__call__" else f"{base}_{function.target_method.lower()}"
+    return base if function.target_method == "__call__" or sole else f"{base}_{function.target_method.lower()}"
 
 
 class Registry:
@@ -215,25 +216,29 @@ class Registry:
                 )
             trust_remote_code = model.trust_remote_code
             model = model.build()
-        if huggingface.is_pipeline(model):
+        if isinstance(model, custom.CustomModel):
+            functions = _custom_functions(model, signatures, options)
+            task, settings, model_type = None, {}, "custom"
+        elif huggingface.is_pipeline(model):
             model = huggingface.as_task_model(model)
+            if sample_input_data is not None and signatures is None:
+                warnings.warn(
+                    "Inferring model signature from sample input for huggingface pipeline is not supported. Model "
+                    "signature will automatically be inferred from pipeline task. Or, you could specify model "
+                    "signature manually.",
+                    UserWarning,
+                    stacklevel=2,
+                )
+            functions, task, settings = _pipeline_functions(model, signatures, options)
+            model_type = "huggingface_pipeline"
         else:
             raise TypeError(
-                f"Cannot log a {type(model).__name__}: log_model takes a transformers.Pipeline or a "
-                "duckreg.huggingface.TransformersPipeline."
+                f"Cannot log a {type(model).__name__}: log_model takes a transformers.Pipeline, a "
+                "duckreg.huggingface.TransformersPipeline or a duckreg.custom.CustomModel."
             )
-        if sample_input_data is not None and signatures is None:
-            warnings.warn(
-                "Inferring model signature from sample input for huggingface pipeline is not supported. Model "
-                "signature will automatically be inferred from pipeline task. Or, you could specify model "
-                "signature manually.",
-                UserWarning,
-                stacklevel=2,
-            )
-        functions, task, settings = _pipeline_functions(model, signatures, options)
         manifest = {
             "format_version": 1,
-            "model_type": "huggingface_pipeline",
+            "model_type": model_type,
             "task": task,
             "pipeline_settings": huggingface.encode_settings(settings),
             "options": options,
@@ -246,7 +251,10 @@ class Registry:
             "functions": [f.to_record() for f in functions],
         }
         with self._store.staging() as staged:
-            huggingface.save_pipeline(model, staged / "model")
+            if model_type == "custom":
+                manifest["custom"] = custom.save(model, staged / "model")
+            else:
+                huggingface.save_pipeline(model, staged / "model")
             manifest["files"] = file_hashes(staged / "model")
             (staged / "manifest.json").write_text(json.dumps(manifest, indent=2))
             relative = self._store.publish(staged, model_key, version_key)
@@ -261,7 +269,7 @@ class Registry:
                 cat.execute(
                     "INSERT INTO {schema}.versions (model_key, version_key, name, seq, comment, task, model_type, "
                     "artifact_path, manifest) VALUES (?, ?, ?, nextval('{schema}.version_seq'), ?, ?, ?, ?, ?)",
-                    [model_key, version_key, version_name, comment, task, "huggingface_pipeline", artifact_path,
+                    [model_key, version_key, version_name, comment, task, model_type, artifact_path,
                      json.dumps(manifest)],
                 )  # fmt: skip
                 for function in functions:
@@ -391,6 +399,30 @@ def _check_options(options: dict[str, Any] | None) -> dict[str, Any]:
     ):
         raise ValueError("options['max_batch_size'] must be a positive integer")
     return options
+
+
+def _custom_functions(model: custom.CustomModel, signatures: Any, options: dict[str, Any]) -> list[FunctionSpec]:
+    methods = custom.inference_methods(model)
+    if not methods:
+        raise ValueError(f"{type(model).__name__} has no method marked with @inference_api.")
+    if signatures is None:
+        raise ValueError(f"Custom models need signatures={{method: ModelSignature(...)}} for their methods {methods}.")
+    if isinstance(signatures, ModelSignature):
+        if len(methods) != 1:
+            raise ValueError(f"Give a signature per method: {methods}.")
+        signatures = {methods[0]: signatures}
+    if not isinstance(signatures, dict):
+        raise ValueError("signatures must be a dict mapping a target method to its ModelSignature")
+    wanted = options.get("target_methods") or list(signatures)
+    functions = []
+    for method in wanted:
+        if method not in methods:
+            raise ValueError(f"Target method {method} is not callable or does not exist in the model.")
+        signature = signatures.get(method)
+        if not isinstance(signature, ModelSignature):
+            raise ValueError(f"signatures[{method!r}] must be a ModelSignature")
+        functions.append(FunctionSpec(method.upper(), method, signature, runner="custom"))
+    return functions
 
 
 def _pipeline_functions(
@@ -649,9 +681,8 @@ class Model:
     # SQL names ---------------------------------------------------------
     def _default_sql_names(self) -> list[str]:
         default_key = self._row()[3]
-        return [
-            _sql_name(self._key, None, f) for f in ModelVersion(self._registry, self._key, default_key)._functions()
-        ]
+        functions = ModelVersion(self._registry, self._key, default_key)._functions()
+        return [_sql_name(self._key, None, f, sole=len(functions) == 1) for f in functions]
 
     def _all_sql_names(self) -> list[str]:
         names = [n for v in self.versions() for n in v._sql_names()] + self._default_sql_names()
@@ -662,11 +693,13 @@ class Model:
         bindings = []
         for version in self.versions():
             handle = version._handle()
-            for function in version._functions():
+            functions = version._functions()
+            sole = len(functions) == 1
+            for function in functions:
                 runner = FunctionRunner(handle, function)
-                bindings.append(sql.Binding(_sql_name(self._key, version._version_key, function), runner))
+                bindings.append(sql.Binding(_sql_name(self._key, version._version_key, function, sole=sole), runner))
                 if version._version_key == default_key:
-                    bindings.append(sql.Binding(_sql_name(self._key, None, function), runner))
+                    bindings.append(sql.Binding(_sql_name(self._key, None, function, sole=sole), runner))
         return bindings
 
 
@@ -745,7 +778,8 @@ class ModelVersion:
         return [FunctionSpec.from_record(json.loads(spec)) for (spec,) in rows]
 
     def _sql_names(self) -> list[str]:
-        return [_sql_name(self._model_key, self._version_key, f) for f in self._functions()]
+        functions = self._functions()
+        return [_sql_name(self._model_key, self._version_key, f, sole=len(functions) == 1) for f in functions]
 
     def _user_aliases(self) -> list[str]:
         rows = self._registry._catalog.query(

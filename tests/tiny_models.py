@@ -248,3 +248,56 @@ def wav2vec2_audio_classification(folder: Path, seed: int = 10) -> Path:
     model.save_pretrained(str(folder))
     extractor.save_pretrained(str(folder))
     return folder
+
+
+def vit_image_classification(folder: Path, seed: int = 11) -> Path:
+    """A tiny ViT on 32x32 images with two labels."""
+    _seed(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    config = transformers.ViTConfig(
+        image_size=32,
+        patch_size=8,
+        num_channels=3,
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        num_labels=2,
+        id2label={0: "cat", 1: "dog"},
+        label2id={"cat": 0, "dog": 1},
+    )
+    processor = transformers.ViTImageProcessor(size={"height": 32, "width": 32})
+    transformers.ViTForImageClassification(config).eval().save_pretrained(str(folder))
+    processor.save_pretrained(str(folder))
+    return folder
+
+
+def wav2vec2_ctc(folder: Path, seed: int = 12) -> Path:
+    """A tiny character-level CTC speech recognizer on 16 kHz audio."""
+    import json
+
+    _seed(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    chars = ["<pad>", "<s>", "</s>", "<unk>", "|", *"abcdefghijklmnopqrstuvwxyz'"]
+    (folder / "vocab.json").write_text(json.dumps({c: i for i, c in enumerate(chars)}))
+    tokenizer = transformers.Wav2Vec2CTCTokenizer(
+        str(folder / "vocab.json"), unk_token="<unk>", pad_token="<pad>", word_delimiter_token="|"
+    )
+    extractor = transformers.Wav2Vec2FeatureExtractor(sampling_rate=16000, return_attention_mask=True)
+    processor = transformers.Wav2Vec2Processor(feature_extractor=extractor, tokenizer=tokenizer)
+    config = transformers.Wav2Vec2Config(
+        vocab_size=len(chars),
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        conv_dim=(8, 8),
+        conv_stride=(5, 4),
+        conv_kernel=(10, 4),
+        num_conv_pos_embeddings=8,
+        num_conv_pos_embedding_groups=2,
+        pad_token_id=0,
+    )
+    transformers.Wav2Vec2ForCTC(config).eval().save_pretrained(str(folder))
+    processor.save_pretrained(str(folder))
+    return folder

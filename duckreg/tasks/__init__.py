@@ -13,9 +13,11 @@ from duckreg.tasks import (
     feature_extraction,
     fill_mask,
     generic,
+    image_classification,
     openai_chat,
     question_answering,
     seq2seq,
+    speech_recognition,
     table_question_answering,
     text_classification,
     text_generation,
@@ -25,8 +27,10 @@ from duckreg.tasks import (
 from duckreg.tasks.base import InferredFunction, InputError, RunContext, Task, TaskModel
 
 TASKS: dict[str, Task] = {
+    "automatic-speech-recognition": speech_recognition.TASK,
     "conversational": conversational.TASK,
     "fill-mask": fill_mask.TASK,
+    "image-classification": image_classification.TASK,
     "question-answering": question_answering.TASK,
     "summarization": seq2seq.SUMMARIZATION,
     "table-question-answering": table_question_answering.TASK,

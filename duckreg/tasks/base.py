@@ -44,6 +44,7 @@ class RunContext:
     options: dict[str, Any]
     batch_size: int
     model_id: str = ""
+    method: str = "__call__"
 
 
 @dataclass

@@ -1,0 +1,55 @@
+"""image-classification: image file bytes (PNG, JPEG, ...) to a list of ``{label, score}``.
+
+Images are decoded with pillow (``pip install duckreg[files]``); feed stage files with
+``column_handling={"images": {"input_format": InputFormat.FULL_STAGE_PATH, "convert_to": FileEncoding.RAW_BYTES}}``.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from typing import Any
+
+from duckreg.model_signature import DataType, FeatureGroupSpec, FeatureSpec, ModelSignature, ParamSpec
+from duckreg.tasks.base import InferredFunction, InputError, RunContext, Task, per_item_list
+from duckreg.tasks.generation import set_values
+
+LABELS = FeatureGroupSpec(
+    "labels", [FeatureSpec("label", DataType.STRING), FeatureSpec("score", DataType.DOUBLE)], shape=(-1,)
+)
+
+
+def open_image(data: bytes, column: str) -> Any:
+    try:
+        from PIL import Image
+    except ImportError:
+        raise RuntimeError("Reading images needs pillow: pip install 'duckreg[files]'") from None
+    try:
+        image = Image.open(io.BytesIO(data))
+        image.load()
+    except Exception as exc:  # noqa: BLE001 - any decoder error means "not an image"
+        raise InputError(column, f"not an image pillow can read ({type(exc).__name__}: {exc})") from None
+    return image.convert("RGB")
+
+
+class ImageClassification(Task):
+    names = ("image-classification",)
+
+    def infer(self, task, pipeline, settings, options) -> InferredFunction:
+        signature = ModelSignature(
+            inputs=[FeatureSpec("images", DataType.BYTES)],
+            outputs=[LABELS],
+            params=[ParamSpec("top_k", DataType.INT64, None), ParamSpec("function_to_apply", DataType.STRING, None)],
+        )
+        return InferredFunction(signature)
+
+    def sort_key(self, row: dict[str, Any]) -> int:
+        return 0
+
+    def predict(self, ctx: RunContext, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+        images = [open_image(row["images"], "images") for row in rows]
+        results = per_item_list(ctx.pipeline(images, batch_size=ctx.batch_size, **set_values(ctx.params)), len(images))
+        return [{"labels": [{"label": r["label"], "score": float(r["score"])} for r in result]} for result in results]
+
+
+TASK = ImageClassification()

@@ -1,0 +1,43 @@
+"""Custom model classes logged by the tests (a module of their own, as custom model code must be)."""
+
+from __future__ import annotations
+
+import base64
+import io
+
+import numpy as np
+import pandas as pd
+
+from duckreg.custom import CustomModel, ModelContext, inference_api
+
+
+class CustomTranscriber(CustomModel):
+    """The seed's transcriber: base64 audio in, the ASR pipeline's ``{text, chunks}`` out."""
+
+    def __init__(self, context: ModelContext) -> None:
+        super().__init__(context)
+        self.model = self.context.model_ref("my_model")
+
+    @inference_api
+    def predict(self, df: pd.DataFrame) -> pd.DataFrame:
+        import soundfile
+
+        audio_bytes = [base64.b64decode(b64) for b64 in df["audio"].tolist()]
+        rate = self.model.feature_extractor.sampling_rate
+        waves = [soundfile.read(io.BytesIO(data), dtype="float32")[0] for data in audio_bytes]
+        results = [self.model({"raw": np.asarray(w), "sampling_rate": rate}) for w in waves]
+        return pd.DataFrame({"outputs": [{"text": r["text"], "chunks": []} for r in results]})
+
+
+class Greeter(CustomModel):
+    """A model with a file artifact and two methods."""
+
+    @inference_api
+    def greet(self, df: pd.DataFrame) -> pd.DataFrame:
+        with open(self.context.path("greeting")) as handle:
+            greeting = handle.read().strip()
+        return pd.DataFrame({"greeting": [f"{greeting}, {name}!" for name in df["name"]]})
+
+    @inference_api
+    def shout(self, df: pd.DataFrame) -> pd.DataFrame:
+        return pd.DataFrame({"greeting": [name.upper() for name in df["name"]]})
