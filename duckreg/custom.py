@@ -76,7 +76,7 @@ def save(model: CustomModel, folder: Path) -> dict[str, Any]:
 
     cls = type(model)
     source = inspect.getsourcefile(cls)
-    if source is None or cls.__module__ == "__main__" and not Path(source).is_file():
+    if source is None or not Path(source).is_file():
         raise ValueError(
             f"Cannot store the code of {cls.__qualname__}: define the class in a module file, not interactively."
         )

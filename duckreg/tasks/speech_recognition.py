@@ -43,7 +43,7 @@ def decode_audio(data: bytes, column: str, sampling_rate: int) -> np.ndarray:
     if rate != sampling_rate and len(mono):
         # Linear resampling: enough for speech models, and no extra dependency.
         duration = len(mono) / rate
-        target = np.linspace(0.0, duration, int(round(duration * sampling_rate)), endpoint=False)
+        target = np.linspace(0.0, duration, round(duration * sampling_rate), endpoint=False)
         mono = np.interp(target, np.arange(len(mono)) / rate, mono).astype(np.float32)
     return mono
 
