@@ -25,4 +25,25 @@ def connect(database: str | Path | None = None, **kwargs: Any) -> duckdb.DuckDBP
     return con
 
 
-__all__ = ["Model", "ModelVersion", "Registry", "__version__", "connect"]
+def list_stage_files(
+    registry_or_connection: Registry | duckdb.DuckDBPyConnection,
+    stage_path: str,
+    *,
+    pattern: str | None = None,
+    column_name: str = "FILE_PATH",
+) -> Any:
+    """Full stage paths (``@stage/dir/file.png``) of the files under ``stage_path``, as a one-column DataFrame.
+
+    ``pattern`` is a regular expression the whole stage path must match (as in Snowflake's LIST).
+    The result can be passed straight to ``run_batch`` with ``InputFormat.FULL_STAGE_PATH``.
+    """
+    import pandas as pd
+
+    registry = (
+        registry_or_connection if isinstance(registry_or_connection, Registry) else Registry(registry_or_connection)
+    )
+    files = registry.stages.list_files(stage_path, pattern)
+    return pd.DataFrame({column_name: pd.Series(files, dtype=object)})
+
+
+__all__ = ["Model", "ModelVersion", "Registry", "__version__", "connect", "list_stage_files"]

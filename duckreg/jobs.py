@@ -72,9 +72,12 @@ class Job:
     @property
     def status(self) -> str:
         """PENDING, RUNNING, DONE, FAILED, CANCELLING or CANCELLED."""
-        status, pid, host = self._registry._catalog.query(
+        rows = self._registry._catalog.query(
             "SELECT status, pid, host FROM {schema}.jobs WHERE job_key = ?", [self._key]
-        )[0]
+        )
+        if not rows:
+            raise ValueError(f"Job {self._key} does not exist or not authorized.")
+        status, pid, host = rows[0]
         if status in (RUNNING, PENDING, CANCELLING) and not self._runs_somewhere(pid, host):
             return FAILED
         return status
@@ -227,3 +230,21 @@ def delete_job(registry: Registry, job: Job | str) -> None:
     with registry._catalog.transaction() as cat:
         cat.execute("DELETE FROM {schema}.job_logs WHERE job_key = ?", [handle.name.lower()])
         cat.execute("DELETE FROM {schema}.jobs WHERE job_key = ?", [handle.name.lower()])
+
+
+def record_failure(registry: Registry, name: str, mv: Any, output_location: str, exc: BaseException) -> None:
+    """Make a job that failed before it started visible as FAILED, with the reason."""
+    import json
+
+    message = f"{type(exc).__name__}: {exc}"
+    key = name.lower()
+    exists = registry._catalog.query("SELECT count(*) FROM {schema}.jobs WHERE job_key = ?", [key])[0][0]
+    if not exists:
+        registry._catalog.execute(
+            "INSERT INTO {schema}.jobs (job_key, name, model_key, version_key, function_name, engine, "
+            "output_location, spec, status, pid, host, rows_done) VALUES (?, ?, ?, ?, '', 'local', ?, ?, ?, ?, ?, 0)",
+            [key, name, mv._model_key, mv._version_key, output_location, json.dumps({}), FAILED, os.getpid(),
+             socket.gethostname()],
+        )  # fmt: skip
+    set_status(registry, key, FAILED, message)
+    log(registry, key, f"failed: {message}")

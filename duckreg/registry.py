@@ -7,6 +7,8 @@ import random
 import re
 import shutil
 import tempfile
+import threading
+import uuid
 import warnings
 import weakref
 from pathlib import Path
@@ -352,11 +354,46 @@ class Registry:
         Call it again on a cursor: table macros are per connection, the UDFs are shared.
         """
         con = con or self._con
+        sql.bind_stage_functions(con, self.stages, self._start_job_from_sql)
         sql.bind(con, [b for model in self.models() for b in model._bindings()])
         refs = _BOUND.setdefault(self._identity, [])
         if not any(r() is con for r in refs):
             refs.append(weakref.ref(con))
         return con
+
+    def _start_job_from_sql(
+        self,
+        model: str,
+        query: str,
+        output_location: str,
+        mode: str | None,
+        job_name: str | None,
+        max_batch_rows: int | None,
+    ) -> str:
+        """``run_batch('model[/version]', 'SELECT ...', '@stage/out/')`` in SQL: start a job, return its id.
+
+        The job reads its input on its own connection after this call returns (a UDF cannot run SQL on
+        the connection that is calling it), so its id is all the call gives back.
+        """
+        from duckreg import jobs
+        from duckreg.batch import JobSpec, OutputSpec, SaveMode
+
+        if not model or not query or not output_location:
+            raise ValueError("run_batch(model, query, output_location) needs all three.")
+        model_name, _, version_name = model.partition("/")
+        mv = self.get_model(model_name).version(version_name) if version_name else self.get_model(model_name).default
+        name = job_name or f"BATCH_INFERENCE_{uuid.uuid4().hex.upper()}"
+        output_spec = OutputSpec(output_location, mode=SaveMode((mode or "error").lower()))
+        job_spec = JobSpec(job_name=name, max_batch_rows=int(max_batch_rows or 1024), block=True)
+
+        def start() -> None:
+            try:
+                mv.run_batch(query, output_spec=output_spec, job_spec=job_spec)
+            except Exception as exc:  # noqa: BLE001 - recorded in the job, which the caller polls
+                jobs.record_failure(self, name, mv, output_location, exc)
+
+        threading.Thread(target=start, name=f"duckreg-sql-job-{name}", daemon=True).start()
+        return f"{self.database_name}.{self.schema_name}.{name}"
 
     def _bound_connections(self) -> list[duckdb.DuckDBPyConnection]:
         refs = _BOUND.get(self._identity, [])

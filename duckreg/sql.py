@@ -9,6 +9,7 @@ from __future__ import annotations
 import weakref
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import duckdb
 import pyarrow as pa
@@ -246,6 +247,9 @@ def bind(con: duckdb.DuckDBPyConnection, bindings: Iterable[Binding]) -> None:
         if has_params:
             con.execute(scalar_macro_sql(binding.sql_name, name, binding.runner))
         con.execute(table_macro_sql(table_macro_name(binding.sql_name), name, binding.runner, output))
+        files_macro = files_macro_sql(files_macro_name(binding.sql_name), name, binding.runner, output)
+        if files_macro:
+            con.execute(files_macro)
 
 
 def _drop(con: duckdb.DuckDBPyConnection, instance: str, sql_name: str) -> None:
@@ -254,6 +258,66 @@ def _drop(con: duckdb.DuckDBPyConnection, instance: str, sql_name: str) -> None:
     _remove_udf(con, instance, udf_name(sql_name, True))
     con.execute(f"DROP MACRO IF EXISTS temp.{quote(sql_name)}")
     con.execute(f"DROP MACRO TABLE IF EXISTS temp.{quote(table_macro_name(sql_name))}")
+    con.execute(f"DROP MACRO TABLE IF EXISTS temp.{quote(files_macro_name(sql_name))}")
+
+
+def files_macro_name(sql_name: str) -> str:
+    return f"{sql_name}_files"
+
+
+def files_macro_sql(macro_name: str, udf_name: str, runner: FunctionRunner, output: OutputTypes) -> str | None:
+    """For a function of one file (one BYTES input): ``fn_files('@stage/path', pattern)`` -> file_path + outputs."""
+    required = [s for s in runner.signature.inputs if s.name not in runner.optional_inputs]
+    if len(required) != 1 or not isinstance(required[0], FeatureSpec) or required[0].dtype is not DataType.BYTES:
+        return None
+    if required[0].shape is not None:
+        return None
+    args = ["read_stage_file(file_path)"] + ["NULL"] * (len(runner.signature.inputs) - 1)
+    args += _param_names(runner)
+    declared = ", ".join(["stage_path", "pattern := NULL", *(f"{n} := NULL" for n in _param_names(runner))])
+    call = f"{quote(udf_name)}({', '.join(args)})"
+    projection = f"unnest({call})" if len(output.names) > 1 else f"{call} AS {quote(output.names[0])}"
+    return (
+        f"CREATE OR REPLACE TEMP MACRO {quote(macro_name)}({declared}) AS TABLE "
+        f"SELECT file_path, {projection} FROM stage_files(stage_path, pattern)"
+    )
+
+
+def bind_stage_functions(con: duckdb.DuckDBPyConnection, stages: Any, start_job: Any) -> None:
+    """SQL access to stages and batch jobs on ``con``.
+
+    ``stage_files('@stage/path', pattern)`` lists files, ``read_stage_file(path)`` reads one, and
+    ``run_batch(model, query, output_location, ...)`` starts a background job and returns its id.
+    """
+    instance = _instance_key(con)
+
+    def list_files(stage_path: str, pattern: str | None) -> list[str]:
+        return stages.list_files(stage_path, pattern)
+
+    def read_file(stage_path: str) -> bytes:
+        return stages.read_bytes(stage_path)
+
+    functions = [
+        ("duckreg_list_stage_files", list_files, ["VARCHAR", "VARCHAR"], "VARCHAR[]"),
+        ("read_stage_file", read_file, ["VARCHAR"], "BLOB"),
+        ("duckreg_run_batch", start_job, ["VARCHAR", "VARCHAR", "VARCHAR", "VARCHAR", "VARCHAR", "BIGINT"], "VARCHAR"),
+    ]
+    for name, fn, params, returns in functions:
+        _remove_udf(con, instance, name)
+        try:
+            con.create_function(name, fn, params, returns, null_handling="special", side_effects=name.endswith("batch"))
+            _OWNERS[(instance, name)] = weakref.ref(con)
+        except duckdb.CatalogException as exc:
+            if "already exists" not in str(exc):
+                raise
+    con.execute(
+        "CREATE OR REPLACE TEMP MACRO stage_files(stage_path, pattern := NULL) AS TABLE "
+        "SELECT unnest(duckreg_list_stage_files(stage_path, pattern)) AS file_path"
+    )
+    con.execute(
+        "CREATE OR REPLACE TEMP MACRO run_batch(model, query, output_location, mode := 'error', job_name := NULL, "
+        "max_batch_rows := NULL) AS duckreg_run_batch(model, query, output_location, mode, job_name, max_batch_rows)"
+    )
 
 
 def unbind(con: duckdb.DuckDBPyConnection, sql_names: Iterable[str]) -> None:

@@ -34,6 +34,8 @@ def model_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "t5": tiny_models.t5_translation(root / "t5"),
         "chat-template": tiny_models.gpt2_chat(root / "chat"),
         "audio-classification": tiny_models.wav2vec2_audio_classification(root / "audio"),
+        "image-classification": tiny_models.vit_image_classification(root / "vit"),
+        "speech-recognition": tiny_models.wav2vec2_ctc(root / "asr"),
     }
 
 

@@ -41,3 +41,14 @@ class Greeter(CustomModel):
     @inference_api
     def shout(self, df: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame({"greeting": [name.upper() for name in df["name"]]})
+
+
+class SlowDoubler(CustomModel):
+    """Doubles numbers, slowly: long enough for a test to kill the process running it half-way."""
+
+    @inference_api
+    def predict(self, df: pd.DataFrame) -> pd.DataFrame:
+        import time
+
+        time.sleep(0.05)
+        return pd.DataFrame({"doubled": [None if x is None else 2 * x for x in df["x"]]})

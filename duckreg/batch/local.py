@@ -56,6 +56,10 @@ def finish(plan: BatchPlan, rows: int) -> None:
     """Remove the work folder, then write ``_SUCCESS`` last: its presence means the output is whole."""
     fs = plan.fs
     fs.rm(plan.path(WORK_DIR), recursive=True)
+    for leftover in fs.ls(plan.out_path, detail=False):
+        # Temporary files of a process killed mid-write.
+        if leftover.rsplit("/", 1)[-1].startswith(".") and leftover.endswith(".tmp"):
+            fs.rm(leftover)
     with fs.open(plan.path(SUCCESS), "wb"):
         pass
     jobs.log(plan.registry, plan.job_key, f"done: {rows} rows")

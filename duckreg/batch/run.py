@@ -108,7 +108,12 @@ def run_batch(
     resources = _resources(engine, job_spec)
     stage, out_path = registry.stages.locate(output_spec.stage_location)
     fs = stage.filesystem
-    input_id, source = _input_source(registry, X, job_spec.max_batch_rows)
+    try:
+        input_id, source = _input_source(registry, X, job_spec.max_batch_rows)
+    except (TypeError, ValueError):
+        raise
+    except Exception as exc:
+        raise RuntimeError(f"Failed to process input data: {exc}") from exc
     fingerprint = hashlib.sha256(
         json.dumps(
             {
