@@ -85,7 +85,8 @@ def test_run_batch_writes_every_row_once_with_success_last(sentiment, registry, 
     result = _read(out).sort_values("id").reset_index(drop=True)
     assert list(result.columns) == ["id", "text", "label", "score"]
     assert result["id"].tolist() == list(range(2500))
-    expected = sentiment.run(result[["text"]].rename(columns={"text": "text"}))
+    with pytest.warns(UserWarning, match="Null value detected in column text"):
+        expected = sentiment.run(result[["text"]])
     # A NULL text gives NULL outputs, as in SQL.
     assert result["label"].isna().tolist() == result["text"].isna().tolist()
     assert result["label"].fillna("-").tolist() == expected["label"].fillna("-").tolist()
@@ -395,3 +396,21 @@ def test_run_batch_from_sql(sentiment, registry, tmp_path) -> None:
         assert time.monotonic() < deadline
         time.sleep(0.05)
     assert "is not empty" in bad.message
+
+
+def test_ray_engine_writes_the_same_rows(sentiment, registry, tmp_path) -> None:
+    pytest.importorskip("ray")
+    query = "SELECT * FROM reviews WHERE id < 1200"
+    job = sentiment.run_batch(
+        query,
+        output_spec=OutputSpec("@out/ray/"),
+        job_spec=JobSpec(max_batch_rows=200, replicas=2, block=True),
+        inference_engine_options={"engine": "ray"},
+    )
+    assert job.status == "DONE", job.message
+    assert "on 2 actor(s) (0.5 CPU, 0 GPU each)" in job.get_logs()
+    sentiment.run_batch(query, output_spec=OutputSpec("@out/local/"), job_spec=JobSpec(max_batch_rows=200, block=True))
+    ray_rows = _read(tmp_path / "out" / "ray").sort_values("id").reset_index(drop=True)
+    local_rows = _read(tmp_path / "out" / "local").sort_values("id").reset_index(drop=True)
+    pd.testing.assert_frame_equal(ray_rows, local_rows)
+    assert (tmp_path / "out" / "ray" / "_SUCCESS").exists() and len(ray_rows) == 1200

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pyarrow.parquet as pq
 
 from duckreg import jobs
-from duckreg.batch.run import SUCCESS, WORK_DIR, BatchPlan, predict_table, write_atomically
+from duckreg.batch.run import SUCCESS, WORK_DIR, BatchPlan, ChunkWork
 
 
 def run(plan: BatchPlan) -> None:
@@ -20,6 +20,7 @@ def run(plan: BatchPlan) -> None:
             threads = torch.get_num_threads()
             torch.set_num_threads(max(1, int(plan.cpus)))
         chunks = plan.chunk_paths()
+        work = ChunkWork.of(plan)
         done_rows = 0
         bar = _progress(plan)
         for index, chunk in enumerate(chunks):
@@ -29,12 +30,9 @@ def run(plan: BatchPlan) -> None:
                 return
             part = plan.part_path(index)
             if fs.exists(part):
-                rows = pq.ParquetFile(fs.open(part, "rb")).metadata.num_rows
+                rows = part_rows(fs, part)
             else:
-                with fs.open(chunk, "rb") as handle:
-                    table = pq.read_table(handle)
-                write_atomically(fs, part, predict_table(plan, table))
-                rows = table.num_rows
+                rows = work.compute(index, chunk)
                 jobs.log(registry, key, f"part {index + 1}/{len(chunks)}: {rows} rows")
             done_rows += rows
             registry._catalog.execute("UPDATE {schema}.jobs SET rows_done = ? WHERE job_key = ?", [done_rows, key])
@@ -73,3 +71,8 @@ def _progress(plan: BatchPlan):
 
     total = plan.registry._catalog.query("SELECT rows_total FROM {schema}.jobs WHERE job_key = ?", [plan.job_key])
     return tqdm(total=total[0][0], unit="rows", desc=plan.job_key)
+
+
+def part_rows(fs, part: str) -> int:
+    with fs.open(part, "rb") as handle:
+        return pq.ParquetFile(handle).metadata.num_rows

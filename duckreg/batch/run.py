@@ -34,7 +34,7 @@ import pyarrow.parquet as pq
 
 from duckreg import jobs
 from duckreg.batch.specs import FileEncoding, InputSpec, JobSpec, OutputSpec, parse_count, parse_memory
-from duckreg.batch.stages import Stage
+from duckreg.batch.stages import Stage, read_stage_bytes
 from duckreg.inference import FunctionRunner
 from duckreg.sql import OutputTypes
 
@@ -66,6 +66,7 @@ class BatchPlan:
     address: str | None
     cancel: threading.Event
     progress_bar: bool
+    stages: dict[str, Stage]
 
     @property
     def fs(self) -> Any:
@@ -165,6 +166,7 @@ def run_batch(
         address=address,
         cancel=threading.Event(),
         progress_bar=job_spec.block and sys.stderr.isatty(),
+        stages={row[0].lower(): Stage(row[0], row[1]) for row in registry.stages.rows()},
         **resources,
     )
     jobs.log(registry, key, f"{'resuming' if owner else 'starting'} on the {engine} engine: {total} rows")
@@ -235,6 +237,11 @@ def _resources(engine: str, spec: JobSpec) -> dict[str, Any]:
                 raise ValueError(
                     f"memory_requests={spec.memory_requests!r}, but this machine has {available / 2**30:.1f} GiB."
                 )
+    if engine == "ray":
+        try:
+            import ray  # noqa: F401
+        except ImportError:
+            raise ValueError("The ray engine needs Ray: pip install 'duckreg[ray]'.") from None
     return {"replicas": replicas, "num_workers": num_workers, "cpus": cpus, "gpus": gpus, "memory": memory}
 
 
@@ -400,7 +407,43 @@ def _column_handling(input_spec: InputSpec, runner: FunctionRunner) -> dict[str,
     return handling
 
 
-def predict_table(plan: BatchPlan, table: pa.Table) -> pa.Table:
+@dataclass
+class ChunkWork:
+    """What it takes to turn one input chunk into one part, without the registry (Ray ships it to actors)."""
+
+    version: Any
+    function: Any
+    params: dict[str, Any]
+    handling: dict[str, FileEncoding]
+    stages: dict[str, Stage]
+    stage: Stage
+    out_path: str
+
+    @classmethod
+    def of(cls, plan: BatchPlan) -> ChunkWork:
+        return cls(plan.runner.version, plan.runner.function, plan.params, plan.handling, plan.stages, plan.stage,
+                   plan.out_path)  # fmt: skip
+
+    @property
+    def runner(self) -> FunctionRunner:
+        runner = self.__dict__.get("_runner")
+        if runner is None:
+            runner = self.__dict__["_runner"] = FunctionRunner(self.version, self.function)
+        return runner
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k != "_runner"}
+
+    def compute(self, index: int, chunk: str) -> int:
+        """Predict chunk ``index`` into its part file (atomically); returns its row count."""
+        fs = self.stage.filesystem
+        with fs.open(chunk, "rb") as handle:
+            table = pq.read_table(handle)
+        write_atomically(fs, _join(self.out_path, f"part-{index:06d}.parquet"), predict_table(self, table))
+        return table.num_rows
+
+
+def predict_table(plan: BatchPlan | ChunkWork, table: pa.Table) -> pa.Table:
     """One chunk of input rows -> the same rows plus the function's output columns."""
     runner = plan.runner
     columns_by_lower = {name.lower(): name for name in table.column_names}
@@ -438,11 +481,13 @@ def output_arrays(runner: FunctionRunner, results: list[dict | None]) -> list[pa
     return arrays
 
 
-def _read_file(plan: BatchPlan, runner: FunctionRunner, column: str, path: Any, encoding: FileEncoding) -> Any:
+def _read_file(
+    plan: BatchPlan | ChunkWork, runner: FunctionRunner, column: str, path: Any, encoding: FileEncoding
+) -> Any:
     if not isinstance(path, str):
         raise ValueError(f"{runner.context(column)}: expected a stage path such as '@stage/file.png', got {path!r}")
     try:
-        data = plan.registry.stages.read_bytes(path)
+        data = read_stage_bytes(plan.stages, path)
     except (OSError, ValueError) as exc:
         raise ValueError(f"{runner.context(column)}: cannot read {path}: {exc}") from None
     if encoding is FileEncoding.RAW_BYTES:

@@ -170,3 +170,13 @@ class StageCatalog:
     def read_bytes(self, stage_path: str) -> bytes:
         with self.open(stage_path) as handle:
             return handle.read()
+
+
+def read_stage_bytes(stages: dict[str, Stage], stage_path: str) -> bytes:
+    """Read ``@stage/path`` given the stages by lower-cased name (no catalog needed, e.g. on a Ray worker)."""
+    name, relative = parse_stage_path(stage_path)
+    stage = stages.get(name.lower())
+    if stage is None:
+        raise ValueError(f"Stage {name} does not exist.")
+    with stage.filesystem.open(stage.resolve(relative), "rb") as handle:
+        return handle.read()
