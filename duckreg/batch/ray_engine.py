@@ -94,12 +94,10 @@ def run(plan: BatchPlan) -> None:
                     jobs.set_status(registry, key, jobs.CANCELLED, "Cancelled.")
                     return
                 done_rows += int(row["rows"])
-                jobs.log(registry, key, f"part {int(row['index']) + 1}/{len(chunks)}: {int(row['rows'])} rows")
-                registry._catalog.execute("UPDATE {schema}.jobs SET rows_done = ? WHERE job_key = ?", [done_rows, key])
+                plan.part_done(int(row["index"]), len(chunks), int(row["rows"]), done_rows)
         finish(plan, done_rows)
     except Exception as exc:
-        jobs.log(registry, key, f"failed: {type(exc).__name__}: {exc}")
-        jobs.set_status(registry, key, jobs.FAILED, f"{type(exc).__name__}: {exc}")
+        plan.fail(exc)
         raise
     finally:
         if started_here:

@@ -84,6 +84,18 @@ class BatchPlan:
     def log(self, line: str) -> None:
         jobs.log(self.registry, self.job_key, line)
 
+    def part_done(self, index: int, parts: int, rows: int, done_rows: int) -> None:
+        """Log a finished part and record the running row count."""
+        self.log(f"part {index + 1}/{parts}: {rows} rows")
+        self.registry._catalog.execute(
+            "UPDATE {schema}.jobs SET rows_done = ? WHERE job_key = ?", [done_rows, self.job_key]
+        )
+
+    def fail(self, exc: BaseException) -> None:
+        message = f"{type(exc).__name__}: {exc}"
+        self.log(f"failed: {message}")
+        jobs.set_status(self.registry, self.job_key, jobs.FAILED, message)
+
 
 def run_batch(
     mv: ModelVersion,
