@@ -136,6 +136,7 @@ def test_save_modes_and_spec_errors(sentiment, registry, tmp_path) -> None:
         (dict(compute_pool="my_compute_pool"), "the local engine runs in this process"),
         (dict(inference_engine_options={"engine": "vllm"}), "vllm engine runs text-generation models"),
         (dict(inference_engine_options={"engin": "ray"}), "Unknown inference_engine_options"),
+        (dict(inference_engine_options={"engine": "ray"}, compute_pool="my pool"), "Ray address 'my pool'"),
         (dict(input_spec=InputSpec(params={"top_k": 2})), "does not accept any parameters"),
         (dict(job_spec=JobSpec(function_name="predict")), "no method with name predict"),
     ]

@@ -19,6 +19,7 @@ import hashlib
 import json
 import mimetypes
 import os
+import re
 import socket
 import sys
 import threading
@@ -222,7 +223,13 @@ def _engine(mv: ModelVersion, options: dict[str, Any] | None, compute_pool: str 
                 "cluster pass inference_engine_options={'engine': 'ray', 'address': 'ray://host:10001'}."
             )
         return engine, None
-    return engine, address or (compute_pool if compute_pool not in (None, "local") else None)
+    address = address or (compute_pool if compute_pool not in (None, "local") else None)
+    if address is not None and not re.fullmatch(r"auto|ray://\S+|[\w.-]+:\d+", address):
+        raise ValueError(
+            f"Ray address {address!r}: use 'auto', 'ray://host:10001' or 'host:6379' (or leave it out to start a "
+            "local Ray for the job)."
+        )
+    return engine, address
 
 
 def _resources(engine: str, spec: JobSpec) -> dict[str, Any]:
