@@ -11,7 +11,7 @@ from typing import Any
 
 import duckdb
 
-from duckreg.sql import quote
+from duckreg.binding import quote
 
 
 def catalog_ddl() -> str:

@@ -17,7 +17,7 @@ from typing import Any
 import duckdb
 import pandas as pd
 
-from duckreg import custom, huggingface, sql
+from duckreg import binding, custom, huggingface
 from duckreg.artifacts import ArtifactStore, file_hashes
 from duckreg.batch.stages import StageCatalog
 from duckreg.catalog import Catalog
@@ -305,7 +305,7 @@ class Registry:
         if key in keywords:
             raise ValueError(f"Invalid model_name {model_name!r}: it is an SQL keyword. Choose another name.")
         ours = {n for model in self.models() for n in model._all_sql_names()}
-        for candidate in (key, sql.table_macro_name(key)):
+        for candidate in (key, binding.table_macro_name(key)):
             clash = self._con.execute(
                 "SELECT count(*) FROM duckdb_functions() WHERE lower(function_name) = ?", [candidate]
             ).fetchall()[0][0]
@@ -354,8 +354,8 @@ class Registry:
         Call it again on a cursor: table macros are per connection, the UDFs are shared.
         """
         con = con or self._con
-        sql.bind_stage_functions(con, self.stages, self._start_job_from_sql)
-        sql.bind(con, [b for model in self.models() for b in model._bindings()])
+        binding.bind_stage_functions(con, self.stages, self._start_job_from_sql)
+        binding.bind(con, [b for model in self.models() for b in model._bindings()])
         refs = _BOUND.setdefault(self._identity, [])
         if not any(r() is con for r in refs):
             refs.append(weakref.ref(con))
@@ -406,11 +406,11 @@ class Registry:
         if connections:
             bindings = Model(self, model_key)._bindings()
             for con in connections:
-                sql.bind(con, bindings)
+                binding.bind(con, bindings)
 
     def _unbind(self, names: list[str]) -> None:
         for con in self._bound_connections():
-            sql.unbind(con, names)
+            binding.unbind(con, names)
 
 
 def _check_options(options: dict[str, Any] | None) -> dict[str, Any]:
@@ -723,9 +723,9 @@ class Model:
 
     def _all_sql_names(self) -> list[str]:
         names = [n for v in self.versions() for n in v._sql_names()] + self._default_sql_names()
-        return names + [sql.table_macro_name(n) for n in names]
+        return names + [binding.table_macro_name(n) for n in names]
 
-    def _bindings(self) -> list[sql.Binding]:
+    def _bindings(self) -> list[binding.Binding]:
         default_key = self._row()[3]
         bindings = []
         for version in self.versions():
@@ -734,9 +734,11 @@ class Model:
             sole = len(functions) == 1
             for function in functions:
                 runner = FunctionRunner(handle, function)
-                bindings.append(sql.Binding(_sql_name(self._key, version._version_key, function, sole=sole), runner))
+                bindings.append(
+                    binding.Binding(_sql_name(self._key, version._version_key, function, sole=sole), runner)
+                )
                 if version._version_key == default_key:
-                    bindings.append(sql.Binding(_sql_name(self._key, None, function, sole=sole), runner))
+                    bindings.append(binding.Binding(_sql_name(self._key, None, function, sole=sole), runner))
         return bindings
 
 

@@ -36,8 +36,8 @@ import pyarrow.parquet as pq
 from duckreg import jobs
 from duckreg.batch.specs import FileEncoding, InputSpec, JobSpec, OutputSpec, parse_count, parse_memory
 from duckreg.batch.stages import Stage, read_stage_bytes
+from duckreg.binding import OutputTypes
 from duckreg.inference import FunctionRunner
-from duckreg.sql import OutputTypes
 
 if TYPE_CHECKING:
     from duckreg.registry import ModelVersion, Registry
