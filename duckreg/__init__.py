@@ -46,4 +46,20 @@ def list_stage_files(
     return pd.DataFrame({column_name: pd.Series(files, dtype=object)})
 
 
-__all__ = ["Model", "ModelVersion", "Registry", "__version__", "connect", "list_stage_files"]
+def sql(con: duckdb.DuckDBPyConnection, query: str, *, registry: Registry | None = None) -> Any:
+    """Run ``query`` on ``con`` like ``con.sql``, accepting Snowflake model-call syntax.
+
+    ``MODEL(m, v1)!predict(x)``, ``m!predict(*)``, ``WITH mv AS MODEL m VERSION v1 ...`` and
+    ``result:field`` are rewritten to duckreg functions (see ``duckreg.sqlrewrite``); plain DuckDB SQL
+    runs as written. The models the statement names are registered on ``con`` first.
+    """
+    from duckreg.sqlrewrite import rewrite
+
+    registry = registry or Registry(con)
+    text, used = rewrite(query, registry.resolve_model_call)
+    needed = used | registry.models_named_in(text)
+    registry.register_functions(con, models=needed)
+    return con.sql(text)
+
+
+__all__ = ["Model", "ModelVersion", "Registry", "__version__", "connect", "list_stage_files", "sql"]

@@ -11,6 +11,7 @@ import threading
 import uuid
 import warnings
 import weakref
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -348,18 +349,48 @@ class Registry:
         self.stages.drop(name)
 
     # -------------------------------------------------------------- SQL side
-    def register_functions(self, con: duckdb.DuckDBPyConnection | None = None) -> duckdb.DuckDBPyConnection:
-        """Make every model version callable from SQL on ``con`` (default: the registry's connection).
+    def register_functions(
+        self, con: duckdb.DuckDBPyConnection | None = None, *, models: Iterable[str] | None = None
+    ) -> duckdb.DuckDBPyConnection:
+        """Make model versions callable from SQL on ``con`` (default: the registry's connection).
 
+        ``models`` limits the work to those models (the shell binds only what a statement uses).
         Call it again on a cursor: table macros are per connection, the UDFs are shared.
         """
         con = con or self._con
         binding.bind_stage_functions(con, self.stages, self._start_job_from_sql)
-        binding.bind(con, [b for model in self.models() for b in model._bindings()])
+        wanted = None if models is None else {_key(m) for m in models}
+        chosen = [m for m in self.models() if wanted is None or m._key in wanted]
+        binding.bind(con, [b for model in chosen for b in model._bindings()])
         refs = _BOUND.setdefault(self._identity, [])
         if not any(r() is con for r in refs):
             refs.append(weakref.ref(con))
         return con
+
+    def model_keys(self) -> list[str]:
+        return [row[0] for row in self._catalog.query("SELECT model_key FROM {schema}.models ORDER BY model_key")]
+
+    def models_named_in(self, sql_text: str) -> set[str]:
+        """Models whose SQL names (``m``, ``m__v1``, ``m_table``, ...) appear in ``sql_text``."""
+        tokens = set(re.findall(r"[a-z_][a-z0-9_]*", sql_text.lower()))
+        found = set()
+        for key in self.model_keys():
+            if any(t == key or t.startswith((key + "__", key + "_")) for t in tokens):
+                found.add(key)
+        return found
+
+    def resolve_model_call(self, model: str, version: str | None, method: str) -> Any:
+        """Map ``MODEL(model, version)!method`` to its SQL function (used by the Snowflake syntax)."""
+        from duckreg.sqlrewrite import ResolvedFunction
+
+        handle = self.get_model(model)
+        mv = handle.default if version is None else handle.version(version)
+        function = mv.get_function(method)
+        sole = len(mv._functions()) == 1
+        name = _sql_name(handle._key, None if version is None else mv._version_key, function, sole=sole)
+        # ``*`` passes the required inputs by name; optional ones (text_pair) are left to their default.
+        required = FunctionRunner(mv._handle(), function).required_inputs()
+        return ResolvedFunction(name, tuple(required), handle._key)
 
     def _start_job_from_sql(
         self,

@@ -1,0 +1,182 @@
+"""Snowflake model-call syntax, rewritten to duckreg's SQL functions (with sqlglot).
+
+Supported, in any duckreg SQL entry point (``duckreg.sql``, the shell, ``duckreg run``/``sql``):
+
+    MODEL(m, v1)!predict(a, b)        -> m__v1(a, b)
+    MODEL(m, LAST)!predict(a)         -> the last version (FIRST, DEFAULT and aliases too)
+    m!predict(a, k => 3)              -> m(a, k := 3)       (default version, named parameters)
+    m!predict(*)                      -> m(<input columns by signature name>)
+    m!predict(a):label                -> m(a)['label']      (a field of the result)
+    WITH mv AS MODEL m VERSION v1 SELECT mv!predict(a) FROM t
+
+Only the calls are rewritten, in place: the rest of the statement reaches DuckDB exactly as
+written, and statements without model calls pass through untouched. Anything else in model-call
+position raises ``ValueError``; nothing is dropped silently.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+# Cheap test before parsing: a '!' directly followed by a call, or a model CTE.
+_MODEL_CALL = re.compile(r"!\s*[A-Za-z_][A-Za-z0-9_]*\s*\(")
+_MODEL_CTE = re.compile(
+    r"(?P<lead>\bWITH\s+|,\s*)(?P<alias>[A-Za-z_][A-Za-z0-9_]*)\s+AS\s+MODEL\s+(?P<model>[A-Za-z_][A-Za-z0-9_]*)"
+    r"(?:\s+VERSION\s+(?P<version>[A-Za-z_][A-Za-z0-9_]*))?(?=\s*(?:,|SELECT\b|WITH\b|\())\s*(?P<comma>,)?",
+    re.IGNORECASE,
+)
+
+
+@dataclass(frozen=True)
+class ResolvedFunction:
+    """The SQL function a model call maps to, and its signature's input names (for ``*``)."""
+
+    sql_name: str
+    inputs: tuple[str, ...]
+    model_key: str
+
+
+Resolver = Callable[[str, str | None, str], ResolvedFunction]
+
+
+def has_model_calls(sql: str) -> bool:
+    return bool(_MODEL_CALL.search(sql) or _MODEL_CTE.search(sql))
+
+
+def rewrite(sql: str, resolve: Resolver) -> tuple[str, set[str]]:
+    """The DuckDB SQL for ``sql`` and the model keys it calls.
+
+    Only the model calls are rewritten, in place in the text; every other character of the
+    statement stays as written, so DuckDB syntax around the calls keeps its meaning.
+    """
+    if not has_model_calls(sql):
+        return sql, set()
+    from sqlglot.dialects.snowflake import Snowflake
+    from sqlglot.errors import TokenError
+
+    text, aliases = _strip_model_ctes(sql)
+    try:
+        tokens = Snowflake().tokenize(text)
+    except TokenError as exc:
+        raise ValueError(f"Cannot read this statement: {exc}") from None
+    edits: list[tuple[int, int, str]] = []  # (start, end exclusive, replacement)
+    used: set[str] = set()
+    for i, token in enumerate(tokens):
+        if token.token_type == _T.EXCLAMATION:
+            _rewrite_call(text, tokens, i, aliases, resolve, edits, used)
+    for start, end, replacement in sorted(edits, reverse=True):
+        text = text[:start] + replacement + text[end:]
+    return text, used
+
+
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+class _TokenTypes:
+    """sqlglot token types, imported on first use."""
+
+    def __getattr__(self, name: str):
+        from sqlglot.tokens import TokenType
+
+        return getattr(TokenType, name)
+
+
+_T = _TokenTypes()
+
+
+def _name(token) -> str | None:
+    text = token.text.strip('"')
+    return text if _NAME.fullmatch(text) else None
+
+
+def _rewrite_call(text, tokens, i, aliases, resolve: Resolver, edits: list, used: set[str]) -> None:
+    """Record the edits that turn the model call whose ``!`` is token ``i`` into a function call."""
+
+    def fail(why: str) -> ValueError:
+        near = text[tokens[max(i - 4, 0)].start : tokens[min(i + 3, len(tokens) - 1)].end + 1]
+        return ValueError(f"Unsupported model call syntax near {near!r}: {why}")
+
+    def matching(index: int, step: int) -> int:
+        opening, closing = (_T.L_PAREN, _T.R_PAREN) if step > 0 else (_T.R_PAREN, _T.L_PAREN)
+        depth = 0
+        while 0 <= index < len(tokens):
+            if tokens[index].token_type == opening:
+                depth += 1
+            elif tokens[index].token_type == closing:
+                depth -= 1
+                if depth == 0:
+                    return index
+            index += step
+        raise fail("unbalanced parentheses")
+
+    if i == 0:
+        raise fail("'!' needs a model before it")
+    before = tokens[i - 1]
+    if before.token_type == _T.R_PAREN:
+        opening = matching(i - 1, -1)
+        if opening == 0 or tokens[opening - 1].text.upper() != "MODEL":
+            raise fail("use MODEL(name, version)!method(...) or name!method(...)")
+        inner = tokens[opening + 1 : i - 1]
+        parts = [_name(t) for t in inner if t.token_type != _T.COMMA]
+        commas = sum(t.token_type == _T.COMMA for t in inner)
+        if len(parts) not in (1, 2) or commas != len(parts) - 1 or None in parts:
+            raise fail("MODEL() takes a model name and optionally a version or alias")
+        model, version = parts[0], parts[1] if len(parts) == 2 else None
+        ref_start = tokens[opening - 1].start
+    elif _name(before):
+        if i >= 2 and tokens[i - 2].token_type == _T.DOT:
+            raise fail("qualified model names are not supported; use MODEL(name, version)")
+        model, version = aliases.get(_name(before).lower(), (_name(before), None))
+        ref_start = before.start
+    else:
+        raise fail("use MODEL(name, version)!method(...) or name!method(...)")
+    if i + 2 >= len(tokens) or not _name(tokens[i + 1]) or tokens[i + 2].token_type != _T.L_PAREN:
+        raise fail("expected !method(arguments)")
+    resolved = resolve(model, version, _name(tokens[i + 1]))
+    used.add(resolved.model_key)
+    close = matching(i + 2, 1)
+    depth = 0
+    for k in range(i + 3, close):
+        kind = tokens[k].token_type
+        if kind in (_T.L_PAREN, _T.L_BRACKET, _T.L_BRACE):
+            depth += 1
+        elif kind in (_T.R_PAREN, _T.R_BRACKET, _T.R_BRACE):
+            depth -= 1
+        elif depth == 0 and kind == _T.STAR:
+            columns = ", ".join('"' + name.replace('"', '""') + '"' for name in resolved.inputs)
+            edits.append((tokens[k].start, tokens[k].end + 1, columns))
+        elif depth == 0 and kind == _T.FARROW:
+            edits.append((tokens[k].start, tokens[k].end + 1, ":="))
+    # `:field` (and `:a.b`) on the result become struct field access.
+    fields: list[str] = []
+    k = close + 1
+    while k + 1 < len(tokens) and (tokens[k].token_type == _T.COLON or (fields and tokens[k].token_type == _T.DOT)):
+        field = _name(tokens[k + 1])
+        if field is None:
+            raise fail("expected a field name after ':'")
+        fields.append(field)
+        k += 2
+    edits.append((ref_start, tokens[i + 2].end + 1, ("(" if fields else "") + resolved.sql_name + "("))
+    if fields:
+        access = ")" + "".join(f"['{f}']" for f in fields)
+        edits.append((tokens[close + 1].start, tokens[k - 1].end + 1, access))
+
+
+def _strip_model_ctes(sql: str) -> tuple[str, dict[str, tuple[str, str | None]]]:
+    """Take ``alias AS MODEL m [VERSION v]`` entries out of WITH clauses; returns the aliases."""
+    aliases: dict[str, tuple[str, str | None]] = {}
+
+    def drop(match: re.Match) -> str:
+        aliases[match.group("alias").lower()] = (match.group("model"), match.group("version"))
+        lead = match.group("lead")
+        if lead.strip().upper() == "WITH":
+            return "WITH " if match.group("comma") else ""
+        return "," if match.group("comma") else ""
+
+    previous = None
+    while previous != sql:
+        previous = sql
+        sql = _MODEL_CTE.sub(drop, sql, count=1)
+    return sql, aliases
