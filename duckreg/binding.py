@@ -220,14 +220,19 @@ def _remove_udf(con: duckdb.DuckDBPyConnection, instance: str, name: str) -> Non
             continue
 
 
-def bind(con: duckdb.DuckDBPyConnection, bindings: Iterable[Binding]) -> None:
-    """Create (or replace) the UDF and table macro of every binding on ``con``."""
+def bind(con: duckdb.DuckDBPyConnection, bindings: Iterable[Binding], *, replace: bool = True) -> None:
+    """Create (or replace) the UDF and macros of every binding on ``con``.
+
+    With ``replace=False`` UDFs already in the database instance are kept as they are and only the
+    per-connection macros are created (what a cursor needs; the UDFs stay with their owner).
+    """
     instance = _instance_key(con)
     for binding in bindings:
         output = OutputTypes.of(binding.runner.function)
         has_params = bool(binding.runner.signature.params)
         name = udf_name(binding.sql_name, has_params)
-        _drop(con, instance, binding.sql_name)
+        if replace:
+            _drop(con, instance, binding.sql_name)
         try:
             con.create_function(
                 name,
@@ -283,7 +288,7 @@ def files_macro_sql(macro_name: str, udf_name: str, runner: FunctionRunner, outp
     )
 
 
-def bind_stage_functions(con: duckdb.DuckDBPyConnection, stages: Any, start_job: Any) -> None:
+def bind_stage_functions(con: duckdb.DuckDBPyConnection, stages: Any, start_job: Any, *, replace: bool = True) -> None:
     """SQL access to stages and batch jobs on ``con``.
 
     ``stage_files('@stage/path', pattern)`` lists files, ``read_stage_file(path)`` reads one, and
@@ -303,7 +308,8 @@ def bind_stage_functions(con: duckdb.DuckDBPyConnection, stages: Any, start_job:
         ("duckreg_run_batch", start_job, ["VARCHAR", "VARCHAR", "VARCHAR", "VARCHAR", "VARCHAR", "BIGINT"], "VARCHAR"),
     ]
     for name, fn, params, returns in functions:
-        _remove_udf(con, instance, name)
+        if replace:
+            _remove_udf(con, instance, name)
         try:
             con.create_function(name, fn, params, returns, null_handling="special", side_effects=name.endswith("batch"))
             _OWNERS[(instance, name)] = weakref.ref(con)

@@ -350,18 +350,23 @@ class Registry:
 
     # -------------------------------------------------------------- SQL side
     def register_functions(
-        self, con: duckdb.DuckDBPyConnection | None = None, *, models: Iterable[str] | None = None
+        self,
+        con: duckdb.DuckDBPyConnection | None = None,
+        *,
+        models: Iterable[str] | None = None,
+        replace: bool = True,
     ) -> duckdb.DuckDBPyConnection:
         """Make model versions callable from SQL on ``con`` (default: the registry's connection).
 
         ``models`` limits the work to those models (the shell binds only what a statement uses).
-        Call it again on a cursor: table macros are per connection, the UDFs are shared.
+        Call it again on a cursor: macros are per connection, the UDFs are shared;
+        ``replace=False`` keeps UDFs that already exist and only adds the macros.
         """
         con = con or self._con
-        binding.bind_stage_functions(con, self.stages, self._start_job_from_sql)
+        binding.bind_stage_functions(con, self.stages, self._start_job_from_sql, replace=replace)
         wanted = None if models is None else {_key(m) for m in models}
         chosen = [m for m in self.models() if wanted is None or m._key in wanted]
-        binding.bind(con, [b for model in chosen for b in model._bindings()])
+        binding.bind(con, [b for model in chosen for b in model._bindings()], replace=replace)
         refs = _BOUND.setdefault(self._identity, [])
         if not any(r() is con for r in refs):
             refs.append(weakref.ref(con))
