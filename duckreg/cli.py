@@ -67,42 +67,41 @@ class Session:
 
 
 def split_statements(script: str) -> Iterator[tuple[int, str]]:
-    """(first line, statement) for each ``;``-terminated statement, honouring quotes and comments."""
-    start, line, start_line, i = 0, 1, 1, 0
+    """(line, statement) for each ``;``-terminated statement, honouring quotes and comments.
+
+    The line is where the statement's first token is; comments before it are not part of it.
+    """
+    line, i = 1, 0
+    begin: int | None = None
+    begin_line = 1
     quote: str | None = None
     while i < len(script):
         ch = script[i]
         if quote:
             if ch == quote:
                 quote = None
-        elif ch in ("'", '"'):
-            quote = ch
-        elif script.startswith("--", i):
-            end = script.find("\n", i)
-            i = len(script) if end < 0 else end
-            continue
-        elif script.startswith("/*", i):
-            end = script.find("*/", i + 2)
-            line += script.count("\n", i, len(script) if end < 0 else end)
-            i = len(script) if end < 0 else end + 2
+        elif script.startswith("--", i) or script.startswith("/*", i):
+            closing = "\n" if ch == "-" else "*/"
+            end = script.find(closing, i + 2)
+            end = len(script) if end < 0 else end + (0 if ch == "-" else 2)
+            line += script.count("\n", i, end)
+            i = end
             continue
         elif ch == ";":
-            statement = script[start:i].strip()
-            if statement:
-                yield start_line, statement
-            start, start_line = i + 1, line
+            if begin is not None:
+                yield begin_line, script[begin:i].strip()
+            begin = None
+        elif not ch.isspace() and begin is None:
+            begin, begin_line = i, line
+            if ch in ("'", '"'):
+                quote = ch
+        elif ch in ("'", '"'):
+            quote = ch
         if ch == "\n":
             line += 1
-            if not script[start:i].strip():
-                start_line = line
         i += 1
-    rest = script[start:].strip()
-    if rest and not all(_is_comment(part) for part in rest.splitlines() if part.strip()):
-        yield start_line, rest
-
-
-def _is_comment(line: str) -> bool:
-    return line.strip().startswith("--")
+    if begin is not None and script[begin:].strip():
+        yield begin_line, script[begin:].strip()
 
 
 def _render(value: Any) -> str:

@@ -20,8 +20,8 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-# Cheap test before parsing: a '!' directly followed by a call, or a model CTE.
-_MODEL_CALL = re.compile(r"!\s*[A-Za-z_][A-Za-z0-9_]*\s*\(")
+# Cheap test before tokenizing: a '!' followed by a name (not '!='), or a model CTE.
+_MODEL_CALL = re.compile(r"!(?!=)\s*[A-Za-z_\"]")
 _MODEL_CTE = re.compile(
     r"(?P<lead>\bWITH\s+|,\s*)(?P<alias>[A-Za-z_][A-Za-z0-9_]*)\s+AS\s+MODEL\s+(?P<model>[A-Za-z_][A-Za-z0-9_]*)"
     r"(?:\s+VERSION\s+(?P<version>[A-Za-z_][A-Za-z0-9_]*))?(?=\s*(?:,|SELECT\b|WITH\b|\())\s*(?P<comma>,)?",
