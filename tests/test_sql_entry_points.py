@@ -176,3 +176,21 @@ def test_dbt_build_on_the_example_project(tmp_path) -> None:
         rows = con.execute("SELECT review_id, polarity FROM review_sentiment ORDER BY review_id").fetchall()
         assert con.execute("SELECT typeof(embedding) FROM review_embeddings LIMIT 1").fetchone() == ("FLOAT[384]",)
     assert [r[1] for r in rows if r[0] in (1, 3, 5)] == ["positive"] * 3
+
+
+def test_dbt_plugin_reads_only_its_namespaced_config(shop) -> None:
+    plugin_module = pytest.importorskip("duckreg.dbt")
+    plugin = plugin_module.Plugin("duckreg", {"threads": 4, "memory_limit": "1GB", "duckreg_models": "sentiment"})
+    assert plugin.models == ["sentiment"] and plugin.schema_name is None
+    with pytest.raises(ValueError, match="Unknown duckreg plugin config keys \\['duckreg_modles'\\]"):
+        plugin_module.Plugin("duckreg", {"duckreg_modles": ["sentiment"]})
+    con = shop.connection
+    plugin.configure_connection(con)
+    cursor = con.cursor()
+    plugin.configure_cursor(cursor)
+    # The cursor gets the table macros too; the UDFs stay with the connection that made them.
+    assert cursor.execute("SELECT count(*) FROM sentiment_table('reviews')").fetchall() == [(2,)]
+    assert (
+        con.execute("SELECT sentiment('I like you.').label").fetchall()
+        == cursor.execute("SELECT sentiment('I like you.').label").fetchall()
+    )
