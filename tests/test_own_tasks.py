@@ -261,6 +261,9 @@ def test_generation_params_from_python_and_sql(registry_on) -> None:
         for d, s, lng in zip(DOCS, short["summary_text"], longer["summary_text"], strict=True)
     ]
     assert [r[0] for r in mixed] == expected
+    # Snowflake named arguments (=>) reach the same parameters.
+    snowflake = duckreg.sql(con, "SELECT summarizer!__call__(documents, max_new_tokens => 2, num_beams => 1) FROM docs")
+    assert [r[0] for r in snowflake.fetchall()] == list(short["summary_text"])
     table = con.execute("SELECT summary_text FROM summarizer_table('docs', max_new_tokens := 2, num_beams := 1)")
     assert [r[0] for r in table.fetchall()] == list(short["summary_text"])
     # A SQL decimal literal is a float parameter.
