@@ -5,14 +5,19 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import pandas as pd
 import pytest
 import tiny_models
 import transformers
 
 import duckreg
+from duckreg.model_signature import ModelSignature
 
 transformers.utils.logging.disable_progress_bar()
 transformers.utils.logging.set_verbosity_error()
@@ -79,3 +84,17 @@ def run_in_new_process(db_path: Path, query: str) -> list:
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@dataclass
+class Case:
+    """One logged model in a task conformance test: how it is built and what it must show."""
+
+    model_name: str
+    task: str
+    model_dir: str
+    kwargs: dict[str, Any]
+    signature: ModelSignature
+    frame: pd.DataFrame
+    direct: Callable[[Any, pd.DataFrame], list[dict[str, Any]]] | None = None
+    options: dict[str, Any] | None = None

@@ -5,7 +5,6 @@ transformers 4 their outputs are also compared with the library's own pipelines.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import transformers
-from conftest import run_in_new_process
+from conftest import Case, run_in_new_process
 
 import duckreg
 from duckreg.huggingface import TransformersPipeline
@@ -34,16 +33,6 @@ DOCS = [
     "I like you.",
     "What is the weather like today? It is sunny, not rainy.",
 ]
-
-
-@dataclass
-class Case:
-    model_name: str
-    task: str
-    model_dir: str
-    kwargs: dict[str, Any]
-    signature: ModelSignature
-    frame: pd.DataFrame
 
 
 def _one(name_in: str, name_out: str, params=SEQ2SEQ_PARAMS) -> ModelSignature:

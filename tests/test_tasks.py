@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import transformers
-from conftest import run_in_new_process, seed_json
+from conftest import Case, run_in_new_process, seed_json
 
 import duckreg
 from duckreg.model_signature import DataType, FeatureSpec, ModelSignature
@@ -37,18 +35,6 @@ def close(a: Any, b: Any, rel: float = 1e-4) -> bool:
     if isinstance(a, (list, tuple, np.ndarray)) and isinstance(b, (list, tuple, np.ndarray)):
         return len(a) == len(b) and all(close(x, y, rel) for x, y in zip(a, b, strict=True))
     return a == b
-
-
-@dataclass
-class Case:
-    model_name: str
-    task: str
-    model_dir: str
-    kwargs: dict[str, Any]
-    signature: ModelSignature
-    frame: pd.DataFrame
-    direct: Callable[[Any, pd.DataFrame], list[dict[str, Any]]]
-    options: dict[str, Any] | None = None
 
 
 def _tc_items(frame):
