@@ -236,6 +236,11 @@ def test_killed_job_reads_failed_and_resumes_to_the_same_rows(registry, db_path,
     assert sorted(p.name for p in out.iterdir() if not p.name.startswith("part-")) == ["_SUCCESS"]
 
 
+def _from_stage(column: str, encoding: FileEncoding) -> InputSpec:
+    """Read ``column``'s stage paths for the model as ``encoding``."""
+    return InputSpec(column_handling={column: {"input_format": InputFormat.FULL_STAGE_PATH, "convert_to": encoding}})
+
+
 def _png(seed: int) -> bytes:
     buffer = io.BytesIO()
     rng = np.random.default_rng(seed)
@@ -268,10 +273,9 @@ def test_stage_files_reach_models_as_raw_bytes_and_base64(registry, model_dirs, 
     job = classifier.run_batch(
         duckreg.list_stage_files(registry, "@media/img", pattern=r".*\.png", column_name="IMAGES"),
         output_spec=OutputSpec("@out/images/"),
-        input_spec=InputSpec(column_handling={
-            "IMAGES": {"input_format": InputFormat.FULL_STAGE_PATH, "convert_to": FileEncoding.RAW_BYTES}}),
+        input_spec=_from_stage("IMAGES", FileEncoding.RAW_BYTES),
         job_spec=JobSpec(block=True),
-    )  # fmt: skip
+    )
     assert job.status == "DONE", job.message
     got = _read(tmp_path / "out" / "images").sort_values("IMAGES")
     direct = classifier.run(pd.DataFrame({"images": list(images.values())}))
@@ -291,10 +295,9 @@ def test_stage_files_reach_models_as_raw_bytes_and_base64(registry, model_dirs, 
     job = asr.run_batch(
         pd.DataFrame({"audio": list(sounds)}),
         output_spec=OutputSpec("@out/audio/"),
-        input_spec=InputSpec(column_handling={
-            "audio": {"input_format": InputFormat.FULL_STAGE_PATH, "convert_to": FileEncoding.RAW_BYTES}}),
+        input_spec=_from_stage("audio", FileEncoding.RAW_BYTES),
         job_spec=JobSpec(block=True),
-    )  # fmt: skip
+    )
     assert job.status == "DONE", job.message
     texts = _read(tmp_path / "out" / "audio").sort_values("audio")["outputs"].tolist()
     assert [t["text"] for t in texts] == [
@@ -319,10 +322,9 @@ def test_stage_files_reach_models_as_raw_bytes_and_base64(registry, model_dirs, 
     job = transcriber.run_batch(
         pd.DataFrame({"audio": ["@media/audio/a.wav"]}),
         output_spec=OutputSpec("@out/b64/"),
-        input_spec=InputSpec(column_handling={
-            "audio": {"input_format": InputFormat.FULL_STAGE_PATH, "convert_to": FileEncoding.BASE64}}),
+        input_spec=_from_stage("audio", FileEncoding.BASE64),
         job_spec=JobSpec(block=True),
-    )  # fmt: skip
+    )
     assert job.status == "DONE", job.message
     via_base64 = _read(tmp_path / "out" / "b64")["outputs"][0]["text"]
     assert (

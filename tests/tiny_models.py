@@ -78,6 +78,12 @@ def _labelled_bert(folder: Path, model_class: type, labels, seed: int) -> Path:
     return _save(model_class(config), tok, folder)
 
 
+def _plain_bert(folder: Path, model_class: type, seed: int) -> Path:
+    _seed(seed)
+    tok = wordpiece_tokenizer(folder)
+    return _save(model_class(_bert_config()), tok, folder)
+
+
 def bert_text_classification(folder: Path, labels=("NEGATIVE", "POSITIVE"), seed: int = 0) -> Path:
     return _labelled_bert(folder, transformers.BertForSequenceClassification, labels, seed)
 
@@ -92,15 +98,11 @@ def bert_token_classification(folder: Path, seed: int = 2) -> Path:
 
 
 def bert_fill_mask(folder: Path, seed: int = 3) -> Path:
-    _seed(seed)
-    tok = wordpiece_tokenizer(folder)
-    return _save(transformers.BertForMaskedLM(_bert_config()), tok, folder)
+    return _plain_bert(folder, transformers.BertForMaskedLM, seed)
 
 
 def bert_feature_extraction(folder: Path, seed: int = 4) -> Path:
-    _seed(seed)
-    tok = wordpiece_tokenizer(folder)
-    return _save(transformers.BertModel(_bert_config()), tok, folder)
+    return _plain_bert(folder, transformers.BertModel, seed)
 
 
 def bytelevel_bpe_tokenizer(
@@ -150,9 +152,7 @@ def tapas_table_qa(folder: Path, seed: int = 6) -> Path:
 
 
 def bert_question_answering(folder: Path, seed: int = 7) -> Path:
-    _seed(seed)
-    tok = wordpiece_tokenizer(folder)
-    return _save(transformers.BertForQuestionAnswering(_bert_config()), tok, folder)
+    return _plain_bert(folder, transformers.BertForQuestionAnswering, seed)
 
 
 def bart_seq2seq(folder: Path, seed: int = 8) -> Path:
