@@ -259,3 +259,21 @@ def test_loading_under_another_transformers_major_warns(registry, model_dirs) ->
     registry.connection.execute("UPDATE duckreg.versions SET manifest = ? WHERE name = 'v1'", [json.dumps(manifest)])
     with pytest.warns(RuntimeWarning, match=f"logged with transformers {other}"):
         mv.load()
+
+
+def test_an_older_catalog_gains_the_new_tables(db_path, tmp_path) -> None:
+    registry = duckreg.Registry(str(db_path))
+    for table in ("job_logs", "jobs", "stages"):
+        registry.connection.execute(f"DROP TABLE duckreg.{table}")
+    registry.connection.close()
+    # Read-only: the registry opens without the newer tables (and without trying to create them).
+    with duckreg.connect(str(db_path), read_only=True) as con:
+        assert con.execute("SELECT count(*) FROM duckreg.models").fetchall() == [(0,)]
+    reopened = duckreg.Registry(str(db_path))
+    try:
+        assert reopened.create_stage("files", str(tmp_path / "files")) == "@files"
+        tables = {r[0] for r in reopened.connection.execute(
+            "SELECT table_name FROM duckdb_tables() WHERE schema_name = 'duckreg'").fetchall()}  # fmt: skip
+        assert {"stages", "jobs", "job_logs"} <= tables
+    finally:
+        reopened.connection.close()
