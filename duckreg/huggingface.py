@@ -111,7 +111,7 @@ def runs_itself(task: str) -> bool:
     from duckreg.tasks import get_task
 
     impl = get_task(task)
-    return impl is not None and impl.model_class(None) is not None
+    return impl is not None and impl.runs_itself
 
 
 def as_task_model(pipe: Any) -> Any:

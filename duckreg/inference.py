@@ -21,6 +21,7 @@ import numpy as np
 from duckreg import runtime
 from duckreg.model_signature import DataType, FeatureGroupSpec, FeatureSpec, ModelSignature
 from duckreg.tasks import GENERIC, InputError, RunContext, get_runner, get_task
+from duckreg.tasks.base import given_params
 
 DEFAULT_BATCH_SIZE = 32
 
@@ -106,11 +107,6 @@ class VersionHandle:
         if manifest.get("model_type") != "custom":
             (get_task(manifest["task"]) or GENERIC).prepare(pipe)
         return runtime.LoadedModel(model=pipe, nbytes=runtime.model_nbytes(pipe), device=device)
-
-
-def set_params(params: dict[str, Any]) -> dict[str, Any]:
-    """Parameters that were given (NULL from SQL means 'the default')."""
-    return {k: v for k, v in params.items() if v is not None}
 
 
 def _describe(value: Any) -> str:
@@ -200,12 +196,6 @@ class FunctionRunner:
         self.signature = function.signature
         if function.runner == "task":
             self.task = get_task(version.task_name) or GENERIC
-        elif function.runner == "generic":
-            self.task = GENERIC
-        elif function.runner == "custom":
-            from duckreg.custom import RUNNER
-
-            self.task = RUNNER
         else:
             self.task = get_runner(function.runner)
         self.optional_inputs = self.task.optional_inputs
@@ -277,7 +267,7 @@ class FunctionRunner:
             else:
                 varying[name] = values
         if not varying:
-            return self.run(columns, set_params(constant))
+            return self.run(columns, given_params(constant))
         groups: dict[Any, list[int]] = {}
         for row in range(n_rows):
             key = _freeze([values[row] for values in varying.values()])
@@ -285,7 +275,7 @@ class FunctionRunner:
         results: list[dict[str, Any] | None] = [None] * n_rows
         for rows in groups.values():
             params = {**constant, **{name: values[rows[0]] for name, values in varying.items()}}
-            part = self.run([[column[r] for r in rows] for column in columns], set_params(params))
+            part = self.run([[column[r] for r in rows] for column in columns], given_params(params))
             for row, result in zip(rows, part, strict=True):
                 results[row] = result
         return results

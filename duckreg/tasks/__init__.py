@@ -68,6 +68,13 @@ def signature_runner(task: str, signature: ModelSignature) -> str | None:
 
 
 def get_runner(name: str) -> Task:
+    """The runner a stored function names: ``generic``, ``custom`` or a signature runner."""
+    if name == "generic":
+        return GENERIC
+    if name == "custom":
+        from duckreg.custom import RUNNER
+
+        return RUNNER
     return SIGNATURE_RUNNERS[name][1]
 
 

@@ -92,6 +92,11 @@ class Task:
         """The ``transformers`` Auto class this task runs on itself, or None when a pipeline runs it."""
         return None
 
+    @property
+    def runs_itself(self) -> bool:
+        """Whether duckreg runs this task on an Auto model class (the task overrides ``model_class``)."""
+        return type(self).model_class is not Task.model_class
+
     def coerce_input(self, spec: Any, value: Any) -> Any:
         """Turn an accepted alternative form of an input into the signature's form (default: as is)."""
         return value
@@ -154,6 +159,6 @@ def per_item_list(result: Any, count: int) -> list[Any]:
     return list(result)
 
 
-def generation_kwargs(params: dict[str, Any]) -> dict[str, Any]:
-    """Runtime params that were actually set (None means 'use the model's default')."""
+def given_params(params: dict[str, Any]) -> dict[str, Any]:
+    """Runtime params that were actually set (None, or NULL from SQL, means 'use the default')."""
     return {k: v for k, v in params.items() if v is not None}

@@ -15,8 +15,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from duckreg.model_signature import DataType, FeatureSpec, ModelSignature
-from duckreg.tasks.base import InferredFunction, InputError, RunContext, Task, TaskModel
-from duckreg.tasks.generation import GENERATION_PARAMS, cap_new_tokens, set_values
+from duckreg.tasks.base import InferredFunction, InputError, RunContext, Task, TaskModel, given_params
+from duckreg.tasks.generation import GENERATION_PARAMS, cap_new_tokens
 from duckreg.tasks.seq2seq import generate_texts
 
 TURNS = FeatureSpec(name="user_inputs", dtype=DataType.STRING, shape=(-1,))
@@ -46,7 +46,7 @@ class Conversational(Task):
 
     def predict(self, ctx: RunContext, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         bundle: TaskModel = ctx.pipeline
-        settings = {**bundle.settings, **set_values(ctx.params)}
+        settings = {**bundle.settings, **given_params(ctx.params)}
         conversations = [_messages(row) for row in rows]
         if bundle.model.config.is_encoder_decoder:
             texts = [_fallback_text(bundle.tokenizer, messages) for messages in conversations]

@@ -10,7 +10,7 @@ from duckreg.tasks.base import (
     InputError,
     RunContext,
     Task,
-    generation_kwargs,
+    given_params,
     per_item_list,
     string_to_json,
     to_json,
@@ -29,9 +29,7 @@ class FillMask(Task):
         for text in texts:
             if mask not in text:
                 raise InputError("inputs", f"no {mask} token in {text[:60]!r}; fill-mask needs one to fill")
-        results = per_item_list(
-            ctx.pipeline(texts, batch_size=ctx.batch_size, **generation_kwargs(ctx.params)), len(texts)
-        )
+        results = per_item_list(ctx.pipeline(texts, batch_size=ctx.batch_size, **given_params(ctx.params)), len(texts))
         return [{"outputs": to_json(result)} for result in results]
 
 

@@ -54,11 +54,6 @@ GENERATION_PARAM_NAMES = frozenset(p.name for p in GENERATION_PARAMS)
 PIPELINE_DEFAULTS = {"max_new_tokens": 256, "num_beams": 4}
 
 
-def set_values(values: dict[str, Any]) -> dict[str, Any]:
-    """Only the values that were actually given (None means 'the model's own setting')."""
-    return {k: v for k, v in values.items() if v is not None}
-
-
 def pipeline_generation_config(model: Any, tokenizer: Any, task: str) -> tuple[Any, str]:
     """The generation config and input prefix a transformers 4 seq2seq pipeline would use.
 

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from duckreg.model_signature import DataType, FeatureSpec
-from duckreg.tasks.base import InferredFunction, RunContext, Task, generation_kwargs, per_item, plain, to_json
+from duckreg.tasks.base import InferredFunction, RunContext, Task, given_params, per_item, plain, to_json
 
 
 class Generic(Task):
@@ -26,7 +26,7 @@ class Generic(Task):
             items: list[Any] = [_pipeline_value(specs[0], row[specs[0].name]) for row in rows]
         else:
             items = [{s.name: _pipeline_value(s, row[s.name]) for s in specs} for row in rows]
-        results = per_item(ctx.pipeline(items, **generation_kwargs(ctx.params)), len(items))
+        results = per_item(ctx.pipeline(items, **given_params(ctx.params)), len(items))
         outputs = ctx.signature.outputs
         out = []
         for result in results:

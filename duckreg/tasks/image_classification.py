@@ -11,8 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from duckreg.model_signature import DataType, FeatureGroupSpec, FeatureSpec, ModelSignature, ParamSpec
-from duckreg.tasks.base import InferredFunction, InputError, RunContext, Task, per_item_list
-from duckreg.tasks.generation import set_values
+from duckreg.tasks.base import InferredFunction, InputError, RunContext, Task, given_params, per_item_list
 
 LABELS = FeatureGroupSpec(
     "labels", [FeatureSpec("label", DataType.STRING), FeatureSpec("score", DataType.DOUBLE)], shape=(-1,)
@@ -48,7 +47,9 @@ class ImageClassification(Task):
 
     def predict(self, ctx: RunContext, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         images = [open_image(row["images"], "images") for row in rows]
-        results = per_item_list(ctx.pipeline(images, batch_size=ctx.batch_size, **set_values(ctx.params)), len(images))
+        results = per_item_list(
+            ctx.pipeline(images, batch_size=ctx.batch_size, **given_params(ctx.params)), len(images)
+        )
         return [{"labels": [{"label": r["label"], "score": float(r["score"])} for r in result]} for result in results]
 
 

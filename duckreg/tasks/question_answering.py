@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from duckreg.model_signature import DataType, FeatureSpec, ModelSignature, ParamSpec
-from duckreg.tasks.base import InferredFunction, InputError, RunContext, Task, TaskModel, to_json
+from duckreg.tasks.base import InferredFunction, InputError, RunContext, Task, TaskModel, given_params, to_json
 
 INPUTS = [FeatureSpec(name="question", dtype=DataType.STRING), FeatureSpec(name="context", dtype=DataType.STRING)]
 PARAMS = [
@@ -60,7 +60,7 @@ class QuestionAnswering(Task):
 
     def predict(self, ctx: RunContext, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         bundle: TaskModel = ctx.pipeline
-        settings = {**bundle.settings, **{k: v for k, v in ctx.params.items() if v is not None}}
+        settings = {**bundle.settings, **given_params(ctx.params)}
         tokenizer, model = bundle.tokenizer, bundle.model
         if not tokenizer.is_fast:
             raise RuntimeError("question-answering needs a fast tokenizer (one with offset mappings)")

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from duckreg.model_signature import DataType, FeatureSpec, ModelSignature
-from duckreg.tasks.base import InferredFunction, InputError, RunContext, Task, generation_kwargs, per_item, plain
+from duckreg.tasks.base import InferredFunction, InputError, RunContext, Task, given_params, per_item, plain
 
 
 def parse_table(text: str) -> dict[str, list[str]]:
@@ -47,7 +47,7 @@ class TableQuestionAnswering(Task):
         for i, row in enumerate(rows):
             groups[row["table"]].append(i)
         out: list[dict[str, Any]] = [{} for _ in rows]
-        kwargs = generation_kwargs(ctx.params)
+        kwargs = given_params(ctx.params)
         for table_text, indices in groups.items():
             table = parse_table(table_text)
             queries = [rows[i]["query"] for i in indices]

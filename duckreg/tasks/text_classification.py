@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from duckreg.model_signature import DataType, FeatureSpec, ModelSignature
-from duckreg.tasks.base import InferredFunction, RunContext, Task, generation_kwargs, to_json
+from duckreg.tasks.base import InferredFunction, RunContext, Task, given_params, to_json
 
 INPUTS = [FeatureSpec(name="text", dtype=DataType.STRING), FeatureSpec(name="text_pair", dtype=DataType.STRING)]
 
@@ -34,7 +34,7 @@ class TextClassification(Task):
             {"text": row["text"], "text_pair": row["text_pair"]} if row.get("text_pair") else row["text"]
             for row in rows
         ]
-        results = ctx.pipeline(items, batch_size=ctx.batch_size, **generation_kwargs(ctx.params))
+        results = ctx.pipeline(items, batch_size=ctx.batch_size, **given_params(ctx.params))
         if isinstance(results, dict):
             results = [results]
         output_names = [o.name for o in ctx.signature.outputs]

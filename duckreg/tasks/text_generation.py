@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from duckreg.model_signature import ModelSignature
-from duckreg.tasks.base import InferredFunction, RunContext, Task, generation_kwargs, string_to_json, to_json
+from duckreg.tasks.base import InferredFunction, RunContext, Task, given_params, string_to_json, to_json
 from duckreg.tasks.generation import GENERATION_PARAMS
 
 
@@ -41,7 +41,7 @@ class TextGeneration(Task):
         for i, length in enumerate(lengths):
             buckets[length].append(i)
         out: list[dict[str, Any]] = [{} for _ in rows]
-        kwargs = generation_kwargs(ctx.params)
+        kwargs = given_params(ctx.params)
         for indices in buckets.values():
             batch = [prompts[i] for i in indices]
             results = ctx.pipeline(batch, batch_size=min(ctx.batch_size, len(batch)), **kwargs)

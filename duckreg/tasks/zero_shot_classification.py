@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from duckreg.model_signature import DataType, FeatureSpec, ModelSignature
-from duckreg.tasks.base import InferredFunction, InputError, RunContext, Task, generation_kwargs, per_item
+from duckreg.tasks.base import InferredFunction, InputError, RunContext, Task, given_params, per_item
 
 
 class ZeroShotClassification(Task):
@@ -39,7 +39,7 @@ class ZeroShotClassification(Task):
                 raise InputError("candidate_labels", "needs at least one non-empty label")
             groups[labels].append(i)
         out: list[dict[str, Any]] = [{} for _ in rows]
-        kwargs = generation_kwargs(ctx.params)
+        kwargs = given_params(ctx.params)
         for labels, indices in groups.items():
             sequences = [rows[i]["sequences"] for i in indices]
             results = per_item(
