@@ -21,7 +21,7 @@ import numpy as np
 from duckreg import runtime
 from duckreg.model_signature import DataType, FeatureGroupSpec, FeatureSpec, ModelSignature
 from duckreg.tasks import GENERIC, InputError, RunContext, get_runner, get_task
-from duckreg.tasks.base import given_params
+from duckreg.tasks.base import freeze, given_params
 
 DEFAULT_BATCH_SIZE = 32
 
@@ -163,14 +163,6 @@ def _type_name(spec: FeatureSpec | FeatureGroupSpec) -> str:
     return base + "[]" * len(spec.shape or ())
 
 
-def _freeze(value: Any) -> Any:
-    if isinstance(value, list):
-        return tuple(_freeze(v) for v in value)
-    if isinstance(value, dict):
-        return tuple(sorted((k, _freeze(v)) for k, v in value.items()))
-    return value
-
-
 def _format_output(value: Any, spec: FeatureSpec | FeatureGroupSpec, shape: tuple[int, ...] | None) -> Any:
     if value is None:
         return None
@@ -241,7 +233,7 @@ class FunctionRunner:
                 row_slot.append(None)
                 continue
             record = {spec.name: checked[i][row] for i, spec in enumerate(specs)}
-            key = _freeze([checked[i][row] for i in range(len(specs))])
+            key = freeze([checked[i][row] for i in range(len(specs))])
             slot = unique.get(key)
             if slot is None:
                 slot = unique[key] = len(unique_rows)
@@ -270,7 +262,7 @@ class FunctionRunner:
             return self.run(columns, given_params(constant))
         groups: dict[Any, list[int]] = {}
         for row in range(n_rows):
-            key = _freeze([values[row] for values in varying.values()])
+            key = freeze([values[row] for values in varying.values()])
             groups.setdefault(key, []).append(row)
         results: list[dict[str, Any] | None] = [None] * n_rows
         for rows in groups.values():

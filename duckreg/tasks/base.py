@@ -159,6 +159,15 @@ def per_item_list(result: Any, count: int) -> list[Any]:
     return list(result)
 
 
+def freeze(value: Any) -> Any:
+    """A hashable form of a value (lists become tuples, dicts sorted item tuples), for grouping."""
+    if isinstance(value, (list, tuple)):
+        return tuple(freeze(v) for v in value)
+    if isinstance(value, dict):
+        return tuple(sorted((k, freeze(v)) for k, v in value.items()))
+    return value
+
+
 def given_params(params: dict[str, Any]) -> dict[str, Any]:
     """Runtime params that were actually set (None, or NULL from SQL, means 'use the default')."""
     return {k: v for k, v in params.items() if v is not None}

@@ -10,13 +10,12 @@ convention). Encoder-decoder models read the same text as their input.
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
 from duckreg.model_signature import DataType, FeatureSpec, ModelSignature
 from duckreg.tasks.base import InferredFunction, InputError, RunContext, Task, TaskModel, given_params
-from duckreg.tasks.generation import GENERATION_PARAMS, cap_new_tokens
+from duckreg.tasks.generation import GENERATION_PARAMS, cap_new_tokens, generate_unpadded
 from duckreg.tasks.seq2seq import generate_texts
 
 TURNS = FeatureSpec(name="user_inputs", dtype=DataType.STRING, shape=(-1,))
@@ -86,7 +85,7 @@ def _fallback_text(tokenizer: Any, messages: list[dict[str, str]]) -> str:
 def _causal_replies(
     bundle: TaskModel, conversations: list[list[dict[str, str]]], settings: dict[str, Any]
 ) -> list[str]:
-    """Prompts of equal token length are generated together, so no prompt is padded."""
+    """The model's next turn for each conversation."""
     tokenizer, model = bundle.tokenizer, bundle.model
     if getattr(tokenizer, "chat_template", None):
         prompts = [
@@ -95,30 +94,23 @@ def _causal_replies(
         ]
     else:
         prompts = [_fallback_text(tokenizer, messages) for messages in conversations]
-    encoded = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
-    buckets: dict[int, list[int]] = defaultdict(list)
-    for i, ids in enumerate(encoded):
-        buckets[len(ids)].append(i)
     kwargs = dict(settings)
     if "max_new_tokens" not in kwargs and "max_length" not in kwargs:
         kwargs["max_new_tokens"] = DEFAULT_MAX_NEW_TOKENS
     kwargs.setdefault("pad_token_id", tokenizer.pad_token_id)
-    replies = [""] * len(prompts)
-    import torch
-
-    for length, indices in buckets.items():
-        input_ids = torch.tensor([encoded[i] for i in indices], device=model.device)
+    requests = []
+    for prompt in prompts:
+        ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
         call = dict(kwargs)
         if "max_new_tokens" in call:
             try:
-                call["max_new_tokens"] = cap_new_tokens(model, length, call["max_new_tokens"])
+                call["max_new_tokens"] = cap_new_tokens(model, len(ids), call["max_new_tokens"])
             except ValueError as exc:
                 raise InputError("user_inputs", str(exc)) from None
-        output = model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), **call)
-        per_input = output.shape[0] // len(indices)
-        for n, i in enumerate(indices):
-            replies[i] = tokenizer.decode(output[n * per_input][length:], skip_special_tokens=True)
-    return replies
+        requests.append((ids, call))
+    return [
+        tokenizer.decode(sequences[0], skip_special_tokens=True) for sequences in generate_unpadded(model, requests)
+    ]
 
 
 TASK = Conversational()

@@ -8,9 +8,12 @@ Generative functions declare the usual ``generate`` arguments as ParamSpecs whos
 from __future__ import annotations
 
 import copy
+from collections import defaultdict
+from collections.abc import Sequence
 from typing import Any
 
 from duckreg.model_signature import DataType, ParamSpec
+from duckreg.tasks.base import freeze
 
 _INT = (
     "max_length max_new_tokens min_length min_new_tokens num_beams num_beam_groups top_k no_repeat_ngram_size "
@@ -114,3 +117,28 @@ def cap_new_tokens(model: Any, prompt_length: int, requested: int) -> int:
     if prompt_length >= limit:
         raise ValueError(f"the prompt has {prompt_length} tokens; the model reads at most {limit}")
     return min(requested, limit - prompt_length)
+
+
+def generate_unpadded(
+    model: Any, requests: Sequence[tuple[list[int], dict[str, Any]]], **shared: Any
+) -> list[list[list[int]]]:
+    """The new token ids of every returned sequence, for each (prompt ids, generate kwargs) request.
+
+    Requests with the same prompt length and the same kwargs run as one batch, so no prompt is
+    padded and each result equals that prompt generated alone.
+    """
+    import torch
+
+    groups: dict[tuple, list[int]] = defaultdict(list)
+    for index, (ids, kwargs) in enumerate(requests):
+        groups[(len(ids), freeze(kwargs))].append(index)
+    out: list[list[list[int]]] = [[] for _ in requests]
+    for (length, _), indices in groups.items():
+        input_ids = torch.tensor([requests[i][0] for i in indices], device=model.device)
+        output = model.generate(
+            input_ids=input_ids, attention_mask=torch.ones_like(input_ids), **requests[indices[0]][1], **shared
+        )
+        per_request = output.shape[0] // len(indices)
+        for n, index in enumerate(indices):
+            out[index] = output[n * per_request : (n + 1) * per_request, length:].tolist()
+    return out

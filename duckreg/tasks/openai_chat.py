@@ -11,13 +11,12 @@ from __future__ import annotations
 import time
 import uuid
 import warnings
-from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
 from duckreg.model_signature import FeatureGroupSpec, ModelSignature
 from duckreg.tasks.base import InputError, RunContext, Task
-from duckreg.tasks.generation import cap_new_tokens
+from duckreg.tasks.generation import cap_new_tokens, generate_unpadded
 
 CONTROLS = (
     "temperature",
@@ -82,42 +81,31 @@ class OpenAIChat(Task):
         requests = []
         for row in rows:
             controls = {k: (ctx.params if use_params else row).get(k) for k in CONTROLS}
-            prompt = _prompt(tokenizer, row["messages"])
-            prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-            requests.append((prompt_ids, _generate_kwargs(controls, tokenizer)))
-        groups: dict[tuple, list[int]] = defaultdict(list)
-        for i, (ids, kwargs) in enumerate(requests):
-            groups[(len(ids), _freeze(kwargs))].append(i)
-        results: list[dict[str, Any]] = [{} for _ in rows]
-        import torch
-
-        for (length, _), indices in groups.items():
-            kwargs = dict(requests[indices[0]][1])
-            stop = kwargs.pop("_stop")
+            prompt_ids = tokenizer(_prompt(tokenizer, row["messages"]), add_special_tokens=False)["input_ids"]
+            kwargs = _generate_kwargs(controls, tokenizer)
             try:
-                kwargs["max_new_tokens"] = cap_new_tokens(model, length, kwargs["max_new_tokens"])
+                kwargs["max_new_tokens"] = cap_new_tokens(model, len(prompt_ids), kwargs["max_new_tokens"])
             except ValueError as exc:
                 raise InputError("messages", str(exc)) from None
-            input_ids = torch.tensor([requests[i][0] for i in indices], device=model.device)
-            if stop:
-                kwargs.update(stop_strings=stop, tokenizer=tokenizer)
-            output = model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), **kwargs)
-            per_request = output.shape[0] // len(indices)
-            for n, i in enumerate(indices):
-                sequences = output[n * per_request : (n + 1) * per_request, length:].tolist()
-                choices, completion_tokens = [], 0
-                for index, ids in enumerate(sequences):
-                    text, used, reason = _finish(tokenizer, ids, stop, kwargs["max_new_tokens"])
-                    completion_tokens += used
-                    choices.append(
-                        {
-                            "index": index,
-                            "message": {"content": text, "name": None, "role": "assistant"},
-                            "logprobs": None,
-                            "finish_reason": reason,
-                        }
-                    )
-                results[i] = {
+            requests.append((prompt_ids, kwargs))
+        generated = generate_unpadded(model, requests, tokenizer=tokenizer)
+        results = []
+        for (prompt_ids, kwargs), sequences in zip(requests, generated, strict=True):
+            choices, completion_tokens = [], 0
+            for index, ids in enumerate(sequences):
+                stop = kwargs.get("stop_strings", ())
+                text, used, reason = _finish(tokenizer, ids, stop, kwargs["max_new_tokens"])
+                completion_tokens += used
+                choices.append(
+                    {
+                        "index": index,
+                        "message": {"content": text, "name": None, "role": "assistant"},
+                        "logprobs": None,
+                        "finish_reason": reason,
+                    }
+                )
+            results.append(
+                {
                     "id": f"chatcmpl-{uuid.uuid4().hex}",
                     "object": "chat.completion",
                     "created": float(int(time.time())),
@@ -125,10 +113,11 @@ class OpenAIChat(Task):
                     "choices": choices,
                     "usage": {
                         "completion_tokens": completion_tokens,
-                        "prompt_tokens": length,
-                        "total_tokens": length + completion_tokens,
+                        "prompt_tokens": len(prompt_ids),
+                        "total_tokens": len(prompt_ids) + completion_tokens,
                     },
                 }
+            )
         return results
 
 
@@ -162,8 +151,9 @@ def _generate_kwargs(controls: dict[str, Any], tokenizer: Any) -> dict[str, Any]
         "do_sample": do_sample,
         "num_return_sequences": n,
         "pad_token_id": tokenizer.pad_token_id,
-        "_stop": tuple(controls["stop"] or ()),
     }
+    if controls["stop"]:
+        kwargs["stop_strings"] = tuple(controls["stop"])
     if do_sample:
         kwargs["temperature"] = temperature if temperature > 0 else 1.0
         if controls["top_p"] is not None:
@@ -195,10 +185,6 @@ def _finish(tokenizer: Any, ids: list[int], stop: tuple[str, ...], max_new_token
             return text[: text.index(word)], used, "stop"
     ended_by_eos = used < len(ids) or (used and ids[used - 1] in eos_ids)
     return text, used, "stop" if ended_by_eos or used < max_new_tokens else "length"
-
-
-def _freeze(kwargs: dict[str, Any]) -> tuple:
-    return tuple(sorted((k, v) for k, v in kwargs.items()))
 
 
 TASK = OpenAIChat()
