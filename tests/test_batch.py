@@ -139,6 +139,7 @@ def test_save_modes_and_spec_errors(sentiment, registry, tmp_path) -> None:
         (dict(inference_engine_options={"engine": "ray"}, compute_pool="my pool"), "Ray address 'my pool'"),
         (dict(input_spec=InputSpec(params={"top_k": 2})), "does not accept any parameters"),
         (dict(job_spec=JobSpec(function_name="predict")), "no method with name predict"),
+        (dict(input_spec=_from_stage("nope", FileEncoding.RAW_BYTES)), "column_handling names column 'nope'"),
     ]
     for kwargs, message in errors:
         with pytest.raises(ValueError, match=message):
@@ -154,6 +155,8 @@ def test_save_modes_and_spec_errors(sentiment, registry, tmp_path) -> None:
     with pytest.raises(RuntimeError, match="Failed to process input data"):
         sentiment.run_batch("SELECT * FROM no_such_table", output_spec=OutputSpec("@out/bad/"))
     assert not (tmp_path / "out" / "err").exists() or not any((tmp_path / "out" / "err").iterdir())
+    # Refused before anything ran: only the two jobs that ran are recorded.
+    assert len(list_jobs(registry, limit=0)) == 2
 
 
 def test_background_job_can_be_cancelled_and_deleted(registry, tmp_path) -> None:

@@ -35,7 +35,7 @@ import pyarrow.parquet as pq
 
 from duckreg import jobs
 from duckreg.batch.specs import FileEncoding, InputSpec, JobSpec, OutputSpec, parse_count, parse_memory
-from duckreg.batch.stages import Stage, read_stage_bytes
+from duckreg.batch.stages import Stage, parse_stage_path, read_stage_bytes
 from duckreg.binding import OutputTypes
 from duckreg.inference import FunctionRunner
 
@@ -58,7 +58,6 @@ class BatchPlan:
     handling: dict[str, FileEncoding]
     stage: Stage
     out_path: str
-    max_batch_rows: int
     replicas: int
     num_workers: int
     cpus: float | None
@@ -74,13 +73,13 @@ class BatchPlan:
         return self.stage.filesystem
 
     def path(self, *parts: str) -> str:
-        return "/".join([self.out_path.rstrip("/"), *parts])
+        return _join(self.out_path, *parts)
 
     def chunk_paths(self) -> list[str]:
         return sorted(p for p in self.fs.find(self.path(WORK_DIR, "input")) if p.endswith(".parquet"))
 
     def part_path(self, index: int) -> str:
-        return self.path(f"part-{index:06d}.parquet")
+        return part_path(self.out_path, index)
 
     def log(self, line: str) -> None:
         jobs.log(self.registry, self.job_key, line)
@@ -119,6 +118,7 @@ def run_batch(
     function = mv.get_function(job_spec.function_name)
     runner = FunctionRunner(mv._handle(), function)
     params = runner.resolve_params(input_spec.params)
+    handling = _column_handling(input_spec, runner)
     resources = _resources(engine, job_spec)
     stage, out_path = registry.stages.locate(output_spec.stage_location)
     fs = stage.filesystem
@@ -166,7 +166,6 @@ def run_batch(
         jobs.set_status(registry, key, jobs.FAILED, f"Failed to process input data: {exc}")
         raise RuntimeError(f"Failed to process input data: {exc}") from exc
     registry._catalog.execute("UPDATE {schema}.jobs SET rows_total = ? WHERE job_key = ?", [total, key])
-    handling = _column_handling(input_spec, runner)
     plan = BatchPlan(
         registry=registry,
         job_key=key,
@@ -175,7 +174,6 @@ def run_batch(
         handling=handling,
         stage=stage,
         out_path=out_path,
-        max_batch_rows=job_spec.max_batch_rows,
         address=address,
         cancel=threading.Event(),
         progress_bar=job_spec.block and sys.stderr.isatty(),
@@ -188,6 +186,11 @@ def run_batch(
 
 def _join(*parts: str) -> str:
     return "/".join(p.rstrip("/") for p in parts)
+
+
+def part_path(out_path: str, index: int) -> str:
+    """Where the output of input chunk ``index`` goes."""
+    return _join(out_path, f"part-{index:06d}.parquet")
 
 
 def _engine(mv: ModelVersion, options: dict[str, Any] | None, compute_pool: str | None) -> tuple[str, str | None]:
@@ -274,13 +277,14 @@ def _input_source(registry: Registry, X: Any, rows: int) -> tuple[Any, Iterator[
             raise ValueError(f"No parquet files under {X}.")
         stage, _ = registry.stages.locate(X)
         fs = stage.filesystem
-        infos = [fs.info(registry.stages.locate(f)[1]) for f in files]
+        paths = [stage.resolve(parse_stage_path(f)[1]) for f in files]
+        infos = [fs.info(path) for path in paths]
         identity = [[f, i.get("size"), str(i.get("mtime") or i.get("LastModified") or "")] for f, i in
                     zip(files, infos, strict=True)]  # fmt: skip
 
         def from_stage() -> Iterator[pa.RecordBatch]:
-            for f in files:
-                with registry.stages.open(f) as handle:
+            for path in paths:
+                with fs.open(path, "rb") as handle:
                     yield from pq.ParquetFile(handle).iter_batches(batch_size=rows)
 
         return identity, from_stage()
@@ -289,9 +293,9 @@ def _input_source(registry: Registry, X: Any, rows: int) -> tuple[Any, Iterator[
         relation = cursor.sql(X)
         if relation is None:
             raise ValueError("X must be a query that returns rows.")
-        return X, _reader_batches(relation.to_arrow_reader(rows))
+        return X, iter(relation.to_arrow_reader(rows))
     if isinstance(X, duckdb.DuckDBPyRelation):
-        return X.sql_query(), _reader_batches(X.to_arrow_reader(rows))
+        return X.sql_query(), iter(X.to_arrow_reader(rows))
     if isinstance(X, pd.DataFrame):
         digest = hashlib.sha256(pd.util.hash_pandas_object(X, index=False).values.tobytes()).hexdigest()
         table = pa.Table.from_pandas(X, preserve_index=False)
@@ -302,10 +306,6 @@ def _input_source(registry: Registry, X: Any, rows: int) -> tuple[Any, Iterator[
         "X must be a DuckDB relation, a SQL query, a pandas DataFrame, a pyarrow Table or a stage path "
         f"('@stage/path/') of parquet files; got {type(X).__name__}."
     )
-
-
-def _reader_batches(reader: pa.RecordBatchReader) -> Iterator[pa.RecordBatch]:
-    yield from reader
 
 
 def _rechunk(batches: Iterable[pa.RecordBatch], rows: int) -> Iterator[pa.Table]:
@@ -332,7 +332,7 @@ def _prepare_location(fs: Any, out_path: str, spec: OutputSpec, fingerprint: str
     if not fs.exists(out_path):
         fs.makedirs(out_path, exist_ok=True)
         return None
-    existing = [p for p in fs.find(out_path)]
+    existing = fs.find(out_path)
     if not existing:
         return None
     owner_file = _join(out_path, WORK_DIR, "job.json")
@@ -458,7 +458,7 @@ class ChunkWork:
         fs = self.stage.filesystem
         with fs.open(chunk, "rb") as handle:
             table = pq.read_table(handle)
-        write_atomically(fs, _join(self.out_path, f"part-{index:06d}.parquet"), predict_table(self, table))
+        write_atomically(fs, part_path(self.out_path, index), predict_table(self, table))
         return table.num_rows
 
 
