@@ -220,6 +220,18 @@ def _remove_udf(con: duckdb.DuckDBPyConnection, instance: str, name: str) -> Non
             continue
 
 
+def _create_udf(con: duckdb.DuckDBPyConnection, instance: str, name: str, fn: Any, *args: Any, **kwargs: Any) -> None:
+    """Create a NULL-aware UDF on ``con`` and remember ``con`` as its owner (the one that can remove it)."""
+    try:
+        con.create_function(name, fn, *args, null_handling="special", **kwargs)
+        _OWNERS[(instance, name)] = weakref.ref(con)
+    except duckdb.CatalogException as exc:
+        # Registered through a connection this process cannot reach (e.g. a cursor's parent):
+        # it is already callable here.
+        if "already exists" not in str(exc):
+            raise
+
+
 def bind(con: duckdb.DuckDBPyConnection, bindings: Iterable[Binding], *, replace: bool = True) -> None:
     """Create (or replace) the UDF and macros of every binding on ``con``.
 
@@ -233,22 +245,16 @@ def bind(con: duckdb.DuckDBPyConnection, bindings: Iterable[Binding], *, replace
         name = udf_name(binding.sql_name, has_params)
         if replace:
             _drop(con, instance, binding.sql_name)
-        try:
-            con.create_function(
-                name,
-                make_udf(binding.runner, output),
-                None,
-                output.sql,
-                type="arrow",
-                null_handling="special",
-                side_effects=False,
-            )
-            _OWNERS[(instance, name)] = weakref.ref(con)
-        except duckdb.CatalogException as exc:
-            # Registered through a connection this process cannot reach (e.g. a cursor's parent):
-            # it is already callable here.
-            if "already exists" not in str(exc):
-                raise
+        _create_udf(
+            con,
+            instance,
+            name,
+            make_udf(binding.runner, output),
+            None,
+            output.sql,
+            type="arrow",
+            side_effects=False,
+        )
         if has_params:
             con.execute(scalar_macro_sql(binding.sql_name, name, binding.runner))
         con.execute(table_macro_sql(table_macro_name(binding.sql_name), name, binding.runner, output))
@@ -310,12 +316,7 @@ def bind_stage_functions(con: duckdb.DuckDBPyConnection, stages: Any, start_job:
     for name, fn, params, returns in functions:
         if replace:
             _remove_udf(con, instance, name)
-        try:
-            con.create_function(name, fn, params, returns, null_handling="special", side_effects=name.endswith("batch"))
-            _OWNERS[(instance, name)] = weakref.ref(con)
-        except duckdb.CatalogException as exc:
-            if "already exists" not in str(exc):
-                raise
+        _create_udf(con, instance, name, fn, params, returns, side_effects=name.endswith("batch"))
     con.execute(
         "CREATE OR REPLACE TEMP MACRO stage_files(stage_path, pattern := NULL) AS TABLE "
         "SELECT unnest(duckreg_list_stage_files(stage_path, pattern)) AS file_path"

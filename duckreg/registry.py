@@ -57,10 +57,16 @@ def _check_identifier(name: Any, what: str) -> str:
     return name
 
 
-def _sql_name(model_key: str, version_key: str | None, function: FunctionSpec, *, sole: bool = False) -> str:
-    """``<model>[__<version>]``, plus ``_<method>`` unless the method is ``__call__`` or the only one."""
+def _sql_names(
+    model_key: str, version_key: str | None, functions: list[FunctionSpec]
+) -> list[tuple[str, FunctionSpec]]:
+    """Each function of a version with its SQL name: ``<model>[__<version>]``, plus ``_<method>``
+    unless the method is ``__call__`` or the version's only one."""
     base = model_key if version_key is None else f"{model_key}__{version_key}"
-    return base if function.target_method == "__call__" or sole else f"{base}_{function.target_method.lower()}"
+    sole = len(functions) == 1
+    return [
+        (base if f.target_method == "__call__" or sole else f"{base}_{f.target_method.lower()}", f) for f in functions
+    ]
 
 
 class Registry:
@@ -391,8 +397,8 @@ class Registry:
         handle = self.get_model(model)
         mv = handle.default if version is None else handle.version(version)
         function = mv.get_function(method)
-        sole = len(mv._functions()) == 1
-        name = _sql_name(handle._key, None if version is None else mv._version_key, function, sole=sole)
+        version_key = None if version is None else mv._version_key
+        name = next(n for n, f in _sql_names(handle._key, version_key, mv._functions()) if f.name == function.name)
         # ``*`` passes the required inputs by name; optional ones (text_pair) are left to their default.
         required = FunctionRunner(mv._handle(), function).required_inputs()
         return ResolvedFunction(name, tuple(required), handle._key)
@@ -755,7 +761,7 @@ class Model:
     def _default_sql_names(self) -> list[str]:
         default_key = self._row()[3]
         functions = ModelVersion(self._registry, self._key, default_key)._functions()
-        return [_sql_name(self._key, None, f, sole=len(functions) == 1) for f in functions]
+        return [name for name, _ in _sql_names(self._key, None, functions)]
 
     def _all_sql_names(self) -> list[str]:
         names = [n for v in self.versions() for n in v._sql_names()] + self._default_sql_names()
@@ -767,14 +773,11 @@ class Model:
         for version in self.versions():
             handle = version._handle()
             functions = version._functions()
-            sole = len(functions) == 1
-            for function in functions:
-                runner = FunctionRunner(handle, function)
-                bindings.append(
-                    binding.Binding(_sql_name(self._key, version._version_key, function, sole=sole), runner)
-                )
-                if version._version_key == default_key:
-                    bindings.append(binding.Binding(_sql_name(self._key, None, function, sole=sole), runner))
+            runners = {f.name: FunctionRunner(handle, f) for f in functions}
+            # Every version under its pinned names; the default version under the bare names too.
+            for version_key in [version._version_key, *([None] if version._version_key == default_key else [])]:
+                for name, function in _sql_names(self._key, version_key, functions):
+                    bindings.append(binding.Binding(name, runners[function.name]))
         return bindings
 
 
@@ -853,8 +856,7 @@ class ModelVersion:
         return [FunctionSpec.from_record(json.loads(spec)) for (spec,) in rows]
 
     def _sql_names(self) -> list[str]:
-        functions = self._functions()
-        return [_sql_name(self._model_key, self._version_key, f, sole=len(functions) == 1) for f in functions]
+        return [name for name, _ in _sql_names(self._model_key, self._version_key, self._functions())]
 
     def _user_aliases(self) -> list[str]:
         rows = self._registry._catalog.query(
