@@ -72,38 +72,19 @@ class Job:
     @property
     def status(self) -> str:
         """PENDING, RUNNING, DONE, FAILED, CANCELLING or CANCELLED."""
-        rows = self._registry._catalog.query(
-            "SELECT status, pid, host FROM {schema}.jobs WHERE job_key = ?", [self._key]
-        )
-        if not rows:
-            raise ValueError(f"Job {self._key} does not exist or not authorized.")
-        status, pid, host = rows[0]
-        if status in (RUNNING, PENDING, CANCELLING) and not self._runs_somewhere(pid, host):
-            return FAILED
-        return status
+        return self._state()[0]
 
     @property
     def message(self) -> str | None:
-        status = self.status
-        stored = self._row("message")
-        if status == FAILED and self._row("status") != FAILED:
-            pid = self._row("pid")
-            return (
-                f"The process running this job (pid {pid}) exited before it finished. "
-                "Run the same run_batch again to resume from the parts already written."
-            )
-        return stored
+        return self._state()[1]
 
-    def _runs_somewhere(self, pid: int | None, host: str | None) -> bool:
-        if pid is None:
-            return False
-        if pid == os.getpid() and host == socket.gethostname():
-            with _ACTIVE_LOCK:
-                entry = _ACTIVE.get(self._key)
-            return entry is not None and (entry[0] is None or entry[0].is_alive())
-        if host != socket.gethostname():
-            return True  # another machine: trust the catalog
-        return _process_alive(pid)
+    def _state(self) -> tuple[str, str | None]:
+        rows = self._registry._catalog.query(
+            "SELECT status, message, pid, host FROM {schema}.jobs WHERE job_key = ?", [self._key]
+        )
+        if not rows:
+            raise ValueError(f"Job {self._key} does not exist or not authorized.")
+        return _effective_state(self._key, *rows[0])
 
     @property
     def progress(self) -> tuple[int, int | None]:
@@ -167,6 +148,30 @@ class Job:
         return isinstance(other, Job) and other.id == self.id
 
 
+def _effective_state(
+    key: str, status: str, message: str | None, pid: int | None, host: str | None
+) -> tuple[str, str | None]:
+    """The stored status and message, except that an unfinished job whose process is gone is FAILED."""
+    if status in (RUNNING, PENDING, CANCELLING) and not _runs_somewhere(key, pid, host):
+        return FAILED, (
+            f"The process running this job (pid {pid}) exited before it finished. "
+            "Run the same run_batch again to resume from the parts already written."
+        )
+    return status, message
+
+
+def _runs_somewhere(key: str, pid: int | None, host: str | None) -> bool:
+    if pid is None:
+        return False
+    if pid == os.getpid() and host == socket.gethostname():
+        with _ACTIVE_LOCK:
+            entry = _ACTIVE.get(key)
+        return entry is not None and (entry[0] is None or entry[0].is_alive())
+    if host != socket.gethostname():
+        return True  # another machine: trust the catalog
+    return _process_alive(pid)
+
+
 def set_status(registry: Registry, key: str, status: str, message: str | None = None) -> None:
     stamps = {RUNNING: ", started_on = coalesce(started_on, current_timestamp)"}
     finished = ", finished_on = current_timestamp" if status in TERMINAL else ""
@@ -184,23 +189,20 @@ def log(registry: Registry, key: str, line: str) -> None:
 def list_jobs(registry: Registry, limit: int = 10) -> pd.DataFrame:
     """The newest jobs first: name, status, message, model, version, function, engine, output, times."""
     rows = registry._catalog.query(
-        "SELECT name FROM {schema}.jobs ORDER BY created_on DESC" + (f" LIMIT {int(limit)}" if limit > 0 else "")
+        "SELECT j.job_key, j.name, j.status, j.message, j.pid, j.host, m.name, v.name, j.function_name, j.engine, "
+        "j.output_location, j.created_on, j.finished_on FROM {schema}.jobs j "
+        "LEFT JOIN {schema}.models m USING (model_key) "
+        "LEFT JOIN {schema}.versions v ON v.model_key = j.model_key AND v.version_key = j.version_key "
+        "ORDER BY j.created_on DESC" + (f" LIMIT {int(limit)}" if limit > 0 else "")
     )
     records = []
-    for (name,) in rows:
-        job = Job(registry, name)
-        model, version, function, engine, output, created, completed = registry._catalog.query(
-            "SELECT m.name, v.name, j.function_name, j.engine, j.output_location, j.created_on, j.finished_on "
-            "FROM {schema}.jobs j LEFT JOIN {schema}.models m USING (model_key) "
-            "LEFT JOIN {schema}.versions v ON v.model_key = j.model_key AND v.version_key = j.version_key "
-            "WHERE j.job_key = ?",
-            [name.lower()],
-        )[0]
+    for key, name, status, message, pid, host, model, version, function, engine, output, created, completed in rows:
+        status, message = _effective_state(key, status, message, pid, host)
         records.append(
             {
                 "name": name,
-                "status": job.status,
-                "message": job.message,
+                "status": status,
+                "message": message,
                 "database_name": registry.database_name,
                 "schema_name": registry.schema_name,
                 "model_name": model,
