@@ -55,6 +55,7 @@ def rewrite(sql: str, resolve: Resolver) -> tuple[str, set[str]]:
         return sql, set()
     from sqlglot.dialects.snowflake import Snowflake
     from sqlglot.errors import TokenError
+    from sqlglot.tokens import TokenType
 
     text, aliases = _strip_model_ctes(sql)
     try:
@@ -64,7 +65,7 @@ def rewrite(sql: str, resolve: Resolver) -> tuple[str, set[str]]:
     edits: list[tuple[int, int, str]] = []  # (start, end exclusive, replacement)
     used: set[str] = set()
     for i, token in enumerate(tokens):
-        if token.token_type == _T.EXCLAMATION:
+        if token.token_type == TokenType.EXCLAMATION:
             _rewrite_call(text, tokens, i, aliases, resolve, edits, used)
     for start, end, replacement in sorted(edits, reverse=True):
         text = text[:start] + replacement + text[end:]
@@ -74,18 +75,6 @@ def rewrite(sql: str, resolve: Resolver) -> tuple[str, set[str]]:
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
-class _TokenTypes:
-    """sqlglot token types, imported on first use."""
-
-    def __getattr__(self, name: str):
-        from sqlglot.tokens import TokenType
-
-        return getattr(TokenType, name)
-
-
-_T = _TokenTypes()
-
-
 def _name(token) -> str | None:
     text = token.text.strip('"')
     return text if _NAME.fullmatch(text) else None
@@ -93,13 +82,16 @@ def _name(token) -> str | None:
 
 def _rewrite_call(text, tokens, i, aliases, resolve: Resolver, edits: list, used: set[str]) -> None:
     """Record the edits that turn the model call whose ``!`` is token ``i`` into a function call."""
+    from sqlglot.tokens import TokenType
 
     def fail(why: str) -> ValueError:
         near = text[tokens[max(i - 4, 0)].start : tokens[min(i + 3, len(tokens) - 1)].end + 1]
         return ValueError(f"Unsupported model call syntax near {near!r}: {why}")
 
     def matching(index: int, step: int) -> int:
-        opening, closing = (_T.L_PAREN, _T.R_PAREN) if step > 0 else (_T.R_PAREN, _T.L_PAREN)
+        opening, closing = (
+            (TokenType.L_PAREN, TokenType.R_PAREN) if step > 0 else (TokenType.R_PAREN, TokenType.L_PAREN)
+        )
         depth = 0
         while 0 <= index < len(tokens):
             if tokens[index].token_type == opening:
@@ -114,25 +106,25 @@ def _rewrite_call(text, tokens, i, aliases, resolve: Resolver, edits: list, used
     if i == 0:
         raise fail("'!' needs a model before it")
     before = tokens[i - 1]
-    if before.token_type == _T.R_PAREN:
+    if before.token_type == TokenType.R_PAREN:
         opening = matching(i - 1, -1)
         if opening == 0 or tokens[opening - 1].text.upper() != "MODEL":
             raise fail("use MODEL(name, version)!method(...) or name!method(...)")
         inner = tokens[opening + 1 : i - 1]
-        parts = [_name(t) for t in inner if t.token_type != _T.COMMA]
-        commas = sum(t.token_type == _T.COMMA for t in inner)
+        parts = [_name(t) for t in inner if t.token_type != TokenType.COMMA]
+        commas = sum(t.token_type == TokenType.COMMA for t in inner)
         if len(parts) not in (1, 2) or commas != len(parts) - 1 or None in parts:
             raise fail("MODEL() takes a model name and optionally a version or alias")
         model, version = parts[0], parts[1] if len(parts) == 2 else None
         ref_start = tokens[opening - 1].start
     elif _name(before):
-        if i >= 2 and tokens[i - 2].token_type == _T.DOT:
+        if i >= 2 and tokens[i - 2].token_type == TokenType.DOT:
             raise fail("qualified model names are not supported; use MODEL(name, version)")
         model, version = aliases.get(_name(before).lower(), (_name(before), None))
         ref_start = before.start
     else:
         raise fail("use MODEL(name, version)!method(...) or name!method(...)")
-    if i + 2 >= len(tokens) or not _name(tokens[i + 1]) or tokens[i + 2].token_type != _T.L_PAREN:
+    if i + 2 >= len(tokens) or not _name(tokens[i + 1]) or tokens[i + 2].token_type != TokenType.L_PAREN:
         raise fail("expected !method(arguments)")
     resolved = resolve(model, version, _name(tokens[i + 1]))
     used.add(resolved.model_key)
@@ -140,19 +132,21 @@ def _rewrite_call(text, tokens, i, aliases, resolve: Resolver, edits: list, used
     depth = 0
     for k in range(i + 3, close):
         kind = tokens[k].token_type
-        if kind in (_T.L_PAREN, _T.L_BRACKET, _T.L_BRACE):
+        if kind in (TokenType.L_PAREN, TokenType.L_BRACKET, TokenType.L_BRACE):
             depth += 1
-        elif kind in (_T.R_PAREN, _T.R_BRACKET, _T.R_BRACE):
+        elif kind in (TokenType.R_PAREN, TokenType.R_BRACKET, TokenType.R_BRACE):
             depth -= 1
-        elif depth == 0 and kind == _T.STAR:
+        elif depth == 0 and kind == TokenType.STAR:
             columns = ", ".join('"' + name.replace('"', '""') + '"' for name in resolved.inputs)
             edits.append((tokens[k].start, tokens[k].end + 1, columns))
-        elif depth == 0 and kind == _T.FARROW:
+        elif depth == 0 and kind == TokenType.FARROW:
             edits.append((tokens[k].start, tokens[k].end + 1, ":="))
     # `:field` (and `:a.b`) on the result become struct field access.
     fields: list[str] = []
     k = close + 1
-    while k + 1 < len(tokens) and (tokens[k].token_type == _T.COLON or (fields and tokens[k].token_type == _T.DOT)):
+    while k + 1 < len(tokens) and (
+        tokens[k].token_type == TokenType.COLON or (fields and tokens[k].token_type == TokenType.DOT)
+    ):
         field = _name(tokens[k + 1])
         if field is None:
             raise fail("expected a field name after ':'")
