@@ -1,17 +1,18 @@
-"""Binding of model functions to DuckDB: vectorized Arrow UDFs and table macros.
+"""What DuckDB sees of a model function: vectorized Arrow UDFs, their SQL types and the macros over them.
 
 No model logic lives here: a UDF converts Arrow chunks to Python columns, calls the shared
-``FunctionRunner``, and converts the results back to Arrow typed from the signature.
+``FunctionRunner``, and converts the results back to Arrow typed from the signature. Which UDFs exist
+in a database instance, and for how long, is ``duckreg.connections``' business.
 """
 
 from __future__ import annotations
 
-import weakref
+import hashlib
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-import duckdb
 import pyarrow as pa
 
 from duckreg.inference import FunctionRunner, FunctionSpec
@@ -101,36 +102,59 @@ def _param_values(array: pa.ChunkedArray) -> list:
     return array.to_pylist()
 
 
-def make_udf(runner: FunctionRunner, output: OutputTypes):
-    """An Arrow UDF taking the signature's inputs positionally (trailing optional ones may be left out).
+LAYOUTS = ("call", "positional")
+"""How a UDF takes its arguments.
 
-    A function with parameters is called through its macro, which always passes every input and
-    then every parameter in signature order.
-    """
+``call``: every input and then every parameter, in signature order. Only duckreg's macros call it
+(``fn(x, max_new_tokens := 40)``, table macros), so names are checked by DuckDB before it runs.
+``positional``: the required inputs alone, under the function's own SQL name. It is what a connection
+without duckreg's macros (a cursor nobody registered) reaches: DuckDB passes named arguments to a Python
+function by position, so this form takes no optional input and no parameter that a misspelt name
+could land in.
+"""
+
+
+def make_udf(runner: FunctionRunner, output: OutputTypes, layout: str, sql_name: str):
+    """An Arrow UDF over the shared ``FunctionRunner`` taking its arguments as ``layout`` says."""
     specs = runner.signature.inputs
     params = runner.signature.params
-    n_required = len(runner.required_inputs())
-    names = ", ".join(s.name for s in specs)
+    if layout == "call":
 
-    if params:
-
-        def udf_with_params(*arrays: pa.ChunkedArray) -> pa.Array:
+        def udf_call(*arrays: pa.ChunkedArray) -> pa.Array:
+            if len(arrays) != len(specs) + len(params):
+                raise ValueError(f"{runner.context()}: expects {len(specs) + len(params)} arguments, got {len(arrays)}")
             inputs, values = arrays[: len(specs)], arrays[len(specs) :]
             columns = [a.to_pylist() for a in inputs]
+            if not params:
+                return output.to_arrow(runner.run(columns))
             param_columns = {p.name: _param_values(a) for p, a in zip(params, values, strict=True)}
             return output.to_arrow(runner.run_with_param_columns(columns, param_columns))
 
-        return udf_with_params
+        return udf_call
 
-    def udf(*arrays: pa.ChunkedArray) -> pa.Array:
-        if not n_required <= len(arrays) <= len(specs):
-            expected = str(len(specs)) if n_required == len(specs) else f"{n_required} to {len(specs)}"
-            raise ValueError(f"{runner.context()}: expects {expected} arguments ({names}), got {len(arrays)}")
+    required = runner.required_inputs()
+    positions = [i for i, s in enumerate(specs) if s.name in required]
+
+    def udf_positional(*arrays: pa.ChunkedArray) -> pa.Array:
+        if len(arrays) != len(required):
+            extra = [s.name for s in specs if s.name not in required] + [p.name for p in params]
+            hint = (
+                f" Optional inputs and parameters ({', '.join(extra)}), and arguments by name, need duckreg's macros"
+                " on this connection: open it with duckreg.connect() or call registry.register_functions(con)."
+                if extra
+                else ""
+            )
+            raise ValueError(
+                f"{runner.context()}: {sql_name} takes {len(required)} argument(s) ({', '.join(required)}) "
+                f"here, got {len(arrays)}.{hint}"
+            )
         n_rows = len(arrays[0]) if arrays else 0
-        columns = [a.to_pylist() for a in arrays] + [[None] * n_rows for _ in specs[len(arrays) :]]
+        columns: list[list] = [[None] * n_rows for _ in specs]
+        for position, array in zip(positions, arrays, strict=True):
+            columns[position] = array.to_pylist()
         return output.to_arrow(runner.run(columns))
 
-    return udf
+    return udf_positional
 
 
 def _param_names(runner: FunctionRunner) -> list[str]:
@@ -138,7 +162,10 @@ def _param_names(runner: FunctionRunner) -> list[str]:
 
 
 def scalar_macro_sql(macro_name: str, udf_name: str, runner: FunctionRunner) -> str:
-    """A macro that takes parameters by name (``fn(x, max_new_tokens := 40)``) over the UDF."""
+    """The function as users call it: optional inputs may be left out, parameters go by name.
+
+    ``fn(x, max_new_tokens := 40)``; an unknown name is refused by DuckDB before anything runs.
+    """
     declared, passed = [], []
     for spec in runner.signature.inputs:
         optional = spec.name in runner.optional_inputs
@@ -179,97 +206,63 @@ def table_macro_sql(macro_name: str, udf_name: str, runner: FunctionRunner, outp
     )
 
 
-@dataclass(frozen=True)
-class Binding:
-    """One SQL name bound to one function of one version."""
-
-    sql_name: str
-    runner: FunctionRunner
-
-
 def table_macro_name(sql_name: str) -> str:
     return f"{sql_name}_table"
 
 
-def udf_name(sql_name: str, has_params: bool) -> str:
-    """Functions with parameters are macros over an internal UDF of this name."""
-    return f"_duckreg_{sql_name}" if has_params else sql_name
+class Binding:
+    """One SQL name bound to one function of one model version, with the UDFs and macros that serve it."""
+
+    def __init__(self, sql_name: str, model_key: str, runner: FunctionRunner) -> None:
+        self.sql_name = sql_name
+        self.model_key = model_key
+        self.runner = runner
+        self.output = OutputTypes.of(runner.function)
+        self._udfs: dict[str, Any] = {}
+
+    def signature_key(self, layout: str) -> str:
+        """What a UDF of this layout was created for: argument names and the SQL return type."""
+        signature = self.runner.signature
+        if layout == "positional":
+            parts = [self.runner.required_inputs(), [], self.output.sql]
+        else:
+            parts = [[s.name for s in signature.inputs], [p.name for p in signature.params], self.output.sql]
+        return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:12]
+
+    def udf_name(self, layout: str) -> str:
+        if layout == "positional":
+            return self.sql_name
+        return f"_duckreg_{self.sql_name}_{self.signature_key(layout)}"
+
+    def udf(self, layout: str) -> Any:
+        if layout not in self._udfs:
+            self._udfs[layout] = make_udf(self.runner, self.output, layout, self.sql_name)
+        return self._udfs[layout]
+
+    def macro_statements(self) -> list[tuple[str, str]]:
+        """(name, statement) of every TEMP macro this binding puts on a registered connection."""
+        call = self.udf_name("call")
+        statements = [
+            (self.sql_name, scalar_macro_sql(self.sql_name, call, self.runner)),
+            (table_macro_name(self.sql_name), table_macro_sql(table_macro_name(self.sql_name), call, self.runner,
+                                                              self.output)),
+        ]  # fmt: skip
+        files = files_macro_sql(files_macro_name(self.sql_name), call, self.runner, self.output)
+        if files:
+            statements.append((files_macro_name(self.sql_name), files))
+        return statements
 
 
-# DuckDB keeps a Python UDF in the database instance's catalog, but only the connection that created
-# it can remove it. Remember that connection per (database, name) so any bound connection can
-# replace or drop the function.
-_OWNERS: dict[tuple[str, str], weakref.ref] = {}
-
-
-def _instance_key(con: duckdb.DuckDBPyConnection) -> str:
-    rows = con.execute("SELECT path FROM duckdb_databases() WHERE database_name = current_database()").fetchall()
-    return rows[0][0] if rows and rows[0][0] else f"memory:{id(con)}"
-
-
-def _remove_udf(con: duckdb.DuckDBPyConnection, instance: str, name: str) -> None:
-    owner_ref = _OWNERS.get((instance, name))
-    for candidate in (con, owner_ref() if owner_ref else None):
-        if candidate is None:
-            continue
-        try:
-            candidate.remove_function(name)
-            _OWNERS.pop((instance, name), None)
-            return
-        except Exception:  # noqa: BLE001 - not registered through this connection
-            continue
-
-
-def _create_udf(con: duckdb.DuckDBPyConnection, instance: str, name: str, fn: Any, *args: Any, **kwargs: Any) -> None:
-    """Create a NULL-aware UDF on ``con`` and remember ``con`` as its owner (the one that can remove it)."""
-    try:
-        con.create_function(name, fn, *args, null_handling="special", **kwargs)
-        _OWNERS[(instance, name)] = weakref.ref(con)
-    except duckdb.CatalogException as exc:
-        # Registered through a connection this process cannot reach (e.g. a cursor's parent):
-        # it is already callable here.
-        if "already exists" not in str(exc):
-            raise
-
-
-def bind(con: duckdb.DuckDBPyConnection, bindings: Iterable[Binding], *, replace: bool = True) -> None:
-    """Create (or replace) the UDF and macros of every binding on ``con``.
-
-    With ``replace=False`` UDFs already in the database instance are kept as they are and only the
-    per-connection macros are created (what a cursor needs; the UDFs stay with their owner).
-    """
-    instance = _instance_key(con)
-    for binding in bindings:
-        output = OutputTypes.of(binding.runner.function)
-        has_params = bool(binding.runner.signature.params)
-        name = udf_name(binding.sql_name, has_params)
-        if replace:
-            _drop(con, instance, binding.sql_name)
-        _create_udf(
-            con,
-            instance,
-            name,
-            make_udf(binding.runner, output),
-            None,
-            output.sql,
-            type="arrow",
-            side_effects=False,
-        )
-        if has_params:
-            con.execute(scalar_macro_sql(binding.sql_name, name, binding.runner))
-        con.execute(table_macro_sql(table_macro_name(binding.sql_name), name, binding.runner, output))
-        files_macro = files_macro_sql(files_macro_name(binding.sql_name), name, binding.runner, output)
-        if files_macro:
-            con.execute(files_macro)
-
-
-def _drop(con: duckdb.DuckDBPyConnection, instance: str, sql_name: str) -> None:
-    """Remove every object a binding of ``sql_name`` may have created, whatever its kind was."""
-    _remove_udf(con, instance, sql_name)
-    _remove_udf(con, instance, udf_name(sql_name, True))
-    con.execute(f"DROP MACRO IF EXISTS temp.{quote(sql_name)}")
-    con.execute(f"DROP MACRO TABLE IF EXISTS temp.{quote(table_macro_name(sql_name))}")
-    con.execute(f"DROP MACRO TABLE IF EXISTS temp.{quote(files_macro_name(sql_name))}")
+def drop_macro_statements(sql_names: Iterable[str]) -> list[tuple[str, str]]:
+    """Statements removing the TEMP macros of ``sql_names`` (those not present are skipped)."""
+    statements = []
+    for name in sql_names:
+        statements += [
+            (name, f"DROP MACRO IF EXISTS temp.{quote(name)}"),
+            (table_macro_name(name), f"DROP MACRO TABLE IF EXISTS temp.{quote(table_macro_name(name))}"),
+            (files_macro_name(name), f"DROP MACRO TABLE IF EXISTS temp.{quote(files_macro_name(name))}"),
+        ]
+    return statements
 
 
 def files_macro_name(sql_name: str) -> str:
@@ -294,41 +287,26 @@ def files_macro_sql(macro_name: str, udf_name: str, runner: FunctionRunner, outp
     )
 
 
-def bind_stage_functions(con: duckdb.DuckDBPyConnection, stages: Any, start_job: Any, *, replace: bool = True) -> None:
-    """SQL access to stages and batch jobs on ``con``.
+STAGE_UDFS = (
+    ("duckreg_list_stage_files", "list_files", ["VARCHAR", "VARCHAR"], "VARCHAR[]"),
+    ("read_stage_file", "read_file", ["VARCHAR"], "BLOB"),
+    ("duckreg_run_batch", "run_batch", ["VARCHAR", "VARCHAR", "VARCHAR", "VARCHAR", "VARCHAR", "BIGINT"], "VARCHAR"),
+)
+"""(UDF name, method of ``connections.StageFunctions``, parameter types, return type)."""
 
-    ``stage_files('@stage/path', pattern)`` lists files, ``read_stage_file(path)`` reads one, and
-    ``run_batch(model, query, output_location, ...)`` starts a background job and returns its id.
-    """
-    instance = _instance_key(con)
 
-    def list_files(stage_path: str, pattern: str | None) -> list[str]:
-        return stages.list_files(stage_path, pattern)
-
-    def read_file(stage_path: str) -> bytes:
-        return stages.read_bytes(stage_path)
-
-    functions = [
-        ("duckreg_list_stage_files", list_files, ["VARCHAR", "VARCHAR"], "VARCHAR[]"),
-        ("read_stage_file", read_file, ["VARCHAR"], "BLOB"),
-        ("duckreg_run_batch", start_job, ["VARCHAR", "VARCHAR", "VARCHAR", "VARCHAR", "VARCHAR", "BIGINT"], "VARCHAR"),
+def stage_macro_statements() -> list[tuple[str, str]]:
+    """``stage_files('@stage/path', pattern)`` and ``run_batch(model, query, output_location, ...)``."""
+    return [
+        (
+            "stage_files",
+            "CREATE OR REPLACE TEMP MACRO stage_files(stage_path, pattern := NULL) AS TABLE "
+            "SELECT unnest(duckreg_list_stage_files(stage_path, pattern)) AS file_path",
+        ),
+        (
+            "run_batch",
+            "CREATE OR REPLACE TEMP MACRO run_batch(model, query, output_location, mode := 'error', job_name := NULL, "
+            "max_batch_rows := NULL) AS duckreg_run_batch(model, query, output_location, mode, job_name, "
+            "max_batch_rows)",
+        ),
     ]
-    for name, fn, params, returns in functions:
-        if replace:
-            _remove_udf(con, instance, name)
-        _create_udf(con, instance, name, fn, params, returns, side_effects=name.endswith("batch"))
-    con.execute(
-        "CREATE OR REPLACE TEMP MACRO stage_files(stage_path, pattern := NULL) AS TABLE "
-        "SELECT unnest(duckreg_list_stage_files(stage_path, pattern)) AS file_path"
-    )
-    con.execute(
-        "CREATE OR REPLACE TEMP MACRO run_batch(model, query, output_location, mode := 'error', job_name := NULL, "
-        "max_batch_rows := NULL) AS duckreg_run_batch(model, query, output_location, mode, job_name, max_batch_rows)"
-    )
-
-
-def unbind(con: duckdb.DuckDBPyConnection, sql_names: Iterable[str]) -> None:
-    """Remove UDFs and macros by name; names not bound are skipped."""
-    instance = _instance_key(con)
-    for name in sql_names:
-        _drop(con, instance, name)

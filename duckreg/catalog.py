@@ -74,6 +74,34 @@ class Catalog:
                 raise
             self._cursor.execute("COMMIT")
 
+    def create_function(self, name: str, fn: Any, params: list[str] | None, return_type: str, **kwargs: Any) -> None:
+        """Create a NULL-aware UDF through this catalog's private cursor (which alone can remove it)."""
+        with self._lock:
+            self._cursor.create_function(name, fn, params, return_type, null_handling="special", **kwargs)
+
+    def remove_function(self, name: str) -> bool:
+        """Remove a UDF this catalog created; False when it cannot (closed, or not ours)."""
+        with self._lock:
+            try:
+                self._cursor.remove_function(name)
+            except duckdb.Error:
+                return False
+            return True
+
+    def run(self, action: Any) -> Any:
+        """``action(cursor)`` on the private cursor, serialised with every other use of it."""
+        with self._lock:
+            return action(self._cursor)
+
+    def closed(self) -> bool:
+        """Whether the connection this catalog works through has been closed."""
+        with self._lock:
+            try:
+                self._cursor.execute("SELECT 1")
+            except duckdb.ConnectionException:
+                return True
+            return False
+
     def get_setting(self, key: str) -> str | None:
         rows = self.query("SELECT value FROM {schema}.settings WHERE key = ?", [key])
         return rows[0][0] if rows else None

@@ -51,5 +51,5 @@ class Plugin(BasePlugin):
 
     def configure_cursor(self, cursor: Any) -> None:
         if self._registry is not None:
-            # The UDFs created on the connection serve its cursors; a cursor only needs the macros.
-            self._registry.register_functions(cursor, models=self.models, replace=False)
+            # The functions belong to the database instance; a cursor needs its own macros.
+            self._registry.register_functions(cursor, models=self.models)

@@ -10,7 +10,6 @@ import tempfile
 import threading
 import uuid
 import warnings
-import weakref
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ from typing import Any
 import duckdb
 import pandas as pd
 
-from duckreg import binding, custom, huggingface
+from duckreg import binding, connections, custom, huggingface
 from duckreg.artifacts import ArtifactStore, file_hashes
 from duckreg.batch.stages import StageCatalog
 from duckreg.catalog import Catalog
@@ -38,9 +37,6 @@ _ANIMALS = (
     "badger bat bear beaver bison camel cat cobra crane deer dingo dolphin eagle falcon ferret fox "
     "gecko heron ibis koala lemur lynx marten moose otter owl panda puffin quail raven seal tiger"
 ).split()
-
-# Connections with functions registered, per database, so a change reaches them all.
-_BOUND: dict[tuple, list[weakref.ref]] = {}
 
 
 def _key(name: str) -> str:
@@ -98,11 +94,7 @@ class Registry:
         self._catalog.initialise()
         self._db_path = Path(row[0]).resolve() if row[0] else None
         self._store = ArtifactStore(self._artifact_root(artifact_location))
-        self._identity = (
-            str(self._db_path) if self._db_path else f"memory:{id(connection)}",
-            self.database_name,
-            self.schema_name,
-        )
+        self._instance: connections.Instance | None = None
 
     def _artifact_root(self, artifact_location: str | Path | None) -> Path:
         if artifact_location is not None:
@@ -177,7 +169,7 @@ class Registry:
                 cat.execute(f"DELETE FROM {{schema}}.{table} WHERE model_key = ?", [model._key])
         for path in paths:
             shutil.rmtree(path, ignore_errors=True)
-        self._unbind(names)
+        self._retire_sql(model._key, names, f"model {model_name} was deleted")
 
     # ------------------------------------------------------------ log_model
     def log_model(
@@ -303,7 +295,7 @@ class Registry:
             self._store.remove(relative)
             raise
         version = ModelVersion(self, model_key, version_key)
-        self._rebind_model(model_key)
+        self._refresh_sql(model_key)
         return version
 
     def _check_sql_name_free(self, model_name: str) -> None:
@@ -311,7 +303,7 @@ class Registry:
         keywords = {r[0].lower() for r in self._con.execute("SELECT keyword_name FROM duckdb_keywords()").fetchall()}
         if key in keywords:
             raise ValueError(f"Invalid model_name {model_name!r}: it is an SQL keyword. Choose another name.")
-        ours = {n for model in self.models() for n in model._all_sql_names()}
+        ours = {n for model in self.models() for n in model._all_sql_names()} | self._sql_instance().known_names()
         for candidate in (key, binding.table_macro_name(key)):
             clash = self._con.execute(
                 "SELECT count(*) FROM duckdb_functions() WHERE lower(function_name) = ?", [candidate]
@@ -360,23 +352,39 @@ class Registry:
         con: duckdb.DuckDBPyConnection | None = None,
         *,
         models: Iterable[str] | None = None,
-        replace: bool = True,
     ) -> duckdb.DuckDBPyConnection:
         """Make model versions callable from SQL on ``con`` (default: the registry's connection).
 
-        ``models`` limits the work to those models (the shell binds only what a statement uses).
-        Call it again on a cursor: macros are per connection, the UDFs are shared;
-        ``replace=False`` keeps UDFs that already exist and only adds the macros.
+        The functions themselves belong to the database instance (every connection and cursor of it
+        can call them, positionally, for as long as any is open); ``con`` also gets the macros that
+        take optional inputs, parameters by name and tables (``fn_table``). ``models`` limits the
+        work to those models (the shell binds only what a statement uses).
         """
         con = con or self._con
-        binding.bind_stage_functions(con, self.stages, self._start_job_from_sql, replace=replace)
+        instance = connections.instance_of(con)
+        if instance is not self._sql_instance():
+            raise ValueError(
+                "register_functions(con): con is a connection to another database instance than this registry's."
+            )
         wanted = None if models is None else {_key(m) for m in models}
         chosen = [m for m in self.models() if wanted is None or m._key in wanted]
-        binding.bind(con, [b for model in chosen for b in model._bindings()], replace=replace)
-        refs = _BOUND.setdefault(self._identity, [])
-        if not any(r() is con for r in refs):
-            refs.append(weakref.ref(con))
+        bindings = [b for model in chosen for b in model._bindings()]
+        with instance.lock:
+            instance.add_registry(self)
+            instance.ensure_stage_functions(self._catalog)
+            instance.set_targets(self._catalog, bindings)
+            record = instance.bind_connection(con, wanted)
+            statements = binding.stage_macro_statements() + [s for b in bindings for s in b.macro_statements()]
+            for name, statement in statements:
+                con.execute(statement)
+                record.macros.add(name)
         return con
+
+    def _sql_instance(self) -> connections.Instance:
+        """The database instance this registry's connection belongs to (where its functions live)."""
+        if self._instance is None:
+            self._instance = self._catalog.run(connections.instance_of)
+        return self._instance
 
     def model_keys(self) -> list[str]:
         return [row[0] for row in self._catalog.query("SELECT model_key FROM {schema}.models ORDER BY model_key")]
@@ -437,22 +445,36 @@ class Registry:
         threading.Thread(target=start, name=f"duckreg-sql-job-{name}", daemon=True).start()
         return f"{self.database_name}.{self.schema_name}.{name}"
 
-    def _bound_connections(self) -> list[duckdb.DuckDBPyConnection]:
-        refs = _BOUND.get(self._identity, [])
-        alive = [c for c in (r() for r in refs) if c is not None]
-        _BOUND[self._identity] = [weakref.ref(c) for c in alive]
-        return alive
+    def _refresh_sql(self, model_key: str) -> None:
+        """After a committed change to a model: its SQL names follow it on every bound connection.
 
-    def _rebind_model(self, model_key: str) -> None:
-        connections = self._bound_connections()
-        if connections:
+        The change has happened, so nothing here raises: a connection that cannot follow (closed, busy
+        elsewhere) is skipped, and a failure is a warning.
+        """
+        try:
+            instance = self._sql_instance()
             bindings = Model(self, model_key)._bindings()
-            for con in connections:
-                binding.bind(con, bindings)
+            with instance.lock:
+                instance.set_targets(self._catalog, bindings)
+                statements = [s for b in bindings for s in b.macro_statements()]
+                for con, record in instance.own_connections(model_key):
+                    if not connections.apply_macros(con, record, statements):
+                        instance.forget(record)
+        except Exception as exc:  # noqa: BLE001 - the catalog change is committed; report, do not undo
+            warnings.warn(f"Model {model_key}: SQL functions not refreshed: {exc}", RuntimeWarning, stacklevel=3)
 
-    def _unbind(self, names: list[str]) -> None:
-        for con in self._bound_connections():
-            binding.unbind(con, names)
+    def _retire_sql(self, model_key: str, names: list[str], reason: str) -> None:
+        """After a committed delete or rename: ``names`` stop computing anywhere, with ``reason``."""
+        try:
+            instance = self._sql_instance()
+            with instance.lock:
+                instance.retire_targets(names, reason)
+                drops = binding.drop_macro_statements(names)
+                for con, record in instance.own_connections(model_key):
+                    if not connections.apply_macros(con, record, drops):
+                        instance.forget(record)
+        except Exception as exc:  # noqa: BLE001 - the catalog change is committed; report, do not undo
+            warnings.warn(f"Model {model_key}: SQL functions not retired: {exc}", RuntimeWarning, stacklevel=3)
 
 
 def _check_options(options: dict[str, Any] | None) -> dict[str, Any]:
@@ -693,7 +715,7 @@ class Model:
         self._registry._catalog.execute(
             "UPDATE {schema}.models SET default_version_key = ? WHERE model_key = ?", [target._version_key, self._key]
         )
-        self._registry._rebind_model(self._key)
+        self._registry._refresh_sql(self._key)
 
     def delete_version(self, version_name: str) -> None:
         version = self.version(version_name)
@@ -704,6 +726,7 @@ class Model:
             )
         names = version._sql_names()
         path = version._artifact_path()
+        reason = f"model {self.name} version {version.version_name} was deleted"
         with self._registry._catalog.transaction() as cat:
             for table in ("functions", "metrics", "aliases", "versions"):
                 cat.execute(
@@ -711,7 +734,7 @@ class Model:
                     [self._key, version._version_key],
                 )
         shutil.rmtree(path, ignore_errors=True)
-        self._registry._unbind(names)
+        self._registry._retire_sql(self._key, names, reason)
 
     def show_tags(self) -> dict[str, str]:
         rows = self._registry._catalog.query(
@@ -746,16 +769,16 @@ class Model:
             if self._registry._model_row(new_key) is not None:
                 raise ValueError(f"Model {new_name} already exists.")
             self._registry._check_sql_name_free(new_name)
-        old_names = self._all_sql_names()
+        old_names = [n for v in self.versions() for n in v._sql_names()] + self._default_sql_names()
         with self._registry._catalog.transaction() as cat:
             cat.execute(
                 "UPDATE {schema}.models SET model_key = ?, name = ? WHERE model_key = ?", [new_key, new_name, self._key]
             )
             for table in ("versions", "functions", "aliases", "tags", "metrics"):
                 cat.execute(f"UPDATE {{schema}}.{table} SET model_key = ? WHERE model_key = ?", [new_key, self._key])
-        self._registry._unbind(old_names)
+        self._registry._retire_sql(self._key, old_names, f"model {self._key} was renamed to {new_name}")
         self._key = new_key
-        self._registry._rebind_model(new_key)
+        self._registry._refresh_sql(new_key)
 
     # SQL names ---------------------------------------------------------
     def _default_sql_names(self) -> list[str]:
@@ -777,7 +800,7 @@ class Model:
             # Every version under its pinned names; the default version under the bare names too.
             for version_key in [version._version_key, *([None] if version._version_key == default_key else [])]:
                 for name, function in _sql_names(self._key, version_key, functions):
-                    bindings.append(binding.Binding(name, runners[function.name]))
+                    bindings.append(binding.Binding(name, self._key, runners[function.name]))
         return bindings
 
 

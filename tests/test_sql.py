@@ -28,14 +28,18 @@ def test_null_input_gives_null_row_and_missing_optional_input_is_null(logged_reg
     assert rows == [(False, True, True), (True, None, None)]
 
 
-def test_bad_input_errors_name_model_version_function_and_column(logged_registry) -> None:
+def test_bad_input_errors_name_model_version_function_and_column_and_unknown_names_are_refused(
+    logged_registry,
+) -> None:
     con = logged_registry.register_functions()
     with pytest.raises(
         duckdb.Error, match=r"Model sentiment version v1, function __CALL__, column 'text': expected STRING"
     ):
         con.execute("SELECT sentiment(42)").fetchall()
-    with pytest.raises(duckdb.Error, match=r"expects 1 to 2 arguments \(text, text_pair\), got 3"):
-        con.execute("SELECT sentiment('a', 'b', 'c')").fetchall()
+    for extra in ("'b', 'c'", "foo := 'bad film'", "'b', text_pair := 'c'"):
+        with pytest.raises(duckdb.BinderException, match=r"Candidate macros:\s+sentiment\(text, text_pair := NULL\)"):
+            con.execute(f"SELECT sentiment('a', {extra})").fetchall()
+    assert con.execute("SELECT sentiment(text_pair := 'b', text := 'a') = sentiment('a', 'b')").fetchone() == (True,)
 
 
 def test_models_logged_or_deleted_are_visible_without_reconnecting(logged_registry, model_dirs, db_path) -> None:

@@ -1,0 +1,335 @@
+"""Database instances, and the SQL functions duckreg keeps callable in them for as long as they live.
+
+DuckDB keeps a Python function in the catalog of the database *instance*: every connection and cursor
+of that instance can call it. But only the connection that created it holds the Python callable, and
+only that connection can remove it. Were a user's connection to own a model function, closing it would
+free the callable while the catalog still points at it, and the next call from any other connection
+would crash the process.
+
+So no connection owns what DuckDB calls. Every callable handed to DuckDB lives here, in a process-wide
+table per database instance, and each function is created once per instance and name. What a function
+computes is looked up when it is called: logging, re-defaulting or deleting a version updates this
+table and never drops a function another connection may be running.
+
+Per-connection objects (TEMP macros for optional inputs, named parameters and table macros) exist only
+on connections that registered, and are changed only from the thread that registered them: DuckDB
+connections refuse concurrent use, and a statement run from another thread could collide with the
+owner's own.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+import warnings
+import weakref
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import duckdb
+
+from duckreg import binding
+
+MARKER = "_duckreg_instance"
+_LOCK = threading.Lock()
+# Every instance this process has registered functions in, by its marker token. A file-backed
+# instance is replaced here when a newer instance of the same file appears (DuckDB keeps one
+# instance per file in a process, so the older one is gone); in-memory instances are small.
+_INSTANCES: dict[str, Instance] = {}
+_BY_PATH: dict[str, str] = {}
+
+
+class Gone(Exception):
+    """Raised by a function whose model version was deleted or renamed."""
+
+
+class UdfCallable:
+    """The object DuckDB holds for one UDF: it asks the instance what to run at every call."""
+
+    __slots__ = ("__weakref__", "instance", "layout", "signature_key", "sql_name")
+
+    def __init__(self, instance: Instance, sql_name: str, layout: str, signature_key: str) -> None:
+        self.instance = instance
+        self.sql_name = sql_name
+        self.layout = layout
+        self.signature_key = signature_key
+
+    def __call__(self, *arrays: Any) -> Any:
+        return self.instance.call(self, arrays)
+
+
+@dataclass
+class BoundConnection:
+    """A connection (or cursor) that registered: it holds duckreg's TEMP macros."""
+
+    connection: weakref.ref
+    thread: int
+    models: set[str] | None  # None: every model
+    macros: set[str] = field(default_factory=set)
+
+    def wants(self, model_key: str) -> bool:
+        return self.models is None or model_key in self.models
+
+
+class Instance:
+    """duckreg's functions in one DuckDB database instance, and the connections bound to it."""
+
+    def __init__(self, token: str, path: str | None) -> None:
+        self.token = token
+        self.path = path
+        self.lock = threading.RLock()
+        self.marker = lambda: token
+        # UDF name -> the callable DuckDB holds (kept alive here for the instance's lifetime).
+        self.callables: dict[str, Any] = {}
+        # Callables replaced or removed while DuckDB may still be running them: never freed.
+        self.retired: list[Any] = []
+        # UDF name -> the catalog that created it (its private cursor is the one that can remove it).
+        self.owners: dict[str, weakref.ref] = {}
+        # SQL name -> what it computes now; SQL name -> why it no longer computes anything.
+        self.targets: dict[str, binding.Binding] = {}
+        self.gone: dict[str, str] = {}
+        self.model_of: dict[str, str] = {}
+        self.bound: list[BoundConnection] = []
+        # Registries serving the stage and batch functions (most recent last).
+        self.registries: list[Any] = []
+        self.stage_functions = StageFunctions(self)
+
+    # -------------------------------------------------------------- calls
+    def call(self, udf: UdfCallable, arrays: tuple) -> Any:
+        target = self.targets.get(udf.sql_name)
+        if target is None:
+            reason = self.gone.get(udf.sql_name, f"{udf.sql_name} is not a duckreg function of this database")
+            raise Gone(reason)
+        if target.signature_key(udf.layout) != udf.signature_key:
+            raise ValueError(
+                f"{target.runner.context()}: the SQL function {udf.sql_name} now has another signature than "
+                "when this connection was bound to it; open a new connection (duckreg.connect) or call "
+                "registry.register_functions(con) on this one."
+            )
+        return target.udf(udf.layout)(*arrays)
+
+    def known_names(self) -> set[str]:
+        """SQL names duckreg created in this instance (even ones whose model was since deleted)."""
+        with self.lock:
+            return {name.lower() for name in self.callables} | set(self.gone) | set(self.targets)
+
+    # --------------------------------------------------------------- UDFs
+    def ensure_udf(
+        self,
+        catalog: Any,
+        name: str,
+        make: Callable[[], Any],
+        matches: Callable[[Any], bool],
+        params: list[str] | None,
+        return_type: str,
+        **kwargs: Any,
+    ) -> None:
+        """Create UDF ``name`` once in this instance (through ``catalog``'s private cursor).
+
+        An existing UDF whose callable does not ``match`` (another signature) is replaced when its
+        creator can still remove it; otherwise it stays and reports the mismatch when called.
+        """
+        current = self.callables.get(name)
+        if current is not None and matches(current):
+            return
+        if current is not None and not self._remove(name):
+            return
+        fn = make()
+        try:
+            catalog.create_function(name, fn, params, return_type, **kwargs)
+        except duckdb.CatalogException as exc:
+            if "already exists" not in str(exc):
+                raise
+            raise ValueError(
+                f"Cannot create the SQL function {name}: a function of that name that duckreg did not create "
+                "exists in this database instance."
+            ) from None
+        self.callables[name] = fn
+        self.owners[name] = weakref.ref(catalog)
+
+    def _remove(self, name: str) -> bool:
+        """Drop UDF ``name`` from the instance if the catalog that made it is still open."""
+        owner = self.owners.get(name)
+        catalog = owner() if owner is not None else None
+        if catalog is None or not catalog.remove_function(name):
+            return False
+        self.retired.append(self.callables.pop(name))
+        self.owners.pop(name, None)
+        return True
+
+    # ------------------------------------------------------------ targets
+    def set_targets(self, catalog: Any, bindings: Iterable[binding.Binding]) -> None:
+        """Point each binding's SQL name at its function, creating the UDFs it needs."""
+        for target in bindings:
+            self.targets[target.sql_name] = target
+            self.gone.pop(target.sql_name, None)
+            self.model_of[target.sql_name] = target.model_key
+            for layout in binding.LAYOUTS:
+                name = target.udf_name(layout)
+                key = target.signature_key(layout)
+                self.ensure_udf(
+                    catalog,
+                    name,
+                    lambda target=target, layout=layout, key=key: UdfCallable(self, target.sql_name, layout, key),
+                    lambda fn, key=key: isinstance(fn, UdfCallable) and fn.signature_key == key,
+                    None,
+                    target.output.sql,
+                    type="arrow",
+                    side_effects=False,
+                )
+
+    def retire_targets(self, sql_names: Iterable[str], reason: str) -> None:
+        """Make SQL names stop computing: calls fail with ``reason``.
+
+        The function under the SQL name itself is removed where its creator still can, so it is gone
+        from ``duckdb_functions()``; the ones macros call stay, so a macro left on another thread's
+        connection reports ``reason`` instead of an unknown internal name.
+        """
+        for sql_name in sql_names:
+            target = self.targets.pop(sql_name, None)
+            self.gone[sql_name] = f"{sql_name}: {reason}"
+            if target is not None:
+                self._remove(target.udf_name("positional"))
+
+    # --------------------------------------------------------- connections
+    def bind_connection(self, con: duckdb.DuckDBPyConnection, models: set[str] | None) -> BoundConnection:
+        """Remember ``con`` (and the thread that uses it) as holding macros for ``models``."""
+        self._prune()
+        for record in self.bound:
+            if record.connection() is con:
+                if record.models is not None:
+                    record.models = None if models is None else record.models | models
+                record.thread = threading.get_ident()
+                return record
+        record = BoundConnection(weakref.ref(con), threading.get_ident(), None if models is None else set(models))
+        self.bound.append(record)
+        return record
+
+    def own_connections(self, model_key: str) -> list[tuple[duckdb.DuckDBPyConnection, BoundConnection]]:
+        """Bound connections this thread may run statements on, holding macros for ``model_key``."""
+        self._prune()
+        me = threading.get_ident()
+        found = []
+        for record in self.bound:
+            con = record.connection()
+            if con is not None and record.thread == me and record.wants(model_key):
+                found.append((con, record))
+        return found
+
+    def _prune(self) -> None:
+        self.bound = [r for r in self.bound if r.connection() is not None]
+
+    def forget(self, record: BoundConnection) -> None:
+        if record in self.bound:
+            self.bound.remove(record)
+
+    # ----------------------------------------------------- stage functions
+    def ensure_stage_functions(self, catalog: Any) -> None:
+        """``read_stage_file``, ``duckreg_list_stage_files`` and ``duckreg_run_batch`` in this instance."""
+        for name, method, params, returns in binding.STAGE_UDFS:
+            self.ensure_udf(
+                catalog,
+                name,
+                lambda method=method: getattr(self.stage_functions, method),
+                lambda fn: True,
+                params,
+                returns,
+                side_effects=name == "duckreg_run_batch",
+            )
+
+    def add_registry(self, registry: Any) -> None:
+        """Serve the stage functions from ``registry`` (one registry per connection is kept)."""
+        self.registries = [
+            r for r in self.registries if r.connection is not registry.connection and not r._catalog.closed()
+        ]
+        self.registries.append(registry)
+
+    def registry(self) -> Any:
+        """The most recently bound registry whose connection is still open (serves stages and jobs)."""
+        for registry in reversed(self.registries):
+            if not registry._catalog.closed():
+                return registry
+        raise duckdb.ConnectionException(
+            "Every duckreg registry of this database instance is closed; open one with duckreg.connect()."
+        )
+
+
+class StageFunctions:
+    """The stage and batch SQL functions of an instance, served by its most recent open registry."""
+
+    def __init__(self, instance: Instance) -> None:
+        self.instance = instance
+
+    def list_files(self, stage_path: str, pattern: str | None) -> list[str]:
+        return self.instance.registry().stages.list_files(stage_path, pattern)
+
+    def read_file(self, stage_path: str) -> bytes:
+        return self.instance.registry().stages.read_bytes(stage_path)
+
+    def run_batch(
+        self,
+        model: str,
+        query: str,
+        output_location: str,
+        mode: str | None,
+        job_name: str | None,
+        max_batch_rows: int | None,
+    ) -> str:
+        return self.instance.registry()._start_job_from_sql(
+            model, query, output_location, mode, job_name, max_batch_rows
+        )
+
+
+def _read_marker(con: duckdb.DuckDBPyConnection) -> str | None:
+    try:
+        return con.execute(f"SELECT {MARKER}()").fetchall()[0][0]
+    except duckdb.CatalogException:
+        return None
+
+
+def _main_path(con: duckdb.DuckDBPyConnection) -> str | None:
+    rows = con.execute(
+        "SELECT path FROM duckdb_databases() WHERE NOT internal ORDER BY database_oid LIMIT 1"
+    ).fetchall()
+    return rows[0][0] if rows and rows[0][0] else None
+
+
+def instance_of(con: duckdb.DuckDBPyConnection) -> Instance:
+    """The duckreg state of the database instance ``con`` belongs to (created on first use)."""
+    token = _read_marker(con)
+    if token is not None and token in _INSTANCES:
+        return _INSTANCES[token]
+    with _LOCK:
+        token = _read_marker(con)
+        if token is not None:
+            if token not in _INSTANCES:
+                _INSTANCES[token] = Instance(token, _main_path(con))
+            return _INSTANCES[token]
+        path = _main_path(con)
+        instance = Instance(uuid.uuid4().hex, path)
+        con.create_function(MARKER, instance.marker, [], "VARCHAR", side_effects=False)
+        _INSTANCES[instance.token] = instance
+        if path is not None:
+            # A new instance of this file means the previous one has closed: its state can go.
+            previous = _BY_PATH.get(path)
+            if previous is not None:
+                _INSTANCES.pop(previous, None)
+            _BY_PATH[path] = instance.token
+        return instance
+
+
+def apply_macros(con: duckdb.DuckDBPyConnection, record: BoundConnection, statements: list[tuple[str, str]]) -> bool:
+    """Run macro statements on ``con``; False when it has been closed (it is then forgotten)."""
+    try:
+        for name, sql in statements:
+            con.execute(sql)
+            if sql.startswith("DROP"):
+                record.macros.discard(name)
+            else:
+                record.macros.add(name)
+    except duckdb.ConnectionException:
+        return False
+    except duckdb.Error as exc:
+        warnings.warn(f"duckreg could not update its SQL macros on a connection: {exc}", RuntimeWarning, stacklevel=3)
+    return True
