@@ -1,68 +1,168 @@
-"""Artifact folders: written under a hidden staging name, published by one rename.
+"""Artifact folders: written under a hidden staging name, published by one rename, reclaimed when orphaned.
 
 A version's folder is ``<root>/<model>/<version>/`` holding ``model/`` (save_pretrained output)
-and ``manifest.json``. Nothing half-written is ever visible under a published name.
+and ``manifest.json``. Nothing half-written is ever visible under a published name, and nothing a
+killed process leaves behind blocks a later write:
+
+* a staging folder (``.staging-<pid>-*``) of a process that is gone is deleted;
+* a folder being deleted is first renamed to ``.deleting-<pid>-*``, so it never shows half-removed;
+* a published folder that no catalog row points at (the process died between publishing and its
+  catalog commit, or between a delete's commit and the removal) is an orphan: it is deleted, and a
+  retry of the same ``log_model`` publishes in its place.
+
+The catalog commit is the point of truth: a version exists exactly when its row does. Writers of
+one artifact root in this process take turns (``writing()``); DuckDB's single-writer lock keeps
+other processes from writing the same catalog at the same time.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
+import os
 import shutil
+import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
+
+from duckreg import faults
+
+MANIFEST = "manifest.json"
+_HIDDEN_PREFIXES = (".staging-", ".deleting-")
+_ROOT_LOCKS: dict[Path, threading.RLock] = {}
+_ROOT_LOCKS_GUARD = threading.Lock()
+# Staging folders this process is writing now (any store, any thread).
+_ACTIVE: set[Path] = set()
+
+
+def process_alive(pid: int) -> bool:
+    """Whether a process with this id exists on this machine."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 class ArtifactStore:
-    """A local folder of model version artifacts."""
+    """A local folder of model version artifacts, owned by one registry (``owner`` goes in manifests)."""
 
-    def __init__(self, root: str | Path) -> None:
+    def __init__(self, root: str | Path, owner: dict[str, Any]) -> None:
         self.root = Path(root).expanduser().resolve()
+        self.owner = owner
 
     def path(self, relative: str) -> Path:
         return self.root / relative
 
     @contextmanager
+    def writing(self) -> Iterator[None]:
+        """One writer of this root at a time in this process (log, delete, reclaim)."""
+        with _ROOT_LOCKS_GUARD:
+            lock = _ROOT_LOCKS.setdefault(self.root, threading.RLock())
+        with lock:
+            yield
+
+    @contextmanager
     def staging(self) -> Iterator[Path]:
         """A fresh hidden folder under the root, removed unless it was published."""
         self.root.mkdir(parents=True, exist_ok=True)
-        folder = self.root / f".staging-{uuid.uuid4().hex}"
+        folder = self.root / f".staging-{os.getpid()}-{uuid.uuid4().hex}"
         folder.mkdir()
+        _ACTIVE.add(folder)
         try:
             yield folder
         finally:
+            _ACTIVE.discard(folder)
             shutil.rmtree(folder, ignore_errors=True)
 
-    def publish(self, staged: Path, model_key: str, version_key: str) -> str:
-        """Move a staged folder to its final name; returns the path relative to the root."""
+    def publish(self, staged: Path, model_key: str, version_key: str, is_referenced: Callable[[Path], bool]) -> str:
+        """Move a staged folder to its final name; returns the path relative to the root.
+
+        A folder already there that no catalog row points at is a killed write's orphan and makes way.
+        """
         relative = f"{model_key}/{version_key}"
         target = self.root / relative
         if target.exists():
-            raise FileExistsError(f"artifact folder {target} already exists")
+            if is_referenced(target):
+                raise FileExistsError(f"artifact folder {target} already exists and belongs to a logged version")
+            self._discard(target)
         target.parent.mkdir(parents=True, exist_ok=True)
         staged.rename(target)
         return relative
 
-    def remove(self, relative: str) -> None:
-        target = self.root / relative
-        if target.exists():
-            # Rename first so a crash mid-delete never leaves a half-deleted folder under its name.
-            doomed = self.root / f".deleting-{uuid.uuid4().hex}"
-            target.rename(doomed)
-            shutil.rmtree(doomed, ignore_errors=True)
-        parent = target.parent
+    def remove(self, path: Path) -> None:
+        """Delete a published folder; it disappears from its name in one rename, then is removed."""
+        if path.exists():
+            self._discard(path, kill_point="delete:mid_removal")
+        parent = path.parent
         if parent != self.root and parent.exists() and not any(parent.iterdir()):
             parent.rmdir()
+
+    def _discard(self, path: Path, kill_point: str | None = None) -> None:
+        doomed = self.root / f".deleting-{os.getpid()}-{uuid.uuid4().hex}"
+        path.rename(doomed)
+        if kill_point:
+            faults.point(kill_point)
+        shutil.rmtree(doomed, ignore_errors=True)
+
+    def reclaim(self, referenced: set[Path]) -> list[Path]:
+        """Delete what killed writes left: dead staging and deleting folders, and orphaned versions.
+
+        ``referenced`` holds the folders the catalog points at. Only folders whose manifest names this
+        store's owner are taken as orphans, so registries sharing a root never reclaim each other's.
+        Returns what was removed.
+        """
+        if not self.root.is_dir():
+            return []
+        removed = []
+        for entry in self.root.iterdir():
+            if entry.name.startswith(_HIDDEN_PREFIXES):
+                if self._abandoned(entry):
+                    shutil.rmtree(entry, ignore_errors=True)
+                    removed.append(entry)
+                continue
+            if not entry.is_dir():
+                continue
+            for folder in entry.iterdir():
+                if folder.is_dir() and folder.resolve() not in referenced and self._owned(folder):
+                    self._discard(folder)
+                    removed.append(folder)
+            if not any(entry.iterdir()):
+                entry.rmdir()
+        return removed
+
+    def _abandoned(self, hidden: Path) -> bool:
+        """A hidden folder whose writer is gone (another process that exited, or no writer here)."""
+        parts = hidden.name.split("-")
+        pid = int(parts[1]) if len(parts) > 2 and parts[1].isdigit() else None
+        if pid is None or pid != os.getpid():
+            return pid is None or not process_alive(pid)
+        return hidden not in _ACTIVE
+
+    def _owned(self, folder: Path) -> bool:
+        try:
+            manifest = json.loads((folder / MANIFEST).read_text())
+        except (OSError, ValueError):
+            return False
+        return manifest.get("registry") == self.owner
 
 
 def file_hashes(folder: Path) -> dict[str, str]:
     """sha256 of every file below ``folder``, keyed by relative POSIX path."""
     hashes = {}
     for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        digest = hashlib.sha256()
-        with path.open("rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-        hashes[path.relative_to(folder).as_posix()] = digest.hexdigest()
+        hashes[path.relative_to(folder).as_posix()] = file_sha256(path)
     return hashes
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

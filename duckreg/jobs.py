@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from duckreg.artifacts import process_alive
+
 if TYPE_CHECKING:
     from duckreg.registry import Registry
 
@@ -31,16 +33,6 @@ TERMINAL = frozenset({DONE, FAILED, CANCELLED})
 # Jobs running in this process: job key -> (thread, cancel event).
 _ACTIVE: dict[str, tuple[threading.Thread | None, threading.Event]] = {}
 _ACTIVE_LOCK = threading.Lock()
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class Job:
@@ -169,7 +161,7 @@ def _runs_somewhere(key: str, pid: int | None, host: str | None) -> bool:
         return entry is not None and (entry[0] is None or entry[0].is_alive())
     if host != socket.gethostname():
         return True  # another machine: trust the catalog
-    return _process_alive(pid)
+    return process_alive(pid)
 
 
 def set_status(registry: Registry, key: str, status: str, message: str | None = None) -> None:

@@ -17,8 +17,8 @@ from typing import Any
 import duckdb
 import pandas as pd
 
-from duckreg import binding, connections, custom, huggingface
-from duckreg.artifacts import ArtifactStore, file_hashes
+from duckreg import binding, connections, custom, faults, huggingface
+from duckreg.artifacts import MANIFEST, ArtifactStore, file_hashes
 from duckreg.batch.stages import StageCatalog
 from duckreg.catalog import Catalog
 from duckreg.inference import FunctionRunner, FunctionSpec, VersionHandle
@@ -93,7 +93,8 @@ class Registry:
         self._catalog = Catalog(connection, self.database_name, self.schema_name)
         self._catalog.initialise()
         self._db_path = Path(row[0]).resolve() if row[0] else None
-        self._store = ArtifactStore(self._artifact_root(artifact_location))
+        owner = {"database": str(self._db_path) if self._db_path else None, "schema": self.schema_name}
+        self._store = ArtifactStore(self._artifact_root(artifact_location), owner)
         self._instance: connections.Instance | None = None
 
     def _artifact_root(self, artifact_location: str | Path | None) -> Path:
@@ -160,16 +161,39 @@ class Registry:
         return pd.DataFrame(rows, columns=columns)
 
     def delete_model(self, model_name: str) -> None:
-        model = self.get_model(model_name)
-        versions = model.versions()
-        names = [n for v in versions for n in v._sql_names()] + model._default_sql_names()
-        paths = [v._artifact_path() for v in versions]
-        with self._catalog.transaction() as cat:
-            for table in ("functions", "metrics", "aliases", "tags", "versions", "models"):
-                cat.execute(f"DELETE FROM {{schema}}.{table} WHERE model_key = ?", [model._key])
-        for path in paths:
-            shutil.rmtree(path, ignore_errors=True)
+        """Delete a model and all its versions: catalog rows first (the point of truth), then folders."""
+        with self._store.writing():
+            self._reclaim()
+            model = self.get_model(model_name)
+            versions = model.versions()
+            names = [n for v in versions for n in v._sql_names()] + model._default_sql_names()
+            paths = [v._artifact_path() for v in versions]
+            with self._catalog.transaction() as cat:
+                for table in ("functions", "metrics", "aliases", "tags", "versions", "models"):
+                    cat.execute(f"DELETE FROM {{schema}}.{table} WHERE model_key = ?", [model._key])
+                faults.point("delete:in_transaction")
+            self._remove_folders(paths)
         self._retire_sql(model._key, names, f"model {model_name} was deleted")
+
+    def _remove_folders(self, paths: list[Path]) -> None:
+        """Remove deleted versions' folders; what a failure leaves is reclaimed by the next write."""
+        faults.point("delete:after_commit")
+        for path in paths:
+            try:
+                self._store.remove(path)
+            except OSError as exc:
+                warnings.warn(f"Could not remove {path} ({exc}); the next write reclaims it.", stacklevel=3)
+
+    def _reclaim(self) -> None:
+        """Delete what a killed write left in the artifact root (never blocks the write at hand)."""
+        try:
+            self._store.reclaim(self._referenced_folders())
+        except OSError as exc:
+            warnings.warn(f"Could not reclaim leftovers in {self._store.root}: {exc}", stacklevel=3)
+
+    def _referenced_folders(self) -> set[Path]:
+        rows = self._catalog.query("SELECT artifact_path FROM {schema}.versions")
+        return {Path(path).resolve() for (path,) in rows}
 
     # ------------------------------------------------------------ log_model
     def log_model(
@@ -251,14 +275,42 @@ class Registry:
             "python_version": python_version,
             "functions": [f.to_record() for f in functions],
         }
+        manifest["registry"] = self._store.owner
+        with self._store.writing():
+            self._reclaim()
+            self._write_version(model, manifest, model_name, version_name, comment, metrics, functions, existing)
+        version = ModelVersion(self, model_key, version_key)
+        self._refresh_sql(model_key)
+        return version
+
+    def _write_version(
+        self,
+        model: Any,
+        manifest: dict[str, Any],
+        model_name: str,
+        version_name: str,
+        comment: str | None,
+        metrics: dict[str, Any] | None,
+        functions: list[FunctionSpec],
+        existing: tuple | None,
+    ) -> None:
+        """Stage the files, publish them by one rename, then commit the catalog rows in one transaction.
+
+        A process killed anywhere here leaves either no version (its folder is an orphan the next
+        write reclaims) or a complete one.
+        """
+        model_key, version_key = _key(model_name), _key(version_name)
+        faults.point("log_model:before_staging")
         with self._store.staging() as staged:
-            if model_type == "custom":
+            if manifest["model_type"] == "custom":
                 manifest["custom"] = custom.save(model, staged / "model")
             else:
                 huggingface.save_pipeline(model, staged / "model")
             manifest["files"] = file_hashes(staged / "model")
-            (staged / "manifest.json").write_text(json.dumps(manifest, indent=2))
-            relative = self._store.publish(staged, model_key, version_key)
+            (staged / MANIFEST).write_text(json.dumps(manifest, indent=2))
+            faults.point("log_model:after_staging")
+            relative = self._store.publish(staged, model_key, version_key, self._referenced_folders().__contains__)
+        faults.point("log_model:after_publish")
         artifact_path = str(self._store.path(relative))
         try:
             with self._catalog.transaction() as cat:
@@ -270,20 +322,16 @@ class Registry:
                 cat.execute(
                     "INSERT INTO {schema}.versions (model_key, version_key, name, seq, comment, task, model_type, "
                     "artifact_path, manifest) VALUES (?, ?, ?, nextval('{schema}.version_seq'), ?, ?, ?, ?, ?)",
-                    [model_key, version_key, version_name, comment, task, model_type, artifact_path,
-                     json.dumps(manifest)],
+                    [model_key, version_key, version_name, comment, manifest["task"], manifest["model_type"],
+                     artifact_path, json.dumps(manifest)],
                 )  # fmt: skip
+                faults.point("log_model:in_transaction")
                 for function in functions:
                     cat.execute(
                         "INSERT INTO {schema}.functions VALUES (?, ?, ?, ?, ?)",
-                        [
-                            model_key,
-                            version_key,
-                            function.name,
-                            function.target_method,
-                            json.dumps(function.to_record()),
-                        ],
-                    )
+                        [model_key, version_key, function.name, function.target_method,
+                         json.dumps(function.to_record())],
+                    )  # fmt: skip
                 for name, value in (metrics or {}).items():
                     cat.execute(
                         "INSERT INTO {schema}.metrics VALUES (?, ?, ?, ?)",
@@ -292,11 +340,9 @@ class Registry:
                 if existing is None and self._catalog.get_setting("artifact_location") is None:
                     cat.set_setting("artifact_location", str(self._store.root))
         except BaseException:
-            self._store.remove(relative)
+            self._store.remove(self._store.path(relative))
             raise
-        version = ModelVersion(self, model_key, version_key)
-        self._refresh_sql(model_key)
-        return version
+        faults.point("log_model:after_commit")
 
     def _check_sql_name_free(self, model_name: str) -> None:
         key = _key(model_name)
@@ -727,14 +773,18 @@ class Model:
         names = version._sql_names()
         path = version._artifact_path()
         reason = f"model {self.name} version {version.version_name} was deleted"
-        with self._registry._catalog.transaction() as cat:
-            for table in ("functions", "metrics", "aliases", "versions"):
-                cat.execute(
-                    f"DELETE FROM {{schema}}.{table} WHERE model_key = ? AND version_key = ?",
-                    [self._key, version._version_key],
-                )
-        shutil.rmtree(path, ignore_errors=True)
-        self._registry._retire_sql(self._key, names, reason)
+        registry = self._registry
+        with registry._store.writing():
+            registry._reclaim()
+            with registry._catalog.transaction() as cat:
+                for table in ("functions", "metrics", "aliases", "versions"):
+                    cat.execute(
+                        f"DELETE FROM {{schema}}.{table} WHERE model_key = ? AND version_key = ?",
+                        [self._key, version._version_key],
+                    )
+                faults.point("delete:in_transaction")
+            registry._remove_folders([path])
+        registry._retire_sql(self._key, names, reason)
 
     def show_tags(self) -> dict[str, str]:
         rows = self._registry._catalog.query(

@@ -1,0 +1,29 @@
+"""Named points where a crash test can have the process kill itself.
+
+``DUCKREG_KILL_AT=log_model:after_publish`` makes the process SIGKILL itself when it reaches that
+point, so tests can check what a registry looks like after a process dies there. Unset (always, in
+normal use), a point costs one dictionary lookup.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+ENV = "DUCKREG_KILL_AT"
+POINTS = (
+    "log_model:before_staging",
+    "log_model:after_staging",
+    "log_model:after_publish",
+    "log_model:in_transaction",
+    "log_model:after_commit",
+    "delete:in_transaction",
+    "delete:after_commit",
+    "delete:mid_removal",
+)
+
+
+def point(name: str) -> None:
+    """Die here if a crash test asked for it."""
+    if os.environ.get(ENV) == name:
+        os.kill(os.getpid(), signal.SIGKILL)
