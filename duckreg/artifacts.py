@@ -152,6 +152,50 @@ class ArtifactStore:
         return manifest.get("registry") == self.owner
 
 
+class TamperedArtifact(ValueError):
+    """A version's files differ from what was logged: refused before anything is loaded."""
+
+
+# Folders verified by this process: folder -> {relative path: (size, mtime_ns)} when they matched.
+_VERIFIED: dict[Path, dict[str, tuple[int, int]]] = {}
+_VERIFIED_LOCK = threading.Lock()
+
+
+def verify_files(folder: Path, expected: dict[str, str], what: str) -> None:
+    """Refuse a folder whose files are not exactly the logged ones with their logged sha256.
+
+    A changed, missing or added file (a ``pytorch_model.bin`` or a pickle dropped in beside the
+    safetensors) raises ``TamperedArtifact`` naming it. Files are hashed once per process; later
+    checks compare sizes and modification times and hash again only what changed.
+    """
+    present = {p.relative_to(folder).as_posix(): p for p in folder.rglob("*") if p.is_file()}
+    for relative in sorted(set(present) - set(expected)):
+        raise TamperedArtifact(
+            f"{what}: {folder / relative} was not logged with this version; refusing to load it. Remove the "
+            "file, or log the model again."
+        )
+    for relative in sorted(set(expected) - set(present)):
+        raise TamperedArtifact(f"{what}: {folder / relative} is missing; the version cannot be loaded.")
+    stats = {relative: _stat(present[relative]) for relative in expected}
+    with _VERIFIED_LOCK:
+        known = _VERIFIED.get(folder, {})
+    for relative, digest in sorted(expected.items()):
+        if known.get(relative) == stats[relative]:
+            continue
+        if file_sha256(present[relative]) != digest:
+            raise TamperedArtifact(
+                f"{what}: {folder / relative} does not match the sha256 logged for it (the file changed after "
+                "logging); refusing to load it."
+            )
+    with _VERIFIED_LOCK:
+        _VERIFIED[folder] = stats
+
+
+def _stat(path: Path) -> tuple[int, int]:
+    info = path.stat()
+    return info.st_size, info.st_mtime_ns
+
+
 def file_hashes(folder: Path) -> dict[str, str]:
     """sha256 of every file below ``folder``, keyed by relative POSIX path."""
     hashes = {}

@@ -227,6 +227,7 @@ def load_task_model(
     import transformers
 
     from duckreg.tasks import TaskModel, get_task
+    from duckreg.tasks.limits import clamp_tokenizer
 
     impl = get_task(task)
     with _quiet_progress():
@@ -249,23 +250,28 @@ def load_task_model(
         )
         tokenizer = transformers.AutoTokenizer.from_pretrained(str(folder), trust_remote_code=trust_remote_code)
     model.to(device).eval()
+    clamp_tokenizer(tokenizer, model)
     return TaskModel(task, model, tokenizer, {k: _decode(v) for k, v in settings.items()})
 
 
 def load_pipeline(folder: Path, task: str, settings: dict[str, Any], device: str, trust_remote_code: bool) -> Any:
     import transformers
 
+    from duckreg.tasks.limits import clamp_tokenizer
+
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     if runs_itself(task):
         return load_task_model(folder, task, settings, device, trust_remote_code)
     with _quiet_progress():
-        return transformers.pipeline(
+        pipe = transformers.pipeline(
             task,
             model=str(folder),
             device=device,
             trust_remote_code=trust_remote_code,
             **{k: _decode(v) for k, v in settings.items()},
         )
+    clamp_tokenizer(getattr(pipe, "tokenizer", None), pipe.model)
+    return pipe
 
 
 def library_versions() -> dict[str, str]:

@@ -83,8 +83,13 @@ class VersionHandle:
     def build_pipeline(self, device: str, *, warn_on_skew: bool = True) -> Any:
         """A new pipeline from this version's files (the cache and ``ModelVersion.load`` both use it)."""
         from duckreg import huggingface
+        from duckreg.artifacts import verify_files
 
         manifest = self.manifest
+        if "files" in manifest:
+            verify_files(
+                self.artifact_dir / "model", manifest["files"], f"Model {self.model_name} version {self.version_name}"
+            )
         if warn_on_skew:
             huggingface.warn_on_version_skew(manifest.get("library_versions", {}), self.model_name, self.version_name)
         if manifest.get("model_type") == "custom":

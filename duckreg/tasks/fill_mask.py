@@ -15,6 +15,7 @@ from duckreg.tasks.base import (
     string_to_json,
     to_json,
 )
+from duckreg.tasks.limits import check_lengths, truncates
 
 
 class FillMask(Task):
@@ -29,6 +30,8 @@ class FillMask(Task):
         for text in texts:
             if mask not in text:
                 raise InputError("inputs", f"no {mask} token in {text[:60]!r}; fill-mask needs one to fill")
+        if not truncates(ctx.pipeline):
+            check_lengths("inputs", texts, ctx.pipeline.tokenizer, what="shorten it (cutting it could cut the mask)")
         results = per_item_list(ctx.pipeline(texts, batch_size=ctx.batch_size, **given_params(ctx.params)), len(texts))
         return [{"outputs": to_json(result)} for result in results]
 

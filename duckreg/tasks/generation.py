@@ -14,6 +14,7 @@ from typing import Any
 
 from duckreg.model_signature import DataType, ParamSpec
 from duckreg.tasks.base import freeze
+from duckreg.tasks.limits import positions
 
 _INT = (
     "max_length max_new_tokens min_length min_new_tokens num_beams num_beam_groups top_k no_repeat_ngram_size "
@@ -96,22 +97,12 @@ def pipeline_generation_config(model: Any, tokenizer: Any, task: str) -> tuple[A
     return config, prefix
 
 
-def context_limit(model: Any) -> int | None:
-    """The most positions a causal model can attend to, when its config says."""
-    config = model.config
-    for key in ("max_position_embeddings", "n_positions", "max_sequence_length"):
-        value = getattr(config, key, None)
-        if isinstance(value, int) and value > 0:
-            return value
-    return None
-
-
 def cap_new_tokens(model: Any, prompt_length: int, requested: int) -> int:
     """``requested`` new tokens, or fewer so that prompt plus answer fit the model's context.
 
     Raises ``ValueError`` when the prompt alone fills the context.
     """
-    limit = context_limit(model)
+    limit = positions(model)
     if limit is None:
         return requested
     if prompt_length >= limit:

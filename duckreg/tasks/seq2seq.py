@@ -14,6 +14,7 @@ from typing import Any
 from duckreg.model_signature import DataType, FeatureSpec, ModelSignature, ParamSpec
 from duckreg.tasks.base import InferredFunction, RunContext, Task, TaskModel, given_params, to_json
 from duckreg.tasks.generation import GENERATION_PARAMS, pipeline_generation_config
+from duckreg.tasks.limits import cap_generation, check_lengths
 
 # Settings that shape tokenization or decoding; every other setting is passed to ``generate``.
 _TOKENIZE_KEYS = frozenset({"truncation", "src_lang", "tgt_lang", "prefix"})
@@ -73,8 +74,11 @@ def generate_texts(
     # Settings go into a copy of the config (what generate would do), so generate gets one source.
     generation_config = copy.deepcopy(generation_config)
     generate_kwargs = generation_config.update(**generate_kwargs)
+    cap_generation(generation_config, model)
     src_lang, tgt_lang = _languages(bundle.task, tokenize)
     truncation = tokenize.get("truncation", True)
+    if not truncation:
+        check_lengths("inputs", [prefix + text for text in texts], tokenizer, what="pass truncation := true to cut it")
     results: list[list[str]] = []
     for start in range(0, len(texts), batch_size):
         batch = [prefix + text for text in texts[start : start + batch_size]]

@@ -9,6 +9,7 @@ from typing import Any
 
 from duckreg.model_signature import DataType, FeatureSpec, ModelSignature
 from duckreg.tasks.base import InferredFunction, InputError, RunContext, Task, given_params, per_item, plain
+from duckreg.tasks.limits import max_tokens
 
 
 def parse_table(text: str) -> dict[str, list[str]]:
@@ -23,6 +24,32 @@ def parse_table(text: str) -> dict[str, list[str]]:
         raise InputError("table", f"columns have different lengths {sorted(lengths)}")
     # TAPAS tokenizes cell text, so every cell is passed as a string.
     return {str(k): ["" if v is None else str(v) for v in values] for k, values in table.items()}
+
+
+def fit_table(table: dict[str, list[str]], pipeline: Any) -> dict[str, list[str]]:
+    """The first rows of ``table`` that can fit the model; TAPAS drops the rest ("drop_rows_to_fit").
+
+    Rows past the model's row ids, or past the point where their words alone (each at least one
+    token) exceed what the model reads, are dropped before tokenizing, so a huge table costs no more
+    than one that fits.
+    """
+    vocab_sizes = getattr(pipeline.model.config, "type_vocab_sizes", None) or []
+    max_rows = vocab_sizes[2] - 1 if len(vocab_sizes) > 2 else None
+    max_columns = vocab_sizes[1] - 1 if len(vocab_sizes) > 1 else None
+    if max_columns is not None and len(table) > max_columns:
+        raise InputError("table", f"has {len(table)} columns; this model reads at most {max_columns}")
+    budget = max_tokens(pipeline.tokenizer)
+    n_rows = len(next(iter(table.values()), []))
+    words = sum(len(str(name).split()) for name in table)
+    keep = 0
+    while keep < n_rows and (max_rows is None or keep < max_rows):
+        words += sum(len(values[keep].split()) for values in table.values())
+        if budget is not None and words > budget:
+            break
+        keep += 1
+    if n_rows and keep == 0:
+        raise InputError("table", f"its first row alone is longer than the {budget} tokens this model reads")
+    return table if keep == n_rows else {name: values[:keep] for name, values in table.items()}
 
 
 class TableQuestionAnswering(Task):
@@ -49,7 +76,7 @@ class TableQuestionAnswering(Task):
         out: list[dict[str, Any]] = [{} for _ in rows]
         kwargs = given_params(ctx.params)
         for table_text, indices in groups.items():
-            table = parse_table(table_text)
+            table = fit_table(parse_table(table_text), ctx.pipeline)
             queries = [rows[i]["query"] for i in indices]
             results = per_item(ctx.pipeline(table=table, query=queries, **kwargs), len(queries))
             for i, r in zip(indices, results, strict=True):

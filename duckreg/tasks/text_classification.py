@@ -7,6 +7,7 @@ from typing import Any
 
 from duckreg.model_signature import DataType, FeatureSpec, ModelSignature
 from duckreg.tasks.base import InferredFunction, RunContext, Task, given_params, to_json
+from duckreg.tasks.limits import check_lengths, truncates
 
 INPUTS = [FeatureSpec(name="text", dtype=DataType.STRING), FeatureSpec(name="text_pair", dtype=DataType.STRING)]
 
@@ -30,6 +31,14 @@ class TextClassification(Task):
         return InferredFunction(signature)
 
     def predict(self, ctx: RunContext, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+        if not truncates(ctx.pipeline):
+            check_lengths(
+                "text",
+                [row["text"] for row in rows],
+                ctx.pipeline.tokenizer,
+                [row.get("text_pair") or None for row in rows],
+                "shorten it, or log the pipeline with truncation=True to cut it",
+            )
         items: list[Any] = [
             {"text": row["text"], "text_pair": row["text_pair"]} if row.get("text_pair") else row["text"]
             for row in rows

@@ -9,6 +9,7 @@ from typing import Any
 from duckreg.model_signature import ModelSignature
 from duckreg.tasks.base import InferredFunction, RunContext, Task, given_params, string_to_json, to_json
 from duckreg.tasks.generation import GENERATION_PARAMS
+from duckreg.tasks.limits import positions, too_long
 
 
 class TextGeneration(Task):
@@ -37,6 +38,10 @@ class TextGeneration(Task):
         tokenizer = ctx.pipeline.tokenizer
         prompts = [row["inputs"] for row in rows]
         lengths = [len(ids) for ids in tokenizer(prompts, add_special_tokens=False)["input_ids"]]
+        limit = positions(ctx.pipeline.model)
+        for prompt, length in zip(prompts, lengths, strict=True):
+            if limit is not None and length >= limit:
+                raise too_long("inputs", prompt, length, limit, "a prompt must leave room for the answer")
         buckets: dict[int, list[int]] = defaultdict(list)
         for i, length in enumerate(lengths):
             buckets[length].append(i)

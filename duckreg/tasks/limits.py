@@ -1,0 +1,101 @@
+"""How much text a model can read, and what happens to an input that is longer.
+
+A model has a fixed number of positions. Fed more tokens it fails deep inside torch ("The size of
+tensor a (100002) must match ...", "index out of range in self"), and a whole SQL query fails with
+it. duckreg instead truncates where the reference pipeline truncates (zero-shot, summarization,
+translation, pooled embeddings, TAPAS dropping rows) and otherwise refuses the one long input with an
+error that says how long it is and what the model takes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from duckreg.tasks.base import InputError
+
+# Tokenizers saved without a limit report this (transformers' VERY_LARGE_INTEGER is ~1e30).
+_NO_LIMIT = 1_000_000
+# Model types whose position ids start after the padding index (RoBERTa's offset of 2).
+_OFFSET_POSITIONS = ("roberta", "xlm-roberta", "camembert", "longformer", "data2vec-text", "xmod", "mpnet")
+# Room for special tokens ([CLS], [SEP], </s>, ...) on top of a text's own tokens.
+_SPECIAL_ROOM = 8
+
+
+def positions(model: Any) -> int | None:
+    """The most tokens ``model`` can take, when its config says (None: no fixed limit, e.g. T5)."""
+    config = getattr(model, "config", None)
+    for key in ("max_position_embeddings", "n_positions", "max_sequence_length"):
+        value = getattr(config, key, None)
+        if isinstance(value, int) and value > 0:
+            if getattr(config, "model_type", "") in _OFFSET_POSITIONS and isinstance(config.pad_token_id, int):
+                value -= config.pad_token_id + 1
+            return value
+    return None
+
+
+def clamp_tokenizer(tokenizer: Any, model: Any) -> None:
+    """Give a tokenizer that knows no limit (or too high a one) the model's, so truncation works."""
+    limit = positions(model)
+    current = getattr(tokenizer, "model_max_length", None)
+    if tokenizer is not None and limit is not None and (not isinstance(current, int) or current > limit):
+        tokenizer.model_max_length = limit
+
+
+def truncates(pipeline: Any) -> bool:
+    """Whether a pipeline was logged to truncate its inputs (``truncation=True`` or a tokenizer kwarg)."""
+    params = getattr(pipeline, "_preprocess_params", None) or {}
+    nested = {**(params.get("tokenizer_kwargs") or {}), **(params.get("tokenizer_params") or {})}
+    return bool(params.get("truncation") or nested.get("truncation"))
+
+
+def max_tokens(tokenizer: Any) -> int | None:
+    limit = getattr(tokenizer, "model_max_length", None)
+    return limit if isinstance(limit, int) and limit < _NO_LIMIT else None
+
+
+def check_lengths(
+    column: str, texts: Sequence[str], tokenizer: Any, pairs: Sequence[str | None] | None = None, what: str = ""
+) -> None:
+    """Refuse any text (with its pair) longer than the tokenizer's model takes; ``what`` says how to cut it.
+
+    Only texts whose UTF-8 length could exceed the limit are tokenized (a token covers at least one
+    byte), so short inputs cost nothing here.
+    """
+    limit = max_tokens(tokenizer)
+    if limit is None:
+        return
+    suspects = []
+    for i, text in enumerate(texts):
+        pair = pairs[i] if pairs is not None else None
+        size = len(text.encode("utf-8", "replace")) + (len(pair.encode("utf-8", "replace")) if pair else 0)
+        if size + _SPECIAL_ROOM > limit:
+            suspects.append(i)
+    for i in suspects:
+        pair = pairs[i] if pairs is not None else None
+        count = (
+            len(tokenizer(texts[i], pair, truncation=False)["input_ids"])
+            if pair
+            else len(tokenizer(texts[i], truncation=False)["input_ids"])
+        )
+        if count > limit:
+            raise too_long(column, texts[i], count, limit, what or "shorten it")
+
+
+def too_long(column: str, text: str, count: int, limit: int, what: str) -> InputError:
+    """The error for one input of ``count`` tokens where the model reads ``limit``."""
+    snippet = text[:40] + ("..." if len(text) > 40 else "")
+    return InputError(
+        column, f"an input of {count} tokens ({snippet!r}) is longer than the {limit} this model reads; {what}"
+    )
+
+
+def cap_generation(generation_config: Any, model: Any) -> None:
+    """Keep ``max_new_tokens`` / ``max_length`` within what the decoder has positions for."""
+    limit = positions(model)
+    if limit is None:
+        return
+    if generation_config.max_new_tokens is not None:
+        generation_config.max_new_tokens = min(generation_config.max_new_tokens, limit - 1)
+    if generation_config.max_length is not None:
+        generation_config.max_length = min(generation_config.max_length, limit)
