@@ -7,6 +7,7 @@ from typing import Any
 
 import duckdb
 
+from duckreg.connections import DatabaseLocked, open_database
 from duckreg.registry import Model, ModelVersion, Registry
 
 __version__ = "0.1.0"
@@ -19,7 +20,7 @@ def connect(database: str | Path | None = None, **kwargs: Any) -> duckdb.DuckDBP
     ``database_name``, ``schema_name`` and ``artifact_location`` are taken out first.
     """
     registry_kwargs = {k: kwargs.pop(k) for k in ("database_name", "schema_name", "artifact_location") if k in kwargs}
-    con = duckdb.connect(str(database) if database is not None else ":memory:", **kwargs)
+    con = open_database(database, **kwargs)
     registry = Registry(con, **registry_kwargs)
     registry.register_functions(con)
     return con
@@ -62,4 +63,13 @@ def sql(con: duckdb.DuckDBPyConnection, query: str, *, registry: Registry | None
     return con.sql(text)
 
 
-__all__ = ["Model", "ModelVersion", "Registry", "__version__", "connect", "list_stage_files", "sql"]
+__all__ = [
+    "DatabaseLocked",
+    "Model",
+    "ModelVersion",
+    "Registry",
+    "__version__",
+    "connect",
+    "list_stage_files",
+    "sql",
+]

@@ -31,12 +31,11 @@ class Session:
     """One database, its registry, and the models already registered on the connection."""
 
     def __init__(self, database: str | None, *, read_only: bool = False) -> None:
-        import duckdb
-
+        from duckreg.connections import open_database
         from duckreg.registry import Registry
 
         self.database = database or ":memory:"
-        self.con = duckdb.connect(self.database, read_only=read_only)
+        self.con = open_database(self.database, read_only=read_only)
         self.registry = Registry(self.con)
         self.registry.register_functions(self.con, models=[])
         self.bound: set[str] = set()
@@ -162,7 +161,7 @@ def shell(database: str | None, read_only: bool) -> None:
     .functions MODEL [VERSION], .tables, .help, .quit.
     """
     started = time.perf_counter()
-    session = Session(database, read_only=read_only)
+    session = _session(database, read_only)
     interactive = sys.stdin.isatty()
     if interactive:
         _enable_history()
@@ -276,7 +275,18 @@ def _print_functions(session: Session, model: str, version: str | None) -> None:
 def _open(database: str | None, read_only: bool = False) -> Session:
     if database is None:
         raise click.UsageError(f"Give the database with --db (or set {DB_ENV}).")
-    return Session(database, read_only=read_only)
+    return _session(database, read_only)
+
+
+def _session(database: str | None, read_only: bool = False) -> Session:
+    """Open a session, or exit with the reason the database cannot be opened (locked, missing, ...)."""
+    import duckdb
+
+    try:
+        return Session(database, read_only=read_only)
+    except duckdb.Error as exc:
+        _fail(str(exc))
+        sys.exit(1)
 
 
 db_option = click.option("--db", "database", envvar=DB_ENV, help=f"The DuckDB database file (or ${DB_ENV}).")
@@ -288,7 +298,7 @@ db_option = click.option("--db", "database", envvar=DB_ENV, help=f"The DuckDB da
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
 def sql_command(query: str, database: str | None, fmt: str) -> None:
     """Run QUERY (one or more statements) and print the last result."""
-    session = Session(database)
+    session = _session(database)
     try:
         result = None
         for _, statement in split_statements(query):
@@ -311,7 +321,7 @@ def run(script: str, database: str | None) -> None:
     Results of queries are printed; the first failing statement stops the script with its line.
     """
     text = sys.stdin.read() if script == "-" else Path(script).read_text()
-    session = Session(database)
+    session = _session(database)
     try:
         for line, statement in split_statements(text):
             try:

@@ -19,6 +19,7 @@ owner's own.
 
 from __future__ import annotations
 
+import re
 import threading
 import uuid
 import warnings
@@ -38,6 +39,29 @@ _LOCK = threading.Lock()
 # instance per file in a process, so the older one is gone); in-memory instances are small.
 _INSTANCES: dict[str, Instance] = {}
 _BY_PATH: dict[str, str] = {}
+
+
+class DatabaseLocked(duckdb.IOException):
+    """The database file is open for writing in another process (DuckDB allows one writing process)."""
+
+
+_LOCK_HOLDER = re.compile(r"Conflicting lock is held in (?P<program>.*?) \(PID (?P<pid>\d+)\)")
+
+
+def open_database(database: str | None, **kwargs: Any) -> duckdb.DuckDBPyConnection:
+    """``duckdb.connect`` that says what to do when another process holds the database's lock."""
+    path = str(database) if database is not None else ":memory:"
+    try:
+        return duckdb.connect(path, **kwargs)
+    except duckdb.IOException as exc:
+        found = _LOCK_HOLDER.search(str(exc))
+        if found is None:
+            raise
+        raise DatabaseLocked(
+            f"{path} is open for writing in process {found['pid']} ({found['program']}). DuckDB lets one process "
+            "write a database file and lets other processes open it (even read-only) only while none writes. "
+            "Close the database in that process (its notebook, service or duckreg shell) and try again."
+        ) from None
 
 
 class Gone(Exception):

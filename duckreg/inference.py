@@ -122,7 +122,9 @@ def _describe(value: Any) -> str:
 def _check_element(value: Any, dtype: DataType) -> Any:
     """Coerce one non-null scalar to ``dtype`` or return the sentinel ``_BAD``."""
     if dtype is DataType.STRING:
-        return value if isinstance(value, str) else _BAD
+        if not isinstance(value, str):
+            return _BAD
+        return value if value.isascii() or valid_unicode(value) else _NOT_UNICODE
     if dtype is DataType.BYTES:
         return bytes(value) if isinstance(value, (bytes, bytearray, memoryview)) else _BAD
     if dtype is DataType.BOOL:
@@ -142,6 +144,16 @@ def _check_element(value: Any, dtype: DataType) -> Any:
 
 
 _BAD = object()
+_NOT_UNICODE = object()
+
+
+def valid_unicode(text: str) -> bool:
+    """Whether ``text`` is valid Unicode (a lone surrogate, from undecodable bytes, is not)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _check_value(value: Any, spec: FeatureSpec | FeatureGroupSpec, shape: tuple[int, ...] | None) -> Any:
@@ -155,11 +167,12 @@ def _check_value(value: Any, spec: FeatureSpec | FeatureGroupSpec, shape: tuple[
         if shape[0] != -1 and len(value) != shape[0]:
             return _BAD
         items = [_check_value(v, spec, shape[1:] or None) for v in value]
-        return _BAD if any(v is _BAD for v in items) else items
+        return next((v for v in items if v is _BAD or v is _NOT_UNICODE), items)
     if isinstance(spec, FeatureGroupSpec):
         if not isinstance(value, dict):
             return _BAD
-        return {child.name: _check_value(value.get(child.name), child, child.shape) for child in spec.specs}
+        fields = {child.name: _check_value(value.get(child.name), child, child.shape) for child in spec.specs}
+        return next((v for v in fields.values() if v is _BAD or v is _NOT_UNICODE), fields)
     return _check_element(value, spec.dtype)
 
 
@@ -222,6 +235,11 @@ class FunctionRunner:
             out = []
             for row, value in enumerate(values):
                 coerced = _check_value(self.task.coerce_input(spec, value), spec, spec.shape)
+                if coerced is _NOT_UNICODE:
+                    raise ValueError(
+                        f"{self.context(spec.name)}: row {row} is not valid Unicode text (it holds a lone surrogate, "
+                        "as bytes decoded with errors='surrogateescape' do); decode it properly first"
+                    )
                 if coerced is _BAD:
                     raise ValueError(
                         f"{self.context(spec.name)}: expected {_type_name(spec)}, got "

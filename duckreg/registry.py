@@ -26,7 +26,12 @@ from duckreg.model_signature import DataType, FeatureGroupSpec, ModelSignature
 from duckreg.tasks import get_task, signature_runner
 
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+MAX_NAME_LENGTH = 128
 SYSTEM_ALIASES = ("DEFAULT", "FIRST", "LAST")
+# SQL names duckreg itself defines in every database it registers functions in.
+RESERVED_SQL_NAMES = frozenset(
+    {"stage_files", "run_batch", "read_stage_file", "duckreg_list_stage_files", "duckreg_run_batch"}
+)
 _OPTION_KEYS = {"target_methods", "cuda_version", "device", "max_batch_size", "enable_explainability"}
 _RUN_CHUNK_ROWS = 4096
 _ADJECTIVES = (
@@ -50,6 +55,8 @@ def _check_identifier(name: Any, what: str) -> str:
         )
     if "__" in name:
         raise ValueError(f"Invalid {what} {name!r}: '__' is reserved (it separates model and version in SQL names).")
+    if len(name) > MAX_NAME_LENGTH:
+        raise ValueError(f"Invalid {what} {name[:20]!r}...: at most {MAX_NAME_LENGTH} characters, got {len(name)}.")
     return name
 
 
@@ -77,7 +84,7 @@ class Registry:
         artifact_location: str | Path | None = None,
     ) -> None:
         if connection is None or isinstance(connection, (str, Path)):
-            connection = duckdb.connect(str(connection) if connection is not None else ":memory:")
+            connection = connections.open_database(connection)
         if not isinstance(connection, duckdb.DuckDBPyConnection):
             raise TypeError(f"connection must be a DuckDB connection, a database path or None, got {connection!r}")
         self._con = connection
@@ -222,6 +229,12 @@ class Registry:
             version_name = self._generate_version_name(model_key)
         _check_identifier(version_name, "version_name")
         version_key = _key(version_name)
+        if version_name.upper() in SYSTEM_ALIASES:
+            raise ValueError(f"Invalid version_name {version_name!r}: {version_name.upper()} is a system alias.")
+        if existing is not None and self._catalog.query(
+            "SELECT 1 FROM {schema}.aliases WHERE model_key = ? AND alias_key = ?", [model_key, version_key]
+        ):
+            raise ValueError(f"Invalid version_name {version_name!r}: it is an alias of model {model_name} already.")
         if self._version_row(model_key, version_key) is not None:
             raise ValueError(
                 f"Model {model_name} version {version_name} already existed. "
@@ -261,6 +274,10 @@ class Registry:
                 f"Cannot log a {type(model).__name__}: log_model takes a transformers.Pipeline, a "
                 "duckreg.huggingface.TransformersPipeline or a duckreg.custom.CustomModel."
             )
+        # Methods beyond the first get SQL names of their own (``m_predict``): no other model may hold them.
+        taken = {n: m.name for m in self.models() if m._key != model_key for n in m._all_sql_names()}
+        method_names = [name for name, _ in _sql_names(model_key, None, functions)]
+        _check_untaken(model_name, [*method_names, *(binding.table_macro_name(n) for n in method_names)], taken)
         manifest = {
             "format_version": 1,
             "model_type": model_type,
@@ -344,13 +361,26 @@ class Registry:
             raise
         faults.point("log_model:after_commit")
 
-    def _check_sql_name_free(self, model_name: str) -> None:
+    def _check_sql_name_free(self, model_name: str, *, renaming: str | None = None) -> None:
+        """Refuse a model name whose SQL names would shadow a function or collide with another model's.
+
+        A model ``m`` owns ``m``, ``m_table``, ``m_files``, ``m__<version>...`` and ``m_<method>``; no two
+        models may share one, and none may be a keyword, a DuckDB function or one of duckreg's own.
+        """
         key = _key(model_name)
+        if key in RESERVED_SQL_NAMES or key.startswith(("duckreg_", "_duckreg")):
+            raise ValueError(f"Invalid model_name {model_name!r}: duckreg uses that name for its own SQL functions.")
         keywords = {r[0].lower() for r in self._con.execute("SELECT keyword_name FROM duckdb_keywords()").fetchall()}
         if key in keywords:
             raise ValueError(f"Invalid model_name {model_name!r}: it is an SQL keyword. Choose another name.")
-        ours = {n for model in self.models() for n in model._all_sql_names()} | self._sql_instance().known_names()
-        for candidate in (key, binding.table_macro_name(key)):
+        others = [m for m in self.models() if m._key not in (key, renaming)]
+        taken = {name: other.name for other in others for name in other._all_sql_names()}
+        wanted = [key, binding.table_macro_name(key), binding.files_macro_name(key)]
+        _check_untaken(model_name, wanted, taken)
+        ours = set(taken) | self._sql_instance().known_names()
+        if renaming:
+            ours |= set(Model(self, renaming)._all_sql_names())
+        for candidate in wanted:
             clash = self._con.execute(
                 "SELECT count(*) FROM duckdb_functions() WHERE lower(function_name) = ?", [candidate]
             ).fetchall()[0][0]
@@ -521,6 +551,14 @@ class Registry:
                         instance.forget(record)
         except Exception as exc:  # noqa: BLE001 - the catalog change is committed; report, do not undo
             warnings.warn(f"Model {model_key}: SQL functions not retired: {exc}", RuntimeWarning, stacklevel=3)
+
+
+def _check_untaken(model_name: str, names: Iterable[str], taken: dict[str, str]) -> None:
+    for name in names:
+        if name in taken:
+            raise ValueError(
+                f"Invalid model_name {model_name!r}: the SQL name {name!r} would clash with model {taken[name]}'s."
+            )
 
 
 def _check_options(options: dict[str, Any] | None) -> dict[str, Any]:
@@ -818,7 +856,7 @@ class Model:
         if new_key != self._key:
             if self._registry._model_row(new_key) is not None:
                 raise ValueError(f"Model {new_name} already exists.")
-            self._registry._check_sql_name_free(new_name)
+            self._registry._check_sql_name_free(new_name, renaming=self._key)
         old_names = [n for v in self.versions() for n in v._sql_names()] + self._default_sql_names()
         with self._registry._catalog.transaction() as cat:
             cat.execute(
@@ -837,8 +875,9 @@ class Model:
         return [name for name, _ in _sql_names(self._key, None, functions)]
 
     def _all_sql_names(self) -> list[str]:
+        """Every SQL name this model owns: its functions, their table and files macros."""
         names = [n for v in self.versions() for n in v._sql_names()] + self._default_sql_names()
-        return names + [binding.table_macro_name(n) for n in names]
+        return names + [binding.table_macro_name(n) for n in names] + [binding.files_macro_name(n) for n in names]
 
     def _bindings(self) -> list[binding.Binding]:
         default_key = self._row()[3]

@@ -37,7 +37,7 @@ from duckreg import jobs
 from duckreg.batch.specs import FileEncoding, InputSpec, JobSpec, OutputSpec, parse_count, parse_memory
 from duckreg.batch.stages import Stage, parse_stage_path, read_stage_bytes
 from duckreg.binding import OutputTypes
-from duckreg.inference import FunctionRunner
+from duckreg.inference import FunctionRunner, valid_unicode
 
 if TYPE_CHECKING:
     from duckreg.registry import ModelVersion, Registry
@@ -122,6 +122,7 @@ def run_batch(
     resources = _resources(engine, job_spec)
     stage, out_path = registry.stages.locate(output_spec.stage_location)
     fs = stage.filesystem
+    _check_apart(registry, X, stage, out_path, output_spec.stage_location)
     try:
         input_id, source = _input_source(registry, X, job_spec.max_batch_rows)
     except (TypeError, ValueError):
@@ -267,6 +268,25 @@ def _resources(engine: str, spec: JobSpec) -> dict[str, Any]:
     return {"replicas": replicas, "num_workers": num_workers, "cpus": cpus, "gpus": gpus, "memory": memory}
 
 
+def _check_apart(registry: Registry, X: Any, stage: Stage, out_path: str, output_location: str) -> None:
+    """Refuse an output location that holds the input, or lies inside it (OVERWRITE would delete it)."""
+    if not (isinstance(X, str) and X.startswith("@")):
+        return
+    in_stage, in_path = registry.stages.locate(X)
+    if in_stage.filesystem.protocol != stage.filesystem.protocol:
+        return
+
+    def normal(path: str, local: bool) -> str:
+        return (os.path.realpath(path) if local else path).rstrip("/")
+
+    a, b = normal(in_path, in_stage.is_local), normal(out_path, stage.is_local)
+    if a == b or a.startswith(b + "/") or b.startswith(a + "/"):
+        raise ValueError(
+            f"The output location {output_location!r} overlaps the input {X!r}: the job would read its own "
+            "output, and OVERWRITE would delete its input. Write to a location outside the input."
+        )
+
+
 def _input_source(registry: Registry, X: Any, rows: int) -> tuple[Any, Iterator[pa.RecordBatch]]:
     """An identity for the fingerprint, and a lazy stream of record batches of the input."""
     import duckdb
@@ -298,7 +318,10 @@ def _input_source(registry: Registry, X: Any, rows: int) -> tuple[Any, Iterator[
         return X.sql_query(), iter(X.to_arrow_reader(rows))
     if isinstance(X, pd.DataFrame):
         digest = hashlib.sha256(pd.util.hash_pandas_object(X, index=False).values.tobytes()).hexdigest()
-        table = pa.Table.from_pandas(X, preserve_index=False)
+        try:
+            table = pa.Table.from_pandas(X, preserve_index=False)
+        except UnicodeEncodeError:
+            raise ValueError(_not_unicode(X)) from None
         return [list(map(str, X.columns)), digest], iter(table.to_batches(max_chunksize=rows))
     if isinstance(X, pa.Table):
         return None, iter(X.to_batches(max_chunksize=rows))
@@ -306,6 +329,18 @@ def _input_source(registry: Registry, X: Any, rows: int) -> tuple[Any, Iterator[
         "X must be a DuckDB relation, a SQL query, a pandas DataFrame, a pyarrow Table or a stage path "
         f"('@stage/path/') of parquet files; got {type(X).__name__}."
     )
+
+
+def _not_unicode(frame: pd.DataFrame) -> str:
+    """Where a DataFrame holds text that is not valid Unicode (a lone surrogate), for the error."""
+    for column in frame.columns:
+        for row, value in enumerate(frame[column].tolist()):
+            if isinstance(value, str) and not valid_unicode(value):
+                return (
+                    f"Column {column!r}, row {row} of the input is not valid Unicode text (it holds a lone "
+                    "surrogate, as bytes decoded with errors='surrogateescape' do); decode it properly first."
+                )
+    return "The input holds text that is not valid Unicode."
 
 
 def _rechunk(batches: Iterable[pa.RecordBatch], rows: int) -> Iterator[pa.Table]:
@@ -336,12 +371,19 @@ def _prepare_location(fs: Any, out_path: str, spec: OutputSpec, fingerprint: str
     if not existing:
         return None
     owner_file = _join(out_path, WORK_DIR, "job.json")
+    owner = None
     if fs.exists(owner_file) and not fs.exists(_join(out_path, SUCCESS)):
         with fs.open(owner_file, "r") as handle:
             owner = json.load(handle)
         if owner.get("fingerprint") == fingerprint:
             return owner
     location = spec.stage_location.rstrip("/") + "/"
+    if spec.mode is SaveMode.ERROR and owner is not None:
+        raise FileExistsError(
+            f"Output stage location '{location}' holds the unfinished job {owner.get('job_name')} (a run_batch "
+            "that failed or was interrupted, with another model, function, parameters or input). Run that same "
+            "run_batch again to resume and finish it, or pass OutputSpec(mode=SaveMode.OVERWRITE) to replace it."
+        )
     if spec.mode is SaveMode.ERROR:
         raise FileExistsError(
             f"Output stage location '{location}' is not empty. Found {len(existing)} existing files. When using "
