@@ -155,7 +155,7 @@ def bert_question_answering(folder: Path, seed: int = 7) -> Path:
     return _plain_bert(folder, transformers.BertForQuestionAnswering, seed)
 
 
-def bart_seq2seq(folder: Path, seed: int = 8) -> Path:
+def bart_seq2seq(folder: Path, seed: int = 8, positions: int = 256) -> Path:
     """A BART encoder-decoder (summarization, text2text, seq2seq conversations)."""
     _seed(seed)
     tok = bytelevel_bpe_tokenizer(folder, cls=transformers.BartTokenizerFast, special=["<s>", "<pad>", "</s>", "<unk>"])
@@ -168,7 +168,7 @@ def bart_seq2seq(folder: Path, seed: int = 8) -> Path:
         decoder_attention_heads=2,
         encoder_ffn_dim=64,
         decoder_ffn_dim=64,
-        max_position_embeddings=256,
+        max_position_embeddings=positions,
         pad_token_id=tok.pad_token_id,
         bos_token_id=tok.bos_token_id,
         eos_token_id=tok.eos_token_id,

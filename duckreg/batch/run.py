@@ -317,8 +317,8 @@ def _input_source(registry: Registry, X: Any, rows: int) -> tuple[Any, Iterator[
     if isinstance(X, duckdb.DuckDBPyRelation):
         return X.sql_query(), iter(X.to_arrow_reader(rows))
     if isinstance(X, pd.DataFrame):
-        digest = hashlib.sha256(pd.util.hash_pandas_object(X, index=False).values.tobytes()).hexdigest()
         try:
+            digest = hashlib.sha256(pd.util.hash_pandas_object(X, index=False).values.tobytes()).hexdigest()
             table = pa.Table.from_pandas(X, preserve_index=False)
         except UnicodeEncodeError:
             raise ValueError(_not_unicode(X)) from None

@@ -35,8 +35,10 @@ class ZeroShotClassification(Task):
         groups: dict[tuple[str, ...], list[int]] = defaultdict(list)
         for i, row in enumerate(rows):
             labels = tuple(row["candidate_labels"])
-            if not labels or any(label is None or label == "" for label in labels):
-                raise InputError("candidate_labels", "needs at least one non-empty label")
+            if not labels:
+                raise InputError("candidate_labels", "is empty; give at least one label")
+            if any(label is None or not label.strip() for label in labels):
+                raise InputError("candidate_labels", f"holds a NULL or blank label in {list(labels)!r}")
             groups[labels].append(i)
         out: list[dict[str, Any]] = [{} for _ in rows]
         kwargs = given_params(ctx.params)

@@ -1,0 +1,400 @@
+"""Bad input gets a clear error naming model, version, function and column, or NULL for that row where SQL
+semantics call for it; never a crash, a raw internal error, a wrong answer or a half-written registry.
+
+Each case goes through the three front doors: ``mv.run``, SQL, and ``run_batch``.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+import pytest
+import tiny_models
+import transformers
+
+import duckreg
+from duckreg.artifacts import TamperedArtifact
+from duckreg.batch import InputSpec, JobSpec, OutputSpec, SaveMode
+from duckreg.huggingface import TransformersPipeline
+
+CONTEXT = "Model tc version v1, function __CALL__"
+
+
+@pytest.fixture(scope="module")
+def shop(tmp_path_factory: pytest.TempPathFactory, model_dirs):
+    root = tmp_path_factory.mktemp("bad-input")
+    registry = duckreg.Registry(str(root / "shop.duckdb"))
+    pipe = transformers.pipeline("text-classification", model=str(model_dirs["text-classification"]))
+    registry.log_model(pipe, model_name="tc", version_name="v1")
+    zero_shot = transformers.pipeline("zero-shot-classification", model=str(model_dirs["zero-shot-classification"]))
+    registry.log_model(zero_shot, model_name="zs", version_name="v1")
+    table_qa = transformers.pipeline("table-question-answering", model=str(model_dirs["table-question-answering"]))
+    registry.log_model(table_qa, model_name="tqa", version_name="v1")
+    short_decoder = tiny_models.bart_seq2seq(root / "bart128", positions=128)
+    registry.log_model(
+        TransformersPipeline(model=str(short_decoder), task="summarization"), model_name="summ", version_name="v1"
+    )
+    registry.create_stage("lake", str(root / "lake"))
+    registry.root = root
+    yield registry
+    registry.connection.close()
+
+
+def _frame(**columns) -> pd.DataFrame:
+    return pd.DataFrame(columns)
+
+
+def _batch(registry, model: str, data, location: str, **specs):
+    """run_batch into a fresh stage location (blocking); the rows it wrote."""
+    mv = registry.get_model(model).default
+    job = mv.run_batch(
+        data,
+        output_spec=OutputSpec(location, mode=SaveMode.OVERWRITE),
+        job_spec=JobSpec(block=True),
+        **specs,
+    )
+    assert job.status == "DONE", job.get_logs()
+    folder = registry.stages.locate(location)[1]
+    assert (Path(folder) / "_SUCCESS").exists()
+    return (
+        duckdb.sql(f"SELECT * FROM read_parquet('{folder}/*.parquet')").df()
+        if list(Path(folder).glob("*.parquet"))
+        else pd.DataFrame()
+    )
+
+
+def _batch_error(registry, model: str, data, location: str, **specs) -> str:
+    """The message a run_batch failure reports (raised, or recorded on the job)."""
+    mv = registry.get_model(model).default
+    try:
+        job = mv.run_batch(data, output_spec=OutputSpec(location, mode=SaveMode.OVERWRITE),
+                           job_spec=JobSpec(block=True), **specs)  # fmt: skip
+    except (ValueError, RuntimeError, TypeError) as exc:
+        return str(exc)
+    assert job.status == "FAILED"
+    return job.message
+
+
+# ---------------------------------------------------------------- ordinary odd text
+
+
+def test_null_empty_whitespace_emoji_and_rtl_text_answer_the_same_through_every_door(shop) -> None:
+    texts = ["", "   ", "I like you 😀🎉", "مرحبا بالعالم", "שלום עולם", None]
+    mv = shop.get_model("tc").default
+    with pytest.warns(UserWarning, match="Null value detected in column text"):
+        by_run = mv.run(_frame(text=texts))
+    assert by_run["label"].isna().tolist() == [False] * 5 + [True]
+    con = shop.register_functions()
+    by_sql = [con.execute("SELECT tc(?)", [t]).fetchone()[0] for t in texts]
+    assert by_sql[-1] is None
+    assert [r["label"] for r in by_sql[:-1]] == by_run["label"].tolist()[:-1]
+    assert [r["score"] for r in by_sql[:-1]] == pytest.approx(by_run["score"].tolist()[:-1])
+    by_batch = _batch(shop, "tc", _frame(id=list(range(6)), text=texts), "@lake/odd/").sort_values("id")
+    assert by_batch["label"].tolist()[:-1] == by_run["label"].tolist()[:-1] and pd.isna(by_batch["label"].iloc[-1])
+
+
+def test_zero_rows_and_a_hundred_thousand_identical_rows(shop) -> None:
+    mv = shop.get_model("tc").default
+    empty = mv.run(pd.DataFrame({"text": pd.Series([], dtype=str)}))
+    assert list(empty.columns) == ["label", "score"] and len(empty) == 0
+    con = shop.register_functions()
+    assert con.execute("SELECT tc(t) FROM (SELECT 'x' AS t WHERE false)").fetchall() == []
+    assert con.execute(
+        "SELECT count(*), count(DISTINCT tc(t)) FROM (SELECT 'the same text' AS t FROM range(100000))"
+    ).fetchone() == (100000, 1)
+    rows = _batch(shop, "tc", "SELECT 'x' AS text WHERE false", "@lake/none/")
+    assert len(rows) == 0
+
+
+# ---------------------------------------------------------------------- long text
+
+
+def test_a_text_longer_than_the_model_reads_is_refused_by_name_where_the_pipeline_does_not_truncate(shop) -> None:
+    mv = shop.get_model("tc").default
+    megabyte = "good " * 200_000
+    expected = rf"{CONTEXT}, column 'text': an input of \d+ tokens \('good good .*'\) is longer than the 512"
+    with pytest.raises(ValueError, match=expected):
+        mv.run(_frame(text=["fine", megabyte]))
+    con = shop.register_functions()
+    with pytest.raises(duckdb.Error, match=expected):
+        con.execute("SELECT tc(t) FROM (VALUES ('good'), (repeat('good ', 1000))) v(t)").fetchall()
+    assert "is longer than the 512 this model reads" in _batch_error(shop, "tc", _frame(text=[megabyte]), "@lake/l/")
+
+
+def test_zero_shot_and_summarization_truncate_as_their_pipelines_do(shop) -> None:
+    hundred_k_tokens = "good " * 100_000
+    zs = shop.get_model("zs").default.run(_frame(sequences=[hundred_k_tokens], candidate_labels=[["a", "b"]]))
+    assert sorted(zs["labels"].iloc[0]) == ["a", "b"]
+    summary = shop.get_model("summ").default.run(_frame(documents=["good " * 200_000]), params={"max_new_tokens": 4})
+    assert isinstance(summary["summary_text"].iloc[0], str)
+
+
+def test_max_new_tokens_beyond_the_decoder_positions_is_capped(shop) -> None:
+    con = shop.register_functions()
+    (text,) = con.execute("SELECT summ('good food', max_new_tokens := 1000, num_beams := 1)").fetchone()
+    assert isinstance(text, str)
+    out = shop.get_model("summ").default.run(_frame(documents=["good food"]), params={"max_new_tokens": 5000})
+    assert isinstance(out["summary_text"].iloc[0], str)
+
+
+def test_table_qa_huge_tables_fit_and_malformed_json_is_named(shop) -> None:
+    con = shop.register_functions()
+    megabyte_table = json.dumps({"name": ["good food"] * 60_000, "city": ["tokyo"] * 60_000})
+    assert len(megabyte_table) > 1_000_000
+    answer = con.execute("SELECT tqa('how many people?', ?).answer", [megabyte_table]).fetchone()[0]
+    assert isinstance(answer, str)
+    for bad, why in [("{not json", "is not valid JSON"), ("[1, 2]", "must be a JSON object"),
+                     ('{"a": [1], "b": [1, 2]}', "columns have different lengths")]:  # fmt: skip
+        message = r"Model tqa version v1, function __CALL__, column 'table': " + why
+        with pytest.raises(ValueError, match=message):
+            shop.get_model("tqa").default.run(_frame(query=["how many?"], table=[bad]))
+        with pytest.raises(duckdb.Error, match=message):
+            con.execute("SELECT tqa('how many?', ?)", [bad]).fetchall()
+
+
+# ------------------------------------------------------------ wrong types and bytes
+
+
+def test_wrong_types_are_named_with_model_version_function_and_column(shop) -> None:
+    mv = shop.get_model("tc").default
+    for value, got in [(42, "int 42"), (["a"], "list \\['a'\\]"), (b"\xff\xfe", "bytes")]:
+        with pytest.raises(ValueError, match=rf"{CONTEXT}, column 'text': expected STRING, got {got}"):
+            mv.run(_frame(text=[value]))
+    con = shop.register_functions()
+    cursor = con.cursor()
+    for sql, got in [("SELECT tc(42)", "int 42"), ("SELECT tc(['a'])", "list"), ("SELECT tc('\\xff'::BLOB)", "bytes")]:
+        for connection in (con, cursor):
+            with pytest.raises(duckdb.Error, match=rf"{CONTEXT}, column 'text': expected STRING, got {got}"):
+                connection.execute(sql).fetchall()
+    message = _batch_error(shop, "tc", _frame(text=[1, 2]), "@lake/types/")
+    assert f"{CONTEXT}, column 'text': expected STRING, got int 1" in message
+
+
+def test_text_that_is_not_valid_unicode_is_refused_by_column_and_row(shop) -> None:
+    undecodable = b"caf\xe9".decode("utf-8", errors="surrogateescape")
+    frame = pd.DataFrame({"text": pd.Series(["fine", undecodable], dtype=object)})  # pandas' own strings refuse it
+    mv = shop.get_model("tc").default
+    with pytest.raises(ValueError, match=rf"{CONTEXT}, column 'text': row 1 is not valid Unicode text"):
+        mv.run(frame)
+    message = _batch_error(shop, "tc", frame, "@lake/unicode/")
+    assert message.startswith("Column 'text', row 1 of the input is not valid Unicode text")
+    con = shop.register_functions()
+    with pytest.raises(duckdb.ConversionException, match="invalid UTF8"):  # DuckDB text is always valid UTF-8
+        con.execute("SELECT tc(decode('\\xff'::BLOB))").fetchall()
+
+
+def test_candidate_labels_empty_null_or_holding_null(shop) -> None:
+    mv = shop.get_model("zs").default
+    context = "Model zs version v1, function __CALL__, column 'candidate_labels'"
+    with pytest.raises(ValueError, match=f"{context}: is empty"):
+        mv.run(_frame(sequences=["good"], candidate_labels=[[]]))
+    with pytest.raises(ValueError, match=rf"{context}: holds a NULL or blank label in \['a', None\]"):
+        mv.run(_frame(sequences=["good"], candidate_labels=[["a", None]]))
+    with pytest.warns(UserWarning, match="Null value detected in column candidate_labels"):
+        assert mv.run(_frame(sequences=["good"], candidate_labels=[None]))["labels"].tolist() == [None]
+    con = shop.register_functions()
+    assert con.execute("SELECT zs('good', NULL)").fetchone() == (None,)
+    for labels, why in [("[]", "is empty"), ("['a', NULL]", "holds a NULL or blank label")]:
+        with pytest.raises(duckdb.Error, match=f"{context}: {why}"):
+            con.execute(f"SELECT zs('good', {labels})").fetchall()
+
+
+# -------------------------------------------------------------------------- params
+
+
+def test_unknown_params_and_params_of_the_wrong_type(shop) -> None:
+    mv = shop.get_model("summ").default
+    context = "Model summ version v1, function __CALL__"
+    with pytest.raises(ValueError, match=f"{context}: .*max_new_token"):
+        mv.run(_frame(documents=["x"]), params={"max_new_token": 4})
+    with pytest.raises(ValueError, match=f"{context}: .*num_beams"):
+        mv.run(_frame(documents=["x"]), params={"num_beams": "four"})
+    con = shop.register_functions()
+    with pytest.raises(duckdb.BinderException, match="Macro summ\\(\\) does not support the supplied arguments"):
+        con.execute("SELECT summ('x', max_new_token := 4)").fetchall()
+    with pytest.raises(duckdb.Error, match="num_beams"):
+        con.execute("SELECT summ('x', num_beams := 'four')").fetchall()
+    with pytest.raises(ValueError, match="max_new_token"):
+        mv.run_batch(_frame(documents=["x"]), output_spec=OutputSpec("@lake/params/"),
+                     input_spec=InputSpec(params={"max_new_token": 4}))  # fmt: skip
+    assert not (shop.root / "lake" / "params").exists()
+
+
+# --------------------------------------------------------------------------- names
+
+
+@pytest.mark.parametrize(
+    "model_name, version_name, why",
+    [
+        ("it's", "v1", "use letters, digits and underscores"),
+        ("a;drop", "v1", "use letters, digits and underscores"),
+        ("select", "v1", "SQL keyword"),
+        ("naïve", "v1", "use letters, digits and underscores"),
+        ("a__b", "v1", "'__' is reserved"),
+        ("../x", "v1", "use letters, digits and underscores"),
+        ("m" * 300, "v1", "at most 128 characters"),
+        ("stage_files", "v1", "duckreg uses that name"),
+        ("run_batch", "v1", "duckreg uses that name"),
+        ("tc_table", "v1", "would clash with model tc's"),
+        ("tc_files", "v1", "would clash with model tc's"),
+        ("fresh", "v;1", "use letters, digits and underscores"),
+        ("fresh", "../x", "use letters, digits and underscores"),
+        ("fresh", "DEFAULT", "system alias"),
+        ("fresh", "First", "system alias"),
+        ("tc", "prod", "an alias of model tc"),
+        ("fresh", "v" * 129, "at most 128 characters"),
+    ],
+)
+def test_bad_names_are_refused_and_write_nothing(shop, model_dirs, model_name, version_name, why) -> None:
+    shop.get_model("tc").default.set_alias("prod")
+    artifacts = sorted(p.relative_to(shop.artifact_location) for p in shop.artifact_location.rglob("*"))
+    models = shop.show_models()["name"].tolist()
+    pipe = transformers.pipeline("text-classification", model=str(model_dirs["text-classification"]))
+    with pytest.raises(ValueError, match=why):
+        shop.log_model(pipe, model_name=model_name, version_name=version_name)
+    assert sorted(p.relative_to(shop.artifact_location) for p in shop.artifact_location.rglob("*")) == artifacts
+    assert shop.show_models()["name"].tolist() == models
+
+
+def test_a_model_cannot_take_a_name_another_model_derives(shop, model_dirs) -> None:
+    pipe = transformers.pipeline("text-classification", model=str(model_dirs["text-classification"]))
+    shop.log_model(pipe, model_name="gadget_table", version_name="v1")
+    try:
+        with pytest.raises(ValueError, match="'gadget_table' would clash with model gadget_table's"):
+            shop.log_model(pipe, model_name="gadget", version_name="v1")
+    finally:
+        shop.delete_model("gadget_table")
+
+
+# -------------------------------------------------------------------------- stages
+
+
+def test_stage_paths_that_leave_the_stage_or_name_no_stage(shop, tmp_path) -> None:
+    outside = tmp_path / "secret.parquet"
+    pd.DataFrame({"text": ["secret"]}).to_parquet(outside)
+    lake = shop.root / "lake"
+    lake.mkdir(exist_ok=True)
+    link = lake / "escape"
+    if not link.exists():
+        link.symlink_to(tmp_path)
+    mv = shop.get_model("tc").default
+    con = shop.register_functions()
+    cases = [
+        ("@lake/../secret.parquet", "leaves the stage"),
+        ("@lake/escape/secret.parquet", "leaves the stage"),
+        ("@nowhere/x", "Stage nowhere does not exist"),
+    ]
+    for path, why in cases:
+        with pytest.raises(ValueError, match=why):
+            mv.run_batch(path, output_spec=OutputSpec("@lake/escaped/"))
+        with pytest.raises(ValueError, match=why):
+            mv.run_batch(_frame(text=["x"]), output_spec=OutputSpec(path))
+        with pytest.raises(duckdb.Error, match=why):
+            con.execute("SELECT read_stage_file(?)", [path]).fetchall()
+    # An absolute path is not a stage path; inside one, leading slashes stay inside the stage.
+    with pytest.raises(ValueError, match="must be a stage path such as '@my_stage/out/', got '/etc/passwd'"):
+        mv.run_batch(_frame(text=["x"]), output_spec=OutputSpec("/etc/passwd"))
+    with pytest.raises(duckdb.Error, match="Invalid stage path '/etc/passwd'"):
+        con.execute("SELECT read_stage_file('/etc/passwd')").fetchall()
+    assert shop.stages.locate("@lake//etc/passwd")[1] == str(lake / "etc" / "passwd")
+    assert not (lake / "escaped").exists()
+
+
+def test_overwrite_refuses_an_output_that_holds_its_input(shop) -> None:
+    data = shop.root / "lake" / "d"
+    data.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame({"text": ["good", "bad"]}).to_parquet(data / "in.parquet")
+    mv = shop.get_model("tc").default
+    for output in ("@lake/d/", "@lake/", "@lake/d/scored/"):
+        with pytest.raises(ValueError, match="overlaps the input '@lake/d/'"):
+            mv.run_batch("@lake/d/", output_spec=OutputSpec(output, mode=SaveMode.OVERWRITE))
+    assert (data / "in.parquet").exists() and sorted(p.name for p in data.iterdir()) == ["in.parquet"]
+
+
+def test_an_unfinished_job_in_the_way_says_how_to_resume_or_replace_it(shop) -> None:
+    mv = shop.get_model("tc").default
+    with pytest.raises(ValueError, match="is longer than the 512"):
+        mv.run_batch(_frame(text=["fine", "good " * 2000]), output_spec=OutputSpec("@lake/busy/"),
+                     job_spec=JobSpec(block=True, job_name="LONG_ONE"))  # fmt: skip
+    assert duckreg.jobs.get_job(shop, "LONG_ONE").status == "FAILED"
+    with pytest.raises(FileExistsError, match=r"holds the unfinished job LONG_ONE.*resume.*SaveMode\.OVERWRITE"):
+        mv.run_batch(_frame(text=["other"]), output_spec=OutputSpec("@lake/busy/"))
+
+
+# ------------------------------------------------------------------------ artifacts
+
+
+def _fresh_version(shop, model_dirs, name: str):
+    pipe = transformers.pipeline("text-classification", model=str(model_dirs["text-classification"]))
+    return shop.log_model(pipe, model_name=name, version_name="v1")
+
+
+def test_tampered_weights_are_refused_before_loading(shop, model_dirs) -> None:
+    mv = _fresh_version(shop, model_dirs, "tampered")
+    weights = mv._artifact_path() / "model" / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-8:] = b"\x00" * 8
+    weights.write_bytes(bytes(data))
+    with pytest.raises(TamperedArtifact, match=r"model.safetensors does not match the sha256 logged for it"):
+        mv.run(_frame(text=["x"]))
+    con = shop.register_functions()
+    with pytest.raises(duckdb.Error, match=r"Model tampered version v1: .*model.safetensors does not match"):
+        con.execute("SELECT tampered('x')").fetchall()
+    with pytest.raises(TamperedArtifact):
+        mv.load()
+    assert "model.safetensors does not match" in _batch_error(shop, "tampered", _frame(text=["x"]), "@lake/t/")
+
+
+def test_files_that_were_not_logged_are_refused_and_never_loaded(shop, model_dirs, tmp_path) -> None:
+    mv = _fresh_version(shop, model_dirs, "stuffed")
+    marker = tmp_path / "unpickled"
+
+    class Payload:
+        def __reduce__(self):
+            return (Path.touch, (marker,))
+
+    folder = mv._artifact_path() / "model"
+    (folder / "evil.pkl").write_bytes(pickle.dumps(Payload()))
+    with pytest.raises(TamperedArtifact, match=r"evil.pkl was not logged with this version"):
+        mv.run(_frame(text=["x"]))
+    (folder / "evil.pkl").unlink()
+    (folder / "pytorch_model.bin").write_bytes(pickle.dumps(Payload()))
+    con = shop.register_functions()
+    with pytest.raises(duckdb.Error, match=r"pytorch_model.bin was not logged with this version"):
+        con.execute("SELECT stuffed('x')").fetchall()
+    assert not marker.exists()
+
+
+# --------------------------------------------------------------------------- locks
+
+
+def test_a_database_locked_by_another_process_gets_a_duckreg_error(tmp_path) -> None:
+    db = tmp_path / "locked.duckdb"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(f"""
+            import sys, duckdb
+            con = duckdb.connect({str(db)!r})
+            print("ready", flush=True)
+            sys.stdin.read()
+        """)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "ready"
+        for opener in (lambda: duckreg.connect(db), lambda: duckreg.Registry(str(db)),
+                       lambda: duckreg.connect(db, read_only=True)):  # fmt: skip
+            with pytest.raises(duckreg.DatabaseLocked, match=rf"open for writing in process {holder.pid} .*Close"):
+                opener()
+        cli = Path(sys.executable).with_name("duckreg")
+        done = subprocess.run([str(cli), "sql", "SELECT 1", "--db", str(db)], capture_output=True, text=True)
+        assert done.returncode == 1
+        assert f"open for writing in process {holder.pid}" in done.stderr and "Traceback" not in done.stderr
+    finally:
+        holder.communicate("", timeout=30)
