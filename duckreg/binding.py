@@ -42,6 +42,10 @@ def quote(identifier: str) -> str:
     return '"' + identifier.replace('"', '""') + '"'
 
 
+def quote_literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
 def feature_types(
     spec: FeatureSpec | FeatureGroupSpec, *, is_json: bool = False, shape: tuple[int, ...] | None = None
 ) -> tuple[str, pa.DataType]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 import re
 import shutil
@@ -421,6 +422,34 @@ class Registry:
     def drop_stage(self, name: str) -> None:
         """Forget a stage; its files stay where they are."""
         self.stages.drop(name)
+
+    def snapshot(self, target: str | Path) -> Path:
+        """Copy this registry's database to ``target``, for other processes to read while this one writes.
+
+        DuckDB lets one process write a database file and no other process open it meanwhile. A
+        snapshot is a consistent copy (every table, the catalog included) that any number of
+        processes can open with ``duckreg.connect(target, read_only=True)``; its versions use the same
+        artifact folders. The copy is written beside ``target`` and renamed into place, so a reader
+        never sees half of one. Taking a new snapshot replaces the old one.
+        """
+        target = Path(target).expanduser().resolve()
+        partial = target.with_name(f".{target.name}.{uuid.uuid4().hex}.partial")
+        alias = f"duckreg_snapshot_{uuid.uuid4().hex[:12]}"
+
+        def copy(cursor: duckdb.DuckDBPyConnection) -> None:
+            cursor.execute(f"ATTACH {binding.quote_literal(str(partial))} AS {alias}")
+            try:
+                cursor.execute(f"COPY FROM DATABASE {binding.quote(self.database_name)} TO {alias}")
+            finally:
+                cursor.execute(f"DETACH {alias}")
+
+        try:
+            self._catalog.run(copy)
+            os.replace(partial, target)
+        finally:
+            for leftover in (partial, partial.with_name(partial.name + ".wal")):
+                leftover.unlink(missing_ok=True)
+        return target
 
     # -------------------------------------------------------------- SQL side
     def register_functions(
