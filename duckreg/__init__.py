@@ -22,6 +22,7 @@ def connect(database: str | Path | None = None, **kwargs: Any) -> duckdb.DuckDBP
     registry_kwargs = {k: kwargs.pop(k) for k in ("database_name", "schema_name", "artifact_location") if k in kwargs}
     con = open_database(database, **kwargs)
     registry = Registry(con, **registry_kwargs)
+    registry._owns_connection = True
     registry.register_functions(con)
     return con
 

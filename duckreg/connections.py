@@ -117,6 +117,9 @@ class Instance:
         self.bound: list[BoundConnection] = []
         # Registries serving the stage and batch functions (most recent last).
         self.registries: list[Any] = []
+        # For an in-memory instance duckreg opened itself: the registry on its first connection, which
+        # tells when the instance has gone (closing that connection closes every other one).
+        self.root: Any = None
         self.stage_functions = StageFunctions(self)
 
     # -------------------------------------------------------------- calls
@@ -331,6 +334,7 @@ def instance_of(con: duckdb.DuckDBPyConnection) -> Instance:
                 _INSTANCES[token] = Instance(token, _main_path(con))
             return _INSTANCES[token]
         path = _main_path(con)
+        _forget_closed_memory_instances()
         instance = Instance(uuid.uuid4().hex, path)
         con.create_function(MARKER, instance.marker, [], "VARCHAR", side_effects=False)
         _INSTANCES[instance.token] = instance
@@ -341,6 +345,13 @@ def instance_of(con: duckdb.DuckDBPyConnection) -> Instance:
                 _INSTANCES.pop(previous, None)
             _BY_PATH[path] = instance.token
         return instance
+
+
+def _forget_closed_memory_instances() -> None:
+    """Drop the state of in-memory instances whose first connection (so every connection) is closed."""
+    for token, instance in list(_INSTANCES.items()):
+        if instance.path is None and instance.root is not None and instance.root._catalog.closed():
+            del _INSTANCES[token]
 
 
 def apply_macros(con: duckdb.DuckDBPyConnection, record: BoundConnection, statements: list[tuple[str, str]]) -> bool:

@@ -84,7 +84,8 @@ class Registry:
         schema_name: str | None = None,
         artifact_location: str | Path | None = None,
     ) -> None:
-        if connection is None or isinstance(connection, (str, Path)):
+        self._owns_connection = connection is None or isinstance(connection, (str, Path))
+        if self._owns_connection:
             connection = connections.open_database(connection)
         if not isinstance(connection, duckdb.DuckDBPyConnection):
             raise TypeError(f"connection must be a DuckDB connection, a database path or None, got {connection!r}")
@@ -476,6 +477,8 @@ class Registry:
         bindings = [b for model in chosen for b in model._bindings()]
         with instance.lock:
             instance.add_registry(self)
+            if self._owns_connection and self._db_path is None and instance.root is None:
+                instance.root = self
             instance.ensure_stage_functions(self._catalog)
             instance.set_targets(self._catalog, bindings)
             record = instance.bind_connection(con, wanted)

@@ -44,6 +44,15 @@ def model_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     }
 
 
+def logged_database(path: Path, model_dir: Path, model_name: str = "clf") -> Path:
+    """A registry file at ``path`` holding one text-classification model (version v1), closed again."""
+    registry = duckreg.Registry(str(path))
+    pipe = transformers.pipeline("text-classification", model=str(model_dir))
+    registry.log_model(pipe, model_name=model_name, version_name="v1")
+    registry.connection.close()
+    return path
+
+
 @pytest.fixture
 def db_path(tmp_path: Path) -> Path:
     return tmp_path / "registry.duckdb"

@@ -14,9 +14,18 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import transformers
+from conftest import logged_database
 from test_lifetimes import SETUP, run_forked
 
 import duckreg
+
+pytestmark = pytest.mark.process
+
+
+@pytest.fixture
+def logged(tmp_path: Path, model_dirs) -> Path:
+    return logged_database(tmp_path / "shop.duckdb", model_dirs["text-classification"])
+
 
 THREADS = """
 import random
@@ -61,12 +70,8 @@ assert len(answered) == 240, len(answered)
 """
 
 
-def test_eight_threads_on_cursors_and_connections_answer_as_one_thread_does(tmp_path: Path, model_dirs) -> None:
-    db = tmp_path / "shop.duckdb"
-    registry = duckreg.Registry(str(db))
-    pipe = transformers.pipeline("text-classification", model=str(model_dirs["text-classification"]))
-    registry.log_model(pipe, model_name="clf", version_name="v1")
-    registry.connection.close()
+def test_eight_threads_on_cursors_and_connections_answer_as_one_thread_does(logged: Path) -> None:
+    db = logged
     result = run_forked({"threads": THREADS}, prelude=f"db = {str(db)!r}\n", setup=SETUP)["threads"]
     assert result["exit"] == 0, f"exit {result['exit']}\n{result['output']}"
 
@@ -80,16 +85,6 @@ def _python(code: str, **kwargs) -> subprocess.Popen:
         text=True,
         **kwargs,
     )
-
-
-@pytest.fixture
-def logged(tmp_path: Path, model_dirs) -> Path:
-    db = tmp_path / "shop.duckdb"
-    registry = duckreg.Registry(str(db))
-    pipe = transformers.pipeline("text-classification", model=str(model_dirs["text-classification"]))
-    registry.log_model(pipe, model_name="clf", version_name="v1")
-    registry.connection.close()
-    return db
 
 
 def test_logging_while_another_process_queries_says_what_to_do(logged: Path, model_dirs) -> None:

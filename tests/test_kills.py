@@ -16,6 +16,9 @@ from test_lifetimes import run_forked
 
 from duckreg import faults
 
+pytestmark = pytest.mark.process
+
+
 SETUP = """
 import json, os, random, signal, tempfile, time
 from pathlib import Path

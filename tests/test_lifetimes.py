@@ -16,8 +16,12 @@ import pandas as pd
 import pytest
 import tiny_models
 import transformers
+from conftest import logged_database
 
 import duckreg
+
+pytestmark = pytest.mark.process
+
 
 FORKED = Path(__file__).with_name("forked.py")
 TESTS = Path(__file__).parent
@@ -292,11 +296,7 @@ def test_forked_runner_reports_a_segfault_as_a_signal() -> None:
 
 
 def test_memory_stays_flat_over_a_thousand_connections(tmp_path: Path, model_dirs) -> None:
-    db = tmp_path / "shop.duckdb"
-    registry = duckreg.Registry(str(db))
-    pipe = transformers.pipeline("text-classification", model=str(model_dirs["text-classification"]))
-    registry.log_model(pipe, model_name="clf", version_name="v1")
-    registry.connection.close()
+    db = logged_database(tmp_path / "shop.duckdb", model_dirs["text-classification"])
     script = f"""
 import gc, resource, duckreg
 db = {str(db)!r}
@@ -306,16 +306,18 @@ def rss_mib():
 keep = duckreg.connect(db)
 keep.execute("SELECT clf('warm up')").fetchall()
 samples = {{}}
-for i in range(1, 1001):
-    con = duckreg.connect(db)
-    con.execute("SELECT clf('good movie')").fetchall()
-    con.close()
-    if i in (200, 1000):
-        gc.collect()
-        samples[i] = rss_mib()
-print(samples[200], samples[1000])
+for kind, open_one in (("file", lambda: duckreg.connect(db)), ("memory", lambda: duckreg.connect())):
+    for i in range(1, 1001):
+        con = open_one()
+        con.execute("SELECT clf('good movie')" if kind == "file" else "SELECT 1").fetchall()
+        con.close()
+        if i in (200, 1000):
+            gc.collect()
+            samples[kind, i] = rss_mib()
+print(*(samples[k] for k in sorted(samples)))
 """
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
-    at_200, at_1000 = map(float, done.stdout.split())
-    assert at_1000 - at_200 < 25, f"RSS grew from {at_200:.0f} MiB to {at_1000:.0f} MiB over 800 connections"
+    file_200, file_1000, memory_200, memory_1000 = map(float, done.stdout.split())
+    assert file_1000 - file_200 < 25, f"RSS grew from {file_200:.0f} to {file_1000:.0f} MiB over 800 connections"
+    assert memory_1000 - memory_200 < 25, f"RSS grew from {memory_200:.0f} to {memory_1000:.0f} MiB over 800 databases"
