@@ -223,15 +223,19 @@ class Binding:
         self.runner = runner
         self.output = OutputTypes.of(runner.function)
         self._udfs: dict[str, Any] = {}
+        signature = runner.signature
+        arguments = {
+            "positional": [runner.required_inputs(), []],
+            "call": [[s.name for s in signature.inputs], [p.name for p in signature.params]],
+        }
+        self._keys = {
+            layout: hashlib.sha256(json.dumps([*names, self.output.sql]).encode()).hexdigest()[:12]
+            for layout, names in arguments.items()
+        }
 
     def signature_key(self, layout: str) -> str:
-        """What a UDF of this layout was created for: argument names and the SQL return type."""
-        signature = self.runner.signature
-        if layout == "positional":
-            parts = [self.runner.required_inputs(), [], self.output.sql]
-        else:
-            parts = [[s.name for s in signature.inputs], [p.name for p in signature.params], self.output.sql]
-        return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:12]
+        """What a UDF of this layout was created for: its argument names and its SQL return type."""
+        return self._keys[layout]
 
     def udf_name(self, layout: str) -> str:
         if layout == "positional":
@@ -243,28 +247,25 @@ class Binding:
             self._udfs[layout] = make_udf(self.runner, self.output, layout, self.sql_name)
         return self._udfs[layout]
 
-    def macro_statements(self) -> list[tuple[str, str]]:
-        """(name, statement) of every TEMP macro this binding puts on a registered connection."""
+    def macro_statements(self) -> list[str]:
+        """Every TEMP macro this binding puts on a registered connection."""
         call = self.udf_name("call")
         statements = [
-            (self.sql_name, scalar_macro_sql(self.sql_name, call, self.runner)),
-            (table_macro_name(self.sql_name), table_macro_sql(table_macro_name(self.sql_name), call, self.runner,
-                                                              self.output)),
-        ]  # fmt: skip
+            scalar_macro_sql(self.sql_name, call, self.runner),
+            table_macro_sql(table_macro_name(self.sql_name), call, self.runner, self.output),
+        ]
         files = files_macro_sql(files_macro_name(self.sql_name), call, self.runner, self.output)
-        if files:
-            statements.append((files_macro_name(self.sql_name), files))
-        return statements
+        return [*statements, files] if files else statements
 
 
-def drop_macro_statements(sql_names: Iterable[str]) -> list[tuple[str, str]]:
+def drop_macro_statements(sql_names: Iterable[str]) -> list[str]:
     """Statements removing the TEMP macros of ``sql_names`` (those not present are skipped)."""
     statements = []
     for name in sql_names:
         statements += [
-            (name, f"DROP MACRO IF EXISTS temp.{quote(name)}"),
-            (table_macro_name(name), f"DROP MACRO TABLE IF EXISTS temp.{quote(table_macro_name(name))}"),
-            (files_macro_name(name), f"DROP MACRO TABLE IF EXISTS temp.{quote(files_macro_name(name))}"),
+            f"DROP MACRO IF EXISTS temp.{quote(name)}",
+            f"DROP MACRO TABLE IF EXISTS temp.{quote(table_macro_name(name))}",
+            f"DROP MACRO TABLE IF EXISTS temp.{quote(files_macro_name(name))}",
         ]
     return statements
 
@@ -299,18 +300,11 @@ STAGE_UDFS = (
 """(UDF name, method of ``connections.StageFunctions``, parameter types, return type)."""
 
 
-def stage_macro_statements() -> list[tuple[str, str]]:
+def stage_macro_statements() -> list[str]:
     """``stage_files('@stage/path', pattern)`` and ``run_batch(model, query, output_location, ...)``."""
     return [
-        (
-            "stage_files",
-            "CREATE OR REPLACE TEMP MACRO stage_files(stage_path, pattern := NULL) AS TABLE "
-            "SELECT unnest(duckreg_list_stage_files(stage_path, pattern)) AS file_path",
-        ),
-        (
-            "run_batch",
-            "CREATE OR REPLACE TEMP MACRO run_batch(model, query, output_location, mode := 'error', job_name := NULL, "
-            "max_batch_rows := NULL) AS duckreg_run_batch(model, query, output_location, mode, job_name, "
-            "max_batch_rows)",
-        ),
+        "CREATE OR REPLACE TEMP MACRO stage_files(stage_path, pattern := NULL) AS TABLE "
+        "SELECT unnest(duckreg_list_stage_files(stage_path, pattern)) AS file_path",
+        "CREATE OR REPLACE TEMP MACRO run_batch(model, query, output_location, mode := 'error', job_name := NULL, "
+        "max_batch_rows := NULL) AS duckreg_run_batch(model, query, output_location, mode, job_name, max_batch_rows)",
     ]

@@ -25,7 +25,7 @@ import uuid
 import warnings
 import weakref
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import duckdb
@@ -71,7 +71,7 @@ class Gone(Exception):
 class UdfCallable:
     """The object DuckDB holds for one UDF: it asks the instance what to run at every call."""
 
-    __slots__ = ("__weakref__", "instance", "layout", "signature_key", "sql_name")
+    __slots__ = ("instance", "layout", "signature_key", "sql_name")
 
     def __init__(self, instance: Instance, sql_name: str, layout: str, signature_key: str) -> None:
         self.instance = instance
@@ -90,7 +90,6 @@ class BoundConnection:
     connection: weakref.ref
     thread: int
     models: set[str] | None  # None: every model
-    macros: set[str] = field(default_factory=set)
 
     def wants(self, model_key: str) -> bool:
         return self.models is None or model_key in self.models
@@ -113,7 +112,6 @@ class Instance:
         # SQL name -> what it computes now; SQL name -> why it no longer computes anything.
         self.targets: dict[str, binding.Binding] = {}
         self.gone: dict[str, str] = {}
-        self.model_of: dict[str, str] = {}
         self.bound: list[BoundConnection] = []
         # Registries serving the stage and batch functions (most recent last).
         self.registries: list[Any] = []
@@ -191,7 +189,6 @@ class Instance:
         for target in bindings:
             self.targets[target.sql_name] = target
             self.gone.pop(target.sql_name, None)
-            self.model_of[target.sql_name] = target.model_key
             for layout in binding.LAYOUTS:
                 name = target.udf_name(layout)
                 key = target.signature_key(layout)
@@ -220,7 +217,7 @@ class Instance:
                 self._remove(target.udf_name("positional"))
 
     # --------------------------------------------------------- connections
-    def bind_connection(self, con: duckdb.DuckDBPyConnection, models: set[str] | None) -> BoundConnection:
+    def bind_connection(self, con: duckdb.DuckDBPyConnection, models: set[str] | None) -> None:
         """Remember ``con`` (and the thread that uses it) as holding macros for ``models``."""
         self._prune()
         for record in self.bound:
@@ -228,10 +225,8 @@ class Instance:
                 if record.models is not None:
                     record.models = None if models is None else record.models | models
                 record.thread = threading.get_ident()
-                return record
-        record = BoundConnection(weakref.ref(con), threading.get_ident(), None if models is None else set(models))
-        self.bound.append(record)
-        return record
+                return
+        self.bound.append(BoundConnection(weakref.ref(con), threading.get_ident(), models))
 
     def own_connections(self, model_key: str) -> list[tuple[duckdb.DuckDBPyConnection, BoundConnection]]:
         """Bound connections this thread may run statements on, holding macros for ``model_key``."""
@@ -354,15 +349,11 @@ def _forget_closed_memory_instances() -> None:
             del _INSTANCES[token]
 
 
-def apply_macros(con: duckdb.DuckDBPyConnection, record: BoundConnection, statements: list[tuple[str, str]]) -> bool:
-    """Run macro statements on ``con``; False when it has been closed (it is then forgotten)."""
+def apply_macros(con: duckdb.DuckDBPyConnection, statements: list[str]) -> bool:
+    """Run macro statements on ``con``; False when it has been closed (it is then to be forgotten)."""
     try:
-        for name, sql in statements:
-            con.execute(sql)
-            if sql.startswith("DROP"):
-                record.macros.discard(name)
-            else:
-                record.macros.add(name)
+        for statement in statements:
+            con.execute(statement)
     except duckdb.ConnectionException:
         return False
     except duckdb.Error as exc:

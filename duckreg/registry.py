@@ -481,11 +481,9 @@ class Registry:
                 instance.root = self
             instance.ensure_stage_functions(self._catalog)
             instance.set_targets(self._catalog, bindings)
-            record = instance.bind_connection(con, wanted)
-            statements = binding.stage_macro_statements() + [s for b in bindings for s in b.macro_statements()]
-            for name, statement in statements:
+            instance.bind_connection(con, wanted)
+            for statement in binding.stage_macro_statements() + [s for b in bindings for s in b.macro_statements()]:
                 con.execute(statement)
-                record.macros.add(name)
         return con
 
     def _sql_instance(self) -> connections.Instance:
@@ -566,7 +564,7 @@ class Registry:
                 instance.set_targets(self._catalog, bindings)
                 statements = [s for b in bindings for s in b.macro_statements()]
                 for con, record in instance.own_connections(model_key):
-                    if not connections.apply_macros(con, record, statements):
+                    if not connections.apply_macros(con, statements):
                         instance.forget(record)
         except Exception as exc:  # noqa: BLE001 - the catalog change is committed; report, do not undo
             warnings.warn(f"Model {model_key}: SQL functions not refreshed: {exc}", RuntimeWarning, stacklevel=3)
@@ -579,7 +577,7 @@ class Registry:
                 instance.retire_targets(names, reason)
                 drops = binding.drop_macro_statements(names)
                 for con, record in instance.own_connections(model_key):
-                    if not connections.apply_macros(con, record, drops):
+                    if not connections.apply_macros(con, drops):
                         instance.forget(record)
         except Exception as exc:  # noqa: BLE001 - the catalog change is committed; report, do not undo
             warnings.warn(f"Model {model_key}: SQL functions not retired: {exc}", RuntimeWarning, stacklevel=3)
