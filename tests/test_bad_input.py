@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import re
 import subprocess
 import sys
 import textwrap
@@ -126,6 +127,27 @@ def test_a_text_longer_than_the_model_reads_is_refused_by_name_where_the_pipelin
     with pytest.raises(duckdb.Error, match=expected):
         con.execute("SELECT tc(t) FROM (VALUES ('good'), (repeat('good ', 1000))) v(t)").fetchall()
     assert "is longer than the 512 this model reads" in _batch_error(shop, "tc", _frame(text=[megabyte]), "@lake/l/")
+
+
+@pytest.mark.parametrize(
+    "task, column, text, why",
+    [
+        ("fill-mask", "inputs", "good [MASK] " * 600, "cutting it could cut the mask"),
+        ("token-classification", "inputs", "good " * 600, "log the pipeline with a stride"),
+        ("text-generation", "inputs", "good " * 600, "a prompt must leave room for the answer"),
+    ],
+)
+def test_other_tasks_that_do_not_truncate_refuse_a_long_input_by_name(
+    registry, model_dirs, task, column, text, why
+) -> None:
+    pipe = transformers.pipeline(task, model=str(model_dirs[task]))
+    mv = registry.log_model(pipe, model_name="long", version_name="v1")
+    context = f"Model long version v1, function __CALL__, column '{column}'"
+    expected = rf"{context}: an input of \d+ tokens .*{re.escape(why)}"
+    with pytest.raises(ValueError, match=expected):
+        mv.run(_frame(**{column: ["good [MASK]" if task == "fill-mask" else "good", text]}))
+    with pytest.raises(duckdb.Error, match=expected):
+        registry.register_functions().execute("SELECT long(?)", [text]).fetchall()
 
 
 def test_zero_shot_and_summarization_truncate_as_their_pipelines_do(shop) -> None:
