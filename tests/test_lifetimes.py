@@ -228,6 +228,26 @@ for connection, error in ((other["con"], "model fresh was deleted"), (con, "does
 check(con)
 check(other["con"])
 """,
+    "another thread's connection after the default changed its signature": """
+registry = Registry(db, artifact_location=os.path.join(work, "artifacts"))
+con = registry.register_functions()
+other = {}
+t = threading.Thread(target=lambda: other.update(con=duckreg.connect(db))); t.start(); t.join()
+check(other["con"])
+pipe = transformers.pipeline("text-classification", model=OTHER_MODEL, top_k=2)
+registry.log_model(pipe, model_name="clf", version_name="v2")
+registry.get_model("clf").default = "v2"
+assert con.execute("SELECT typeof(clf('good movie'))").fetchone()[0] == "JSON"
+try:
+    other["con"].execute("SELECT clf('good movie')").fetchall()
+except duckdb.Error as exc:
+    assert "now has another signature than when this connection was bound to it" in str(exc), exc
+else:
+    raise AssertionError("a stale macro answered")
+check(other["con"], "clf__v1")
+Registry(other["con"]).register_functions(other["con"])
+assert other["con"].execute("SELECT typeof(clf('good movie'))").fetchone()[0] == "JSON"
+""",
     "reopen after every connection closed": """
 for _ in range(3):
     con = duckreg.connect(db)
