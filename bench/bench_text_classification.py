@@ -72,12 +72,13 @@ def main() -> None:
         lambda: con.execute("SELECT sentiment(text) FROM reviews").fetchall(),
     )
 
-    con.register("naive", frame.head(args.naive_rows))
+    naive_rows = min(args.naive_rows, args.rows)
+    con.register("naive", frame.head(naive_rows))
     con.create_function("naive_sentiment", lambda t: pipe(t)[0]["label"], ["VARCHAR"], "VARCHAR")
     con.execute("CREATE TABLE naive_reviews AS SELECT * FROM naive")
     rates["naive"] = timed(
-        f"(a) naive per-row UDF ({args.naive_rows} rows)",
-        args.naive_rows,
+        f"(a) naive per-row UDF ({naive_rows} rows)",
+        naive_rows,
         lambda: con.execute("SELECT naive_sentiment(text) FROM naive_reviews").fetchall(),
     )
 
