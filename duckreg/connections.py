@@ -228,23 +228,28 @@ class Instance:
                 return
         self.bound.append(BoundConnection(weakref.ref(con), threading.get_ident(), models))
 
-    def own_connections(self, model_key: str) -> list[tuple[duckdb.DuckDBPyConnection, BoundConnection]]:
-        """Bound connections this thread may run statements on, holding macros for ``model_key``."""
-        self._prune()
+    def update_macros(self, model_key: str, statements: list[str]) -> None:
+        """Run macro statements on the bound connections of this thread that hold ``model_key``'s macros.
+
+        Connections bound in other threads are left alone: a statement from here could collide with
+        their own thread's. A closed connection is forgotten.
+        """
         me = threading.get_ident()
-        found = []
-        for record in self.bound:
+        for record in list(self.bound):
             con = record.connection()
-            if con is not None and record.thread == me and record.wants(model_key):
-                found.append((con, record))
-        return found
+            if con is None or record.thread != me or not record.wants(model_key):
+                continue
+            try:
+                for statement in statements:
+                    con.execute(statement)
+            except duckdb.ConnectionException:
+                self.bound.remove(record)
+            except duckdb.Error as exc:
+                warnings.warn(f"duckreg could not update its SQL macros on a connection: {exc}", RuntimeWarning,
+                              stacklevel=3)  # fmt: skip
 
     def _prune(self) -> None:
         self.bound = [r for r in self.bound if r.connection() is not None]
-
-    def forget(self, record: BoundConnection) -> None:
-        if record in self.bound:
-            self.bound.remove(record)
 
     # ----------------------------------------------------- stage functions
     def ensure_stage_functions(self, catalog: Any) -> None:
@@ -347,15 +352,3 @@ def _forget_closed_memory_instances() -> None:
     for token, instance in list(_INSTANCES.items()):
         if instance.path is None and instance.root is not None and instance.root._catalog.closed():
             del _INSTANCES[token]
-
-
-def apply_macros(con: duckdb.DuckDBPyConnection, statements: list[str]) -> bool:
-    """Run macro statements on ``con``; False when it has been closed (it is then to be forgotten)."""
-    try:
-        for statement in statements:
-            con.execute(statement)
-    except duckdb.ConnectionException:
-        return False
-    except duckdb.Error as exc:
-        warnings.warn(f"duckreg could not update its SQL macros on a connection: {exc}", RuntimeWarning, stacklevel=3)
-    return True

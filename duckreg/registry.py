@@ -277,9 +277,10 @@ class Registry:
                 "duckreg.huggingface.TransformersPipeline or a duckreg.custom.CustomModel."
             )
         # Methods beyond the first get SQL names of their own (``m_predict``): no other model may hold them.
-        taken = {n: m.name for m in self.models() if m._key != model_key for n in m._all_sql_names()}
-        method_names = [name for name, _ in _sql_names(model_key, None, functions)]
-        _check_untaken(model_name, [*method_names, *(binding.table_macro_name(n) for n in method_names)], taken)
+        method_names = [name for name, _ in _sql_names(model_key, None, functions) if name != model_key]
+        if method_names:
+            taken = {n: m.name for m in self.models() if m._key != model_key for n in m._all_sql_names()}
+            _check_untaken(model_name, [*method_names, *(binding.table_macro_name(n) for n in method_names)], taken)
         manifest = {
             "format_version": 1,
             "model_type": model_type,
@@ -562,10 +563,7 @@ class Registry:
             bindings = Model(self, model_key)._bindings()
             with instance.lock:
                 instance.set_targets(self._catalog, bindings)
-                statements = [s for b in bindings for s in b.macro_statements()]
-                for con, record in instance.own_connections(model_key):
-                    if not connections.apply_macros(con, statements):
-                        instance.forget(record)
+                instance.update_macros(model_key, [s for b in bindings for s in b.macro_statements()])
         except Exception as exc:  # noqa: BLE001 - the catalog change is committed; report, do not undo
             warnings.warn(f"Model {model_key}: SQL functions not refreshed: {exc}", RuntimeWarning, stacklevel=3)
 
@@ -575,10 +573,7 @@ class Registry:
             instance = self._sql_instance()
             with instance.lock:
                 instance.retire_targets(names, reason)
-                drops = binding.drop_macro_statements(names)
-                for con, record in instance.own_connections(model_key):
-                    if not connections.apply_macros(con, drops):
-                        instance.forget(record)
+                instance.update_macros(model_key, binding.drop_macro_statements(names))
         except Exception as exc:  # noqa: BLE001 - the catalog change is committed; report, do not undo
             warnings.warn(f"Model {model_key}: SQL functions not retired: {exc}", RuntimeWarning, stacklevel=3)
 
