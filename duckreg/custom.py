@@ -151,7 +151,7 @@ class CustomRunner(Task):
         method = getattr(ctx.pipeline, ctx.method)
         names = [s.name for s in ctx.signature.inputs]
         frame = pd.DataFrame({name: [row[name] for row in rows] for name in names})
-        result = method(frame)
+        result = method(frame, **accepted_params(method, ctx.params))
         if not isinstance(result, pd.DataFrame):
             raise TypeError(f"{ctx.method} returned {type(result).__name__}, not a DataFrame")
         if len(result) != len(rows):
@@ -164,6 +164,19 @@ class CustomRunner(Task):
 
     def sort_key(self, row: dict[str, Any]) -> int:
         return 0
+
+
+def accepted_params(method: Callable, params: dict[str, Any]) -> dict[str, Any]:
+    """The parameters ``method`` takes as keyword arguments (all of them with ``**kwargs``), as Snowflake passes them.
+
+    A parameter left unset (None) is not passed, so the method's own default applies.
+    """
+    taken = inspect.signature(method).parameters.values()
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in taken):
+        names = set(params)
+    else:
+        names = {p.name for p in taken if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
+    return {name: value for name, value in params.items() if name in names and value is not None}
 
 
 def _plain(value: Any) -> Any:

@@ -52,3 +52,11 @@ class SlowDoubler(CustomModel):
 
         time.sleep(0.05)
         return pd.DataFrame({"doubled": [None if x is None else 2 * x for x in df["x"]]})
+
+
+class Sampler(CustomModel):
+    """Declares runtime parameters as keyword arguments, as Snowflake's custom models do."""
+
+    @inference_api
+    def predict(self, df: pd.DataFrame, *, temperature: float = 1.0, top_k: int = 50) -> pd.DataFrame:
+        return pd.DataFrame({"setting": [f"{text}:{temperature}:{top_k}" for text in df["text"]]})
