@@ -182,11 +182,21 @@ def _type_name(spec: FeatureSpec | FeatureGroupSpec) -> str:
 
 
 def _format_output(value: Any, spec: FeatureSpec | FeatureGroupSpec, shape: tuple[int, ...] | None) -> Any:
+    """One output value in the form the signature gives it (SQL type, pandas object)."""
     if value is None:
         return None
+    if isinstance(value, str) and (shape or isinstance(spec, FeatureGroupSpec)):
+        # A task's JSON text where the signature asks for structure (a list of structs, a struct).
+        value = json.loads(value)
     if shape:
+        if not isinstance(value, (list, tuple, np.ndarray)):
+            raise ValueError(f"expected a list for {spec.name!r}, got {type(value).__name__}")
         return [_format_output(v, spec, shape[1:] or None) for v in value]
     if isinstance(spec, FeatureGroupSpec):
+        if isinstance(value, list) and len(value) == 1:
+            value = value[0]  # one result where the signature asks for one struct
+        if not isinstance(value, dict):
+            raise ValueError(f"expected a struct for {spec.name!r}, got {type(value).__name__}")
         return {child.name: _format_output(value.get(child.name), child, child.shape) for child in spec.specs}
     if isinstance(value, np.generic):
         value = value.item()
@@ -330,4 +340,6 @@ class FunctionRunner:
                 }
             except KeyError as exc:
                 raise RuntimeError(f"{self.context()}: the model gave no output named {exc.args[0]!r}") from None
+            except (ValueError, TypeError) as exc:
+                raise RuntimeError(f"{self.context()}: the model's output does not fit the signature: {exc}") from None
         return results

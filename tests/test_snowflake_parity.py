@@ -6,10 +6,11 @@ from pathlib import Path
 
 import duckdb
 import pandas as pd
+import transformers
 from custom_models import Sampler
 
 from duckreg.batch import InputSpec, JobSpec, OutputSpec
-from duckreg.model_signature import DataType, FeatureSpec, ModelSignature, ParamSpec
+from duckreg.model_signature import DataType, FeatureGroupSpec, FeatureSpec, ModelSignature, ParamSpec
 
 
 def test_custom_model_params_reach_the_method_as_keyword_arguments(registry, tmp_path: Path) -> None:
@@ -34,3 +35,21 @@ def test_custom_model_params_reach_the_method_as_keyword_arguments(registry, tmp
     )
     written = duckdb.sql(f"SELECT setting FROM read_parquet('{tmp_path / 'out' / 'sampled'}/*.parquet')").fetchall()
     assert written == [("a:1.0:7",)]
+
+
+def test_a_structured_output_in_a_user_signature_comes_back_structured(registry, model_dirs) -> None:
+    pipe = transformers.pipeline(
+        "text-generation", model=str(model_dirs["text-generation"]), max_new_tokens=3, do_sample=False
+    )
+    generated = FeatureGroupSpec("outputs", [FeatureSpec("generated_text", DataType.STRING)], shape=(-1,))
+    signature = ModelSignature(inputs=[FeatureSpec("inputs", DataType.STRING)], outputs=[generated])
+    mv = registry.log_model(pipe, model_name="writer", version_name="v1", signatures={"__call__": signature})
+    (value,) = mv.run(pd.DataFrame({"inputs": ["hello"]}))["outputs"].tolist()
+    assert isinstance(value, list) and list(value[0]) == ["generated_text"] and value[0]["generated_text"]
+    con = registry.register_functions()
+    assert con.execute("SELECT typeof(writer('hello'))").fetchone() == ("STRUCT(generated_text VARCHAR)[]",)
+    assert con.execute("SELECT writer('hello')[1].generated_text").fetchone()[0] == value[0]["generated_text"]
+    single = FeatureGroupSpec("outputs", [FeatureSpec("generated_text", DataType.STRING)])
+    signature = ModelSignature(inputs=[FeatureSpec("inputs", DataType.STRING)], outputs=[single])
+    mv = registry.log_model(pipe, model_name="writer", version_name="v2", signatures={"__call__": signature})
+    assert mv.run(pd.DataFrame({"inputs": ["hello"]}))["outputs"].tolist() == value
