@@ -6,11 +6,13 @@ from pathlib import Path
 
 import duckdb
 import pandas as pd
+import pyarrow as pa
 import transformers
 from custom_models import Sampler
 
 from duckreg.batch import InputSpec, JobSpec, OutputSpec
 from duckreg.model_signature import DataType, FeatureGroupSpec, FeatureSpec, ModelSignature, ParamSpec
+from duckreg.openai_signatures import OPENAI_CHAT_SIGNATURE
 
 
 def test_custom_model_params_reach_the_method_as_keyword_arguments(registry, tmp_path: Path) -> None:
@@ -53,3 +55,22 @@ def test_a_structured_output_in_a_user_signature_comes_back_structured(registry,
     signature = ModelSignature(inputs=[FeatureSpec("inputs", DataType.STRING)], outputs=[single])
     mv = registry.log_model(pipe, model_name="writer", version_name="v2", signatures={"__call__": signature})
     assert mv.run(pd.DataFrame({"inputs": ["hello"]}))["outputs"].tolist() == value
+
+
+def test_run_batch_takes_list_and_struct_columns_from_a_dataframe_as_from_arrow(registry, model_dirs, tmp_path) -> None:
+    pipe = transformers.pipeline("text-generation", model=str(model_dirs["text-generation"]))
+    chat = registry.log_model(pipe, model_name="chat", version_name="v1", signatures=OPENAI_CHAT_SIGNATURE)
+    messages = [[{"role": "user", "content": "Hello world"}], [{"role": "user", "content": "I like udon"}]]
+    frame = pd.DataFrame(
+        {"request": [1, 2], "messages": messages, "temperature": [0.0, 0.0], "max_completion_tokens": [3, 3]}
+    )
+    registry.create_stage("out", str(tmp_path / "out"))
+    answers = {}
+    for name, data in (("frame", frame), ("arrow", pa.Table.from_pandas(frame, preserve_index=False))):
+        job = chat.run_batch(data, output_spec=OutputSpec(f"@out/{name}/"), job_spec=JobSpec(block=True))
+        assert job.status == "DONE"
+        written = tmp_path / "out" / name
+        answers[name] = duckdb.sql(
+            f"SELECT request, choices[1].message.content FROM read_parquet('{written}/*.parquet') ORDER BY 1"
+        ).fetchall()
+    assert answers["frame"] == answers["arrow"] and len(answers["frame"]) == 2

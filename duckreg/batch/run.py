@@ -318,17 +318,24 @@ def _input_source(registry: Registry, X: Any, rows: int) -> tuple[Any, Iterator[
         return X.sql_query(), iter(X.to_arrow_reader(rows))
     if isinstance(X, pd.DataFrame):
         try:
-            digest = hashlib.sha256(pd.util.hash_pandas_object(X, index=False).values.tobytes()).hexdigest()
             table = pa.Table.from_pandas(X, preserve_index=False)
         except UnicodeEncodeError:
             raise ValueError(_not_unicode(X)) from None
-        return [list(map(str, X.columns)), digest], iter(table.to_batches(max_chunksize=rows))
+        return _table_digest(table), iter(table.to_batches(max_chunksize=rows))
     if isinstance(X, pa.Table):
-        return None, iter(X.to_batches(max_chunksize=rows))
+        return _table_digest(X), iter(X.to_batches(max_chunksize=rows))
     raise TypeError(
         "X must be a DuckDB relation, a SQL query, a pandas DataFrame, a pyarrow Table or a stage path "
         f"('@stage/path/') of parquet files; got {type(X).__name__}."
     )
+
+
+def _table_digest(table: pa.Table) -> str:
+    """What identifies in-memory input for resuming: its schema and every value (lists and structs too)."""
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return hashlib.sha256(sink.getvalue()).hexdigest()
 
 
 def _not_unicode(frame: pd.DataFrame) -> str:
