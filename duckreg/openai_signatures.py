@@ -1,7 +1,7 @@
 """Signatures that make a text-generation model answer OpenAI chat-completion requests.
 
-Log a text-generation pipeline with ``signatures={"__call__": OPENAI_CHAT_SIGNATURE}`` and every
-row becomes one request: ``messages``
+Log a text-generation pipeline with ``signatures=OPENAI_CHAT_SIGNATURE`` (each constant is
+``{"__call__": signature}``, as in Snowflake) and every row becomes one request: ``messages``
 (role + content) plus the usual controls, answered with an OpenAI ``chat.completion`` object. The
 ``_WITH_PARAMS`` variants take the controls as runtime parameters instead of columns.
 """
@@ -80,18 +80,19 @@ _OUTPUTS = [
 ]
 
 
-def _signature(content: FeatureSpec | FeatureGroupSpec, *, with_params: bool) -> ModelSignature:
+def _signatures(content: FeatureSpec | FeatureGroupSpec, *, with_params: bool) -> dict[str, ModelSignature]:
+    """``{"__call__": signature}``, as Snowflake's constants are, to pass as ``signatures=``."""
     if with_params:
-        return ModelSignature(inputs=[_messages(content)], outputs=_OUTPUTS, params=_PARAMS)
-    return ModelSignature(inputs=[_messages(content), *_CONTROLS], outputs=_OUTPUTS)
+        return {"__call__": ModelSignature(inputs=[_messages(content)], outputs=_OUTPUTS, params=_PARAMS)}
+    return {"__call__": ModelSignature(inputs=[_messages(content), *_CONTROLS], outputs=_OUTPUTS)}
 
 
 # Content is a list of parts ({"type": "text", "text": ...}); a plain string is accepted too.
-OPENAI_CHAT_SIGNATURE = _signature(_CONTENT_PARTS, with_params=False)
+OPENAI_CHAT_SIGNATURE = _signatures(_CONTENT_PARTS, with_params=False)
 # Content is a string.
-OPENAI_CHAT_SIGNATURE_WITH_CONTENT_FORMAT_STRING = _signature(FeatureSpec("content", S), with_params=False)
-OPENAI_CHAT_WITH_PARAMS_SIGNATURE = _signature(_CONTENT_PARTS, with_params=True)
-OPENAI_CHAT_WITH_PARAMS_SIGNATURE_WITH_CONTENT_FORMAT_STRING = _signature(FeatureSpec("content", S), with_params=True)
+OPENAI_CHAT_SIGNATURE_WITH_CONTENT_FORMAT_STRING = _signatures(FeatureSpec("content", S), with_params=False)
+OPENAI_CHAT_WITH_PARAMS_SIGNATURE = _signatures(_CONTENT_PARTS, with_params=True)
+OPENAI_CHAT_WITH_PARAMS_SIGNATURE_WITH_CONTENT_FORMAT_STRING = _signatures(FeatureSpec("content", S), with_params=True)
 
 __all__ = [
     "OPENAI_CHAT_SIGNATURE",

@@ -32,13 +32,11 @@ def _greedy(folder, prompt: str, max_new_tokens: int) -> tuple[list[int], list[i
 @pytest.fixture
 def chat(registry, model_dirs):
     pipe = transformers.pipeline("text-generation", model=str(model_dirs["text-generation"]))
-    return registry.log_model(
-        pipe, model_name="chat", version_name="v1", signatures={"__call__": OPENAI_CHAT_SIGNATURE}
-    )
+    return registry.log_model(pipe, model_name="chat", version_name="v1", signatures=OPENAI_CHAT_SIGNATURE)
 
 
 def test_chat_completion_shape_and_greedy_text(chat, model_dirs) -> None:
-    assert chat.show_functions()[0]["signature"] == OPENAI_CHAT_SIGNATURE
+    assert chat.show_functions()[0]["signature"] == OPENAI_CHAT_SIGNATURE["__call__"]
     messages = [{"role": "system", "content": "You are fine."}, {"role": "user", "content": "Hello world"}]
     out = chat.run(pd.DataFrame({"messages": [messages], "temperature": [0.0], "max_completion_tokens": [4]}))
     assert list(out.columns) == ["id", "object", "created", "model", "choices", "usage"]
@@ -129,9 +127,7 @@ def test_chat_with_params_signature_takes_named_parameters(registry, model_dirs)
 
 def test_string_content_signature(registry, model_dirs) -> None:
     pipe = transformers.pipeline("text-generation", model=str(model_dirs["text-generation"]))
-    mv = registry.log_model(
-        pipe, model_name="plain_chat", signatures={"__call__": OPENAI_CHAT_SIGNATURE_WITH_CONTENT_FORMAT_STRING}
-    )
+    mv = registry.log_model(pipe, model_name="plain_chat", signatures=OPENAI_CHAT_SIGNATURE_WITH_CONTENT_FORMAT_STRING)
     parts = [{"role": "user", "content": [{"type": "text", "text": "Hello world"}]}]
     text = [{"role": "user", "content": "Hello world"}]
     a = mv.run(pd.DataFrame({"messages": [parts], "temperature": [0.0], "max_completion_tokens": [3]}))

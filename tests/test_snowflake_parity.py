@@ -12,7 +12,7 @@ from custom_models import Sampler
 
 from duckreg.batch import InputSpec, JobSpec, OutputSpec
 from duckreg.model_signature import DataType, FeatureGroupSpec, FeatureSpec, ModelSignature, ParamSpec
-from duckreg.openai_signatures import OPENAI_CHAT_SIGNATURE
+from duckreg.openai_signatures import OPENAI_CHAT_SIGNATURE, OPENAI_CHAT_WITH_PARAMS_SIGNATURE
 
 
 def test_custom_model_params_reach_the_method_as_keyword_arguments(registry, tmp_path: Path) -> None:
@@ -74,3 +74,11 @@ def test_run_batch_takes_list_and_struct_columns_from_a_dataframe_as_from_arrow(
             f"SELECT request, choices[1].message.content FROM read_parquet('{written}/*.parquet') ORDER BY 1"
         ).fetchall()
     assert answers["frame"] == answers["arrow"] and len(answers["frame"]) == 2
+
+
+def test_openai_signatures_are_dicts_and_a_bare_signature_is_still_taken(registry, model_dirs) -> None:
+    for constant in (OPENAI_CHAT_SIGNATURE, OPENAI_CHAT_WITH_PARAMS_SIGNATURE):
+        assert list(constant) == ["__call__"] and isinstance(constant["__call__"], ModelSignature)
+    pipe = transformers.pipeline("text-generation", model=str(model_dirs["text-generation"]))
+    bare = registry.log_model(pipe, model_name="chat", version_name="v1", signatures=OPENAI_CHAT_SIGNATURE["__call__"])
+    assert bare.show_functions()[0]["signature"] == OPENAI_CHAT_SIGNATURE["__call__"]
