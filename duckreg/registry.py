@@ -925,6 +925,13 @@ class ModelVersion:
         self._registry = registry
         self._model_key = model_key
         self._version_key = version_key
+        # The names as the user wrote them, read once: they stay readable after a delete (as in Snowflake).
+        rows = registry._catalog.query(
+            "SELECT m.name, v.name FROM {schema}.versions v JOIN {schema}.models m USING (model_key) "
+            "WHERE v.model_key = ? AND v.version_key = ?",
+            [model_key, version_key],
+        )
+        self._names: tuple[str, str] | None = rows[0] if rows else None
 
     def _row(self) -> tuple:
         row = self._registry._version_row(self._model_key, self._version_key)
@@ -934,11 +941,15 @@ class ModelVersion:
 
     @property
     def model_name(self) -> str:
-        return Model(self._registry, self._model_key).name
+        if self._names is None:
+            return Model(self._registry, self._model_key).name
+        return self._names[0]
 
     @property
     def version_name(self) -> str:
-        return self._row()[0]
+        if self._names is None:
+            return self._row()[0]
+        return self._names[1]
 
     @property
     def fully_qualified_model_name(self) -> str:

@@ -7,6 +7,7 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 import pyarrow as pa
+import pytest
 import transformers
 from custom_models import Sampler
 
@@ -82,3 +83,15 @@ def test_openai_signatures_are_dicts_and_a_bare_signature_is_still_taken(registr
     pipe = transformers.pipeline("text-generation", model=str(model_dirs["text-generation"]))
     bare = registry.log_model(pipe, model_name="chat", version_name="v1", signatures=OPENAI_CHAT_SIGNATURE["__call__"])
     assert bare.show_functions()[0]["signature"] == OPENAI_CHAT_SIGNATURE["__call__"]
+
+
+def test_names_stay_readable_after_the_model_is_deleted(registry, model_dirs) -> None:
+    pipe = transformers.pipeline("text-classification", model=str(model_dirs["text-classification"]))
+    mv = registry.log_model(pipe, model_name="Sentiment", version_name="V1")
+    listed = registry.get_model("sentiment").versions()[0]
+    registry.delete_model("Sentiment")
+    assert (mv.model_name, mv.version_name) == ("Sentiment", "V1") == (listed.model_name, listed.version_name)
+    with pytest.raises(ValueError, match="Unable to find version v1 in model sentiment"):
+        mv.run(pd.DataFrame({"text": ["x"]}))
+    with pytest.raises(ValueError, match="Unable to find version v1 in model sentiment"):
+        mv.set_metric("accuracy", 0.9)
