@@ -1017,8 +1017,9 @@ class ModelVersion:
         return [{"name": f.name, "target_method": f.target_method, "signature": f.signature} for f in self._functions()]
 
     def get_function(self, function_name: str | None = None) -> FunctionSpec:
+        """The function ``function_name`` names (case-insensitive); None or "" mean the only one."""
         functions = self._functions()
-        if function_name is None:
+        if not function_name:
             if len(functions) > 1:
                 raise ValueError(
                     f"There are more than 1 target methods available in the model {self.fully_qualified_model_name} "

@@ -95,3 +95,13 @@ def test_names_stay_readable_after_the_model_is_deleted(registry, model_dirs) ->
         mv.run(pd.DataFrame({"text": ["x"]}))
     with pytest.raises(ValueError, match="Unable to find version v1 in model sentiment"):
         mv.set_metric("accuracy", 0.9)
+
+
+def test_an_empty_function_name_means_the_default_function(registry, model_dirs, tmp_path) -> None:
+    pipe = transformers.pipeline("text-classification", model=str(model_dirs["text-classification"]))
+    mv = registry.log_model(pipe, model_name="sentiment", version_name="v1")
+    frame = pd.DataFrame({"text": ["good"]})
+    assert mv.run(frame, function_name="").equals(mv.run(frame))
+    registry.create_stage("out", str(tmp_path / "out"))
+    job = mv.run_batch(frame, output_spec=OutputSpec("@out/empty/"), job_spec=JobSpec(function_name="", block=True))
+    assert job.status == "DONE"
