@@ -124,6 +124,7 @@ def as_task_model(pipe: Any) -> Any:
     if isinstance(pipe, TaskModel) or not runs_itself(pipe.task):
         return pipe
     settings = pipeline_settings(pipe)
+    settings.pop("batch_size", None)  # duckreg batches these tasks itself
     if getattr(pipe, "prefix", None):
         # The pipeline popped the prefix out of the model config's task_specific_params: keep it.
         settings["prefix"] = pipe.prefix
@@ -168,6 +169,8 @@ def pipeline_settings(pipe: Any) -> dict[str, Any]:
     settings: dict[str, Any] = {}
     for source in _SETTING_SOURCES:
         settings.update(getattr(pipe, source, None) or {})
+    if getattr(pipe, "_batch_size", None) is not None:
+        settings["batch_size"] = pipe._batch_size  # pipeline(..., batch_size=8) keeps it here
     generation_config = getattr(pipe, "generation_config", None)
     if generation_config is not None and getattr(pipe, "_pipeline_calls_generate", False):
         # Generation kwargs given to pipeline(...) live in its generation config, not its call params.

@@ -105,3 +105,11 @@ def test_an_empty_function_name_means_the_default_function(registry, model_dirs,
     registry.create_stage("out", str(tmp_path / "out"))
     job = mv.run_batch(frame, output_spec=OutputSpec("@out/empty/"), job_spec=JobSpec(function_name="", block=True))
     assert job.status == "DONE"
+
+
+def test_load_brings_back_every_logged_pipeline_setting(registry, model_dirs) -> None:
+    pipe = transformers.pipeline(
+        "text-classification", model=str(model_dirs["text-classification"]), batch_size=8, top_k=2
+    )
+    loaded = registry.log_model(pipe, model_name="sentiment", version_name="v1").load()
+    assert loaded._batch_size == 8 and loaded._postprocess_params["top_k"] == 2
