@@ -113,3 +113,21 @@ def test_load_brings_back_every_logged_pipeline_setting(registry, model_dirs) ->
     )
     loaded = registry.log_model(pipe, model_name="sentiment", version_name="v1").load()
     assert loaded._batch_size == 8 and loaded._postprocess_params["top_k"] == 2
+
+
+def test_spec_classes_refuse_missing_unknown_and_invalid_arguments_with_value_errors() -> None:
+    cases = [
+        (lambda: OutputSpec(), "OutputSpec needs stage_location"),
+        (lambda: OutputSpec("out/"), "must be a stage path such as '@my_stage/out/', got 'out/'"),
+        (lambda: OutputSpec("@out/", mode="append"), r"mode must be one of \['overwrite', 'error'\], got 'append'"),
+        (lambda: OutputSpec("@out/", overwrite=True), r"OutputSpec has no field\(s\) \['overwrite'\]"),
+        (lambda: JobSpec(warehouse_size="L"), r"JobSpec has no field\(s\) \['warehouse_size'\]"),
+        (lambda: JobSpec(max_batch_rows=0), "max_batch_rows must be a positive integer"),
+        (lambda: JobSpec(memory_requests="8"), "memory_requests must have a unit"),
+        (lambda: InputSpec(params=[1]), "InputSpec.params must be a dict, got list"),
+        (lambda: InputSpec(parms={}), r"InputSpec has no field\(s\) \['parms'\]"),
+        (lambda: InputSpec(column_handling={"a": {"input_format": "x", "convert_to": "raw_bytes"}}), "'x'"),
+    ]
+    for make, message in cases:
+        with pytest.raises(ValueError, match=message):
+            make()

@@ -152,7 +152,7 @@ def run_batch(
         "input_spec": {"params": input_spec.params, "column_handling": {
             k: {"input_format": v["input_format"].value, "convert_to": v["convert_to"].value}
             for k, v in (input_spec.column_handling or {}).items()}},
-        "job_spec": {k: v for k, v in vars(job_spec).items() if k != "extra"},
+        "job_spec": vars(job_spec),
         "engine": engine,
         "fingerprint": fingerprint,
     }  # fmt: skip

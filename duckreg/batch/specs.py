@@ -3,10 +3,35 @@ columns are read, where output goes, and how the job runs."""
 
 from __future__ import annotations
 
+import dataclasses
 import enum
+import functools
 import re
-from dataclasses import dataclass, field
-from typing import Any, TypedDict
+from dataclasses import dataclass
+from typing import Any, TypedDict, TypeVar
+
+_Spec = TypeVar("_Spec")
+
+
+def spec(cls: type[_Spec]) -> type[_Spec]:
+    """A dataclass whose missing, unknown or invalid arguments raise ``ValueError``, as Snowflake's
+    pydantic specs do (a ``ValidationError`` is a ``ValueError``)."""
+    cls = dataclass(cls)
+    init = cls.__init__
+    names = [f.name for f in dataclasses.fields(cls) if f.init]
+
+    @functools.wraps(init)
+    def checked_init(self: Any, *args: Any, **kwargs: Any) -> None:
+        unknown = sorted(set(kwargs) - set(names))
+        if unknown:
+            raise ValueError(f"{cls.__name__} has no field(s) {unknown}; its fields are {names}.")
+        try:
+            init(self, *args, **kwargs)
+        except TypeError as exc:
+            raise ValueError(f"{cls.__name__}: {exc}") from None
+
+    cls.__init__ = checked_init
+    return cls
 
 
 class SaveMode(str, enum.Enum):
@@ -35,7 +60,7 @@ class ColumnHandlingOptions(TypedDict):
     convert_to: FileEncoding
 
 
-@dataclass
+@spec
 class InputSpec:
     """Runtime ``params`` for the function and per-column file handling (keys match case-insensitively)."""
 
@@ -49,6 +74,10 @@ class InputSpec:
                 "partition_column is not supported for these models in batch inference jobs. "
                 "Please remove the partition_column from input_spec."
             )
+        for name in ("params", "column_handling"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, dict):
+                raise ValueError(f"InputSpec.{name} must be a dict, got {type(value).__name__}")
         handling = {}
         for column, options in (self.column_handling or {}).items():
             if not isinstance(options, dict) or set(options) != {"input_format", "convert_to"}:
@@ -63,19 +92,24 @@ class InputSpec:
         self.column_handling = handling or None
 
 
-@dataclass
+@spec
 class OutputSpec:
     """A stage location (``@stage/path/``) for the parquet output, and what to do if it is not empty."""
 
-    stage_location: str
+    stage_location: str | None = None
     mode: SaveMode = SaveMode.ERROR
 
     def __post_init__(self) -> None:
+        if self.stage_location is None:
+            raise ValueError("OutputSpec needs stage_location, a stage path such as '@my_stage/out/'.")
         if not isinstance(self.stage_location, str) or not self.stage_location.startswith("@"):
             raise ValueError(
                 f"stage_location must be a stage path such as '@my_stage/out/', got {self.stage_location!r}"
             )
-        self.mode = SaveMode(self.mode)
+        try:
+            self.mode = SaveMode(self.mode)
+        except ValueError:
+            raise ValueError(f"mode must be one of {[m.value for m in SaveMode]}, got {self.mode!r}") from None
 
 
 _MEMORY = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B?|[KMGT]i?|B)?\s*$", re.IGNORECASE)
@@ -102,7 +136,7 @@ def parse_count(text: str | int | float, what: str) -> float:
     return value
 
 
-@dataclass
+@spec
 class JobSpec:
     """How the job runs. Every field is either honoured by the chosen engine or refused."""
 
@@ -115,7 +149,6 @@ class JobSpec:
     num_workers: int | None = None
     function_name: str | None = None
     block: bool = False
-    extra: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         if self.job_name is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", self.job_name):
