@@ -43,11 +43,24 @@ class TransformersPipeline:
             )
         if not isinstance(model, str):
             raise RuntimeError("Impossible to use non-string model as input for class TransformersPipeline.")
+        model_kwargs = dict(model_kwargs or {})
+        if "device_map" in pipeline_kwargs and "device_map" in model_kwargs:
+            raise ValueError(
+                "You cannot use both `pipeline(... device_map=..., model_kwargs={\"device_map\":...})` as those "
+                "arguments might conflict, use only one.)"
+            )
+        if "device" in pipeline_kwargs and "device_map" in {**pipeline_kwargs, **model_kwargs}:
+            warnings.warn(
+                "Both `device` and `device_map` are specified. `device` will override `device_map`. You will most "
+                "likely encounter unexpected behavior. Please remove `device` and keep `device_map`.",
+                UserWarning,
+                stacklevel=2,
+            )
         self.model = model
         self.task = task
         self.revision = revision
         self.trust_remote_code = bool(trust_remote_code)
-        self.model_kwargs = dict(model_kwargs or {})
+        self.model_kwargs = model_kwargs
         self.pipeline_kwargs = pipeline_kwargs
 
     def local_path(self) -> Path:

@@ -12,6 +12,7 @@ import transformers
 from custom_models import Sampler
 
 from duckreg.batch import InputSpec, JobSpec, OutputSpec
+from duckreg.huggingface import TransformersPipeline
 from duckreg.model_signature import DataType, FeatureGroupSpec, FeatureSpec, ModelSignature, ParamSpec
 from duckreg.openai_signatures import OPENAI_CHAT_SIGNATURE, OPENAI_CHAT_WITH_PARAMS_SIGNATURE
 
@@ -131,3 +132,13 @@ def test_spec_classes_refuse_missing_unknown_and_invalid_arguments_with_value_er
     for make, message in cases:
         with pytest.raises(ValueError, match=message):
             make()
+
+
+def test_transformers_pipeline_checks_device_and_device_map_when_created(model_dirs) -> None:
+    folder = str(model_dirs["text-classification"])
+    with pytest.raises(ValueError, match=r"You cannot use both `pipeline\(\.\.\. device_map=\.\.\., model_kwargs"):
+        TransformersPipeline(folder, "text-classification", device_map="auto", model_kwargs={"device_map": "cpu"})
+    with pytest.warns(UserWarning, match="Both `device` and `device_map` are specified"):
+        TransformersPipeline(folder, "text-classification", device="cpu", device_map="auto")
+    with pytest.warns(UserWarning, match="Both `device` and `device_map` are specified"):
+        TransformersPipeline(folder, "text-classification", device="cpu", model_kwargs={"device_map": "auto"})
