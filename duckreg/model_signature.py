@@ -188,6 +188,23 @@ def _value_matches(value: Any, dtype: DataType, shape: tuple[int, ...] | None) -
     return True
 
 
+def _shape_problem(value: Any, shape: tuple[int, ...] | None, dimension: int = 0) -> str | None:
+    """What is wrong with ``value``'s shape for ``shape`` (None when it fits), in Snowflake's words."""
+    is_array = isinstance(value, (list, tuple, np.ndarray))
+    if not shape:
+        return f"Expected scalar value, got {type(value).__name__}" if is_array and dimension == 0 else None
+    if not is_array:
+        return f"Expected {len(shape)}-dimensional value, got {type(value).__name__}"
+    if shape[0] != -1 and len(value) != shape[0]:
+        return f"Dimension {dimension}: expected {shape[0]}, got {len(value)}"
+    for item in value:
+        if shape[1:]:
+            problem = _shape_problem(item, shape[1:], dimension + 1)
+            if problem:
+                return problem
+    return None
+
+
 def _coerce_value(value: Any, dtype: DataType, shape: tuple[int, ...] | None) -> Any:
     if value is None:
         return None
@@ -212,9 +229,10 @@ class ParamSpec:
         self.dtype = dtype
         self.shape = _check_shape(shape)
         if default_value is not None and not _value_matches(default_value, dtype, self.shape):
+            problem = _shape_problem(default_value, self.shape)
             raise ValueError(
                 f"Parameter {name!r}: default value {default_value!r} is not compatible with dtype "
-                f"{dtype!r} and shape {self.shape!r}."
+                f"{dtype!r} and shape {self.shape!r}." + (f" {problem}." if problem else "")
             )
         self.default_value = _coerce_value(default_value, dtype, self.shape)
 
@@ -222,6 +240,9 @@ class ParamSpec:
         """Return ``value`` coerced to this parameter's type, or raise a ``ValueError`` naming it."""
         if value is None:
             return self.default_value
+        problem = _shape_problem(value, self.shape)
+        if problem:
+            raise ValueError(f"Parameter {self.name!r}: {problem}.")
         if not _value_matches(value, self.dtype, self.shape):
             raise ValueError(
                 f"Parameter {self.name!r}: value {value!r} is not compatible with dtype "
@@ -275,14 +296,19 @@ class ModelSignature:
                 raise ValueError(
                     f"Found duplicate {kind} feature(s): {dupes}. Names must be distinct (case-insensitive)."
                 )
-        param_names = [p.name.lower() for p in self.params]
-        dupes = sorted({n for n in param_names if param_names.count(n) > 1})
+        # Names are echoed as the user wrote them (the first spelling of each).
+        spelled: dict[str, str] = {}
+        dupes = []
+        for param in self.params:
+            if param.name.lower() in spelled and spelled[param.name.lower()] not in dupes:
+                dupes.append(spelled[param.name.lower()])
+            spelled.setdefault(param.name.lower(), param.name)
         if dupes:
             raise ValueError(
-                f"Found duplicate parameter named resolved as {', '.join(d.upper() for d in dupes)}. "
+                f"Found duplicate parameter named resolved as {', '.join(dupes)}. "
                 "Parameters must have distinct names (case-insensitive)."
             )
-        clash = sorted({n.upper() for n in param_names} & {s.name.upper() for s in self.inputs})
+        clash = [p.name for p in self.params if p.name.lower() in {s.name.lower() for s in self.inputs}]
         if clash:
             raise ValueError(
                 f"Found parameter(s) with the same name as input feature(s): {', '.join(clash)}. "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import duckdb
@@ -142,3 +143,22 @@ def test_transformers_pipeline_checks_device_and_device_map_when_created(model_d
         TransformersPipeline(folder, "text-classification", device="cpu", device_map="auto")
     with pytest.warns(UserWarning, match="Both `device` and `device_map` are specified"):
         TransformersPipeline(folder, "text-classification", device="cpu", model_kwargs={"device_map": "auto"})
+
+
+def test_param_errors_say_what_shape_was_expected_and_echo_names_as_written() -> None:
+    vector = ParamSpec("weights", DataType.DOUBLE, None, shape=(3,))
+    scalar = ParamSpec("temperature", DataType.DOUBLE, 1.0)
+    for spec, value, message in [
+        (scalar, [1.0], "Parameter 'temperature': Expected scalar value, got list"),
+        (vector, 1.0, "Parameter 'weights': Expected 1-dimensional value, got float"),
+        (vector, [1.0, 2.0], "Parameter 'weights': Dimension 0: expected 3, got 2"),
+        (ParamSpec("grid", DataType.INT64, None, shape=(-1, 2)), [[1, 2], [3]], "Dimension 1: expected 2, got 1"),
+    ]:
+        with pytest.raises(ValueError, match=re.escape(message)):
+            spec.validate(value)
+    text = [FeatureSpec("Text", DataType.STRING)]
+    out = [FeatureSpec("y", DataType.STRING)]
+    with pytest.raises(ValueError, match=re.escape("resolved as Top_K. Parameters must have distinct names")):
+        ModelSignature(text, out, params=[ParamSpec("Top_K", DataType.INT64, 1), ParamSpec("top_k", DataType.INT64, 1)])
+    with pytest.raises(ValueError, match=re.escape("same name as input feature(s): TeXt. Parameters and inputs")):
+        ModelSignature(text, out, params=[ParamSpec("TeXt", DataType.STRING, None)])
