@@ -191,6 +191,12 @@ def verify_files(folder: Path, expected: dict[str, str], what: str) -> None:
         _VERIFIED[folder] = stats
 
 
+def forget_verified(folder: Path) -> None:
+    """Hash ``folder``'s files again at the next check."""
+    with _VERIFIED_LOCK:
+        _VERIFIED.pop(folder, None)
+
+
 def _stat(path: Path) -> tuple[int, int]:
     info = path.stat()
     return info.st_size, info.st_mtime_ns

@@ -46,7 +46,7 @@ class TransformersPipeline:
         model_kwargs = dict(model_kwargs or {})
         if "device_map" in pipeline_kwargs and "device_map" in model_kwargs:
             raise ValueError(
-                "You cannot use both `pipeline(... device_map=..., model_kwargs={\"device_map\":...})` as those "
+                'You cannot use both `pipeline(... device_map=..., model_kwargs={"device_map":...})` as those '
                 "arguments might conflict, use only one.)"
             )
         if "device" in pipeline_kwargs and "device_map" in {**pipeline_kwargs, **model_kwargs}:

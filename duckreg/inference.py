@@ -80,6 +80,13 @@ class VersionHandle:
     def load(self) -> runtime.LoadedModel:
         return runtime.CACHE.get(self.cache_key, self._load)
 
+    def forget(self) -> None:
+        """Drop this version from the process (loaded model, verified hashes): the next use loads it afresh."""
+        from duckreg.artifacts import forget_verified
+
+        runtime.CACHE.discard(self.cache_key)
+        forget_verified(self.artifact_dir / "model")
+
     def build_pipeline(self, device: str, *, warn_on_skew: bool = True) -> Any:
         """A new pipeline from this version's files (the cache and ``ModelVersion.load`` both use it)."""
         from duckreg import huggingface

@@ -12,6 +12,7 @@ import pytest
 import transformers
 from custom_models import Sampler
 
+from duckreg import runtime
 from duckreg.batch import InputSpec, JobSpec, OutputSpec
 from duckreg.huggingface import TransformersPipeline
 from duckreg.model_signature import DataType, FeatureGroupSpec, FeatureSpec, ModelSignature, ParamSpec
@@ -119,7 +120,7 @@ def test_load_brings_back_every_logged_pipeline_setting(registry, model_dirs) ->
 
 def test_spec_classes_refuse_missing_unknown_and_invalid_arguments_with_value_errors() -> None:
     cases = [
-        (lambda: OutputSpec(), "OutputSpec needs stage_location"),
+        (lambda: OutputSpec(), "OutputSpec needs exactly one of stage_location"),
         (lambda: OutputSpec("out/"), "must be a stage path such as '@my_stage/out/', got 'out/'"),
         (lambda: OutputSpec("@out/", mode="append"), r"mode must be one of \['overwrite', 'error'\], got 'append'"),
         (lambda: OutputSpec("@out/", overwrite=True), r"OutputSpec has no field\(s\) \['overwrite'\]"),
@@ -162,3 +163,28 @@ def test_param_errors_say_what_shape_was_expected_and_echo_names_as_written() ->
         ModelSignature(text, out, params=[ParamSpec("Top_K", DataType.INT64, 1), ParamSpec("top_k", DataType.INT64, 1)])
     with pytest.raises(ValueError, match=re.escape("same name as input feature(s): TeXt. Parameters and inputs")):
         ModelSignature(text, out, params=[ParamSpec("TeXt", DataType.STRING, None)])
+
+
+def test_batch_job_name_prefix_base_stage_location_and_force_rebuild(registry, model_dirs, tmp_path) -> None:
+    pipe = transformers.pipeline("text-classification", model=str(model_dirs["text-classification"]))
+    mv = registry.log_model(pipe, model_name="sentiment", version_name="v1")
+    registry.create_stage("out", str(tmp_path / "out"))
+    frame = pd.DataFrame({"text": ["good", "bad"]})
+    job = mv.run_batch(
+        frame,
+        output_spec=OutputSpec(base_stage_location="@out/jobs/"),
+        job_spec=JobSpec(job_name_prefix="NIGHTLY", block=True),
+    )
+    assert re.fullmatch(r"NIGHTLY_[0-9A-F]{32}", job.name) and job.status == "DONE"
+    assert job.output_location == f"@out/jobs/{job.name}/"
+    assert (tmp_path / "out" / "jobs" / job.name / "_SUCCESS").exists()
+    with pytest.raises(ValueError, match="job_name or job_name_prefix, not both"):
+        JobSpec(job_name="A", job_name_prefix="B")
+    with pytest.raises(ValueError, match="exactly one of stage_location"):
+        OutputSpec(stage_location="@out/a/", base_stage_location="@out/")
+    mv.run(frame)  # loaded in this process
+    loads = runtime.CACHE.loads
+    mv.run_batch(frame, output_spec=OutputSpec("@out/again/"), job_spec=JobSpec(block=True))
+    assert runtime.CACHE.loads == loads
+    mv.run_batch(frame, output_spec=OutputSpec("@out/rebuilt/"), job_spec=JobSpec(block=True, force_rebuild=True))
+    assert runtime.CACHE.loads == loads + 1

@@ -34,7 +34,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from duckreg import jobs
-from duckreg.batch.specs import FileEncoding, InputSpec, JobSpec, OutputSpec, parse_count, parse_memory
+from duckreg.batch.specs import FileEncoding, InputSpec, JobSpec, OutputSpec, SaveMode, parse_count, parse_memory
 from duckreg.batch.stages import Stage, parse_stage_path, read_stage_bytes
 from duckreg.binding import OutputTypes
 from duckreg.inference import FunctionRunner, valid_unicode
@@ -117,12 +117,16 @@ def run_batch(
     engine, address = _engine(mv, inference_engine_options, compute_pool)
     function = mv.get_function(job_spec.function_name)
     runner = FunctionRunner(mv._handle(), function)
+    if job_spec.force_rebuild:
+        runner.version.forget()
     params = runner.resolve_params(input_spec.params)
     handling = _column_handling(input_spec, runner)
     resources = _resources(engine, job_spec)
-    stage, out_path = registry.stages.locate(output_spec.stage_location)
+    new_name = job_spec.new_job_name()
+    location = output_spec.location_for(new_name)
+    stage, out_path = registry.stages.locate(location)
     fs = stage.filesystem
-    _check_apart(registry, X, stage, out_path, output_spec.stage_location)
+    _check_apart(registry, X, stage, out_path, location)
     try:
         input_id, source = _input_source(registry, X, job_spec.max_batch_rows)
     except (TypeError, ValueError):
@@ -144,11 +148,11 @@ def run_batch(
             default=str,
         ).encode()
     ).hexdigest()
-    owner = _prepare_location(fs, out_path, output_spec, fingerprint)
-    name = job_spec.job_name or (owner or {}).get("job_name") or f"BATCH_INFERENCE_{uuid.uuid4().hex.upper()}"
+    owner = _prepare_location(fs, out_path, location, output_spec.mode, fingerprint)
+    name = job_spec.job_name or (owner or {}).get("job_name") or new_name
     key = name.lower()
     spec = {
-        "output_spec": {"stage_location": output_spec.stage_location, "mode": output_spec.mode.value},
+        "output_spec": {"stage_location": location, "mode": output_spec.mode.value},
         "input_spec": {"params": input_spec.params, "column_handling": {
             k: {"input_format": v["input_format"].value, "convert_to": v["convert_to"].value}
             for k, v in (input_spec.column_handling or {}).items()}},
@@ -156,7 +160,7 @@ def run_batch(
         "engine": engine,
         "fingerprint": fingerprint,
     }  # fmt: skip
-    _register_job(registry, key, name, mv, function.name, engine, output_spec.stage_location, spec)
+    _register_job(registry, key, name, mv, function.name, engine, location, spec)
     try:
         if owner is None:
             fs.makedirs(_join(out_path, WORK_DIR), exist_ok=True)
@@ -367,10 +371,10 @@ def _rechunk(batches: Iterable[pa.RecordBatch], rows: int) -> Iterator[pa.Table]
         yield pa.Table.from_batches(pending)
 
 
-def _prepare_location(fs: Any, out_path: str, spec: OutputSpec, fingerprint: str) -> dict[str, Any] | None:
+def _prepare_location(
+    fs: Any, out_path: str, stage_location: str, mode: SaveMode, fingerprint: str
+) -> dict[str, Any] | None:
     """Apply the SaveMode; returns the unfinished job that owns the folder when this run resumes it."""
-    from duckreg.batch.specs import SaveMode
-
     if not fs.exists(out_path):
         fs.makedirs(out_path, exist_ok=True)
         return None
@@ -384,14 +388,14 @@ def _prepare_location(fs: Any, out_path: str, spec: OutputSpec, fingerprint: str
             owner = json.load(handle)
         if owner.get("fingerprint") == fingerprint:
             return owner
-    location = spec.stage_location.rstrip("/") + "/"
-    if spec.mode is SaveMode.ERROR and owner is not None:
+    location = stage_location.rstrip("/") + "/"
+    if mode is SaveMode.ERROR and owner is not None:
         raise FileExistsError(
             f"Output stage location '{location}' holds the unfinished job {owner.get('job_name')} (a run_batch "
             "that failed or was interrupted, with another model, function, parameters or input). Run that same "
             "run_batch again to resume and finish it, or pass OutputSpec(mode=SaveMode.OVERWRITE) to replace it."
         )
-    if spec.mode is SaveMode.ERROR:
+    if mode is SaveMode.ERROR:
         raise FileExistsError(
             f"Output stage location '{location}' is not empty. Found {len(existing)} existing files. When using "
             "ERROR mode, the output location must be empty. Please clear the existing files or use OVERWRITE mode."

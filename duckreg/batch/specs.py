@@ -7,6 +7,7 @@ import dataclasses
 import enum
 import functools
 import re
+import uuid
 from dataclasses import dataclass
 from typing import Any, TypedDict, TypeVar
 
@@ -98,18 +99,28 @@ class OutputSpec:
 
     stage_location: str | None = None
     mode: SaveMode = SaveMode.ERROR
+    base_stage_location: str | None = None
 
     def __post_init__(self) -> None:
-        if self.stage_location is None:
-            raise ValueError("OutputSpec needs stage_location, a stage path such as '@my_stage/out/'.")
-        if not isinstance(self.stage_location, str) or not self.stage_location.startswith("@"):
+        if (self.stage_location is None) == (self.base_stage_location is None):
             raise ValueError(
-                f"stage_location must be a stage path such as '@my_stage/out/', got {self.stage_location!r}"
+                "OutputSpec needs exactly one of stage_location (the output folder, such as '@my_stage/out/') "
+                "or base_stage_location (a folder under which each job writes to a folder named after it)."
             )
+        for name in ("stage_location", "base_stage_location"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, str) or not value.startswith("@")):
+                raise ValueError(f"{name} must be a stage path such as '@my_stage/out/', got {value!r}")
         try:
             self.mode = SaveMode(self.mode)
         except ValueError:
             raise ValueError(f"mode must be one of {[m.value for m in SaveMode]}, got {self.mode!r}") from None
+
+    def location_for(self, job_name: str) -> str:
+        """Where a job of this name writes: the stage location, or ``<base_stage_location>/<job_name>/``."""
+        if self.stage_location is not None:
+            return self.stage_location
+        return f"{self.base_stage_location.rstrip('/')}/{job_name}/"
 
 
 _MEMORY = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B?|[KMGT]i?|B)?\s*$", re.IGNORECASE)
@@ -141,6 +152,7 @@ class JobSpec:
     """How the job runs. Every field is either honoured by the chosen engine or refused."""
 
     job_name: str | None = None
+    job_name_prefix: str | None = None
     cpu_requests: str | None = None
     memory_requests: str | None = None
     gpu_requests: str | None = None
@@ -149,10 +161,15 @@ class JobSpec:
     num_workers: int | None = None
     function_name: str | None = None
     block: bool = False
+    force_rebuild: bool = False
 
     def __post_init__(self) -> None:
-        if self.job_name is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", self.job_name):
-            raise ValueError(f"job_name must be an identifier ([A-Za-z_][A-Za-z0-9_]*), got {self.job_name!r}")
+        if self.job_name is not None and self.job_name_prefix is not None:
+            raise ValueError("Give job_name or job_name_prefix, not both.")
+        for name in ("job_name", "job_name_prefix"):
+            value = getattr(self, name)
+            if value is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", str(value)):
+                raise ValueError(f"{name} must be an identifier ([A-Za-z_][A-Za-z0-9_]*), got {value!r}")
         if not isinstance(self.max_batch_rows, int) or self.max_batch_rows < 1:
             raise ValueError(f"max_batch_rows must be a positive integer, got {self.max_batch_rows!r}")
         if self.cpu_requests is not None:
@@ -165,3 +182,7 @@ class JobSpec:
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value < 1):
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+    def new_job_name(self) -> str:
+        """``job_name``, or a fresh ``<job_name_prefix or BATCH_INFERENCE>_<UUID>``."""
+        return self.job_name or f"{self.job_name_prefix or 'BATCH_INFERENCE'}_{uuid.uuid4().hex.upper()}"
