@@ -137,7 +137,7 @@ def test_save_modes_and_spec_errors(sentiment, registry, tmp_path) -> None:
         (dict(inference_engine_options={"engine": "vllm"}), "vllm engine runs text-generation models"),
         (dict(inference_engine_options={"engin": "ray"}), "Unknown inference_engine_options"),
         (dict(inference_engine_options={"engine": "ray"}, compute_pool="my pool"), "Ray address 'my pool'"),
-        (dict(input_spec=InputSpec(params={"top_k": 2})), "does not accept any parameters"),
+        (dict(input_spec=InputSpec(params={"top_k": 2})), r"Unknown parameter\(s\): \['top_k'\]"),
         (dict(job_spec=JobSpec(function_name="predict")), "no method with name predict"),
         (dict(input_spec=_from_stage("nope", FileEncoding.RAW_BYTES)), "column_handling names column 'nope'"),
     ]

@@ -18,9 +18,18 @@ import duckreg
 from duckreg.huggingface import TransformersPipeline
 from duckreg.model_signature import DataType, FeatureSpec, ModelSignature, ParamSpec
 from duckreg.tasks.generation import GENERATION_PARAMS
-from duckreg.tasks.question_answering import PARAMS as QA_PARAMS
 
 S = DataType.STRING
+# The question-answering parameters with the defaults the pipeline (and Snowflake) declare; the window
+# size and stride stay None because the pipeline derives them from the tokenizer.
+QA_PARAMS = [
+    ParamSpec("doc_stride", DataType.INT64, None),
+    ParamSpec("max_answer_len", DataType.INT64, 15),
+    ParamSpec("max_seq_len", DataType.INT64, None),
+    ParamSpec("max_question_len", DataType.INT64, 64),
+    ParamSpec("handle_impossible_answer", DataType.BOOL, False),
+    ParamSpec("align_to_words", DataType.BOOL, True),
+]
 TRANSFORMERS_4 = int(transformers.__version__.split(".")[0]) < 5
 SEQ2SEQ_PARAMS = [
     ParamSpec("clean_up_tokenization_spaces", DataType.BOOL, None),
@@ -68,7 +77,7 @@ CASES = [
         ModelSignature(
             inputs=[FeatureSpec("question", S), FeatureSpec("context", S)],
             outputs=[FeatureSpec("outputs", S)],
-            params=QA_PARAMS,
+            params=[ParamSpec("top_k", DataType.INT64, 3), *QA_PARAMS],
         ),
         QA_FRAME,
     ),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -188,3 +189,33 @@ def test_batch_job_name_prefix_base_stage_location_and_force_rebuild(registry, m
     assert runtime.CACHE.loads == loads
     mv.run_batch(frame, output_spec=OutputSpec("@out/rebuilt/"), job_spec=JobSpec(block=True, force_rebuild=True))
     assert runtime.CACHE.loads == loads + 1
+
+
+def test_task_params_reach_the_pipeline_and_default_to_the_logged_setting(registry, model_dirs) -> None:
+    zs_pipe = transformers.pipeline(
+        "zero-shot-classification", model=str(model_dirs["zero-shot-classification"]), hypothesis_template="Topic: {}"
+    )
+    zs = registry.log_model(zs_pipe, model_name="zs", version_name="v1")
+    params = {p.name: p.default_value for p in zs.show_functions()[0]["signature"].params}
+    assert params == {"hypothesis_template": "Topic: {}", "multi_label": False}
+    con = registry.register_functions()
+    single = con.execute("SELECT list_sum(zs('good food', ['food', 'music', 'games']).scores)").fetchone()[0]
+    multi = con.execute(
+        "SELECT list_sum(zs('good food', ['food', 'music', 'games'], multi_label := true).scores)"
+    ).fetchone()[0]
+    assert single == pytest.approx(1.0) and multi != pytest.approx(1.0)
+    expected = zs_pipe("good food", candidate_labels=["food", "music"], hypothesis_template="About {}.")["scores"]
+    got = zs.run(
+        pd.DataFrame({"sequences": ["good food"], "candidate_labels": [["food", "music"]]}),
+        params={"hypothesis_template": "About {}."},
+    )["scores"].iloc[0]
+    assert got == pytest.approx(expected)
+    fm = registry.log_model(transformers.pipeline("fill-mask", model=str(model_dirs["fill-mask"])), model_name="fm")
+    two = fm.run(pd.DataFrame({"inputs": ["I [MASK] you."]}), params={"top_k": 2})["outputs"].iloc[0]
+    assert len(json.loads(two)) == 2
+    tc_pipe = transformers.pipeline("text-classification", model=str(model_dirs["text-classification"]), top_k=2)
+    registry.log_model(tc_pipe, model_name="tc", version_name="v1")
+    con = registry.register_functions()
+    assert len(json.loads(con.execute("SELECT tc('good', top_k := 1)").fetchone()[0])) == 1
+    sigmoid = json.loads(con.execute("SELECT tc('good', function_to_apply := 'sigmoid')").fetchone()[0])
+    assert sum(r["score"] for r in sigmoid) != pytest.approx(1.0)

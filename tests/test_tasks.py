@@ -16,10 +16,12 @@ import transformers
 from conftest import Case, run_in_new_process, seed_json
 
 import duckreg
-from duckreg.model_signature import DataType, FeatureSpec, ModelSignature
+from duckreg.model_signature import DataType, FeatureSpec, ModelSignature, ParamSpec
 from duckreg.tasks.generation import GENERATION_PARAMS
 
 S = DataType.STRING
+# Runtime parameters the tasks declare (the seeds are silent on them; later Snowflake releases add them).
+FUNCTION_TO_APPLY = ParamSpec("function_to_apply", S, None)
 
 
 def close(a: Any, b: Any, rel: float = 1e-4) -> bool:
@@ -59,6 +61,7 @@ CASES = [
         ModelSignature(
             inputs=[FeatureSpec("text", S), FeatureSpec("text_pair", S)],
             outputs=[FeatureSpec("label", S), FeatureSpec("score", DataType.DOUBLE)],
+            params=[FUNCTION_TO_APPLY],
         ),
         TC_FRAME,
         lambda pipe, f: [{"label": r["label"], "score": r["score"]} for r in pipe(_tc_items(f))],
@@ -69,7 +72,9 @@ CASES = [
         "text-classification",
         {"top_k": 1},
         ModelSignature(
-            inputs=[FeatureSpec("text", S), FeatureSpec("text_pair", S)], outputs=[FeatureSpec("outputs", S)]
+            inputs=[FeatureSpec("text", S), FeatureSpec("text_pair", S)],
+            outputs=[FeatureSpec("outputs", S)],
+            params=[ParamSpec("top_k", DataType.INT64, 1), FUNCTION_TO_APPLY],
         ),
         TC_FRAME,
         lambda pipe, f: [{"outputs": seed_json(r)} for r in pipe(_tc_items(f))],
@@ -80,7 +85,9 @@ CASES = [
         "text-classification",
         {"top_k": 2},
         ModelSignature(
-            inputs=[FeatureSpec("text", S), FeatureSpec("text_pair", S)], outputs=[FeatureSpec("outputs", S)]
+            inputs=[FeatureSpec("text", S), FeatureSpec("text_pair", S)],
+            outputs=[FeatureSpec("outputs", S)],
+            params=[ParamSpec("top_k", DataType.INT64, 2), FUNCTION_TO_APPLY],
         ),
         TC_FRAME,
         lambda pipe, f: [{"outputs": seed_json(r)} for r in pipe(_tc_items(f))],
@@ -108,7 +115,11 @@ CASES = [
         "fill-mask",
         "fill-mask",
         {"top_k": 3},
-        ModelSignature(inputs=[FeatureSpec("inputs", S)], outputs=[FeatureSpec("outputs", S)]),
+        ModelSignature(
+            inputs=[FeatureSpec("inputs", S)],
+            outputs=[FeatureSpec("outputs", S)],
+            params=[ParamSpec("targets", S, None, shape=(-1,)), ParamSpec("top_k", DataType.INT64, 3)],
+        ),
         pd.DataFrame({"inputs": ["LynYuu is the [MASK] of the Grand Duchy of Yu.", "I [MASK] you."]}),
         lambda pipe, f: [{"outputs": seed_json(pipe(t))} for t in f["inputs"]],
     ),
@@ -123,6 +134,10 @@ CASES = [
                 FeatureSpec("sequence", S),
                 FeatureSpec("labels", S, shape=(-1,)),
                 FeatureSpec("scores", DataType.DOUBLE, shape=(-1,)),
+            ],
+            params=[
+                ParamSpec("hypothesis_template", S, "This example is {}."),
+                ParamSpec("multi_label", DataType.BOOL, False),
             ],
         ),
         pd.DataFrame(
@@ -158,6 +173,11 @@ CASES = [
                 FeatureSpec("coordinates", DataType.INT64, shape=(-1,)),
                 FeatureSpec("cells", S, shape=(-1,)),
                 FeatureSpec("aggregator", S),
+            ],
+            params=[
+                ParamSpec("sequential", DataType.BOOL, False),
+                ParamSpec("padding", S, None),
+                ParamSpec("truncation", S, None),
             ],
         ),
         pd.DataFrame({"query": ["Which channel has the most subscribers?"], "table": [TABLE]}),

@@ -102,6 +102,16 @@ class Task:
         return value
 
 
+def declared(
+    name: str, dtype: Any, library_default: Any, settings: dict[str, Any], shape: tuple[int, ...] | None = None
+) -> Any:
+    """A task's runtime parameter whose default is the value the pipeline was logged with, else the
+    library's own default (what Snowflake declares): a declared default never overrides a logged setting."""
+    from duckreg.model_signature import ParamSpec
+
+    return ParamSpec(name, dtype, settings.get(name, library_default), shape=shape)
+
+
 def string_to_json(input_name: str = "inputs", output_name: str = "outputs") -> InferredFunction:
     """The seeds' shape for tasks that return nested results: one STRING in, one JSON STRING out."""
     from duckreg.model_signature import DataType, FeatureSpec

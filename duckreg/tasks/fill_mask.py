@@ -5,11 +5,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from duckreg.model_signature import DataType, ModelSignature
 from duckreg.tasks.base import (
     InferredFunction,
     InputError,
     RunContext,
     Task,
+    declared,
     given_params,
     per_item_list,
     string_to_json,
@@ -22,7 +24,16 @@ class FillMask(Task):
     names = ("fill-mask",)
 
     def infer(self, task, pipeline, settings, options) -> InferredFunction:
-        return string_to_json()
+        inferred = string_to_json()
+        signature = ModelSignature(
+            inputs=inferred.signature.inputs,
+            outputs=inferred.signature.outputs,
+            params=[
+                declared("targets", DataType.STRING, None, settings, shape=(-1,)),
+                declared("top_k", DataType.INT64, None, settings),
+            ],
+        )
+        return InferredFunction(signature, json_outputs=inferred.json_outputs)
 
     def predict(self, ctx: RunContext, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         mask = ctx.pipeline.tokenizer.mask_token

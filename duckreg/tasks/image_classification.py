@@ -10,8 +10,8 @@ import io
 from collections.abc import Sequence
 from typing import Any
 
-from duckreg.model_signature import DataType, FeatureGroupSpec, FeatureSpec, ModelSignature, ParamSpec
-from duckreg.tasks.base import InferredFunction, InputError, RunContext, Task, given_params, per_item_list
+from duckreg.model_signature import DataType, FeatureGroupSpec, FeatureSpec, ModelSignature
+from duckreg.tasks.base import InferredFunction, InputError, RunContext, Task, declared, given_params, per_item_list
 
 LABELS = FeatureGroupSpec(
     "labels", [FeatureSpec("label", DataType.STRING), FeatureSpec("score", DataType.DOUBLE)], shape=(-1,)
@@ -38,7 +38,11 @@ class ImageClassification(Task):
         signature = ModelSignature(
             inputs=[FeatureSpec("images", DataType.BYTES)],
             outputs=[LABELS],
-            params=[ParamSpec("top_k", DataType.INT64, None), ParamSpec("function_to_apply", DataType.STRING, None)],
+            params=[
+                declared("top_k", DataType.INT64, 5, settings),
+                declared("function_to_apply", DataType.STRING, None, settings),
+                declared("timeout", DataType.DOUBLE, None, settings),
+            ],
         )
         return InferredFunction(signature)
 

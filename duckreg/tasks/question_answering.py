@@ -17,17 +17,34 @@ from typing import Any
 import numpy as np
 
 from duckreg.model_signature import DataType, FeatureSpec, ModelSignature, ParamSpec
-from duckreg.tasks.base import InferredFunction, InputError, RunContext, Task, TaskModel, given_params, to_json
+from duckreg.tasks.base import (
+    InferredFunction,
+    InputError,
+    RunContext,
+    Task,
+    TaskModel,
+    declared,
+    given_params,
+    to_json,
+)
 
 INPUTS = [FeatureSpec(name="question", dtype=DataType.STRING), FeatureSpec(name="context", dtype=DataType.STRING)]
-PARAMS = [
-    ParamSpec("doc_stride", DataType.INT64, None),
-    ParamSpec("max_answer_len", DataType.INT64, None),
-    ParamSpec("max_seq_len", DataType.INT64, None),
-    ParamSpec("max_question_len", DataType.INT64, None),
-    ParamSpec("handle_impossible_answer", DataType.BOOL, None),
-    ParamSpec("align_to_words", DataType.BOOL, None),
-]
+# The defaults the question-answering pipeline (and Snowflake) declare. max_seq_len and doc_stride
+# stay None: the pipeline derives them from the tokenizer (min(its maximum, 384), then at most half of
+# that), which a fixed default would break for models that read fewer tokens.
+DEFAULTS = {
+    "doc_stride": (DataType.INT64, None),
+    "max_answer_len": (DataType.INT64, 15),
+    "max_seq_len": (DataType.INT64, None),
+    "max_question_len": (DataType.INT64, 64),
+    "handle_impossible_answer": (DataType.BOOL, False),
+    "align_to_words": (DataType.BOOL, True),
+}
+
+
+def _params(settings: dict[str, Any], with_top_k: bool) -> list[ParamSpec]:
+    specs = [declared(name, dtype, default, settings) for name, (dtype, default) in DEFAULTS.items()]
+    return [declared("top_k", DataType.INT64, 1, settings), *specs] if with_top_k else specs
 
 
 def _top_k(settings: dict[str, Any]) -> int:
@@ -52,9 +69,10 @@ class QuestionAnswering(Task):
                 FeatureSpec(name="end", dtype=DataType.INT64),
                 FeatureSpec(name="answer", dtype=DataType.STRING),
             ]
-            return InferredFunction(ModelSignature(inputs=INPUTS, outputs=outputs, params=PARAMS))
+            # One answer per row: a top_k at call time could not fit the answer columns.
+            return InferredFunction(ModelSignature(inputs=INPUTS, outputs=outputs, params=_params(settings, False)))
         signature = ModelSignature(
-            inputs=INPUTS, outputs=[FeatureSpec(name="outputs", dtype=DataType.STRING)], params=PARAMS
+            inputs=INPUTS, outputs=[FeatureSpec(name="outputs", dtype=DataType.STRING)], params=_params(settings, True)
         )
         return InferredFunction(signature, json_outputs=frozenset({"outputs"}))
 

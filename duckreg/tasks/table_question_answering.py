@@ -8,7 +8,16 @@ from collections.abc import Sequence
 from typing import Any
 
 from duckreg.model_signature import DataType, FeatureSpec, ModelSignature
-from duckreg.tasks.base import InferredFunction, InputError, RunContext, Task, given_params, per_item, plain
+from duckreg.tasks.base import (
+    InferredFunction,
+    InputError,
+    RunContext,
+    Task,
+    declared,
+    given_params,
+    per_item,
+    plain,
+)
 from duckreg.tasks.limits import max_tokens
 
 
@@ -63,6 +72,11 @@ class TableQuestionAnswering(Task):
                 FeatureSpec(name="coordinates", dtype=DataType.INT64, shape=(-1,)),
                 FeatureSpec(name="cells", dtype=DataType.STRING, shape=(-1,)),
                 FeatureSpec(name="aggregator", dtype=DataType.STRING),
+            ],
+            params=[
+                declared("sequential", DataType.BOOL, False, settings),
+                declared("padding", DataType.STRING, None, settings),
+                declared("truncation", DataType.STRING, None, settings),
             ],
         )
         # Each coordinate is a (row, column) pair, so SQL holds a list of pairs.

@@ -6,9 +6,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from duckreg.model_signature import DataType, FeatureSpec, ModelSignature
-from duckreg.tasks.base import InferredFunction, RunContext, Task, given_params, to_json
+from duckreg.tasks.base import InferredFunction, RunContext, Task, declared, given_params, to_json
 from duckreg.tasks.limits import check_lengths, truncates
 
+FUNCTIONS = ("sigmoid", "softmax", "none")
 INPUTS = [FeatureSpec(name="text", dtype=DataType.STRING), FeatureSpec(name="text_pair", dtype=DataType.STRING)]
 
 
@@ -17,20 +18,30 @@ class TextClassification(Task):
     optional_inputs = frozenset({"text_pair"})
 
     def infer(self, task, pipeline, settings, options) -> InferredFunction:
+        function_to_apply = declared("function_to_apply", DataType.STRING, None, settings)
         if settings.get("top_k") is not None:
-            # Any explicit top_k, even 1, asks for a list of labels per row.
-            signature = ModelSignature(inputs=INPUTS, outputs=[FeatureSpec(name="outputs", dtype=DataType.STRING)])
+            # Any explicit top_k, even 1, asks for a list of labels per row; top_k may change per call.
+            signature = ModelSignature(
+                inputs=INPUTS,
+                outputs=[FeatureSpec(name="outputs", dtype=DataType.STRING)],
+                params=[declared("top_k", DataType.INT64, 1, settings), function_to_apply],
+            )
             return InferredFunction(signature, json_outputs=frozenset({"outputs"}))
+        # One label per row: a top_k at call time could not fit the label and score columns.
         signature = ModelSignature(
             inputs=INPUTS,
             outputs=[
                 FeatureSpec(name="label", dtype=DataType.STRING),
                 FeatureSpec(name="score", dtype=DataType.DOUBLE),
             ],
+            params=[function_to_apply],
         )
         return InferredFunction(signature)
 
     def predict(self, ctx: RunContext, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+        function = ctx.params.get("function_to_apply")
+        if function is not None and str(function).lower() not in FUNCTIONS:
+            raise ValueError(f"Parameter 'function_to_apply' must be one of {FUNCTIONS}, got {function!r}")
         if not truncates(ctx.pipeline):
             check_lengths(
                 "text",

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from duckreg.model_signature import DataType, FeatureSpec, ModelSignature
-from duckreg.tasks.base import InferredFunction, InputError, RunContext, Task, given_params, per_item
+from duckreg.tasks.base import InferredFunction, InputError, RunContext, Task, declared, given_params, per_item
 
 
 class ZeroShotClassification(Task):
@@ -23,6 +23,10 @@ class ZeroShotClassification(Task):
                 FeatureSpec(name="sequence", dtype=DataType.STRING),
                 FeatureSpec(name="labels", dtype=DataType.STRING, shape=(-1,)),
                 FeatureSpec(name="scores", dtype=DataType.DOUBLE, shape=(-1,)),
+            ],
+            params=[
+                declared("hypothesis_template", DataType.STRING, "This example is {}.", settings),
+                declared("multi_label", DataType.BOOL, False, settings),
             ],
         )
         return InferredFunction(signature)
