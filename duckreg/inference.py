@@ -191,6 +191,8 @@ def _type_name(spec: FeatureSpec | FeatureGroupSpec) -> str:
 def _format_output(value: Any, spec: FeatureSpec | FeatureGroupSpec, shape: tuple[int, ...] | None) -> Any:
     """One output value in the form the signature gives it (SQL type, pandas object)."""
     if value is None:
+        if not getattr(spec, "nullable", True):
+            raise ValueError(f"the model gave NULL for {spec.name!r}, which the signature declares not nullable")
         return None
     if isinstance(value, str) and (shape or isinstance(spec, FeatureGroupSpec)):
         # A task's JSON text where the signature asks for structure (a list of structs, a struct).
@@ -261,6 +263,10 @@ class FunctionRunner:
                     raise ValueError(
                         f"{self.context(spec.name)}: expected {_type_name(spec)}, got "
                         f"{type(value).__name__} {_describe(value)} (row {row})"
+                    )
+                if coerced is None and not getattr(spec, "nullable", True):
+                    raise ValueError(
+                        f"{self.context(spec.name)}: row {row} is NULL; the signature declares it not nullable"
                     )
                 out.append(coerced)
             checked.append(out)

@@ -80,12 +80,14 @@ def _check_name(name: str, kind: str) -> str:
 class FeatureSpec:
     """One named input or output column: a scalar, or an array of ``shape``."""
 
-    def __init__(self, name: str, dtype: DataType, shape: tuple[int, ...] | None = None) -> None:
+    def __init__(self, name: str, dtype: DataType, shape: tuple[int, ...] | None = None, nullable: bool = True) -> None:
         self.name = _check_name(name, "feature")
         if not isinstance(dtype, DataType):
             raise TypeError(f"Feature {name!r}: dtype must be a DataType, got {dtype!r}.")
         self.dtype = dtype
         self.shape = _check_shape(shape)
+        # False: a NULL here is an error naming the column (an input) or the model's output, not a NULL row.
+        self.nullable = bool(nullable)
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, FeatureSpec) and (self.name, self.dtype, self.shape) == (
@@ -99,10 +101,11 @@ class FeatureSpec:
 
     def __repr__(self) -> str:
         shape = f", shape={self.shape!r}" if self.shape is not None else ""
-        return f"FeatureSpec(dtype={self.dtype!r}, name={self.name!r}{shape})"
+        nullable = "" if self.nullable else ", nullable=False"
+        return f"FeatureSpec(dtype={self.dtype!r}, name={self.name!r}{shape}{nullable})"
 
     def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"type": self.dtype.name, "name": self.name}
+        out: dict[str, Any] = {"type": self.dtype.name, "name": self.name, "nullable": self.nullable}
         if self.shape is not None:
             out["shape"] = list(self.shape)
         return out
@@ -110,7 +113,8 @@ class FeatureSpec:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> FeatureSpec:
         shape = tuple(data["shape"]) if data.get("shape") is not None else None
-        return cls(name=data["name"], dtype=DataType[data["type"]], shape=shape)
+        # Signatures stored before nullable existed allowed NULLs: a missing key keeps that meaning.
+        return cls(name=data["name"], dtype=DataType[data["type"]], shape=shape, nullable=data.get("nullable", True))
 
 
 class FeatureGroupSpec:

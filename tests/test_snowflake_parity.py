@@ -219,3 +219,21 @@ def test_task_params_reach_the_pipeline_and_default_to_the_logged_setting(regist
     assert len(json.loads(con.execute("SELECT tc('good', top_k := 1)").fetchone()[0])) == 1
     sigmoid = json.loads(con.execute("SELECT tc('good', function_to_apply := 'sigmoid')").fetchone()[0])
     assert sum(r["score"] for r in sigmoid) != pytest.approx(1.0)
+
+
+def test_nullable_features_round_trip_and_a_non_nullable_input_refuses_null(registry, tmp_path) -> None:
+    strict = FeatureSpec("text", DataType.STRING, nullable=False)
+    assert strict == FeatureSpec("text", DataType.STRING) and FeatureSpec("t", DataType.STRING).nullable
+    assert FeatureSpec.from_dict(strict.to_dict()).nullable is False
+    assert FeatureSpec.from_dict({"type": "STRING", "name": "old"}).nullable is True
+    assert repr(strict) == "FeatureSpec(dtype=DataType.STRING, name='text', nullable=False)"
+    signature = ModelSignature(inputs=[strict], outputs=[FeatureSpec("setting", DataType.STRING)])
+    mv = registry.log_model(Sampler(), model_name="careful", version_name="v1", signatures={"predict": signature})
+    assert mv.show_functions()[0]["signature"].inputs[0].nullable is False
+    message = "Model careful version v1, function PREDICT, column 'text': row 1 is NULL; the signature declares"
+    with pytest.raises(ValueError, match=re.escape(message)), pytest.warns(UserWarning):
+        mv.run(pd.DataFrame({"text": ["a", None]}))
+    con = registry.register_functions()
+    with pytest.raises(duckdb.Error, match="row 0 is NULL; the signature declares it not nullable"):
+        con.execute("SELECT careful(NULL::VARCHAR)").fetchall()
+    assert con.execute("SELECT careful('a')").fetchone() == ("a:1.0:50",)
