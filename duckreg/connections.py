@@ -113,8 +113,8 @@ class Instance:
         self.targets: dict[str, binding.Binding] = {}
         self.gone: dict[str, str] = {}
         self.bound: list[BoundConnection] = []
-        # Registries serving the stage and batch functions (most recent last).
-        self.registries: list[Any] = []
+        # (thread that bound it, registry) serving the stage and batch functions, most recent last.
+        self.registries: list[tuple[int, Any]] = []
         # For an in-memory instance duckreg opened itself: the registry on its first connection, which
         # tells when the instance has gone (closing that connection closes every other one).
         self.root: Any = None
@@ -266,15 +266,22 @@ class Instance:
             )
 
     def add_registry(self, registry: Any) -> None:
-        """Serve the stage functions from ``registry`` (one registry per connection is kept)."""
+        """Serve the stage functions from ``registry`` (one per connection; closed ones are dropped).
+
+        Only registries bound in this thread are checked for being closed: a statement on a cursor of a
+        connection another thread is closing at that moment would make that close fail as busy.
+        """
+        me = threading.get_ident()
         self.registries = [
-            r for r in self.registries if r.connection is not registry.connection and not r._catalog.closed()
+            (thread, r)
+            for thread, r in self.registries
+            if r.connection is not registry.connection and (thread != me or not r._catalog.closed())
         ]
-        self.registries.append(registry)
+        self.registries.append((me, registry))
 
     def registry(self) -> Any:
         """The most recently bound registry whose connection is still open (serves stages and jobs)."""
-        for registry in reversed(self.registries):
+        for _, registry in reversed(self.registries):
             if not registry._catalog.closed():
                 return registry
         raise duckdb.ConnectionException(

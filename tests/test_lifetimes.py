@@ -122,7 +122,7 @@ def worker():
         c.close()
     except BaseException as exc:
         errors.append(exc)
-for _ in range(3):
+for _ in range(10):
     threads = [threading.Thread(target=worker) for _ in range(4)]
     for t in threads: t.start()
     for t in threads: t.join()
