@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["DataType", "FeatureGroupSpec", "FeatureSpec", "ModelSignature", "ParamSpec"]
+__all__ = ["DataType", "FeatureGroupSpec", "FeatureSpec", "ModelSignature", "ParamGroupSpec", "ParamSpec"]
 
 
 class DataType(enum.Enum):
@@ -284,11 +284,112 @@ class ParamSpec:
 Feature = FeatureSpec | FeatureGroupSpec
 
 
+class ParamGroupSpec:
+    """Parameters passed together as one struct (``watermarking_config``, ``response_format``).
+
+    A value is a dict of the children's names (a list of them with ``shape``); a child left out
+    takes its own default. A group whose ``default_value`` is None is not passed at all unless given.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        specs: Sequence[ParamSpec | ParamGroupSpec],
+        default_value: dict[str, Any] | None = None,
+        shape: tuple[int, ...] | None = None,
+    ) -> None:
+        self.name = _check_name(name, "parameter group")
+        self.specs = list(specs)
+        if not self.specs:
+            raise ValueError(f"Parameter group {name!r} has no child parameters.")
+        if not all(isinstance(spec, (ParamSpec, ParamGroupSpec)) for spec in self.specs):
+            raise TypeError(f"Parameter group {name!r}: children must be ParamSpec or ParamGroupSpec.")
+        names = [spec.name.lower() for spec in self.specs]
+        if len(set(names)) != len(names):
+            raise ValueError(f"Parameter group {name!r} has duplicate child names.")
+        self.shape = _check_shape(shape)
+        self.default_value = None
+        self.default_value = self.validate(default_value)
+
+    def validate(self, value: Any) -> Any:
+        """The group's value with every child validated and defaulted, or a ``ValueError`` naming it."""
+        if value is None:
+            return self.default_value
+        if self.shape:
+            problem = _shape_problem(value, self.shape)
+            if problem:
+                raise ValueError(f"Parameter {self.name!r}: {problem}.")
+            return [self._one(item) for item in value]
+        return self._one(value)
+
+    def _one(self, value: Any) -> dict[str, Any]:
+        if not isinstance(value, dict):
+            raise ValueError(
+                f"Parameter {self.name!r}: expected a struct of {[s.name for s in self.specs]}, "
+                f"got {type(value).__name__}"
+            )
+        by_name = {spec.name.lower(): spec for spec in self.specs}
+        unknown = sorted(k for k in value if str(k).lower() not in by_name)
+        if unknown:
+            raise ValueError(f"Parameter {self.name!r}: unknown field(s) {unknown}; it has {list(by_name)}")
+        given = {str(k).lower(): v for k, v in value.items()}
+        return {spec.name: spec.validate(_plain_number(given.get(spec.name.lower()))) for spec in self.specs}
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ParamGroupSpec) and (self.name, self.specs, self.default_value, self.shape) == (
+            other.name,
+            other.specs,
+            other.default_value,
+            other.shape,
+        )
+
+    def __hash__(self) -> int:
+        return hash((self.name, tuple(self.specs), self.shape))
+
+    def __repr__(self) -> str:
+        specs = ",\n".join(_indent(repr(s), 4) for s in self.specs)
+        shape = f", shape={self.shape!r}" if self.shape is not None else ""
+        default = f", default_value={self.default_value!r}" if self.default_value is not None else ""
+        return f"ParamGroupSpec(\n  name={self.name!r},\n  specs=[\n{specs}\n  ]{default}{shape}\n)"
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "name": self.name,
+            "specs": [s.to_dict() for s in self.specs],
+            "default_value": self.default_value,
+        }
+        if self.shape is not None:
+            out["shape"] = list(self.shape)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ParamGroupSpec:
+        shape = tuple(data["shape"]) if data.get("shape") is not None else None
+        specs = [param_from_dict(s) for s in data["specs"]]
+        return cls(data["name"], specs, default_value=data.get("default_value"), shape=shape)
+
+
+def param_from_dict(data: dict[str, Any]) -> ParamSpec | ParamGroupSpec:
+    return ParamGroupSpec.from_dict(data) if "specs" in data else ParamSpec.from_dict(data)
+
+
+def _plain_number(value: Any) -> Any:
+    """SQL decimals inside a struct (``{'bias': 2.5}``) become floats, or ints when whole."""
+    from decimal import Decimal
+
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    return value
+
+
 class ModelSignature:
     """Inputs, outputs and runtime parameters of one model function."""
 
     def __init__(
-        self, inputs: Sequence[Feature], outputs: Sequence[Feature], params: Sequence[ParamSpec] | None = ()
+        self,
+        inputs: Sequence[Feature],
+        outputs: Sequence[Feature],
+        params: Sequence[ParamSpec | ParamGroupSpec] | None = (),
     ) -> None:
         self.inputs = list(inputs)
         self.outputs = list(outputs)
@@ -350,7 +451,7 @@ class ModelSignature:
         return cls(
             inputs=[_feature_from_dict(s) for s in data["inputs"]],
             outputs=[_feature_from_dict(s) for s in data["outputs"]],
-            params=[ParamSpec.from_dict(p) for p in data.get("params", [])],
+            params=[param_from_dict(p) for p in data.get("params", [])],
         )
 
     def to_json(self) -> str:

@@ -16,8 +16,16 @@ from custom_models import Sampler
 from duckreg import runtime
 from duckreg.batch import InputSpec, JobSpec, OutputSpec
 from duckreg.huggingface import TransformersPipeline
-from duckreg.model_signature import DataType, FeatureGroupSpec, FeatureSpec, ModelSignature, ParamSpec
+from duckreg.model_signature import (
+    DataType,
+    FeatureGroupSpec,
+    FeatureSpec,
+    ModelSignature,
+    ParamGroupSpec,
+    ParamSpec,
+)
 from duckreg.openai_signatures import OPENAI_CHAT_SIGNATURE, OPENAI_CHAT_WITH_PARAMS_SIGNATURE
+from duckreg.tasks.generation import GENERATION_PARAMS
 
 
 def test_custom_model_params_reach_the_method_as_keyword_arguments(registry, tmp_path: Path) -> None:
@@ -237,3 +245,24 @@ def test_nullable_features_round_trip_and_a_non_nullable_input_refuses_null(regi
     with pytest.raises(duckdb.Error, match="row 0 is NULL; the signature declares it not nullable"):
         con.execute("SELECT careful(NULL::VARCHAR)").fetchall()
     assert con.execute("SELECT careful('a')").fetchone() == ("a:1.0:50",)
+
+
+def test_watermarking_config_is_a_parameter_group_reaching_generate(registry, model_dirs) -> None:
+    group = next(p for p in GENERATION_PARAMS if p.name == "watermarking_config")
+    assert isinstance(group, ParamGroupSpec) and [s.name for s in group.specs] == [
+        "greenlist_ratio", "bias", "hashing_key", "seeding_scheme", "context_width"
+    ]  # fmt: skip
+    assert ParamGroupSpec.from_dict(group.to_dict()) == group
+    pipe = transformers.pipeline("text-generation", model=str(model_dirs["text-generation"]), max_new_tokens=6)
+    mv = registry.log_model(pipe, model_name="writer", version_name="v1")
+    frame = pd.DataFrame({"inputs": ["hello world"]})
+    plain = mv.run(frame, params={"do_sample": False})["outputs"].iloc[0]
+    marked = mv.run(frame, params={"do_sample": False, "watermarking_config": {"bias": 50.0}})["outputs"].iloc[0]
+    assert marked != plain  # a large watermark bias changes the greedy answer
+    con = registry.register_functions()
+    in_sql = con.execute(
+        "SELECT writer('hello world', do_sample := false, watermarking_config := {'bias': 50.0})"
+    ).fetchone()[0]
+    assert in_sql == marked
+    with pytest.raises(ValueError, match=r"Parameter 'watermarking_config': unknown field\(s\) \['strength'\]"):
+        mv.run(frame, params={"watermarking_config": {"strength": 1.0}})

@@ -14,8 +14,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from duckreg.model_signature import DataType, FeatureSpec, ModelSignature
-from duckreg.tasks.base import InferredFunction, InputError, RunContext, Task, TaskModel, given_params
-from duckreg.tasks.generation import GENERATION_PARAMS, cap_new_tokens, generate_unpadded
+from duckreg.tasks.base import InferredFunction, InputError, RunContext, Task, TaskModel
+from duckreg.tasks.generation import GENERATION_PARAMS, cap_new_tokens, generate_unpadded, generation_params
 from duckreg.tasks.seq2seq import generate_texts
 
 TURNS = FeatureSpec(name="user_inputs", dtype=DataType.STRING, shape=(-1,))
@@ -45,7 +45,7 @@ class Conversational(Task):
 
     def predict(self, ctx: RunContext, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         bundle: TaskModel = ctx.pipeline
-        settings = {**bundle.settings, **given_params(ctx.params)}
+        settings = {**bundle.settings, **generation_params(ctx.params)}
         conversations = [_messages(row) for row in rows]
         if bundle.model.config.is_encoder_decoder:
             texts = [_fallback_text(bundle.tokenizer, messages) for messages in conversations]

@@ -12,8 +12,8 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
-from duckreg.model_signature import DataType, ParamSpec
-from duckreg.tasks.base import freeze
+from duckreg.model_signature import DataType, ParamGroupSpec, ParamSpec
+from duckreg.tasks.base import freeze, given_params
 from duckreg.tasks.limits import positions
 
 _INT = (
@@ -41,17 +41,41 @@ _SHAPED = {
 }
 
 
-def _generation_params() -> list[ParamSpec]:
-    specs = [ParamSpec(name, DataType.INT64, None) for name in _INT]
+_WATERMARKING = ParamGroupSpec(
+    "watermarking_config",
+    [
+        ParamSpec("greenlist_ratio", DataType.DOUBLE, None),
+        ParamSpec("bias", DataType.DOUBLE, None),
+        ParamSpec("hashing_key", DataType.INT64, None),
+        ParamSpec("seeding_scheme", DataType.STRING, None),
+        ParamSpec("context_width", DataType.INT64, None),
+    ],
+)
+
+
+def _generation_params() -> list[ParamSpec | ParamGroupSpec]:
+    specs: list[ParamSpec | ParamGroupSpec] = [ParamSpec(name, DataType.INT64, None) for name in _INT]
     specs += [ParamSpec(name, DataType.DOUBLE, None) for name in _DOUBLE]
     specs += [ParamSpec(name, DataType.BOOL, None) for name in _BOOL]
     specs += [ParamSpec(name, DataType.STRING, None) for name in _STRING]
     specs += [ParamSpec(name, dtype, None, shape=shape) for name, (dtype, shape) in _SHAPED.items()]
-    return specs
+    return [*specs, _WATERMARKING]
+
+
+def generation_params(params: dict[str, Any]) -> dict[str, Any]:
+    """The ``generate`` arguments a caller set; a watermarking struct becomes the config object
+    ``generate`` needs (its unset fields keep the library defaults)."""
+    given = given_params(params)
+    watermarking = given.get("watermarking_config")
+    if isinstance(watermarking, dict):
+        from transformers import WatermarkingConfig
+
+        given["watermarking_config"] = WatermarkingConfig(**given_params(watermarking))
+    return given
 
 
 # The ``generate`` arguments a generative function accepts at call time (all default to the model's).
-GENERATION_PARAMS: list[ParamSpec] = _generation_params()
+GENERATION_PARAMS: list[ParamSpec | ParamGroupSpec] = _generation_params()
 GENERATION_PARAM_NAMES = frozenset(p.name for p in GENERATION_PARAMS)
 
 # Defaults the transformers 4 seq2seq pipelines apply unless the model's generation config says otherwise.

@@ -12,8 +12,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from duckreg.model_signature import DataType, FeatureSpec, ModelSignature, ParamSpec
-from duckreg.tasks.base import InferredFunction, RunContext, Task, TaskModel, given_params, to_json
-from duckreg.tasks.generation import GENERATION_PARAMS, pipeline_generation_config
+from duckreg.tasks.base import InferredFunction, RunContext, Task, TaskModel, to_json
+from duckreg.tasks.generation import GENERATION_PARAMS, generation_params, pipeline_generation_config
 from duckreg.tasks.limits import cap_generation, check_lengths
 
 # Settings that shape tokenization or decoding; every other setting is passed to ``generate``.
@@ -49,7 +49,7 @@ class Seq2SeqGeneration(Task):
     def predict(self, ctx: RunContext, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         bundle: TaskModel = ctx.pipeline
         texts = [row[self.input_name] for row in rows]
-        outputs = generate_texts(bundle, texts, {**bundle.settings, **given_params(ctx.params)}, ctx.batch_size)
+        outputs = generate_texts(bundle, texts, {**bundle.settings, **generation_params(ctx.params)}, ctx.batch_size)
         out = []
         for generated in outputs:
             if len(generated) == 1:

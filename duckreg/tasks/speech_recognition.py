@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 
 from duckreg.model_signature import DataType, FeatureGroupSpec, FeatureSpec, ModelSignature, ParamSpec
-from duckreg.tasks.base import InferredFunction, InputError, RunContext, Task, given_params, per_item
-from duckreg.tasks.generation import GENERATION_PARAMS
+from duckreg.tasks.base import InferredFunction, InputError, RunContext, Task, per_item
+from duckreg.tasks.generation import GENERATION_PARAMS, generation_params
 
 OUTPUTS = FeatureGroupSpec(
     "outputs",
@@ -66,7 +66,7 @@ class SpeechRecognition(Task):
         pipe = ctx.pipeline
         rate = int(getattr(pipe.feature_extractor, "sampling_rate", 16000))
         inputs = [{"raw": decode_audio(row["audio"], "audio", rate), "sampling_rate": rate} for row in rows]
-        params = given_params(ctx.params)
+        params = generation_params(ctx.params)
         call: dict[str, Any] = {}
         if "return_timestamps" in params:
             stamps = params.pop("return_timestamps")

@@ -7,8 +7,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from duckreg.model_signature import ModelSignature
-from duckreg.tasks.base import InferredFunction, RunContext, Task, given_params, string_to_json, to_json
-from duckreg.tasks.generation import GENERATION_PARAMS
+from duckreg.tasks.base import InferredFunction, RunContext, Task, string_to_json, to_json
+from duckreg.tasks.generation import GENERATION_PARAMS, generation_params
 from duckreg.tasks.limits import positions, too_long
 
 
@@ -46,7 +46,7 @@ class TextGeneration(Task):
         for i, length in enumerate(lengths):
             buckets[length].append(i)
         out: list[dict[str, Any]] = [{} for _ in rows]
-        kwargs = given_params(ctx.params)
+        kwargs = generation_params(ctx.params)
         for indices in buckets.values():
             batch = [prompts[i] for i in indices]
             results = ctx.pipeline(batch, batch_size=min(ctx.batch_size, len(batch)), **kwargs)
