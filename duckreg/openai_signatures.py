@@ -8,7 +8,7 @@ Log a text-generation pipeline with ``signatures=OPENAI_CHAT_SIGNATURE`` (each c
 
 from __future__ import annotations
 
-from duckreg.model_signature import DataType, FeatureGroupSpec, FeatureSpec, ModelSignature, ParamSpec
+from duckreg.model_signature import DataType, FeatureGroupSpec, FeatureSpec, ModelSignature, ParamGroupSpec, ParamSpec
 
 S = DataType.STRING
 
@@ -40,6 +40,23 @@ _CONTROLS = [
     FeatureSpec("top_p", DataType.DOUBLE),
     FeatureSpec("frequency_penalty", DataType.DOUBLE),
     FeatureSpec("presence_penalty", DataType.DOUBLE),
+    # Accepted as in the OpenAI API; transformers generation cannot hold an answer to a schema, so it is
+    # ignored with a warning. The schema itself is JSON text.
+    FeatureGroupSpec(
+        "response_format",
+        [
+            FeatureSpec("type", S),
+            FeatureGroupSpec(
+                "json_schema",
+                [
+                    FeatureSpec("name", S),
+                    FeatureSpec("description", S),
+                    FeatureSpec("schema", S),
+                    FeatureSpec("strict", DataType.BOOL),
+                ],
+            ),
+        ],
+    ),
 ]
 
 _PARAMS = [
@@ -51,6 +68,21 @@ _PARAMS = [
     ParamSpec("top_p", DataType.DOUBLE, 1.0),
     ParamSpec("frequency_penalty", DataType.DOUBLE, 0.0),
     ParamSpec("presence_penalty", DataType.DOUBLE, 0.0),
+    ParamGroupSpec(
+        "response_format",
+        [
+            ParamSpec("type", S, "json_schema"),
+            ParamGroupSpec(
+                "json_schema",
+                [
+                    ParamSpec("name", S, ""),
+                    ParamSpec("description", S, None),
+                    ParamSpec("schema", S, None),
+                    ParamSpec("strict", DataType.BOOL, None),
+                ],
+            ),
+        ],
+    ),
 ]
 
 _OUTPUTS = [

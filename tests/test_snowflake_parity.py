@@ -266,3 +266,20 @@ def test_watermarking_config_is_a_parameter_group_reaching_generate(registry, mo
     assert in_sql == marked
     with pytest.raises(ValueError, match=r"Parameter 'watermarking_config': unknown field\(s\) \['strength'\]"):
         mv.run(frame, params={"watermarking_config": {"strength": 1.0}})
+
+
+def test_openai_response_format_is_declared_and_ignored_with_a_warning(registry, model_dirs) -> None:
+    inputs = [s.name for s in OPENAI_CHAT_SIGNATURE["__call__"].inputs]
+    assert inputs[-1] == "response_format"
+    group = next(p for p in OPENAI_CHAT_WITH_PARAMS_SIGNATURE["__call__"].params if p.name == "response_format")
+    assert isinstance(group, ParamGroupSpec)
+    assert group.validate({}) == {"type": "json_schema", "json_schema": None}
+    expected = {"name": "", "description": None, "schema": None, "strict": None}
+    assert group.validate({"json_schema": {}})["json_schema"] == expected
+    pipe = transformers.pipeline("text-generation", model=str(model_dirs["text-generation"]))
+    chat = registry.log_model(pipe, model_name="chat", version_name="v1", signatures=OPENAI_CHAT_WITH_PARAMS_SIGNATURE)
+    frame = pd.DataFrame({"messages": [[{"role": "user", "content": "Hello"}]]})
+    schema = {"type": "json_schema", "json_schema": {"name": "answer", "schema": '{"type": "object"}'}}
+    with pytest.warns(UserWarning, match="response_format is ignored"):
+        out = chat.run(frame, params={"temperature": 0.0, "max_completion_tokens": 2, "response_format": schema})
+    assert out["object"].tolist() == ["chat.completion"]

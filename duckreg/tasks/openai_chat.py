@@ -27,6 +27,7 @@ CONTROLS = (
     "top_p",
     "frequency_penalty",
     "presence_penalty",
+    "response_format",
 )
 # Without max_completion_tokens an answer is at most this many tokens.
 DEFAULT_MAX_COMPLETION_TOKENS = 1024
@@ -167,6 +168,10 @@ def _generate_kwargs(controls: dict[str, Any], tokenizer: Any) -> dict[str, Any]
         warnings.warn("presence_penalty is not supported by transformers generation and is ignored", stacklevel=2)
     if controls["stream"]:
         warnings.warn("stream=True is ignored: each row gets its whole completion", stacklevel=2)
+    if controls["response_format"]:
+        warnings.warn(
+            "response_format is ignored: transformers generation cannot hold an answer to a format", stacklevel=2
+        )
     return kwargs
 
 
