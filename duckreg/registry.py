@@ -176,22 +176,28 @@ class Registry:
             model = self.get_model(model_name)
             versions = model.versions()
             names = [n for v in versions for n in v._sql_names()] + model._default_sql_names()
-            paths = [v._artifact_path() for v in versions]
+            handles = [v._handle() for v in versions]
             with self._catalog.transaction() as cat:
                 for table in ("functions", "metrics", "aliases", "tags", "versions", "models"):
                     cat.execute(f"DELETE FROM {{schema}}.{table} WHERE model_key = ?", [model._key])
                 faults.point("delete:in_transaction")
-            self._remove_folders(paths)
+            self._remove_versions(handles)
         self._retire_sql(model._key, names, f"model {model_name} was deleted")
 
-    def _remove_folders(self, paths: list[Path]) -> None:
-        """Remove deleted versions' folders; what a failure leaves is reclaimed by the next write."""
+    def _remove_versions(self, handles: list[VersionHandle]) -> None:
+        """After a delete's commit: unload the versions from this process and remove their folders.
+
+        What a failure leaves on disk is reclaimed by the next write.
+        """
         faults.point("delete:after_commit")
-        for path in paths:
+        for handle in handles:
+            handle.forget()
             try:
-                self._store.remove(path)
+                self._store.remove(handle.artifact_dir)
             except OSError as exc:
-                warnings.warn(f"Could not remove {path} ({exc}); the next write reclaims it.", stacklevel=3)
+                warnings.warn(
+                    f"Could not remove {handle.artifact_dir} ({exc}); the next write reclaims it.", stacklevel=3
+                )
 
     def _reclaim(self) -> None:
         """Delete what a killed write left in the artifact root (never blocks the write at hand)."""
@@ -834,7 +840,7 @@ class Model:
                 "Set another default first, or delete the model."
             )
         names = version._sql_names()
-        path = version._artifact_path()
+        handle = version._handle()
         reason = f"model {self.name} version {version.version_name} was deleted"
         registry = self._registry
         with registry._store.writing():
@@ -846,7 +852,7 @@ class Model:
                         [self._key, version._version_key],
                     )
                 faults.point("delete:in_transaction")
-            registry._remove_folders([path])
+            registry._remove_versions([handle])
         registry._retire_sql(self._key, names, reason)
 
     def show_tags(self) -> dict[str, str]:

@@ -10,7 +10,7 @@ import pytest
 import transformers
 
 import duckreg
-from duckreg import huggingface
+from duckreg import huggingface, runtime
 from duckreg.huggingface import TransformersPipeline
 from duckreg.model_signature import DataType, FeatureSpec, ModelSignature
 
@@ -277,3 +277,19 @@ def test_an_older_catalog_gains_the_new_tables(db_path, tmp_path) -> None:
         assert {"stages", "jobs", "job_logs"} <= tables
     finally:
         reopened.connection.close()
+
+
+def test_a_deleted_version_is_unloaded_from_the_process(registry, model_dirs) -> None:
+    pipe = transformers.pipeline("text-classification", model=str(model_dirs["text-classification"]))
+    model_v1 = registry.log_model(pipe, model_name="sentiment", version_name="v1")
+    model_v2 = registry.log_model(pipe, model_name="sentiment", version_name="v2")
+    keys = {}
+    for mv in (model_v1, model_v2):
+        mv.run(pd.DataFrame({"text": ["x"]}))
+        keys[mv.version_name] = mv._handle().cache_key
+        assert keys[mv.version_name] in runtime.CACHE
+    registry.get_model("sentiment").default = "v2"
+    registry.get_model("sentiment").delete_version("v1")
+    assert keys["v1"] not in runtime.CACHE and keys["v2"] in runtime.CACHE
+    registry.delete_model("sentiment")
+    assert keys["v2"] not in runtime.CACHE
