@@ -23,7 +23,7 @@ import transformers
 from _timing import timed
 
 import duckreg
-from duckreg import runtime
+from duckreg import model_cache
 from duckreg.huggingface import TransformersPipeline
 
 
@@ -62,7 +62,7 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, default=16)
     args = parser.parse_args()
     generate = {"max_new_tokens": args.new_tokens, "min_new_tokens": args.new_tokens, "num_beams": 1}
-    runtime.configure_torch_threads()
+    model_cache.configure_torch_threads()
     with tempfile.TemporaryDirectory() as tmp:
         folder = build_model(Path(tmp) / "model")
         docs = make_docs(args.rows)

@@ -21,7 +21,7 @@ import transformers
 from _timing import timed
 
 import duckreg
-from duckreg import runtime
+from duckreg import model_cache
 
 
 def build_model(folder: Path) -> Path:
@@ -50,7 +50,7 @@ def main() -> None:
     parser.add_argument("--naive-rows", type=int, default=300, help="rows for the slow per-row baseline")
     args = parser.parse_args()
     transformers.utils.logging.disable_progress_bar()
-    runtime.configure_torch_threads()
+    model_cache.configure_torch_threads()
     work = Path(tempfile.mkdtemp(prefix="duckreg-bench-"))
     model_dir = build_model(work / "model")
     texts = make_texts(args.rows)

@@ -7,8 +7,9 @@ from typing import Any
 
 import duckdb
 
-from duckreg.connections import DatabaseLocked, open_database
+from duckreg.duckdb_ext.connections import DatabaseLocked
 from duckreg.registry import Model, ModelVersion, Registry
+from duckreg.registry.registry import open_registry
 
 __version__ = "0.1.0"
 
@@ -20,11 +21,8 @@ def connect(database: str | Path | None = None, **kwargs: Any) -> duckdb.DuckDBP
     ``database_name``, ``schema_name`` and ``artifact_location`` are taken out first.
     """
     registry_kwargs = {k: kwargs.pop(k) for k in ("database_name", "schema_name", "artifact_location") if k in kwargs}
-    con = open_database(database, **kwargs)
-    registry = Registry(con, **registry_kwargs)
-    registry._owns_connection = True
-    registry.register_functions(con)
-    return con
+    registry = open_registry(database, kwargs, registry_kwargs)
+    return registry.register_functions()
 
 
 def list_stage_files(
@@ -52,16 +50,13 @@ def sql(con: duckdb.DuckDBPyConnection, query: str, *, registry: Registry | None
     """Run ``query`` on ``con`` like ``con.sql``, accepting Snowflake model-call syntax.
 
     ``MODEL(m, v1)!predict(x)``, ``m!predict(*)``, ``WITH mv AS MODEL m VERSION v1 ...`` and
-    ``result:field`` are rewritten to duckreg functions (see ``duckreg.sqlrewrite``); plain DuckDB SQL
+    ``result:field`` are rewritten to duckreg functions (see ``duckreg.duckdb_ext.snowflake_syntax``); plain DuckDB SQL
     runs as written. The models the statement names are registered on ``con`` first.
     """
-    from duckreg.sqlrewrite import rewrite
+    from duckreg.duckdb_ext.statements import prepare
 
     registry = registry or Registry(con)
-    text, used = rewrite(query, registry.resolve_model_call)
-    needed = used | registry.models_named_in(text)
-    registry.register_functions(con, models=needed)
-    return con.sql(text)
+    return con.sql(prepare(registry, con, query))
 
 
 __all__ = [

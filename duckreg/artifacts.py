@@ -25,6 +25,7 @@ import threading
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,43 @@ _ROOT_LOCKS: dict[Path, threading.RLock] = {}
 _ROOT_LOCKS_GUARD = threading.Lock()
 # Staging folders this process is writing now (any store, any thread).
 _ACTIVE: set[Path] = set()
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """What ``manifest.json`` (and the catalog's copy) records about a version: how to load and run it."""
+
+    model_type: str
+    """The model handler that saved it and loads it (``huggingface_pipeline``, ``custom``)."""
+    task: str | None
+    functions: list[dict[str, Any]]
+    """``FunctionSpec.to_record()`` of each function."""
+    pipeline_settings: dict[str, Any] = field(default_factory=dict)
+    options: dict[str, Any] = field(default_factory=dict)
+    trust_remote_code: bool = False
+    library_versions: dict[str, str] = field(default_factory=dict)
+    pip_requirements: list[str] = field(default_factory=list)
+    conda_dependencies: list[str] = field(default_factory=list)
+    target_platforms: list[str] = field(default_factory=list)
+    python_version: str | None = None
+    registry: dict[str, Any] | None = None
+    """The registry that wrote it (database file and schema): only it may reclaim the folder."""
+    handler_data: dict[str, Any] | None = None
+    """What the model handler needs to load it again (a custom model's class and context)."""
+    files: dict[str, str] | None = None
+    """sha256 of every file under ``model/``, checked before loading."""
+    format_version: int = 1
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2)
+
+    @classmethod
+    def from_json(cls, text: str) -> Manifest:
+        data = json.loads(text)
+        known = {name for name in cls.__dataclass_fields__}
+        if "custom" in data and "handler_data" not in data:
+            data["handler_data"] = data["custom"]  # the key custom models used before handlers shared one
+        return cls(**{k: v for k, v in data.items() if k in known})
 
 
 def process_alive(pid: int) -> bool:

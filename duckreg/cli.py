@@ -31,7 +31,7 @@ class Session:
     """One database, its registry, and the models already registered on the connection."""
 
     def __init__(self, database: str | None, *, read_only: bool = False) -> None:
-        from duckreg.connections import open_database
+        from duckreg.duckdb_ext.connections import open_database
         from duckreg.registry import Registry
 
         self.database = database or ":memory:"
@@ -41,15 +41,10 @@ class Session:
         self.bound: set[str] = set()
 
     def prepare(self, statement: str) -> str:
-        """Rewrite model-call syntax and register the models the statement names."""
-        from duckreg.sqlrewrite import rewrite
+        """Rewrite model-call syntax and register the models the statement names (once per session)."""
+        from duckreg.duckdb_ext.statements import prepare
 
-        text, used = rewrite(statement, self.registry.resolve_model_call)
-        needed = (used | self.registry.models_named_in(text)) - self.bound
-        if needed:
-            self.registry.register_functions(self.con, models=needed)
-            self.bound |= needed
-        return text
+        return prepare(self.registry, self.con, statement, self.bound)
 
     def execute(self, statement: str) -> tuple[list[str], list[str], list[tuple]] | None:
         """Run one statement; the rows of a query, or None for statements that return no table."""
@@ -268,7 +263,7 @@ def _print_functions(session: Session, model: str, version: str | None) -> None:
     for function in mv.show_functions():
         click.echo(f"{function['name']} ({function['target_method']})")
         click.echo(repr(function["signature"]))
-    names = ", ".join(mv._sql_names())
+    names = ", ".join(mv.sql_names())
     click.echo(f"SQL: {names}" + ("" if version else f" (default version: {handle.name}(...))"))
 
 
@@ -402,7 +397,7 @@ def log(
             version_name=version_name,
             comment=comment,
         )
-        click.echo(f"Logged {mv.model_name} version {mv.version_name}: SQL {', '.join(mv._sql_names())}")
+        click.echo(f"Logged {mv.model_name} version {mv.version_name}: SQL {', '.join(mv.sql_names())}")
 
     _guard(do)
     session.close()

@@ -11,52 +11,22 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from decimal import Decimal
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from duckreg import runtime
-from duckreg.model_signature import DataType, FeatureGroupSpec, FeatureSpec, ModelSignature
-from duckreg.tasks import GENERIC, InputError, RunContext, get_runner, get_task
-from duckreg.tasks.base import freeze, given_params
+from duckreg import model_cache
+from duckreg.artifacts import Manifest, forget_verified, verify_files
+from duckreg.function_spec import FunctionSpec
+from duckreg.model_handlers import ModelHandler, handler_for
+from duckreg.model_handlers.base import warn_on_version_skew
+from duckreg.model_signature import INVALID, NOT_UNICODE, FeatureGroupSpec, FeatureSpec, check_feature
+from duckreg.tasks import InputError, RunContext
+from duckreg.values import drop_unset_params, freeze, to_python
 
 DEFAULT_BATCH_SIZE = 32
-
-
-@dataclass(frozen=True)
-class FunctionSpec:
-    """One callable function of a model version, as the catalog stores it."""
-
-    name: str
-    target_method: str
-    signature: ModelSignature
-    json_outputs: frozenset[str] = frozenset()
-    sql_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
-    runner: str = "task"
-
-    def to_record(self) -> dict[str, Any]:
-        return {
-            "runner": self.runner,
-            "name": self.name,
-            "target_method": self.target_method,
-            "signature": self.signature.to_dict(),
-            "json_outputs": sorted(self.json_outputs),
-            "sql_shapes": {k: list(v) for k, v in self.sql_shapes.items()},
-        }
-
-    @classmethod
-    def from_record(cls, record: dict[str, Any]) -> FunctionSpec:
-        return cls(
-            name=record["name"],
-            target_method=record["target_method"],
-            signature=ModelSignature.from_dict(record["signature"]),
-            json_outputs=frozenset(record.get("json_outputs", ())),
-            sql_shapes={k: tuple(v) for k, v in record.get("sql_shapes", {}).items()},
-            runner=record.get("runner", "task"),
-        )
 
 
 @dataclass(frozen=True)
@@ -66,121 +36,48 @@ class VersionHandle:
     model_name: str
     version_name: str
     artifact_dir: Path
-    manifest: dict[str, Any]
+    manifest: Manifest
 
     @property
     def cache_key(self) -> str:
-        digest = hashlib.sha256(json.dumps(self.manifest.get("files", {}), sort_keys=True).encode()).hexdigest()[:16]
+        digest = hashlib.sha256(json.dumps(self.manifest.files or {}, sort_keys=True).encode()).hexdigest()[:16]
         return f"{self.artifact_dir.resolve()}#{digest}"
 
     @property
-    def task_name(self) -> str:
-        return self.manifest.get("task") or ""
+    def handler(self) -> ModelHandler:
+        return handler_for(self.manifest.model_type)
 
-    def load(self) -> runtime.LoadedModel:
-        return runtime.CACHE.get(self.cache_key, self._load)
+    def shared_model(self) -> model_cache.LoadedModel:
+        """The process's one loaded copy of this version (loaded on first use)."""
+        return model_cache.CACHE.get(self.cache_key, self._load)
 
     def forget(self) -> None:
         """Drop this version from the process (loaded model, verified hashes): the next use loads it afresh."""
-        from duckreg.artifacts import forget_verified
-
-        runtime.CACHE.discard(self.cache_key)
+        model_cache.CACHE.discard(self.cache_key)
         forget_verified(self.artifact_dir / "model")
 
-    def build_pipeline(self, device: str, *, warn_on_skew: bool = True) -> Any:
-        """A new pipeline from this version's files (the cache and ``ModelVersion.load`` both use it)."""
-        from duckreg import huggingface
-        from duckreg.artifacts import verify_files
-
+    def build_model(self, device: str, *, warn_on_skew: bool = True) -> Any:
+        """A new model from this version's files, checked against their logged hashes first."""
         manifest = self.manifest
-        if "files" in manifest:
+        if manifest.files is not None:
             verify_files(
-                self.artifact_dir / "model", manifest["files"], f"Model {self.model_name} version {self.version_name}"
+                self.artifact_dir / "model", manifest.files, f"Model {self.model_name} version {self.version_name}"
             )
         if warn_on_skew:
-            huggingface.warn_on_version_skew(manifest.get("library_versions", {}), self.model_name, self.version_name)
-        if manifest.get("model_type") == "custom":
-            from duckreg import custom
+            warn_on_version_skew(manifest.library_versions, self.model_name, self.version_name)
+        return self.handler.load(self.artifact_dir / "model", manifest, device)
 
-            return custom.load(self.artifact_dir / "model", manifest["custom"], device)
-        return huggingface.load_pipeline(
-            self.artifact_dir / "model",
-            manifest["task"],
-            manifest.get("pipeline_settings", {}),
-            device,
-            manifest.get("trust_remote_code", False),
-        )
-
-    def _load(self) -> runtime.LoadedModel:
-        runtime.configure_torch_threads()
-        manifest = self.manifest
-        device = manifest.get("options", {}).get("device") or runtime.default_device()
-        pipe = self.build_pipeline(device)
-        if manifest.get("model_type") != "custom":
-            (get_task(manifest["task"]) or GENERIC).prepare(pipe)
-        return runtime.LoadedModel(model=pipe, nbytes=runtime.model_nbytes(pipe), device=device)
+    def _load(self) -> model_cache.LoadedModel:
+        model_cache.configure_torch_threads()
+        device = self.manifest.options.get("device") or model_cache.default_device()
+        model = self.build_model(device)
+        self.handler.prepare_loaded(model, self.manifest)
+        return model_cache.LoadedModel(model=model, nbytes=model_cache.model_nbytes(model), device=device)
 
 
 def _describe(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
-
-
-def _check_element(value: Any, dtype: DataType) -> Any:
-    """Coerce one non-null scalar to ``dtype`` or return the sentinel ``_BAD``."""
-    if dtype is DataType.STRING:
-        if not isinstance(value, str):
-            return _BAD
-        return value if value.isascii() or valid_unicode(value) else _NOT_UNICODE
-    if dtype is DataType.BYTES:
-        return bytes(value) if isinstance(value, (bytes, bytearray, memoryview)) else _BAD
-    if dtype is DataType.BOOL:
-        return bool(value) if isinstance(value, (bool, np.bool_)) else _BAD
-    if isinstance(value, (bool, np.bool_)):
-        return _BAD
-    if dtype.is_integer:
-        if isinstance(value, (int, np.integer)):
-            return int(value)
-        if isinstance(value, (float, np.floating)) and float(value).is_integer():
-            return int(value)
-        return _BAD
-    if dtype.is_float:
-        # SQL literals such as 0.7 arrive as decimals.
-        return float(value) if isinstance(value, (int, float, np.integer, np.floating, Decimal)) else _BAD
-    return value
-
-
-_BAD = object()
-_NOT_UNICODE = object()
-
-
-def valid_unicode(text: str) -> bool:
-    """Whether ``text`` is valid Unicode (a lone surrogate, from undecodable bytes, is not)."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
-def _check_value(value: Any, spec: FeatureSpec | FeatureGroupSpec, shape: tuple[int, ...] | None) -> Any:
-    if value is None:
-        return None
-    if shape:
-        if isinstance(value, np.ndarray):
-            value = value.tolist()
-        if not isinstance(value, (list, tuple)):
-            return _BAD
-        if shape[0] != -1 and len(value) != shape[0]:
-            return _BAD
-        items = [_check_value(v, spec, shape[1:] or None) for v in value]
-        return next((v for v in items if v is _BAD or v is _NOT_UNICODE), items)
-    if isinstance(spec, FeatureGroupSpec):
-        if not isinstance(value, dict):
-            return _BAD
-        fields = {child.name: _check_value(value.get(child.name), child, child.shape) for child in spec.specs}
-        return next((v for v in fields.values() if v is _BAD or v is _NOT_UNICODE), fields)
-    return _check_element(value, spec.dtype)
 
 
 def _type_name(spec: FeatureSpec | FeatureGroupSpec) -> str:
@@ -207,13 +104,31 @@ def _format_output(value: Any, spec: FeatureSpec | FeatureGroupSpec, shape: tupl
         if not isinstance(value, dict):
             raise ValueError(f"expected a struct for {spec.name!r}, got {type(value).__name__}")
         return {child.name: _format_output(value.get(child.name), child, child.shape) for child in spec.specs}
-    if isinstance(value, np.generic):
-        value = value.item()
+    value = to_python(value)
     if spec.dtype.is_float:
         return float(value)
     if spec.dtype.is_integer:
         return int(value)
     return value
+
+
+def match_columns(available: Sequence[Any], runner: FunctionRunner) -> list[Any | None]:
+    """The column that feeds each signature input: the same name, else the same name in another case.
+
+    A missing optional input gets None (its values are NULL); a missing required one is an error.
+    ``mv.run``, the table functions and ``run_batch`` all match columns here.
+    """
+    by_lower = {str(c).lower(): c for c in available}
+    matched: list[Any | None] = []
+    for spec in runner.signature.inputs:
+        label = spec.name if spec.name in available else by_lower.get(spec.name.lower())
+        if label is None and spec.name not in runner.optional_inputs:
+            raise ValueError(
+                f"{runner.context(spec.name)}: Data Validation Error: feature {spec.name} does not exist in data. "
+                f"Available columns are {list(available)}."
+            )
+        matched.append(label)
+    return matched
 
 
 class FunctionRunner:
@@ -223,10 +138,7 @@ class FunctionRunner:
         self.version = version
         self.function = function
         self.signature = function.signature
-        if function.runner == "task":
-            self.task = get_task(version.task_name) or GENERIC
-        else:
-            self.task = get_runner(function.runner)
+        self.task = version.handler.task_for(function, version.manifest)
         self.optional_inputs = self.task.optional_inputs
 
     def context(self, column: str | None = None) -> str:
@@ -253,13 +165,13 @@ class FunctionRunner:
         for spec, values in zip(specs, columns, strict=True):
             out = []
             for row, value in enumerate(values):
-                coerced = _check_value(self.task.coerce_input(spec, value), spec, spec.shape)
-                if coerced is _NOT_UNICODE:
+                coerced = check_feature(self.task.coerce_input(spec, value), spec, spec.shape)
+                if coerced is NOT_UNICODE:
                     raise ValueError(
                         f"{self.context(spec.name)}: row {row} is not valid Unicode text (it holds a lone surrogate, "
                         "as bytes decoded with errors='surrogateescape' do); decode it properly first"
                     )
-                if coerced is _BAD:
+                if coerced is INVALID:
                     raise ValueError(
                         f"{self.context(spec.name)}: expected {_type_name(spec)}, got "
                         f"{type(value).__name__} {_describe(value)} (row {row})"
@@ -305,7 +217,7 @@ class FunctionRunner:
             else:
                 varying[name] = values
         if not varying:
-            return self.run(columns, given_params(constant))
+            return self.run(columns, drop_unset_params(constant))
         groups: dict[Any, list[int]] = {}
         for row in range(n_rows):
             key = freeze([values[row] for values in varying.values()])
@@ -313,18 +225,18 @@ class FunctionRunner:
         results: list[dict[str, Any] | None] = [None] * n_rows
         for rows in groups.values():
             params = {**constant, **{name: values[rows[0]] for name, values in varying.items()}}
-            part = self.run([[column[r] for r in rows] for column in columns], given_params(params))
+            part = self.run([[column[r] for r in rows] for column in columns], drop_unset_params(params))
             for row, result in zip(rows, part, strict=True):
                 results[row] = result
         return results
 
     def _predict(self, rows: list[dict[str, Any]], params: dict[str, Any]) -> list[dict[str, Any]]:
-        loaded = self.version.load()
+        loaded = self.version.shared_model()
         task = self.task
         order = sorted(range(len(rows)), key=lambda i: task.sort_key(rows[i]))
-        options = self.version.manifest.get("options", {})
+        options = self.version.manifest.options
         ctx = RunContext(
-            pipeline=loaded.model,
+            model=loaded.model,
             signature=self.signature,
             params=params,
             options=options,
@@ -335,7 +247,7 @@ class FunctionRunner:
         try:
             import torch
 
-            with runtime.device_lock(loaded.device), torch.inference_mode():
+            with model_cache.device_lock(loaded.device), torch.inference_mode():
                 predicted = task.predict(ctx, [rows[i] for i in order])
         except InputError as exc:
             raise ValueError(f"{self.context(exc.column)}: {exc.message}") from None
@@ -344,7 +256,7 @@ class FunctionRunner:
         if len(predicted) != len(rows):
             raise RuntimeError(f"{self.context()}: the model returned {len(predicted)} results for {len(rows)} rows")
         results: list[dict[str, Any]] = [{} for _ in rows]
-        shapes = {o.name: self.function.sql_shapes.get(o.name, o.shape) for o in self.signature.outputs}
+        shapes = {o.name: self.function.output_shape(o.name) for o in self.signature.outputs}
         for position, index in enumerate(order):
             raw = predicted[position]
             try:

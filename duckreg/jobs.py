@@ -7,6 +7,7 @@ running the same ``run_batch`` again resumes it from the parts already written.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import threading
@@ -16,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from duckreg.artifacts import process_alive
+from duckreg.catalog import Catalog
 
 if TYPE_CHECKING:
     from duckreg.registry import Registry
@@ -35,16 +37,33 @@ _ACTIVE: dict[str, tuple[threading.Thread | None, threading.Event]] = {}
 _ACTIVE_LOCK = threading.Lock()
 
 
+def track(key: str, thread: threading.Thread | None, cancel: threading.Event) -> None:
+    """Record a job as running in this process (``thread`` None: it runs in the caller's thread)."""
+    with _ACTIVE_LOCK:
+        _ACTIVE[key] = (thread, cancel)
+
+
+def untrack(key: str) -> None:
+    """The job no longer runs in this process."""
+    with _ACTIVE_LOCK:
+        _ACTIVE.pop(key, None)
+
+
+def _active(key: str) -> tuple[threading.Thread | None, threading.Event] | None:
+    with _ACTIVE_LOCK:
+        return _ACTIVE.get(key)
+
+
 class Job:
     """A handle on one batch job (like ``snowflake.ml.jobs.MLJob``)."""
 
-    def __init__(self, registry: Registry, name: str) -> None:
-        self._registry = registry
+    def __init__(self, catalog: Catalog, name: str) -> None:
+        self._catalog = catalog
         self._key = name.lower()
         self._name = self._row("name")
 
     def _row(self, column: str) -> Any:
-        rows = self._registry._catalog.query(f"SELECT {column} FROM {{schema}}.jobs WHERE job_key = ?", [self._key])
+        rows = self._catalog.query(f"SELECT {column} FROM {{schema}}.jobs WHERE job_key = ?", [self._key])
         if not rows:
             raise ValueError(f"Job {self._key} does not exist or not authorized.")
         return rows[0][0]
@@ -55,7 +74,7 @@ class Job:
 
     @property
     def id(self) -> str:
-        return f"{self._registry.database_name}.{self._registry.schema_name}.{self._name}"
+        return f"{self._catalog.database_name}.{self._catalog.schema_name}.{self._name}"
 
     @property
     def output_location(self) -> str:
@@ -71,7 +90,7 @@ class Job:
         return self._state()[1]
 
     def _state(self) -> tuple[str, str | None]:
-        rows = self._registry._catalog.query(
+        rows = self._catalog.query(
             "SELECT status, message, pid, host FROM {schema}.jobs WHERE job_key = ?", [self._key]
         )
         if not rows:
@@ -81,7 +100,7 @@ class Job:
     @property
     def progress(self) -> tuple[int, int | None]:
         """(rows written, rows in total)."""
-        done, total = self._registry._catalog.query(
+        done, total = self._catalog.query(
             "SELECT rows_done, rows_total FROM {schema}.jobs WHERE job_key = ?", [self._key]
         )[0]
         return int(done or 0), total
@@ -96,8 +115,7 @@ class Job:
                 return status
             if deadline is not None and time.monotonic() >= deadline:
                 raise TimeoutError(f"Job {self._name} did not complete within {timeout} seconds")
-            with _ACTIVE_LOCK:
-                entry = _ACTIVE.get(self._key)
+            entry = _active(self._key)
             pause = delay if deadline is None else max(0.0, min(delay, deadline - time.monotonic()))
             if entry is not None and entry[0] is not None:
                 entry[0].join(pause)
@@ -107,7 +125,7 @@ class Job:
 
     def get_logs(self, limit: int = -1, *, as_list: bool = False) -> str | list[str]:
         """The job's log lines, oldest first (the last ``limit`` when positive)."""
-        rows = self._registry._catalog.query(
+        rows = self._catalog.query(
             "SELECT strftime(logged_on, '%Y-%m-%d %H:%M:%S') || ' ' || line FROM {schema}.job_logs "
             "WHERE job_key = ? ORDER BY logged_on, rowid",
             [self._key],
@@ -125,12 +143,11 @@ class Job:
         status = self.status
         if status in TERMINAL:
             return
-        with _ACTIVE_LOCK:
-            entry = _ACTIVE.get(self._key)
+        entry = _active(self._key)
         if entry is None:
             raise RuntimeError(f"Failed to cancel job, error: job {self._name} is not running in this process.")
         entry[1].set()
-        set_status(self._registry, self._key, CANCELLING)
+        set_status(self._catalog, self._key, CANCELLING)
         self.wait()
 
     def __repr__(self) -> str:
@@ -156,31 +173,32 @@ def _runs_somewhere(key: str, pid: int | None, host: str | None) -> bool:
     if pid is None:
         return False
     if pid == os.getpid() and host == socket.gethostname():
-        with _ACTIVE_LOCK:
-            entry = _ACTIVE.get(key)
+        entry = _active(key)
         return entry is not None and (entry[0] is None or entry[0].is_alive())
     if host != socket.gethostname():
         return True  # another machine: trust the catalog
     return process_alive(pid)
 
 
-def set_status(registry: Registry, key: str, status: str, message: str | None = None) -> None:
+def set_status(catalog: Catalog, key: str, status: str, message: str | None = None) -> None:
+    """Record a job's status (RUNNING stamps its start, a terminal status its end)."""
     stamps = {RUNNING: ", started_on = coalesce(started_on, current_timestamp)"}
     finished = ", finished_on = current_timestamp" if status in TERMINAL else ""
-    registry._catalog.execute(
+    catalog.execute(
         f"UPDATE {{schema}}.jobs SET status = ?, message = coalesce(?, message){stamps.get(status, '')}{finished} "
         "WHERE job_key = ?",
         [status, message, key],
     )
 
 
-def log(registry: Registry, key: str, line: str) -> None:
-    registry._catalog.execute("INSERT INTO {schema}.job_logs (job_key, line) VALUES (?, ?)", [key, line])
+def log(catalog: Catalog, key: str, line: str) -> None:
+    """Append a line to a job's log."""
+    catalog.execute("INSERT INTO {schema}.job_logs (job_key, line) VALUES (?, ?)", [key, line])
 
 
 def list_jobs(registry: Registry, limit: int = 10) -> pd.DataFrame:
     """The newest jobs first: name, status, message, model, version, function, engine, output, times."""
-    rows = registry._catalog.query(
+    rows = registry.catalog.query(
         "SELECT j.job_key, j.name, j.status, j.message, j.pid, j.host, m.name, v.name, j.function_name, j.engine, "
         "j.output_location, j.created_on, j.finished_on FROM {schema}.jobs j "
         "LEFT JOIN {schema}.models m USING (model_key) "
@@ -213,7 +231,7 @@ def list_jobs(registry: Registry, limit: int = 10) -> pd.DataFrame:
 
 def get_job(registry: Registry, job_id: str) -> Job:
     """A job by name or by ``db.schema.name``."""
-    return Job(registry, job_id.split(".")[-1].strip('"'))
+    return Job(registry.catalog, job_id.split(".")[-1].strip('"'))
 
 
 def delete_job(registry: Registry, job: Job | str) -> None:
@@ -221,24 +239,66 @@ def delete_job(registry: Registry, job: Job | str) -> None:
     handle = job if isinstance(job, Job) else get_job(registry, job)
     if handle.status not in TERMINAL:
         raise RuntimeError(f"Job {handle.name} is {handle.status}; cancel it before deleting it.")
-    with registry._catalog.transaction() as cat:
+    with registry.catalog.transaction() as cat:
         cat.execute("DELETE FROM {schema}.job_logs WHERE job_key = ?", [handle.name.lower()])
         cat.execute("DELETE FROM {schema}.jobs WHERE job_key = ?", [handle.name.lower()])
 
 
-def record_failure(registry: Registry, name: str, mv: Any, output_location: str, exc: BaseException) -> None:
-    """Make a job that failed before it started visible as FAILED, with the reason."""
-    import json
+def register(
+    catalog: Catalog,
+    name: str,
+    model_key: str,
+    version_key: str,
+    function_name: str,
+    engine: str,
+    output_location: str,
+    spec: dict[str, Any],
+) -> str:
+    """Record a job as PENDING in this process; a finished job of the same name is run again. Returns its key.
 
+    A job of that name that has not finished is refused.
+    """
+    key = name.lower()
+    owner = [os.getpid(), socket.gethostname()]
+    if catalog.query("SELECT 1 FROM {schema}.jobs WHERE job_key = ?", [key]):
+        current = Job(catalog, name).status
+        if current not in TERMINAL:
+            raise ValueError(f"Job {name} is already {current}.")
+        catalog.execute(
+            "UPDATE {schema}.jobs SET status = ?, message = NULL, pid = ?, host = ?, spec = ?, engine = ?, "
+            "finished_on = NULL WHERE job_key = ?",
+            [PENDING, *owner, json.dumps(spec, default=str), engine, key],
+        )
+        return key
+    catalog.execute(
+        "INSERT INTO {schema}.jobs (job_key, name, model_key, version_key, function_name, engine, output_location, "
+        "spec, status, pid, host, rows_done) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0)",
+        [key, name, model_key, version_key, function_name, engine, output_location, json.dumps(spec, default=str),
+         PENDING, *owner],
+    )  # fmt: skip
+    return key
+
+
+def set_rows_total(catalog: Catalog, key: str, rows: int) -> None:
+    catalog.execute("UPDATE {schema}.jobs SET rows_total = ? WHERE job_key = ?", [rows, key])
+
+
+def set_rows_done(catalog: Catalog, key: str, rows: int) -> None:
+    catalog.execute("UPDATE {schema}.jobs SET rows_done = ? WHERE job_key = ?", [rows, key])
+
+
+def rows_total(catalog: Catalog, key: str) -> int | None:
+    rows = catalog.query("SELECT rows_total FROM {schema}.jobs WHERE job_key = ?", [key])
+    return rows[0][0] if rows else None
+
+
+def record_failure(
+    catalog: Catalog, name: str, model_key: str, version_key: str, output_location: str, exc: BaseException
+) -> None:
+    """Make a job that failed before it started visible as FAILED, with the reason."""
     message = f"{type(exc).__name__}: {exc}"
     key = name.lower()
-    exists = registry._catalog.query("SELECT count(*) FROM {schema}.jobs WHERE job_key = ?", [key])[0][0]
-    if not exists:
-        registry._catalog.execute(
-            "INSERT INTO {schema}.jobs (job_key, name, model_key, version_key, function_name, engine, "
-            "output_location, spec, status, pid, host, rows_done) VALUES (?, ?, ?, ?, '', 'local', ?, ?, ?, ?, ?, 0)",
-            [key, name, mv._model_key, mv._version_key, output_location, json.dumps({}), FAILED, os.getpid(),
-             socket.gethostname()],
-        )  # fmt: skip
-    set_status(registry, key, FAILED, message)
-    log(registry, key, f"failed: {message}")
+    if not catalog.query("SELECT 1 FROM {schema}.jobs WHERE job_key = ?", [key]):
+        register(catalog, name, model_key, version_key, "", "local", output_location, {})
+    set_status(catalog, key, FAILED, message)
+    log(catalog, key, f"failed: {message}")

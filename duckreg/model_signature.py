@@ -10,6 +10,7 @@ from __future__ import annotations
 import enum
 import json
 from collections.abc import Sequence
+from decimal import Decimal
 from typing import Any
 
 import numpy as np
@@ -171,25 +172,87 @@ def _indent(text: str, spaces: int) -> str:
     return "\n".join(pad + line for line in text.splitlines())
 
 
-def _value_matches(value: Any, dtype: DataType, shape: tuple[int, ...] | None) -> bool:
-    """Whether ``value`` fits ``dtype`` with ``shape`` (bools are never numbers)."""
-    if shape:
-        if not isinstance(value, (list, tuple, np.ndarray)):
-            return False
-        if shape[0] != -1 and len(value) != shape[0]:
-            return False
-        return all(_value_matches(v, dtype, shape[1:] or None) for v in value)
-    if dtype.is_integer:
-        return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
-    if dtype.is_float:
-        return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
-    if dtype is DataType.BOOL:
-        return isinstance(value, (bool, np.bool_))
-    if dtype is DataType.STRING:
-        return isinstance(value, str)
-    if dtype is DataType.BYTES:
-        return isinstance(value, (bytes, bytearray))
+class _Sentinel:
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+INVALID = _Sentinel("INVALID")
+"""What ``check_value`` returns for a value that does not fit the type or shape."""
+NOT_UNICODE = _Sentinel("NOT_UNICODE")
+"""What ``check_value`` returns for text holding a lone surrogate (bytes decoded with ``surrogateescape``)."""
+
+
+def valid_unicode(text: str) -> bool:
+    """Whether ``text`` is valid Unicode (a lone surrogate, from undecodable bytes, is not)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
     return True
+
+
+def _check_scalar(value: Any, dtype: DataType) -> Any:
+    if dtype is DataType.STRING:
+        if not isinstance(value, str):
+            return INVALID
+        return value if value.isascii() or valid_unicode(value) else NOT_UNICODE
+    if dtype is DataType.BYTES:
+        return bytes(value) if isinstance(value, (bytes, bytearray, memoryview)) else INVALID
+    if dtype is DataType.BOOL:
+        return bool(value) if isinstance(value, (bool, np.bool_)) else INVALID
+    if isinstance(value, (bool, np.bool_)):
+        return INVALID  # bools are never numbers
+    if dtype.is_integer:
+        if isinstance(value, (int, np.integer)):
+            return int(value)
+        if isinstance(value, (float, np.floating, Decimal)) and value == int(value):
+            return int(value)  # 3.0, and SQL's DECIMAL literal 3.0
+        return INVALID
+    if dtype.is_float:
+        # SQL literals such as 0.7 arrive as decimals.
+        return float(value) if isinstance(value, (int, float, np.integer, np.floating, Decimal)) else INVALID
+    return value
+
+
+def check_value(value: Any, dtype: DataType, shape: tuple[int, ...] | None = None) -> Any:
+    """``value`` coerced to ``dtype`` and ``shape`` (None stays None), or ``INVALID``/``NOT_UNICODE``.
+
+    The one rule for inputs, outputs and parameters: ints and integral floats or decimals fit
+    integer types, any number fits float types, bools are never numbers.
+    """
+    if value is None:
+        return None
+    if shape:
+        if isinstance(value, np.ndarray):
+            value = value.tolist()
+        if not isinstance(value, (list, tuple)) or (shape[0] != -1 and len(value) != shape[0]):
+            return INVALID
+        items = [check_value(v, dtype, shape[1:] or None) for v in value]
+        return next((v for v in items if v is INVALID or v is NOT_UNICODE), items)
+    return _check_scalar(value, dtype)
+
+
+def check_feature(value: Any, spec: FeatureSpec | FeatureGroupSpec, shape: tuple[int, ...] | None) -> Any:
+    """``check_value`` for a feature, structs (``FeatureGroupSpec``) included; ``shape`` overrides the spec's."""
+    if value is None or not isinstance(spec, FeatureGroupSpec):
+        return check_value(value, spec.dtype, shape) if value is not None else None
+    if shape:
+        if isinstance(value, np.ndarray):
+            value = value.tolist()
+        if not isinstance(value, (list, tuple)) or (shape[0] != -1 and len(value) != shape[0]):
+            return INVALID
+        items = [check_feature(v, spec, shape[1:] or None) for v in value]
+        return next((v for v in items if v is INVALID or v is NOT_UNICODE), items)
+    if not isinstance(value, dict):
+        return INVALID
+    fields = {child.name: check_feature(value.get(child.name), child, child.shape) for child in spec.specs}
+    return next((v for v in fields.values() if v is INVALID or v is NOT_UNICODE), fields)
 
 
 def _shape_problem(value: Any, shape: tuple[int, ...] | None, dimension: int = 0) -> str | None:
@@ -209,20 +272,6 @@ def _shape_problem(value: Any, shape: tuple[int, ...] | None, dimension: int = 0
     return None
 
 
-def _coerce_value(value: Any, dtype: DataType, shape: tuple[int, ...] | None) -> Any:
-    if value is None:
-        return None
-    if shape:
-        return [_coerce_value(v, dtype, shape[1:] or None) for v in value]
-    if dtype.is_float:
-        return float(value)
-    if dtype.is_integer:
-        return int(value)
-    if dtype is DataType.BOOL:
-        return bool(value)
-    return value
-
-
 class ParamSpec:
     """A named runtime parameter with a default, passed by name rather than per row."""
 
@@ -232,13 +281,14 @@ class ParamSpec:
             raise TypeError(f"Parameter {name!r}: dtype must be a DataType, got {dtype!r}.")
         self.dtype = dtype
         self.shape = _check_shape(shape)
-        if default_value is not None and not _value_matches(default_value, dtype, self.shape):
+        coerced = check_value(default_value, dtype, self.shape)
+        if coerced is INVALID or coerced is NOT_UNICODE:
             problem = _shape_problem(default_value, self.shape)
             raise ValueError(
                 f"Parameter {name!r}: default value {default_value!r} is not compatible with dtype "
                 f"{dtype!r} and shape {self.shape!r}." + (f" {problem}." if problem else "")
             )
-        self.default_value = _coerce_value(default_value, dtype, self.shape)
+        self.default_value = coerced
 
     def validate(self, value: Any) -> Any:
         """Return ``value`` coerced to this parameter's type, or raise a ``ValueError`` naming it."""
@@ -247,12 +297,13 @@ class ParamSpec:
         problem = _shape_problem(value, self.shape)
         if problem:
             raise ValueError(f"Parameter {self.name!r}: {problem}.")
-        if not _value_matches(value, self.dtype, self.shape):
+        coerced = check_value(value, self.dtype, self.shape)
+        if coerced is INVALID or coerced is NOT_UNICODE:
             raise ValueError(
                 f"Parameter {self.name!r}: value {value!r} is not compatible with dtype "
                 f"{self.dtype!r} and shape {self.shape!r}."
             )
-        return _coerce_value(value, self.dtype, self.shape)
+        return coerced
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, ParamSpec) and (
@@ -333,7 +384,7 @@ class ParamGroupSpec:
         if unknown:
             raise ValueError(f"Parameter {self.name!r}: unknown field(s) {unknown}; it has {list(by_name)}")
         given = {str(k).lower(): v for k, v in value.items()}
-        return {spec.name: spec.validate(_plain_number(given.get(spec.name.lower()))) for spec in self.specs}
+        return {spec.name: spec.validate(given.get(spec.name.lower())) for spec in self.specs}
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, ParamGroupSpec) and (self.name, self.specs, self.default_value, self.shape) == (
@@ -371,15 +422,6 @@ class ParamGroupSpec:
 
 def param_from_dict(data: dict[str, Any]) -> ParamSpec | ParamGroupSpec:
     return ParamGroupSpec.from_dict(data) if "specs" in data else ParamSpec.from_dict(data)
-
-
-def _plain_number(value: Any) -> Any:
-    """SQL decimals inside a struct (``{'bias': 2.5}``) become floats, or ints when whole."""
-    from decimal import Decimal
-
-    if isinstance(value, Decimal):
-        return int(value) if value == value.to_integral_value() else float(value)
-    return value
 
 
 class ModelSignature:

@@ -360,7 +360,7 @@ def _fresh_version(shop, model_dirs, name: str):
 
 def test_tampered_weights_are_refused_before_loading(shop, model_dirs) -> None:
     mv = _fresh_version(shop, model_dirs, "tampered")
-    weights = mv._artifact_path() / "model" / "model.safetensors"
+    weights = (shop.artifact_location / mv.model_name / mv.version_name) / "model" / "model.safetensors"
     data = bytearray(weights.read_bytes())
     data[-8:] = b"\x00" * 8
     weights.write_bytes(bytes(data))
@@ -382,7 +382,7 @@ def test_files_that_were_not_logged_are_refused_and_never_loaded(shop, model_dir
         def __reduce__(self):
             return (Path.touch, (marker,))
 
-    folder = mv._artifact_path() / "model"
+    folder = (shop.artifact_location / mv.model_name / mv.version_name) / "model"
     (folder / "evil.pkl").write_bytes(pickle.dumps(Payload()))
     with pytest.raises(TamperedArtifact, match=r"evil.pkl was not logged with this version"):
         mv.run(_frame(text=["x"]))

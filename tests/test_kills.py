@@ -74,7 +74,7 @@ def check_consistent(registry):
     con = registry.register_functions()
     for model in registry.models():
         for mv in model.versions():
-            folder = mv._artifact_path()
+            folder = registry.artifact_location / mv.model_name.lower() / mv.version_name.lower()
             manifest = json.loads((folder / "manifest.json").read_text())
             for relative in manifest["files"]:
                 assert (folder / "model" / relative).is_file(), (folder, relative)

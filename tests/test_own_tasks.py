@@ -17,7 +17,7 @@ from conftest import Case, run_in_new_process
 import duckreg
 from duckreg.huggingface import TransformersPipeline
 from duckreg.model_signature import DataType, FeatureSpec, ModelSignature, ParamSpec
-from duckreg.tasks.generation import GENERATION_PARAMS
+from duckreg.tasks._generation import GENERATION_PARAMS
 
 S = DataType.STRING
 # The question-answering parameters with the defaults the pipeline (and Snowflake) declare; the window

@@ -10,7 +10,8 @@ import pytest
 import transformers
 
 import duckreg
-from duckreg import huggingface, runtime
+from duckreg import model_cache
+from duckreg.model_handlers import huggingface as huggingface_handler
 from duckreg.huggingface import TransformersPipeline
 from duckreg.model_signature import DataType, FeatureSpec, ModelSignature
 
@@ -124,7 +125,7 @@ def test_failed_log_leaves_no_row_and_no_folder(registry, classifier, monkeypatc
         (folder / "partial.safetensors").write_bytes(b"half")
         raise OSError("disk full")
 
-    monkeypatch.setattr(huggingface, "save_pipeline", broken_save)
+    monkeypatch.setattr(huggingface_handler, "save_pipeline", broken_save)
     with pytest.raises(OSError, match="disk full"):
         registry.log_model(classifier, model_name="broken", version_name="v1")
     assert registry.models() == []
@@ -287,9 +288,9 @@ def test_a_deleted_version_is_unloaded_from_the_process(registry, model_dirs) ->
     for mv in (model_v1, model_v2):
         mv.run(pd.DataFrame({"text": ["x"]}))
         keys[mv.version_name] = mv._handle().cache_key
-        assert keys[mv.version_name] in runtime.CACHE
+        assert keys[mv.version_name] in model_cache.CACHE
     registry.get_model("sentiment").default = "v2"
     registry.get_model("sentiment").delete_version("v1")
-    assert keys["v1"] not in runtime.CACHE and keys["v2"] in runtime.CACHE
+    assert keys["v1"] not in model_cache.CACHE and keys["v2"] in model_cache.CACHE
     registry.delete_model("sentiment")
-    assert keys["v2"] not in runtime.CACHE
+    assert keys["v2"] not in model_cache.CACHE

@@ -13,7 +13,7 @@ import pytest
 import transformers
 from custom_models import Sampler
 
-from duckreg import runtime
+from duckreg import model_cache
 from duckreg.batch import InputSpec, JobSpec, OutputSpec
 from duckreg.huggingface import TransformersPipeline
 from duckreg.model_signature import (
@@ -25,7 +25,7 @@ from duckreg.model_signature import (
     ParamSpec,
 )
 from duckreg.openai_signatures import OPENAI_CHAT_SIGNATURE, OPENAI_CHAT_WITH_PARAMS_SIGNATURE
-from duckreg.tasks.generation import GENERATION_PARAMS
+from duckreg.tasks._generation import GENERATION_PARAMS
 
 
 def test_custom_model_params_reach_the_method_as_keyword_arguments(registry, tmp_path: Path) -> None:
@@ -192,11 +192,11 @@ def test_batch_job_name_prefix_base_stage_location_and_force_rebuild(registry, m
     with pytest.raises(ValueError, match="exactly one of stage_location"):
         OutputSpec(stage_location="@out/a/", base_stage_location="@out/")
     mv.run(frame)  # loaded in this process
-    loads = runtime.CACHE.loads
+    loads = model_cache.CACHE.loads
     mv.run_batch(frame, output_spec=OutputSpec("@out/again/"), job_spec=JobSpec(block=True))
-    assert runtime.CACHE.loads == loads
+    assert model_cache.CACHE.loads == loads
     mv.run_batch(frame, output_spec=OutputSpec("@out/rebuilt/"), job_spec=JobSpec(block=True, force_rebuild=True))
-    assert runtime.CACHE.loads == loads + 1
+    assert model_cache.CACHE.loads == loads + 1
 
 
 def test_task_params_reach_the_pipeline_and_default_to_the_logged_setting(registry, model_dirs) -> None:

@@ -9,7 +9,7 @@ import pytest
 import transformers
 
 import duckreg
-from duckreg import runtime
+from duckreg import model_cache
 
 
 @pytest.fixture
@@ -75,8 +75,8 @@ def test_table_macro_without_optional_column_and_on_cursors(logged_registry) -> 
 
 
 def test_a_version_loads_once_per_process(logged_registry, db_path) -> None:
-    runtime.CACHE.clear()
-    before = runtime.CACHE.loads
+    model_cache.CACHE.clear()
+    before = model_cache.CACHE.loads
     con = logged_registry.register_functions()
     con.execute("CREATE TABLE many AS SELECT 'text number ' || i AS text FROM range(5000) r(i)")
     con.execute("SET threads = 4")
@@ -84,7 +84,7 @@ def test_a_version_loads_once_per_process(logged_registry, db_path) -> None:
     second = duckreg.connect(db_path)
     second.execute("SELECT sentiment('I like you.')").fetchall()
     logged_registry.get_model("sentiment").default.run(pd.DataFrame({"text": ["again"]}))
-    assert runtime.CACHE.loads - before == 1
+    assert model_cache.CACHE.loads - before == 1
     second.close()
 
 

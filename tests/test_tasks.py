@@ -17,7 +17,7 @@ from conftest import Case, run_in_new_process, seed_json
 
 import duckreg
 from duckreg.model_signature import DataType, FeatureSpec, ModelSignature, ParamSpec
-from duckreg.tasks.generation import GENERATION_PARAMS
+from duckreg.tasks._generation import GENERATION_PARAMS
 
 S = DataType.STRING
 # Runtime parameters the tasks declare (the seeds are silent on them; later Snowflake releases add them).

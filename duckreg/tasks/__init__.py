@@ -1,14 +1,17 @@
 """The task table: pipeline task name -> the module that infers its signature and runs it.
 
-Adding a task is one module in this package plus one row here.
+Each module in this package exports ``TASK`` (a ``Task``, or a tuple for a family such as
+text2text-generation) whose ``names`` build the table below, so adding a task is adding one module
+to ``_MODULES``. Aliases transformers accepts (``sentiment-analysis``) are kept apart, as
+transformers keeps ``TASK_ALIASES``.
 """
 
 from __future__ import annotations
 
-import re
-
+from duckreg.function_spec import Implementation
 from duckreg.model_signature import ModelSignature
 from duckreg.tasks import (
+    automatic_speech_recognition,
     conversational,
     feature_extraction,
     fill_mask,
@@ -16,9 +19,8 @@ from duckreg.tasks import (
     image_classification,
     openai_chat,
     question_answering,
-    seq2seq,
-    speech_recognition,
     table_question_answering,
+    text2text_generation,
     text_classification,
     text_generation,
     token_classification,
@@ -26,67 +28,81 @@ from duckreg.tasks import (
 )
 from duckreg.tasks.base import InferredFunction, InputError, RunContext, Task, TaskModel
 
-TASKS: dict[str, Task] = {
-    "automatic-speech-recognition": speech_recognition.TASK,
-    "conversational": conversational.TASK,
-    "fill-mask": fill_mask.TASK,
-    "image-classification": image_classification.TASK,
-    "question-answering": question_answering.TASK,
-    "summarization": seq2seq.SUMMARIZATION,
-    "table-question-answering": table_question_answering.TASK,
-    "text2text-generation": seq2seq.TEXT2TEXT,
-    "text-classification": text_classification.TASK,
-    "sentiment-analysis": text_classification.TASK,
-    "text-generation": text_generation.TASK,
-    "token-classification": token_classification.TASK,
-    "ner": token_classification.TASK,
-    "translation": seq2seq.TRANSLATION,
-    "zero-shot-classification": zero_shot_classification.TASK,
-    "feature-extraction": feature_extraction.TASK,
-}
-# translation_xx_to_yy for any two-letter language codes.
-_TRANSLATION_PAIR = re.compile(r"translation_[a-z]{2}_to_[a-z]{2}")
+_MODULES = (
+    automatic_speech_recognition,
+    conversational,
+    feature_extraction,
+    fill_mask,
+    image_classification,
+    question_answering,
+    table_question_answering,
+    text2text_generation,
+    text_classification,
+    text_generation,
+    token_classification,
+    zero_shot_classification,
+)
 
-# Runners chosen by a user signature rather than by the task: (name, matches(task, signature), runner).
-SIGNATURE_RUNNERS: dict[str, tuple] = {
-    "openai-chat": (openai_chat.matches, openai_chat.TASK),
-}
+
+def _build_table() -> tuple[dict[str, Task], dict[str, str]]:
+    tasks: dict[str, Task] = {}
+    aliases: dict[str, str] = {}
+    for module in _MODULES:
+        served = module.TASK if isinstance(module.TASK, tuple) else (module.TASK,)
+        for task in served:
+            for name in task.names:
+                if name in tasks:
+                    raise RuntimeError(f"Task {name!r} is served by two modules: {module.__name__} and another.")
+                tasks[name] = task
+            for alias in task.aliases:
+                aliases[alias] = task.names[0]
+    return tasks, aliases
+
+
+TASKS, TASK_ALIASES = _build_table()
+"""Pipeline task name -> its ``Task``; alias -> the task name it stands for."""
 
 GENERIC: Task = generic.TASK
 
+# Implementations a user signature selects rather than the task: implementation -> (matches(task, signature), task).
+SIGNATURE_IMPLEMENTATIONS = {Implementation.OPENAI_CHAT: (openai_chat.matches, openai_chat.TASK)}
+
 
 def get_task(name: str) -> Task | None:
-    """The task module for an exact (case-sensitive) pipeline task name, or None."""
-    if _TRANSLATION_PAIR.fullmatch(name or ""):
-        return seq2seq.TRANSLATION
-    return TASKS.get(name)
+    """The task for an exact (case-sensitive) pipeline task name or alias, or None."""
+    name = TASK_ALIASES.get(name, name) if name else ""
+    found = TASKS.get(name)
+    if found is not None:
+        return found
+    return next((task for task in TASKS.values() if task.serves(name)), None)
 
 
-def signature_runner(task: str, signature: ModelSignature) -> str | None:
-    """The name of the runner a user signature selects on this task, if any."""
-    return next((name for name, (matches, _) in SIGNATURE_RUNNERS.items() if matches(task, signature)), None)
+def implementation_for_signature(task: str, signature: ModelSignature) -> Implementation | None:
+    """The implementation a user signature selects on this task, if any (OpenAI chat on text-generation)."""
+    return next((kind for kind, (matches, _) in SIGNATURE_IMPLEMENTATIONS.items() if matches(task, signature)), None)
 
 
-def get_runner(name: str) -> Task:
-    """The runner a stored function names: ``generic``, ``custom`` or a signature runner."""
-    if name == "generic":
+def task_for(implementation: Implementation, task_name: str) -> Task:
+    """The ``Task`` that computes a stored function of a pipeline version."""
+    if implementation is Implementation.TASK:
+        return get_task(task_name) or GENERIC
+    if implementation is Implementation.GENERIC:
         return GENERIC
-    if name == "custom":
-        from duckreg.custom import RUNNER
-
-        return RUNNER
-    return SIGNATURE_RUNNERS[name][1]
+    if implementation in SIGNATURE_IMPLEMENTATIONS:
+        return SIGNATURE_IMPLEMENTATIONS[implementation][1]
+    raise ValueError(f"A pipeline has no {implementation.value!r} functions.")
 
 
 __all__ = [
     "GENERIC",
     "TASKS",
+    "TASK_ALIASES",
     "InferredFunction",
     "InputError",
     "RunContext",
     "Task",
     "TaskModel",
-    "get_runner",
     "get_task",
-    "signature_runner",
+    "implementation_for_signature",
+    "task_for",
 ]

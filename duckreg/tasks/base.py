@@ -6,12 +6,9 @@ logged pipeline, and the runtime hands it length-sorted, de-duplicated rows to p
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
-
-import numpy as np
 
 from duckreg.model_signature import ModelSignature
 
@@ -31,14 +28,15 @@ class InferredFunction:
 
     signature: ModelSignature
     json_outputs: frozenset[str] = frozenset()
-    sql_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    output_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
 
 
 @dataclass
 class RunContext:
     """Everything a task runner needs for one call."""
 
-    pipeline: Any
+    model: Any
+    """The loaded model: a pipeline, a ``TaskModel`` or a custom model."""
     signature: ModelSignature
     params: dict[str, Any]
     options: dict[str, Any]
@@ -68,10 +66,21 @@ class TaskModel:
 
 
 class Task:
-    """Base class: subclasses set ``names`` and implement ``infer`` and ``predict``."""
+    """Base class: subclasses set ``names`` and implement ``infer`` and ``predict``.
+
+    ``names`` are the pipeline task names this module serves; the task table is built from them.
+    """
 
     names: tuple[str, ...] = ()
+    aliases: tuple[str, ...] = ()
+    """Other names transformers accepts for the same task (``sentiment-analysis``, ``ner``)."""
     optional_inputs: frozenset[str] = frozenset()
+    option_keys: tuple[str, ...] = ()
+    """``log_model`` options this task reads besides the common ones (feature-extraction's ``pooling``)."""
+    no_signature_hint: str = ""
+    """What to tell a user whose pipeline's signature cannot be inferred as logged."""
+    needs_pad_token: bool = False
+    """Batches of this task pad; a tokenizer without a pad token pads with its end-of-sequence token."""
 
     def infer(
         self, task: str, pipeline: Any, settings: dict[str, Any], options: dict[str, Any]
@@ -85,8 +94,20 @@ class Task:
         """Rows are sorted by this before batching, so each batch pads little."""
         return sum(len(v) for v in row.values() if isinstance(v, str))
 
-    def prepare(self, pipeline: Any) -> None:
-        """Adjust a freshly loaded pipeline once (e.g. a pad token for batching)."""
+    def prepare(self, model: Any) -> None:
+        """Adjust a freshly loaded model once, before its first batch (a pad token for batching)."""
+        tokenizer = getattr(model, "tokenizer", None)
+        if self.needs_pad_token and tokenizer is not None and tokenizer.pad_token_id is None:
+            if tokenizer.eos_token is not None:
+                tokenizer.pad_token = tokenizer.eos_token
+
+    def serves(self, name: str) -> bool:
+        """Whether this task runs pipelines logged under ``name`` (a family may accept a pattern)."""
+        return name in self.names
+
+    def resolve_task(self, task: str, config: Any) -> str:
+        """The task a model runs under when logged as ``task`` (a family name may mean a specific one)."""
+        return task
 
     def model_class(self, config: Any) -> str | None:
         """The ``transformers`` Auto class this task runs on itself, or None when a pipeline runs it."""
@@ -123,43 +144,12 @@ def string_to_json(input_name: str = "inputs", output_name: str = "outputs") -> 
     return InferredFunction(signature, json_outputs=frozenset({output_name}))
 
 
-def json_default(value: Any) -> Any:
-    """``json.dumps`` fallback: numpy scalars and arrays become plain Python values."""
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, np.floating):
-        return float(value)
-    if isinstance(value, np.bool_):
-        return bool(value)
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
-
-
-def to_json(value: Any) -> str:
-    """JSON with ``json.dumps`` defaults; float32 scores widen to their exact double value."""
-    return json.dumps(value, default=json_default)
-
-
-def plain(value: Any) -> Any:
-    """Numpy and tuple values turned into plain Python scalars and lists, recursively."""
-    if isinstance(value, dict):
-        return {k: plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [plain(v) for v in value]
-    if isinstance(value, (np.generic, np.ndarray)):
-        return value.tolist()
-    return value
-
-
-def per_item(result: Any, count: int) -> list[Any]:
+def as_result_list(result: Any) -> list[Any]:
     """One result per input, for tasks whose per-input result is a dict (one dict alone is wrapped)."""
     return [result] if isinstance(result, dict) else list(result)
 
 
-def per_item_list(result: Any, count: int) -> list[Any]:
+def as_nested_result_list(result: Any, count: int) -> list[Any]:
     """One result per input, for tasks whose per-input result is a list of dicts.
 
     Pipelines drop the outer list for a single input; put it back.
@@ -167,17 +157,3 @@ def per_item_list(result: Any, count: int) -> list[Any]:
     if count == 1 and isinstance(result, list) and (not result or isinstance(result[0], dict)):
         return [result]
     return list(result)
-
-
-def freeze(value: Any) -> Any:
-    """A hashable form of a value (lists become tuples, dicts sorted item tuples), for grouping."""
-    if isinstance(value, (list, tuple)):
-        return tuple(freeze(v) for v in value)
-    if isinstance(value, dict):
-        return tuple(sorted((k, freeze(v)) for k, v in value.items()))
-    return value
-
-
-def given_params(params: dict[str, Any]) -> dict[str, Any]:
-    """Runtime params that were actually set (None, or NULL from SQL, means 'use the default')."""
-    return {k: v for k, v in params.items() if v is not None}

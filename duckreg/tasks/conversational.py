@@ -14,9 +14,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from duckreg.model_signature import DataType, FeatureSpec, ModelSignature
+from duckreg.tasks._generation import GENERATION_PARAMS, cap_new_tokens, generate_unpadded, generation_params
 from duckreg.tasks.base import InferredFunction, InputError, RunContext, Task, TaskModel
-from duckreg.tasks.generation import GENERATION_PARAMS, cap_new_tokens, generate_unpadded, generation_params
-from duckreg.tasks.seq2seq import generate_texts
+from duckreg.tasks.text2text_generation import generate_texts
 
 TURNS = FeatureSpec(name="user_inputs", dtype=DataType.STRING, shape=(-1,))
 RESPONSES = FeatureSpec(name="generated_responses", dtype=DataType.STRING, shape=(-1,))
@@ -27,6 +27,7 @@ DEFAULT_MAX_NEW_TOKENS = 256
 class Conversational(Task):
     names = ("conversational",)
     optional_inputs = frozenset({"generated_responses"})
+    needs_pad_token = True
 
     def model_class(self, config: Any) -> str:
         return "AutoModelForSeq2SeqLM" if getattr(config, "is_encoder_decoder", False) else "AutoModelForCausalLM"
@@ -38,20 +39,15 @@ class Conversational(Task):
     def sort_key(self, row: dict[str, Any]) -> int:
         return sum(len(t) for t in row["user_inputs"]) + sum(len(t) for t in row.get("generated_responses") or [])
 
-    def prepare(self, pipeline: Any) -> None:
-        tokenizer = pipeline.tokenizer
-        if tokenizer.pad_token_id is None and tokenizer.eos_token is not None:
-            tokenizer.pad_token = tokenizer.eos_token
-
     def predict(self, ctx: RunContext, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-        bundle: TaskModel = ctx.pipeline
-        settings = {**bundle.settings, **generation_params(ctx.params)}
+        task_model: TaskModel = ctx.model
+        settings = {**task_model.settings, **generation_params(ctx.params)}
         conversations = [_messages(row) for row in rows]
-        if bundle.model.config.is_encoder_decoder:
-            texts = [_fallback_text(bundle.tokenizer, messages) for messages in conversations]
-            replies = [generated[0] for generated in generate_texts(bundle, texts, settings, ctx.batch_size)]
+        if task_model.model.config.is_encoder_decoder:
+            texts = [_fallback_text(task_model.tokenizer, messages) for messages in conversations]
+            replies = [generated[0] for generated in generate_texts(task_model, texts, settings, ctx.batch_size)]
         else:
-            replies = _causal_replies(bundle, conversations, settings)
+            replies = _causal_replies(task_model, conversations, settings)
         return [
             {"generated_responses": [*(row.get("generated_responses") or []), reply.strip()]}
             for row, reply in zip(rows, replies, strict=True)
@@ -83,10 +79,10 @@ def _fallback_text(tokenizer: Any, messages: list[dict[str, str]]) -> str:
 
 
 def _causal_replies(
-    bundle: TaskModel, conversations: list[list[dict[str, str]]], settings: dict[str, Any]
+    task_model: TaskModel, conversations: list[list[dict[str, str]]], settings: dict[str, Any]
 ) -> list[str]:
     """The model's next turn for each conversation."""
-    tokenizer, model = bundle.tokenizer, bundle.model
+    tokenizer, model = task_model.tokenizer, task_model.model
     if getattr(tokenizer, "chat_template", None):
         prompts = [
             tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)

@@ -19,6 +19,7 @@ POOLINGS = ("mean", "cls")
 class FeatureExtraction(Task):
     names = ("feature-extraction",)
     option_keys = ("pooling", "normalize")
+    no_signature_hint = " Log it with options={'pooling': 'mean'} to get one vector per row."
 
     def infer(self, task, pipeline, settings, options) -> InferredFunction | None:
         pooling = options.get("pooling")
@@ -36,7 +37,7 @@ class FeatureExtraction(Task):
     def predict(self, ctx: RunContext, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         import torch
 
-        pipe = ctx.pipeline
+        pipe = ctx.model
         pooling = ctx.options.get("pooling", "mean")
         normalize = ctx.options.get("normalize", True)
         max_length = min(getattr(pipe.tokenizer, "model_max_length", 512) or 512, 512)

@@ -11,13 +11,12 @@ from duckreg.tasks.base import (
     InputError,
     RunContext,
     Task,
+    as_nested_result_list,
     declared,
-    given_params,
-    per_item_list,
     string_to_json,
-    to_json,
 )
 from duckreg.tasks.limits import check_lengths, truncates
+from duckreg.values import drop_unset_params, to_json
 
 
 class FillMask(Task):
@@ -36,14 +35,16 @@ class FillMask(Task):
         return InferredFunction(signature, json_outputs=inferred.json_outputs)
 
     def predict(self, ctx: RunContext, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-        mask = ctx.pipeline.tokenizer.mask_token
+        mask = ctx.model.tokenizer.mask_token
         texts = [row["inputs"] for row in rows]
         for text in texts:
             if mask not in text:
                 raise InputError("inputs", f"no {mask} token in {text[:60]!r}; fill-mask needs one to fill")
-        if not truncates(ctx.pipeline):
-            check_lengths("inputs", texts, ctx.pipeline.tokenizer, what="shorten it (cutting it could cut the mask)")
-        results = per_item_list(ctx.pipeline(texts, batch_size=ctx.batch_size, **given_params(ctx.params)), len(texts))
+        if not truncates(ctx.model):
+            check_lengths("inputs", texts, ctx.model.tokenizer, what="shorten it (cutting it could cut the mask)")
+        results = as_nested_result_list(
+            ctx.model(texts, batch_size=ctx.batch_size, **drop_unset_params(ctx.params)), len(texts)
+        )
         return [{"outputs": to_json(result)} for result in results]
 
 

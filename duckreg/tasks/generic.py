@@ -11,7 +11,8 @@ from typing import Any
 import numpy as np
 
 from duckreg.model_signature import DataType, FeatureSpec
-from duckreg.tasks.base import InferredFunction, RunContext, Task, given_params, per_item, plain, to_json
+from duckreg.tasks.base import InferredFunction, RunContext, Task, as_result_list
+from duckreg.values import drop_unset_params, to_json, to_python
 
 
 class Generic(Task):
@@ -26,7 +27,7 @@ class Generic(Task):
             items: list[Any] = [_pipeline_value(specs[0], row[specs[0].name]) for row in rows]
         else:
             items = [{s.name: _pipeline_value(s, row[s.name]) for s in specs} for row in rows]
-        results = per_item(ctx.pipeline(items, **given_params(ctx.params)), len(items))
+        results = as_result_list(ctx.model(items, **drop_unset_params(ctx.params)))
         outputs = ctx.signature.outputs
         out = []
         for result in results:
@@ -54,7 +55,7 @@ def _encode(spec: Any, value: Any) -> Any:
     if isinstance(spec, FeatureSpec) and spec.dtype is DataType.STRING and spec.shape is None:
         if isinstance(value, (list, dict)):
             return to_json(value)
-    return plain(value)
+    return to_python(value)
 
 
 TASK = Generic()

@@ -11,7 +11,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from duckreg.model_signature import DataType, FeatureGroupSpec, FeatureSpec, ModelSignature
-from duckreg.tasks.base import InferredFunction, InputError, RunContext, Task, declared, given_params, per_item_list
+from duckreg.tasks.base import InferredFunction, InputError, RunContext, Task, as_nested_result_list, declared
+from duckreg.values import drop_unset_params
 
 LABELS = FeatureGroupSpec(
     "labels", [FeatureSpec("label", DataType.STRING), FeatureSpec("score", DataType.DOUBLE)], shape=(-1,)
@@ -51,8 +52,8 @@ class ImageClassification(Task):
 
     def predict(self, ctx: RunContext, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         images = [open_image(row["images"], "images") for row in rows]
-        results = per_item_list(
-            ctx.pipeline(images, batch_size=ctx.batch_size, **given_params(ctx.params)), len(images)
+        results = as_nested_result_list(
+            ctx.model(images, batch_size=ctx.batch_size, **drop_unset_params(ctx.params)), len(images)
         )
         return [{"labels": [{"label": r["label"], "score": float(r["score"])} for r in result]} for result in results]
 

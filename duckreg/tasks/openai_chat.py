@@ -15,8 +15,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from duckreg.model_signature import FeatureGroupSpec, ModelSignature
+from duckreg.tasks._generation import cap_new_tokens, generate_unpadded
 from duckreg.tasks.base import InputError, RunContext, Task
-from duckreg.tasks.generation import cap_new_tokens, generate_unpadded
 
 CONTROLS = (
     "temperature",
@@ -48,14 +48,10 @@ def matches(task: str, signature: ModelSignature) -> bool:
 class OpenAIChat(Task):
     names = ()
     optional_inputs = frozenset(CONTROLS)
+    needs_pad_token = True
 
     def sort_key(self, row: dict[str, Any]) -> int:
         return sum(len(str(m.get("content") or "")) for m in row["messages"] or [])
-
-    def prepare(self, pipeline: Any) -> None:
-        tokenizer = pipeline.tokenizer
-        if tokenizer.pad_token_id is None and tokenizer.eos_token is not None:
-            tokenizer.pad_token = tokenizer.eos_token
 
     def coerce_input(self, spec: Any, value: Any) -> Any:
         """A message's content may be a string or a list of parts, whichever the signature declares."""
@@ -76,7 +72,7 @@ class OpenAIChat(Task):
         return out
 
     def predict(self, ctx: RunContext, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-        pipe = ctx.pipeline
+        pipe = ctx.model
         tokenizer, model = pipe.tokenizer, pipe.model
         use_params = bool(ctx.signature.params)
         requests = []

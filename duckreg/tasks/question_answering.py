@@ -17,16 +17,8 @@ from typing import Any
 import numpy as np
 
 from duckreg.model_signature import DataType, FeatureSpec, ModelSignature, ParamSpec
-from duckreg.tasks.base import (
-    InferredFunction,
-    InputError,
-    RunContext,
-    Task,
-    TaskModel,
-    declared,
-    given_params,
-    to_json,
-)
+from duckreg.tasks.base import InferredFunction, InputError, RunContext, Task, TaskModel, declared
+from duckreg.values import drop_unset_params, to_json
 
 INPUTS = [FeatureSpec(name="question", dtype=DataType.STRING), FeatureSpec(name="context", dtype=DataType.STRING)]
 # The defaults the question-answering pipeline (and Snowflake) declare. max_seq_len and doc_stride
@@ -77,9 +69,9 @@ class QuestionAnswering(Task):
         return InferredFunction(signature, json_outputs=frozenset({"outputs"}))
 
     def predict(self, ctx: RunContext, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-        bundle: TaskModel = ctx.pipeline
-        settings = {**bundle.settings, **given_params(ctx.params)}
-        tokenizer, model = bundle.tokenizer, bundle.model
+        task_model: TaskModel = ctx.model
+        settings = {**task_model.settings, **drop_unset_params(ctx.params)}
+        tokenizer, model = task_model.tokenizer, task_model.model
         if not tokenizer.is_fast:
             raise RuntimeError("question-answering needs a fast tokenizer (one with offset mappings)")
         for row in rows:

@@ -8,17 +8,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from duckreg.model_signature import DataType, FeatureSpec, ModelSignature
-from duckreg.tasks.base import (
-    InferredFunction,
-    InputError,
-    RunContext,
-    Task,
-    declared,
-    given_params,
-    per_item,
-    plain,
-)
+from duckreg.tasks.base import InferredFunction, InputError, RunContext, Task, as_result_list, declared
 from duckreg.tasks.limits import max_tokens
+from duckreg.values import drop_unset_params, to_python
 
 
 def parse_table(text: str) -> dict[str, list[str]]:
@@ -80,7 +72,7 @@ class TableQuestionAnswering(Task):
             ],
         )
         # Each coordinate is a (row, column) pair, so SQL holds a list of pairs.
-        return InferredFunction(signature, sql_shapes={"coordinates": (-1, -1)})
+        return InferredFunction(signature, output_shapes={"coordinates": (-1, -1)})
 
     def predict(self, ctx: RunContext, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         # The pipeline batches the queries asked of one table; rows are grouped by table.
@@ -88,15 +80,15 @@ class TableQuestionAnswering(Task):
         for i, row in enumerate(rows):
             groups[row["table"]].append(i)
         out: list[dict[str, Any]] = [{} for _ in rows]
-        kwargs = given_params(ctx.params)
+        kwargs = drop_unset_params(ctx.params)
         for table_text, indices in groups.items():
-            table = fit_table(parse_table(table_text), ctx.pipeline)
+            table = fit_table(parse_table(table_text), ctx.model)
             queries = [rows[i]["query"] for i in indices]
-            results = per_item(ctx.pipeline(table=table, query=queries, **kwargs), len(queries))
+            results = as_result_list(ctx.model(table=table, query=queries, **kwargs))
             for i, r in zip(indices, results, strict=True):
                 out[i] = {
                     "answer": r["answer"],
-                    "coordinates": plain(r["coordinates"]),
+                    "coordinates": to_python(r["coordinates"]),
                     "cells": [str(c) for c in r["cells"]],
                     "aggregator": r.get("aggregator", "NONE"),
                 }

@@ -6,15 +6,17 @@ from collections.abc import Sequence
 from typing import Any
 
 from duckreg.model_signature import DataType, FeatureSpec, ModelSignature
-from duckreg.tasks.base import InferredFunction, RunContext, Task, declared, given_params, to_json
+from duckreg.tasks.base import InferredFunction, RunContext, Task, declared
 from duckreg.tasks.limits import check_lengths, truncates
+from duckreg.values import drop_unset_params, to_json
 
 FUNCTIONS = ("sigmoid", "softmax", "none")
 INPUTS = [FeatureSpec(name="text", dtype=DataType.STRING), FeatureSpec(name="text_pair", dtype=DataType.STRING)]
 
 
 class TextClassification(Task):
-    names = ("text-classification", "sentiment-analysis")
+    names = ("text-classification",)
+    aliases = ("sentiment-analysis",)
     optional_inputs = frozenset({"text_pair"})
 
     def infer(self, task, pipeline, settings, options) -> InferredFunction:
@@ -42,11 +44,11 @@ class TextClassification(Task):
         function = ctx.params.get("function_to_apply")
         if function is not None and str(function).lower() not in FUNCTIONS:
             raise ValueError(f"Parameter 'function_to_apply' must be one of {FUNCTIONS}, got {function!r}")
-        if not truncates(ctx.pipeline):
+        if not truncates(ctx.model):
             check_lengths(
                 "text",
                 [row["text"] for row in rows],
-                ctx.pipeline.tokenizer,
+                ctx.model.tokenizer,
                 [row.get("text_pair") or None for row in rows],
                 "shorten it, or log the pipeline with truncation=True to cut it",
             )
@@ -54,7 +56,7 @@ class TextClassification(Task):
             {"text": row["text"], "text_pair": row["text_pair"]} if row.get("text_pair") else row["text"]
             for row in rows
         ]
-        results = ctx.pipeline(items, batch_size=ctx.batch_size, **given_params(ctx.params))
+        results = ctx.model(items, batch_size=ctx.batch_size, **drop_unset_params(ctx.params))
         if isinstance(results, dict):
             results = [results]
         output_names = [o.name for o in ctx.signature.outputs]

@@ -7,38 +7,30 @@ from collections.abc import Sequence
 from typing import Any
 
 from duckreg.model_signature import ModelSignature
-from duckreg.tasks.base import InferredFunction, RunContext, Task, string_to_json, to_json
-from duckreg.tasks.generation import GENERATION_PARAMS, generation_params
+from duckreg.tasks._generation import GENERATION_PARAMS, generation_params
+from duckreg.tasks.base import InferredFunction, RunContext, Task, string_to_json
 from duckreg.tasks.limits import positions, too_long
+from duckreg.values import to_json
 
 
 class TextGeneration(Task):
     names = ("text-generation",)
+    needs_pad_token = True
 
     def infer(self, task, pipeline, settings, options) -> InferredFunction:
-        if settings.get("return_tensors"):
-            raise NotImplementedError(
-                f"Auto deployment for HuggingFace pipeline {task} when `return_tensors` set to `True` "
-                "has not been supported yet."
-            )
         inferred = string_to_json()
         signature = ModelSignature(
             inputs=inferred.signature.inputs, outputs=inferred.signature.outputs, params=GENERATION_PARAMS
         )
         return InferredFunction(signature, json_outputs=inferred.json_outputs)
 
-    def prepare(self, pipeline: Any) -> None:
-        tokenizer = pipeline.tokenizer
-        if tokenizer is not None and tokenizer.pad_token_id is None and tokenizer.eos_token is not None:
-            tokenizer.pad_token = tokenizer.eos_token
-
     def predict(self, ctx: RunContext, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         # Prompts of the same token length batch without padding, so each result equals
         # what the model gives for that prompt alone.
-        tokenizer = ctx.pipeline.tokenizer
+        tokenizer = ctx.model.tokenizer
         prompts = [row["inputs"] for row in rows]
         lengths = [len(ids) for ids in tokenizer(prompts, add_special_tokens=False)["input_ids"]]
-        limit = positions(ctx.pipeline.model)
+        limit = positions(ctx.model.model)
         for prompt, length in zip(prompts, lengths, strict=True):
             if limit is not None and length >= limit:
                 raise too_long("inputs", prompt, length, limit, "a prompt must leave room for the answer")
@@ -49,7 +41,7 @@ class TextGeneration(Task):
         kwargs = generation_params(ctx.params)
         for indices in buckets.values():
             batch = [prompts[i] for i in indices]
-            results = ctx.pipeline(batch, batch_size=min(ctx.batch_size, len(batch)), **kwargs)
+            results = ctx.model(batch, batch_size=min(ctx.batch_size, len(batch)), **kwargs)
             for i, result in zip(indices, results, strict=True):
                 out[i] = {"outputs": to_json(result if isinstance(result, list) else [result])}
         return out

@@ -7,7 +7,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from duckreg.model_signature import DataType, FeatureSpec, ModelSignature
-from duckreg.tasks.base import InferredFunction, InputError, RunContext, Task, declared, given_params, per_item
+from duckreg.tasks.base import InferredFunction, InputError, RunContext, Task, as_result_list, declared
+from duckreg.values import drop_unset_params
 
 
 class ZeroShotClassification(Task):
@@ -45,12 +46,11 @@ class ZeroShotClassification(Task):
                 raise InputError("candidate_labels", f"holds a NULL or blank label in {list(labels)!r}")
             groups[labels].append(i)
         out: list[dict[str, Any]] = [{} for _ in rows]
-        kwargs = given_params(ctx.params)
+        kwargs = drop_unset_params(ctx.params)
         for labels, indices in groups.items():
             sequences = [rows[i]["sequences"] for i in indices]
-            results = per_item(
-                ctx.pipeline(sequences, candidate_labels=list(labels), batch_size=ctx.batch_size, **kwargs),
-                len(sequences),
+            results = as_result_list(
+                ctx.model(sequences, candidate_labels=list(labels), batch_size=ctx.batch_size, **kwargs)
             )
             for i, result in zip(indices, results, strict=True):
                 out[i] = {

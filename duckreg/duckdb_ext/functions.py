@@ -2,7 +2,7 @@
 
 No model logic lives here: a UDF converts Arrow chunks to Python columns, calls the shared
 ``FunctionRunner``, and converts the results back to Arrow typed from the signature. Which UDFs exist
-in a database instance, and for how long, is ``duckreg.connections``' business.
+in a database instance, and for how long, is ``duckdb_ext.connections``' business.
 """
 
 from __future__ import annotations
@@ -10,99 +10,22 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
 
-from duckreg.inference import FunctionRunner, FunctionSpec
-from duckreg.model_signature import DataType, FeatureGroupSpec, FeatureSpec
+from duckreg.duckdb_ext.names import files_macro_name, table_macro_name
+from duckreg.duckdb_ext.types import OutputTypes
+from duckreg.identifiers import quote
+from duckreg.inference import FunctionRunner
 
-_SCALARS: dict[DataType, tuple[str, pa.DataType]] = {
-    DataType.INT8: ("TINYINT", pa.int8()),
-    DataType.INT16: ("SMALLINT", pa.int16()),
-    DataType.INT32: ("INTEGER", pa.int32()),
-    DataType.INT64: ("BIGINT", pa.int64()),
-    DataType.UINT8: ("UTINYINT", pa.uint8()),
-    DataType.UINT16: ("USMALLINT", pa.uint16()),
-    DataType.UINT32: ("UINTEGER", pa.uint32()),
-    DataType.UINT64: ("UBIGINT", pa.uint64()),
-    DataType.FLOAT: ("FLOAT", pa.float32()),
-    DataType.DOUBLE: ("DOUBLE", pa.float64()),
-    DataType.BOOL: ("BOOLEAN", pa.bool_()),
-    DataType.STRING: ("VARCHAR", pa.string()),
-    DataType.BYTES: ("BLOB", pa.binary()),
-    DataType.TIMESTAMP_NTZ: ("TIMESTAMP", pa.timestamp("us")),
-}
-_JSON_ARROW = pa.json_(pa.string())
 _MISSING = "__duckreg_missing"
 
 
-def quote(identifier: str) -> str:
-    return '"' + identifier.replace('"', '""') + '"'
-
-
-def quote_literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
-
-
-def feature_types(
-    spec: FeatureSpec | FeatureGroupSpec, *, is_json: bool = False, shape: tuple[int, ...] | None = None
-) -> tuple[str, pa.DataType]:
-    """DuckDB type text and Arrow type of one feature (``shape`` overrides the spec's)."""
-    if isinstance(spec, FeatureGroupSpec):
-        children = [(child.name, *feature_types(child, shape=child.shape)) for child in spec.specs]
-        sql = "STRUCT(" + ", ".join(f"{quote(n)} {t}" for n, t, _ in children) + ")"
-        arrow: pa.DataType = pa.struct([pa.field(n, a) for n, _, a in children])
-    elif is_json:
-        sql, arrow = "JSON", _JSON_ARROW
-    else:
-        sql, arrow = _SCALARS[spec.dtype]
-    for dim in reversed(shape or ()):
-        sql += "[]" if dim == -1 else f"[{dim}]"
-        arrow = pa.list_(arrow, dim)
-    return sql, arrow
-
-
-@dataclass(frozen=True)
-class OutputTypes:
-    """The SQL return type of a function and how to build it from result rows."""
-
-    sql: str
-    arrow: pa.DataType
-    names: tuple[str, ...]
-    columns: tuple[pa.DataType, ...]
-
-    @classmethod
-    def of(cls, function: FunctionSpec) -> OutputTypes:
-        typed = [
-            feature_types(o, is_json=o.name in function.json_outputs, shape=function.sql_shapes.get(o.name, o.shape))
-            for o in function.signature.outputs
-        ]
-        names = tuple(o.name for o in function.signature.outputs)
-        if len(typed) == 1:
-            return cls(typed[0][0], typed[0][1], names, (typed[0][1],))
-        sql = "STRUCT(" + ", ".join(f"{quote(n)} {t}" for n, (t, _) in zip(names, typed, strict=True)) + ")"
-        arrow = pa.struct([pa.field(n, a) for n, (_, a) in zip(names, typed, strict=True)])
-        return cls(sql, arrow, names, tuple(a for _, a in typed))
-
-    def to_arrow(self, results: list[dict | None]) -> pa.Array:
-        columns = [
-            pa.array([None if r is None else r[name] for r in results], type=arrow)
-            for name, arrow in zip(self.names, self.columns, strict=True)
-        ]
-        if len(columns) == 1:
-            return columns[0]
-        mask = pa.array([r is None for r in results], type=pa.bool_())
-        return pa.StructArray.from_arrays(columns, fields=list(self.arrow), mask=mask)
-
-
 def _param_values(array: pa.ChunkedArray) -> list:
-    """Python values of one parameter column; SQL decimals (``0.7``) become floats."""
+    """Python values of one parameter column (the signature checks and coerces them)."""
     if array.null_count == len(array):
         return [None] * len(array)
-    if pa.types.is_decimal(array.type):
-        array = array.cast(pa.float64())
     return array.to_pylist()
 
 
@@ -199,9 +122,8 @@ def table_macro_sql(macro_name: str, udf_name: str, runner: FunctionRunner, outp
     declared = ", ".join(["table_name", *(f"{name} := NULL" for name in _param_names(runner))])
     call = f"{quote(udf_name)}({', '.join(args)})"
     projection = f"unnest({call})" if len(output.names) > 1 else f"{call} AS {quote(output.names[0])}"
-    # An output named like an input (conversational's generated_responses) replaces that column.
-    inputs = {s.name.lower() for s in runner.signature.inputs}
-    hidden = [_MISSING.lower(), *(n.lower() for n in output.names if n.lower() in inputs)]
+    # An output replaces a column of the same name (conversational's generated_responses).
+    hidden = [_MISSING.lower(), *sorted(runner.function.replaced_columns())]
     keep = "COLUMNS(lambda c: lower(c) NOT IN (" + ", ".join(f"'{n}'" for n in hidden) + "))"
     return (
         f"CREATE OR REPLACE TEMP MACRO {quote(macro_name)}({declared}) AS TABLE "
@@ -210,12 +132,8 @@ def table_macro_sql(macro_name: str, udf_name: str, runner: FunctionRunner, outp
     )
 
 
-def table_macro_name(sql_name: str) -> str:
-    return f"{sql_name}_table"
-
-
-class Binding:
-    """One SQL name bound to one function of one model version, with the UDFs and macros that serve it."""
+class SqlFunction:
+    """One SQL name of one function of one model version, with the UDFs and macros that serve it."""
 
     def __init__(self, sql_name: str, model_key: str, runner: FunctionRunner) -> None:
         self.sql_name = sql_name
@@ -248,7 +166,7 @@ class Binding:
         return self._udfs[layout]
 
     def macro_statements(self) -> list[str]:
-        """Every TEMP macro this binding puts on a registered connection."""
+        """Every TEMP macro this function puts on a registered connection."""
         call = self.udf_name("call")
         statements = [
             scalar_macro_sql(self.sql_name, call, self.runner),
@@ -270,16 +188,9 @@ def drop_macro_statements(sql_names: Iterable[str]) -> list[str]:
     return statements
 
 
-def files_macro_name(sql_name: str) -> str:
-    return f"{sql_name}_files"
-
-
 def files_macro_sql(macro_name: str, udf_name: str, runner: FunctionRunner, output: OutputTypes) -> str | None:
     """For a function of one file (one BYTES input): ``fn_files('@stage/path', pattern)`` -> file_path + outputs."""
-    required = [s for s in runner.signature.inputs if s.name not in runner.optional_inputs]
-    if len(required) != 1 or not isinstance(required[0], FeatureSpec) or required[0].dtype is not DataType.BYTES:
-        return None
-    if required[0].shape is not None:
+    if runner.function.single_file_input(runner.optional_inputs) is None:
         return None
     args = ["read_stage_file(file_path)"] + ["NULL"] * (len(runner.signature.inputs) - 1)
     args += _param_names(runner)
@@ -290,21 +201,3 @@ def files_macro_sql(macro_name: str, udf_name: str, runner: FunctionRunner, outp
         f"CREATE OR REPLACE TEMP MACRO {quote(macro_name)}({declared}) AS TABLE "
         f"SELECT file_path, {projection} FROM stage_files(stage_path, pattern)"
     )
-
-
-STAGE_UDFS = (
-    ("duckreg_list_stage_files", "list_files", ["VARCHAR", "VARCHAR"], "VARCHAR[]"),
-    ("read_stage_file", "read_file", ["VARCHAR"], "BLOB"),
-    ("duckreg_run_batch", "run_batch", ["VARCHAR", "VARCHAR", "VARCHAR", "VARCHAR", "VARCHAR", "BIGINT"], "VARCHAR"),
-)
-"""(UDF name, method of ``connections.StageFunctions``, parameter types, return type)."""
-
-
-def stage_macro_statements() -> list[str]:
-    """``stage_files('@stage/path', pattern)`` and ``run_batch(model, query, output_location, ...)``."""
-    return [
-        "CREATE OR REPLACE TEMP MACRO stage_files(stage_path, pattern := NULL) AS TABLE "
-        "SELECT unnest(duckreg_list_stage_files(stage_path, pattern)) AS file_path",
-        "CREATE OR REPLACE TEMP MACRO run_batch(model, query, output_location, mode := 'error', job_name := NULL, "
-        "max_batch_rows := NULL) AS duckreg_run_batch(model, query, output_location, mode, job_name, max_batch_rows)",
-    ]

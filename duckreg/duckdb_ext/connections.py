@@ -30,7 +30,8 @@ from typing import Any
 
 import duckdb
 
-from duckreg import binding
+from duckreg.duckdb_ext import functions
+from duckreg.duckdb_ext.stage_functions import STAGE_UDFS, StageFunctions, StageServer
 
 MARKER = "_duckreg_instance"
 _LOCK = threading.Lock()
@@ -110,14 +111,14 @@ class Instance:
         # UDF name -> the catalog that created it (its private cursor is the one that can remove it).
         self.owners: dict[str, weakref.ref] = {}
         # SQL name -> what it computes now; SQL name -> why it no longer computes anything.
-        self.targets: dict[str, binding.Binding] = {}
+        self.targets: dict[str, functions.SqlFunction] = {}
         self.gone: dict[str, str] = {}
         self.bound: list[BoundConnection] = []
-        # (thread that bound it, registry) serving the stage and batch functions, most recent last.
-        self.registries: list[tuple[int, Any]] = []
+        # (thread that bound it, server) serving the stage and batch functions, most recent last.
+        self.servers: list[tuple[int, StageServer]] = []
         # For an in-memory instance duckreg opened itself: the registry on its first connection, which
         # tells when the instance has gone (closing that connection closes every other one).
-        self.root: Any = None
+        self.root: StageServer | None = None
         self.stage_functions = StageFunctions(self)
 
     # -------------------------------------------------------------- calls
@@ -184,12 +185,12 @@ class Instance:
         return True
 
     # ------------------------------------------------------------ targets
-    def set_targets(self, catalog: Any, bindings: Iterable[binding.Binding]) -> None:
-        """Point each binding's SQL name at its function, creating the UDFs it needs."""
-        for target in bindings:
+    def set_targets(self, catalog: Any, sql_functions: Iterable[functions.SqlFunction]) -> None:
+        """Point each function's SQL name at it, creating the UDFs it needs."""
+        for target in sql_functions:
             self.targets[target.sql_name] = target
             self.gone.pop(target.sql_name, None)
-            for layout in binding.LAYOUTS:
+            for layout in functions.LAYOUTS:
                 name = target.udf_name(layout)
                 key = target.signature_key(layout)
                 self.ensure_udf(
@@ -254,7 +255,7 @@ class Instance:
     # ----------------------------------------------------- stage functions
     def ensure_stage_functions(self, catalog: Any) -> None:
         """``read_stage_file``, ``duckreg_list_stage_files`` and ``duckreg_run_batch`` in this instance."""
-        for name, method, params, returns in binding.STAGE_UDFS:
+        for name, method, params, returns in STAGE_UDFS:
             self.ensure_udf(
                 catalog,
                 name,
@@ -265,53 +266,27 @@ class Instance:
                 side_effects=name == "duckreg_run_batch",
             )
 
-    def add_registry(self, registry: Any) -> None:
-        """Serve the stage functions from ``registry`` (one per connection; closed ones are dropped).
+    def add_server(self, server: StageServer) -> None:
+        """Serve the stage functions from ``server``'s registry (one per connection; closed ones are dropped).
 
-        Only registries bound in this thread are checked for being closed: a statement on a cursor of a
+        Only servers bound in this thread are checked for being closed: a statement on a cursor of a
         connection another thread is closing at that moment would make that close fail as busy.
         """
         me = threading.get_ident()
-        self.registries = [
-            (thread, r)
-            for thread, r in self.registries
-            if r.connection is not registry.connection and (thread != me or not r._catalog.closed())
+        self.servers = [
+            (thread, s)
+            for thread, s in self.servers
+            if s.connection is not server.connection and (thread != me or not s.closed())
         ]
-        self.registries.append((me, registry))
+        self.servers.append((me, server))
 
-    def registry(self) -> Any:
+    def server(self) -> StageServer:
         """The most recently bound registry whose connection is still open (serves stages and jobs)."""
-        for _, registry in reversed(self.registries):
-            if not registry._catalog.closed():
-                return registry
+        for _, server in reversed(self.servers):
+            if not server.closed():
+                return server
         raise duckdb.ConnectionException(
             "Every duckreg registry of this database instance is closed; open one with duckreg.connect()."
-        )
-
-
-class StageFunctions:
-    """The stage and batch SQL functions of an instance, served by its most recent open registry."""
-
-    def __init__(self, instance: Instance) -> None:
-        self.instance = instance
-
-    def list_files(self, stage_path: str, pattern: str | None) -> list[str]:
-        return self.instance.registry().stages.list_files(stage_path, pattern)
-
-    def read_file(self, stage_path: str) -> bytes:
-        return self.instance.registry().stages.read_bytes(stage_path)
-
-    def run_batch(
-        self,
-        model: str,
-        query: str,
-        output_location: str,
-        mode: str | None,
-        job_name: str | None,
-        max_batch_rows: int | None,
-    ) -> str:
-        return self.instance.registry()._start_job_from_sql(
-            model, query, output_location, mode, job_name, max_batch_rows
         )
 
 
@@ -357,5 +332,5 @@ def instance_of(con: duckdb.DuckDBPyConnection) -> Instance:
 def _forget_closed_memory_instances() -> None:
     """Drop the state of in-memory instances whose first connection (so every connection) is closed."""
     for token, instance in list(_INSTANCES.items()):
-        if instance.path is None and instance.root is not None and instance.root._catalog.closed():
+        if instance.path is None and instance.root is not None and instance.root.closed():
             del _INSTANCES[token]

@@ -6,20 +6,16 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib import resources
-from pathlib import Path
 from typing import Any
 
 import duckdb
 
-from duckreg.binding import quote
+from duckreg.identifiers import quote
 
 
 def catalog_ddl() -> str:
-    """The catalog DDL, from the wheel (``duckreg/sql``) or the source tree (``sql/``)."""
-    packaged = resources.files("duckreg").joinpath("sql/catalog.sql")
-    if packaged.is_file():
-        return packaged.read_text()
-    return (Path(__file__).resolve().parent.parent / "sql" / "catalog.sql").read_text()
+    """The catalog DDL, shipped beside this module."""
+    return resources.files(__package__).joinpath("catalog.sql").read_text()
 
 
 _TABLES = {"settings", "models", "versions", "functions", "aliases", "tags", "metrics", "stages", "jobs", "job_logs"}

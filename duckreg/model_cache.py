@@ -11,7 +11,8 @@ from __future__ import annotations
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -102,6 +103,22 @@ def configure_torch_threads() -> None:
     threads = int(os.environ.get("DUCKREG_TORCH_THREADS", "0")) or (os.cpu_count() or 1)
     torch.set_num_threads(threads)
     _threads_configured = True
+
+
+@contextmanager
+def torch_threads(count: int | None) -> Iterator[None]:
+    """Run with ``count`` torch threads (a batch job's ``cpu_requests``), restoring the number after."""
+    if count is None:
+        yield
+        return
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(max(1, count))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def default_device() -> str:

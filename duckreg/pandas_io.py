@@ -8,8 +8,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from duckreg.inference import FunctionRunner
+from duckreg.inference import FunctionRunner, match_columns
 from duckreg.model_signature import DataType, FeatureSpec, ModelSignature
+from duckreg.values import cell_to_python
 
 
 def to_pandas(X: Any) -> pd.DataFrame:
@@ -21,19 +22,6 @@ def to_pandas(X: Any) -> pd.DataFrame:
     if hasattr(X, "df"):
         return X.df()
     raise TypeError(f"run() takes a pandas DataFrame, a pyarrow Table or a DuckDB relation, got {type(X).__name__}")
-
-
-def _cell(value: Any) -> Any:
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, (list, tuple, dict)):
-        return value
-    if isinstance(value, np.generic):
-        return None if pd.isna(value) else value.item()
-    try:
-        return None if pd.isna(value) else value
-    except (TypeError, ValueError):
-        return value
 
 
 def input_columns(frame: pd.DataFrame, runner: FunctionRunner) -> list[list[Any]]:
@@ -49,20 +37,12 @@ def input_columns(frame: pd.DataFrame, runner: FunctionRunner) -> list[list[Any]
                 f"{len(specs)} features, but have {len(labels)} in input data."
             )
         frame = frame.set_axis([s.name for s in specs[: len(labels)]], axis=1)
-        labels = list(frame.columns)
-    by_lower = {str(c).lower(): c for c in labels}
     columns = []
-    for spec in specs:
-        label = spec.name if spec.name in labels else by_lower.get(spec.name.lower())
+    for spec, label in zip(specs, match_columns(list(frame.columns), runner), strict=True):
         if label is None:
-            if spec.name in runner.optional_inputs:
-                columns.append([None] * len(frame))
-                continue
-            raise ValueError(
-                f"{runner.context(spec.name)}: Data Validation Error: feature {spec.name} does not exist in data. "
-                f"Available columns are {labels}."
-            )
-        values = [_cell(v) for v in frame[label].tolist()]
+            columns.append([None] * len(frame))
+            continue
+        values = [cell_to_python(v) for v in frame[label].tolist()]
         if spec.name not in runner.optional_inputs and any(v is None for v in values):
             warnings.warn(
                 f"Null value detected in column {spec.name}: those rows get null outputs ({runner.context()}).",

@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 
 from duckreg.model_signature import DataType, FeatureGroupSpec, FeatureSpec, ModelSignature, ParamSpec
-from duckreg.tasks.base import InferredFunction, InputError, RunContext, Task, per_item
-from duckreg.tasks.generation import GENERATION_PARAMS, generation_params
+from duckreg.tasks._generation import GENERATION_PARAMS, generation_params
+from duckreg.tasks.base import InferredFunction, InputError, RunContext, Task, as_result_list
 
 OUTPUTS = FeatureGroupSpec(
     "outputs",
@@ -63,7 +63,7 @@ class SpeechRecognition(Task):
         return len(row["audio"])
 
     def predict(self, ctx: RunContext, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-        pipe = ctx.pipeline
+        pipe = ctx.model
         rate = int(getattr(pipe.feature_extractor, "sampling_rate", 16000))
         inputs = [{"raw": decode_audio(row["audio"], "audio", rate), "sampling_rate": rate} for row in rows]
         params = generation_params(ctx.params)
@@ -73,7 +73,7 @@ class SpeechRecognition(Task):
             call["return_timestamps"] = True if stamps.lower() == "true" else stamps
         if params:
             call["generate_kwargs"] = params
-        results = per_item(pipe(inputs, batch_size=ctx.batch_size, **call), len(inputs))
+        results = as_result_list(pipe(inputs, batch_size=ctx.batch_size, **call))
         out = []
         for result in results:
             chunks = [

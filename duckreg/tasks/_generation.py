@@ -13,8 +13,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from duckreg.model_signature import DataType, ParamGroupSpec, ParamSpec
-from duckreg.tasks.base import freeze, given_params
 from duckreg.tasks.limits import positions
+from duckreg.values import drop_unset_params, freeze
 
 _INT = (
     "max_length max_new_tokens min_length min_new_tokens num_beams num_beam_groups top_k no_repeat_ngram_size "
@@ -65,12 +65,12 @@ def _generation_params() -> list[ParamSpec | ParamGroupSpec]:
 def generation_params(params: dict[str, Any]) -> dict[str, Any]:
     """The ``generate`` arguments a caller set; a watermarking struct becomes the config object
     ``generate`` needs (its unset fields keep the library defaults)."""
-    given = given_params(params)
+    given = drop_unset_params(params)
     watermarking = given.get("watermarking_config")
     if isinstance(watermarking, dict):
         from transformers import WatermarkingConfig
 
-        given["watermarking_config"] = WatermarkingConfig(**given_params(watermarking))
+        given["watermarking_config"] = WatermarkingConfig(**drop_unset_params(watermarking))
     return given
 
 

@@ -8,13 +8,16 @@ with the transformers 4 pipelines' defaults, so a model gives the same text on b
 from __future__ import annotations
 
 import copy
+import re
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
 from duckreg.model_signature import DataType, FeatureSpec, ModelSignature, ParamSpec
-from duckreg.tasks.base import InferredFunction, RunContext, Task, TaskModel, to_json
-from duckreg.tasks.generation import GENERATION_PARAMS, generation_params, pipeline_generation_config
+from duckreg.tasks._generation import GENERATION_PARAMS, generation_params, pipeline_generation_config
+from duckreg.tasks.base import InferredFunction, RunContext, Task, TaskModel
 from duckreg.tasks.limits import cap_generation, check_lengths
+from duckreg.values import to_json
 
 # Settings that shape tokenization or decoding; every other setting is passed to ``generate``.
 _TOKENIZE_KEYS = frozenset({"truncation", "src_lang", "tgt_lang", "prefix"})
@@ -38,6 +41,24 @@ class Seq2SeqGeneration(Task):
     def model_class(self, config: Any) -> str:
         return "AutoModelForSeq2SeqLM"
 
+    def serves(self, name: str) -> bool:
+        return name in self.names or (self is TRANSLATION and _TRANSLATION_PAIR.fullmatch(name) is not None)
+
+    def resolve_task(self, task: str, config: Any) -> str:
+        """As transformers 4 did: plain "translation" on a model that knows its language pair (T5's
+        ``task_specific_params``) means that pair."""
+        if task != "translation":
+            return task
+        for key in getattr(config, "task_specific_params", None) or {}:
+            if key.startswith("translation"):
+                warnings.warn(
+                    f'"translation" task was used, instead of "translation_XX_to_YY", defaulting to "{key}"',
+                    UserWarning,
+                    stacklevel=4,
+                )
+                return key
+        return task
+
     def infer(self, task, pipeline, settings, options) -> InferredFunction:
         signature = ModelSignature(
             inputs=[FeatureSpec(name=self.input_name, dtype=DataType.STRING)],
@@ -47,9 +68,11 @@ class Seq2SeqGeneration(Task):
         return InferredFunction(signature)
 
     def predict(self, ctx: RunContext, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-        bundle: TaskModel = ctx.pipeline
+        task_model: TaskModel = ctx.model
         texts = [row[self.input_name] for row in rows]
-        outputs = generate_texts(bundle, texts, {**bundle.settings, **generation_params(ctx.params)}, ctx.batch_size)
+        outputs = generate_texts(
+            task_model, texts, {**task_model.settings, **generation_params(ctx.params)}, ctx.batch_size
+        )
         out = []
         for generated in outputs:
             if len(generated) == 1:
@@ -60,13 +83,13 @@ class Seq2SeqGeneration(Task):
 
 
 def generate_texts(
-    bundle: TaskModel, texts: Sequence[str], settings: dict[str, Any], batch_size: int
+    task_model: TaskModel, texts: Sequence[str], settings: dict[str, Any], batch_size: int
 ) -> list[list[str]]:
     """Generate for each text in padded batches; one list of texts per input (num_return_sequences)."""
-    model, tokenizer = bundle.model, bundle.tokenizer
-    if "generation" not in bundle.cache:
-        bundle.cache["generation"] = pipeline_generation_config(model, tokenizer, bundle.task)
-    generation_config, prefix = bundle.cache["generation"]
+    model, tokenizer = task_model.model, task_model.tokenizer
+    if "generation" not in task_model.cache:
+        task_model.cache["generation"] = pipeline_generation_config(model, tokenizer, task_model.task)
+    generation_config, prefix = task_model.cache["generation"]
     prefix = settings.get("prefix", prefix)
     tokenize = {k: v for k, v in settings.items() if k in _TOKENIZE_KEYS}
     clean_up = bool(settings.get("clean_up_tokenization_spaces", False))
@@ -75,7 +98,7 @@ def generate_texts(
     generation_config = copy.deepcopy(generation_config)
     generate_kwargs = generation_config.update(**generate_kwargs)
     cap_generation(generation_config, model)
-    src_lang, tgt_lang = _languages(bundle.task, tokenize)
+    src_lang, tgt_lang = _languages(task_model.task, tokenize)
     truncation = tokenize.get("truncation", True)
     if not truncation:
         check_lengths("inputs", [prefix + text for text in texts], tokenizer, what="pass truncation := true to cut it")
@@ -108,6 +131,9 @@ def _languages(task: str, settings: dict[str, Any]) -> tuple[str | None, str | N
     return src, tgt
 
 
+# translation_xx_to_yy for any two-letter language codes.
+_TRANSLATION_PAIR = re.compile(r"translation_[a-z]{2}_to_[a-z]{2}")
+
 SUMMARIZATION = Seq2SeqGeneration(("summarization",), "documents", "summary_text")
 TEXT2TEXT = Seq2SeqGeneration(("text2text-generation",), "inputs", "generated_text")
 TRANSLATION = Seq2SeqGeneration(
@@ -116,3 +142,4 @@ TRANSLATION = Seq2SeqGeneration(
     "translation_text",
     extra_params=[ParamSpec("src_lang", DataType.STRING, None), ParamSpec("tgt_lang", DataType.STRING, None)],
 )
+TASK = (SUMMARIZATION, TEXT2TEXT, TRANSLATION)

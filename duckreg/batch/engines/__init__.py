@@ -1,0 +1,166 @@
+"""Where a batch job's parts are computed. Each engine is one module here with ``run(plan)``.
+
+``choose`` checks the options and ``start`` runs a plan; the loop every engine shares (skip what
+exists, compute the rest, cancel between parts, finish) is ``run_parts``, so an engine only says how
+missing parts are computed.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import re
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from duckreg import jobs
+from duckreg.batch.plan import BatchPlan, finish, part_rows
+from duckreg.batch.specs import JobSpec, parse_count, parse_memory
+
+ENGINES = ("local", "ray", "vllm")
+
+
+def choose(
+    options: dict[str, Any] | None, compute_pool: str | None, task: str | None, model_name: str
+) -> tuple[str, str | None]:
+    """(engine, Ray address) from ``inference_engine_options`` and ``compute_pool``, checked."""
+    options = dict(options or {})
+    unknown = set(options) - {"engine", "address", "engine_args_override"}
+    if unknown:
+        raise ValueError(f"Unknown inference_engine_options keys {sorted(unknown)}; known: engine, address.")
+    if options and "engine" not in options:
+        raise ValueError("'engine' field is required in inference_engine_options")
+    engine = str(getattr(options.get("engine"), "value", options.get("engine") or "local")).lower()
+    if engine == "python_generic":
+        engine = "local"
+    if engine not in ENGINES:
+        raise ValueError(f"Unknown engine {engine!r}; duckreg runs 'local' (default), 'ray' or 'vllm'.")
+    if options.get("engine_args_override"):
+        raise ValueError("engine_args_override applies to vLLM, which this installation cannot run.")
+    if engine == "vllm":
+        if task != "text-generation":
+            raise ValueError(f"The vllm engine runs text-generation models; {model_name} is {task!r}.")
+        try:
+            import torch
+            import vllm  # noqa: F401
+        except ImportError:
+            raise ValueError("The vllm engine needs the vllm package and a GPU; neither is installed here.") from None
+        if not torch.cuda.is_available():
+            raise ValueError("The vllm engine needs a CUDA GPU; none is available.")
+        raise ValueError("The vllm engine is not available in this duckreg build; use 'local' or 'ray'.")
+    address = options.get("address")
+    if engine == "local":
+        if compute_pool not in (None, "local") or address:
+            raise ValueError(
+                f"compute_pool {compute_pool!r}: the local engine runs in this process. To run on a Ray "
+                "cluster pass inference_engine_options={'engine': 'ray', 'address': 'ray://host:10001'}."
+            )
+        return engine, None
+    address = address or (compute_pool if compute_pool not in (None, "local") else None)
+    if address is not None and not re.fullmatch(r"auto|ray://\S+|[\w.-]+:\d+", address):
+        raise ValueError(
+            f"Ray address {address!r}: use 'auto', 'ray://host:10001' or 'host:6379' (or leave it out to start a "
+            "local Ray for the job)."
+        )
+    return engine, address
+
+
+def resources(engine: str, spec: JobSpec) -> dict[str, Any]:
+    """Check every JobSpec field against what the engine can honour."""
+    import torch
+
+    cpus = parse_count(spec.cpu_requests, "cpu_requests") if spec.cpu_requests is not None else None
+    gpus = parse_count(spec.gpu_requests, "gpu_requests") if spec.gpu_requests is not None else None
+    memory = parse_memory(spec.memory_requests) if spec.memory_requests is not None else None
+    replicas = spec.replicas or 1
+    num_workers = spec.num_workers or 1
+    if engine == "local":
+        if replicas > 1:
+            raise ValueError("replicas > 1 needs the ray engine: inference_engine_options={'engine': 'ray'}.")
+        if num_workers > 1:
+            raise ValueError("num_workers > 1 needs the ray engine; the local engine runs one model in this process.")
+        if gpus and not torch.cuda.is_available():
+            raise ValueError(f"gpu_requests={spec.gpu_requests!r}, but no CUDA GPU is available to this process.")
+        if cpus is not None and cpus > (os.cpu_count() or 1):
+            raise ValueError(f"cpu_requests={spec.cpu_requests!r}, but this machine has {os.cpu_count()} CPUs.")
+        if memory is not None:
+            available = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+            if memory > available:
+                raise ValueError(
+                    f"memory_requests={spec.memory_requests!r}, but this machine has {available / 2**30:.1f} GiB."
+                )
+    if engine == "ray":
+        try:
+            import ray  # noqa: F401
+        except ImportError:
+            raise ValueError("The ray engine needs Ray: pip install 'duckreg[ray]'.") from None
+    return {"replicas": replicas, "num_workers": num_workers, "cpus": cpus, "gpus": gpus, "memory": memory}
+
+
+def start(plan: BatchPlan, engine: str, *, block: bool) -> jobs.Job:
+    """Run the plan on ``engine``: here and now (``block``), or in a background thread."""
+    target = _engine_module(engine).run
+    job = jobs.Job(plan.catalog, plan.job_key)
+    if block:
+        jobs.track(plan.job_key, None, plan.cancel)
+        try:
+            target(plan)
+        finally:
+            jobs.untrack(plan.job_key)
+        return job
+    thread = threading.Thread(
+        target=_run_in_background, args=(target, plan), name=f"duckreg-job-{plan.job_key}", daemon=True
+    )
+    jobs.track(plan.job_key, thread, plan.cancel)
+    thread.start()
+    return job
+
+
+def _run_in_background(target: Callable[[BatchPlan], None], plan: BatchPlan) -> None:
+    try:
+        target(plan)
+    except Exception:  # noqa: BLE001 - the engine has recorded the failure in the job
+        pass
+    finally:
+        jobs.untrack(plan.job_key)
+
+
+def _engine_module(engine: str) -> Any:
+    """Each engine is one module of this package; only the one a job uses is imported (Ray is optional)."""
+    return importlib.import_module(f"{__name__}.{engine}")
+
+
+def run_parts(plan: BatchPlan, compute_missing: Callable[[list[tuple[int, str]]], Iterator[tuple[int, int]]]) -> None:
+    """The loop every engine shares: skip parts already written, compute the others, finish or cancel.
+
+    ``compute_missing`` gets the (index, chunk path) of every part to compute and yields
+    (index, rows) as each one is written; the job is cancelled between parts.
+    """
+    plan.set_status(jobs.RUNNING)
+    try:
+        chunks = plan.chunk_paths()
+        done_rows = 0
+        missing = []
+        for index, chunk in enumerate(chunks):
+            part = plan.part_path(index)
+            if plan.fs.exists(part):
+                done_rows += part_rows(plan.fs, part)
+            else:
+                missing.append((index, chunk))
+        plan.progress_total(done_rows)
+        if missing and plan.cancel.is_set():
+            plan.log(f"cancelled before computing {len(missing)} parts")
+            plan.set_status(jobs.CANCELLED, "Cancelled.")
+            return
+        for position, (index, rows) in enumerate(compute_missing(missing), 1):
+            done_rows += rows
+            plan.part_done(index, len(chunks), rows, done_rows)
+            if position < len(missing) and plan.cancel.is_set():
+                plan.log(f"cancelled after part {index + 1} of {len(chunks)}")
+                plan.set_status(jobs.CANCELLED, "Cancelled.")
+                return
+        finish(plan, done_rows)
+    except Exception as exc:
+        plan.fail(exc)
+        raise

@@ -1,0 +1,91 @@
+"""The Ray engine: the same job on Ray Data, for when one process is not enough.
+
+Input chunks become a Ray dataset of chunk references; ``map_batches`` runs them on a pool of
+actors (``replicas`` x ``num_workers``), each loading the model once. An actor writes the part for
+each chunk it is given (atomically, same names as the local engine), so the output contract is the
+same: every input row once, ``_SUCCESS`` last, and a rerun resumes. Actors ask for
+``cpu_requests`` CPUs (default 0.5, so a small machine keeps a CPU for Ray's own tasks and cannot
+deadlock), ``gpu_requests`` GPUs and ``memory_requests`` bytes.
+
+Without ``address`` a local Ray is started for the job (and stopped after); with one
+(``inference_engine_options={"engine": "ray", "address": "ray://head:10001"}`` or
+``compute_pool="ray://head:10001"``) the job runs on that cluster, whose workers must reach the
+stage (an object store, or a shared file system) and have duckreg installed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from typing import Any
+
+from duckreg.batch.engines import run_parts
+from duckreg.batch.plan import BatchPlan, PartWriter
+
+DEFAULT_ACTOR_CPUS = 0.5
+
+
+class _RayPartWriter:
+    """A Ray Data actor: loads the model once, then turns chunk references into part files."""
+
+    def __init__(self, writer: PartWriter) -> None:
+        self.writer = writer
+        self.writer.runner.version.shared_model()
+
+    def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
+        rows = [self.writer.compute(int(i), str(c)) for i, c in zip(batch["index"], batch["chunk"], strict=True)]
+        return {"index": list(batch["index"]), "rows": rows}
+
+
+def run(plan: BatchPlan) -> None:
+    """Compute the missing parts on Ray actors (a local Ray is started, and stopped, when none runs)."""
+    try:
+        import ray
+    except ImportError:
+        raise RuntimeError("The ray engine needs Ray: pip install 'duckreg[ray]'") from None
+    started_here = False
+    if not ray.is_initialized():
+        options: dict[str, Any] = {"log_to_driver": False, "logging_level": logging.WARNING}
+        try:
+            if plan.address:
+                ray.init(address=plan.address, **options)
+            else:
+                ray.init(num_cpus=os.cpu_count(), include_dashboard=False, **options)
+                started_here = True
+        except Exception as exc:
+            plan.fail(exc)
+            raise
+    try:
+        ray.data.DataContext.get_current().enable_progress_bars = plan.progress_bar
+        run_parts(plan, lambda missing: _compute_on_actors(plan, missing))
+    finally:
+        if started_here:
+            ray.shutdown()
+
+
+def _compute_on_actors(plan: BatchPlan, missing: list[tuple[int, str]]) -> Iterator[tuple[int, int]]:
+    import ray
+
+    actors = plan.replicas * plan.num_workers
+    plan.log(
+        f"ray: {len(missing)} parts to compute on {actors} actor(s) "
+        f"({plan.cpus or DEFAULT_ACTOR_CPUS} CPU, {plan.gpus or 0} GPU each)"
+    )
+    if not missing:
+        return
+    options: dict[str, Any] = {"num_cpus": plan.cpus or DEFAULT_ACTOR_CPUS}
+    if plan.gpus:
+        options["num_gpus"] = plan.gpus
+    if plan.memory:
+        options["memory"] = plan.memory
+    items = [{"index": index, "chunk": chunk} for index, chunk in missing]
+    dataset = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
+        _RayPartWriter,
+        fn_constructor_args=(PartWriter.of(plan),),
+        batch_size=1,
+        concurrency=actors,
+        **options,
+    )
+    for row in dataset.iter_rows():
+        yield int(row["index"]), int(row["rows"])

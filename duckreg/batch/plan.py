@@ -1,0 +1,253 @@
+"""One batch job's output side: the plan engines run, part files, and the output folder's life cycle.
+
+Layout of an output location while a job runs::
+
+    part-000000.parquet ...      one part per input chunk of max_batch_rows rows (written atomically)
+    _duckreg/job.json            which job owns the folder, and a fingerprint of what it computes
+    _duckreg/input/chunk-*.parquet, _duckreg/input/_COMPLETE
+                                 the input, taken once, so a resumed job reads exactly the same rows
+
+When every part exists the ``_duckreg`` folder is removed and ``_SUCCESS`` is written, last.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import mimetypes
+import threading
+import uuid
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from duckreg import jobs
+from duckreg.batch.specs import FileEncoding, SaveMode
+from duckreg.batch.stages import Stage, read_stage_bytes
+from duckreg.catalog import Catalog
+from duckreg.duckdb_ext.types import OutputTypes
+from duckreg.inference import FunctionRunner, match_columns
+
+WORK_DIR = "_duckreg"
+SUCCESS = "_SUCCESS"
+
+
+def join_path(*parts: str) -> str:
+    return "/".join(p.rstrip("/") for p in parts)
+
+
+def part_path(out_path: str, index: int) -> str:
+    """Where the output of input chunk ``index`` goes."""
+    return join_path(out_path, f"part-{index:06d}.parquet")
+
+
+def write_atomically(fs: Any, path: str, table: pa.Table) -> None:
+    """Write under a temporary name in the same folder, then rename: readers never see half a file."""
+    folder, _, name = path.rpartition("/")
+    temporary = f"{folder}/.{name}.{uuid.uuid4().hex}.tmp"
+    with fs.open(temporary, "wb") as handle:
+        pq.write_table(table, handle)
+    fs.mv(temporary, path)
+
+
+@dataclass
+class BatchPlan:
+    """Everything an engine needs to run (or resume) one job."""
+
+    catalog: Catalog
+    job_key: str
+    runner: FunctionRunner
+    params: dict[str, Any]
+    handling: dict[str, FileEncoding]
+    stage: Stage
+    out_path: str
+    replicas: int
+    num_workers: int
+    cpus: float | None
+    gpus: float | None
+    memory: int | None
+    address: str | None
+    cancel: threading.Event
+    progress_bar: bool
+    stages: dict[str, Stage]
+
+    @property
+    def fs(self) -> Any:
+        return self.stage.filesystem
+
+    def path(self, *parts: str) -> str:
+        return join_path(self.out_path, *parts)
+
+    def chunk_paths(self) -> list[str]:
+        return sorted(p for p in self.fs.find(self.path(WORK_DIR, "input")) if p.endswith(".parquet"))
+
+    def part_path(self, index: int) -> str:
+        return part_path(self.out_path, index)
+
+    def log(self, line: str) -> None:
+        jobs.log(self.catalog, self.job_key, line)
+
+    def progress_total(self, done_rows: int) -> None:
+        """Start the progress bar (a blocking job on a terminal) at the rows already written."""
+        if self.progress_bar:
+            from tqdm.auto import tqdm
+
+            self._bar = tqdm(total=jobs.rows_total(self.catalog, self.job_key), initial=done_rows, unit="rows",
+                             desc=self.job_key)  # fmt: skip
+
+    def part_done(self, index: int, parts: int, rows: int, done_rows: int) -> None:
+        """Log a finished part and record the running row count."""
+        bar = self.__dict__.get("_bar")
+        if bar is not None:
+            bar.update(rows)
+        self.log(f"part {index + 1}/{parts}: {rows} rows")
+        jobs.set_rows_done(self.catalog, self.job_key, done_rows)
+
+    def set_status(self, status: str, message: str | None = None) -> None:
+        jobs.set_status(self.catalog, self.job_key, status, message)
+
+    def fail(self, exc: BaseException) -> None:
+        message = f"{type(exc).__name__}: {exc}"
+        self.log(f"failed: {message}")
+        jobs.set_status(self.catalog, self.job_key, jobs.FAILED, message)
+
+
+@dataclass
+class PartWriter:
+    """Turns one input chunk into one part file; holds no registry or connection (Ray ships it to actors)."""
+
+    version: Any
+    function: Any
+    params: dict[str, Any]
+    handling: dict[str, FileEncoding]
+    stages: dict[str, Stage]
+    stage: Stage
+    out_path: str
+
+    @classmethod
+    def of(cls, plan: BatchPlan) -> PartWriter:
+        return cls(plan.runner.version, plan.runner.function, plan.params, plan.handling, plan.stages, plan.stage,
+                   plan.out_path)  # fmt: skip
+
+    @property
+    def runner(self) -> FunctionRunner:
+        runner = self.__dict__.get("_runner")
+        if runner is None:
+            runner = self.__dict__["_runner"] = FunctionRunner(self.version, self.function)
+        return runner
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k != "_runner"}
+
+    def compute(self, index: int, chunk: str) -> int:
+        """Predict chunk ``index`` into its part file (atomically); returns its row count."""
+        fs = self.stage.filesystem
+        with fs.open(chunk, "rb") as handle:
+            table = pq.read_table(handle)
+        write_atomically(fs, part_path(self.out_path, index), predict_table(self, table))
+        return table.num_rows
+
+
+def predict_table(plan: BatchPlan | PartWriter, table: pa.Table) -> pa.Table:
+    """One chunk of input rows -> the same rows plus the function's output columns."""
+    runner = plan.runner
+    values = []
+    for spec, column in zip(runner.signature.inputs, match_columns(table.column_names, runner), strict=True):
+        if column is None:
+            values.append([None] * table.num_rows)
+            continue
+        data = table.column(column).to_pylist()
+        encoding = plan.handling.get(spec.name)
+        if encoding is not None:
+            data = [None if path is None else _read_file(plan, runner, spec.name, path, encoding) for path in data]
+        values.append(data)
+    results = runner.run(values, plan.params)
+    outputs = OutputTypes.of(runner.function)
+    arrays = outputs.to_arrow_columns(results, json_as_text=True)
+    replaced = runner.function.replaced_columns()
+    keep = [c for c in table.column_names if c.lower() not in replaced]
+    return pa.Table.from_arrays([table.column(c) for c in keep] + arrays, names=keep + list(outputs.names))
+
+
+def _read_file(
+    plan: BatchPlan | PartWriter, runner: FunctionRunner, column: str, path: Any, encoding: FileEncoding
+) -> Any:
+    if not isinstance(path, str):
+        raise ValueError(f"{runner.context(column)}: expected a stage path such as '@stage/file.png', got {path!r}")
+    try:
+        data = read_stage_bytes(plan.stages, path)
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{runner.context(column)}: cannot read {path}: {exc}") from None
+    if encoding is FileEncoding.RAW_BYTES:
+        return data
+    encoded = base64.b64encode(data).decode("ascii")
+    if encoding is FileEncoding.BASE64_DATA_URL:
+        mime = mimetypes.guess_type(path)[0] or "application/octet-stream"
+        return f"data:{mime};base64,{encoded}"
+    return encoded
+
+
+def prepare_location(
+    fs: Any, out_path: str, stage_location: str, mode: SaveMode, fingerprint: str
+) -> dict[str, Any] | None:
+    """Apply the SaveMode; returns the unfinished job that owns the folder when this run resumes it."""
+    if not fs.exists(out_path):
+        fs.makedirs(out_path, exist_ok=True)
+        return None
+    existing = fs.find(out_path)
+    if not existing:
+        return None
+    owner_file = join_path(out_path, WORK_DIR, "job.json")
+    owner = None
+    if fs.exists(owner_file) and not fs.exists(join_path(out_path, SUCCESS)):
+        with fs.open(owner_file, "r") as handle:
+            owner = json.load(handle)
+        if owner.get("fingerprint") == fingerprint:
+            return owner
+    location = stage_location.rstrip("/") + "/"
+    if mode is SaveMode.ERROR and owner is not None:
+        raise FileExistsError(
+            f"Output stage location '{location}' holds the unfinished job {owner.get('job_name')} (a run_batch "
+            "that failed or was interrupted, with another model, function, parameters or input). Run that same "
+            "run_batch again to resume and finish it, or pass OutputSpec(mode=SaveMode.OVERWRITE) to replace it."
+        )
+    if mode is SaveMode.ERROR:
+        raise FileExistsError(
+            f"Output stage location '{location}' is not empty. Found {len(existing)} existing files. When using "
+            "ERROR mode, the output location must be empty. Please clear the existing files or use OVERWRITE mode."
+        )
+    warnings.warn(
+        f"Output stage location '{location}' is not empty. Found {len(existing)} existing files. "
+        "OVERWRITE mode will remove all existing files in the output location.",
+        UserWarning,
+        stacklevel=4,
+    )
+    try:
+        for item in fs.ls(out_path, detail=False):
+            fs.rm(item, recursive=True)
+    except Exception as exc:
+        raise RuntimeError(f"OVERWRITE was specified. However, failed to remove existing files: {exc}") from exc
+    return None
+
+
+def finish(plan: BatchPlan, rows: int) -> None:
+    """Remove the work folder, then write ``_SUCCESS`` last: its presence means the output is whole."""
+    fs = plan.fs
+    fs.rm(plan.path(WORK_DIR), recursive=True)
+    for leftover in fs.ls(plan.out_path, detail=False):
+        # Temporary files of a process killed mid-write.
+        if leftover.rsplit("/", 1)[-1].startswith(".") and leftover.endswith(".tmp"):
+            fs.rm(leftover)
+    with fs.open(plan.path(SUCCESS), "wb"):
+        pass
+    plan.log(f"done: {rows} rows")
+    plan.set_status(jobs.DONE, f"{rows} rows written.")
+
+
+def part_rows(fs: Any, part: str) -> int:
+    """The row count of a part file already written (read from its footer)."""
+    with fs.open(part, "rb") as handle:
+        return pq.ParquetFile(handle).metadata.num_rows

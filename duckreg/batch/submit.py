@@ -1,0 +1,195 @@
+"""``ModelVersion.run_batch`` and SQL's ``run_batch(...)``: check the request, snapshot the input, start a job.
+
+The output folder's layout and life cycle are ``batch.plan``'s; where rows come from is
+``batch.inputs``'; where parts are computed is ``batch.engines``'. Running the same job again (same
+model version, function, params and input) into a location without ``_SUCCESS`` resumes it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+import threading
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from duckreg import jobs
+from duckreg.batch import engines
+from duckreg.batch.inputs import check_apart, input_source, snapshot
+from duckreg.batch.plan import WORK_DIR, BatchPlan, join_path, prepare_location
+from duckreg.batch.specs import FileEncoding, InputSpec, JobSpec, OutputSpec, SaveMode
+from duckreg.batch.stages import Stage
+from duckreg.identifiers import normalize
+from duckreg.inference import FunctionRunner
+
+if TYPE_CHECKING:
+    from duckreg.registry import Registry
+
+
+@dataclass(frozen=True)
+class BatchTarget:
+    """The model version a batch job runs, as ``ModelVersion.run_batch`` hands it over."""
+
+    registry: Registry
+    runner_for: Callable[[str | None], FunctionRunner]
+    """The runner of a function by name (None: the version's only function)."""
+    model_key: str
+    version_key: str
+    model_name: str
+    version_name: str
+
+
+def run_batch(
+    target: BatchTarget,
+    X: Any,
+    *,
+    output_spec: OutputSpec,
+    input_spec: InputSpec | None = None,
+    job_spec: JobSpec | None = None,
+    compute_pool: str | None = None,
+    inference_engine_options: dict[str, Any] | None = None,
+) -> jobs.Job:
+    """Check the request, take the input once into the output folder, register the job and start it."""
+    registry = target.registry
+    input_spec = input_spec or InputSpec()
+    job_spec = job_spec or JobSpec()
+    if not isinstance(output_spec, OutputSpec):
+        raise TypeError("output_spec must be a duckreg.batch.OutputSpec")
+    if not isinstance(input_spec, InputSpec) or not isinstance(job_spec, JobSpec):
+        raise TypeError("input_spec and job_spec must be duckreg.batch.InputSpec and duckreg.batch.JobSpec")
+    runner = target.runner_for(job_spec.function_name)
+    engine, address = engines.choose(inference_engine_options, compute_pool, runner.version.manifest.task,
+                                     target.model_name)  # fmt: skip
+    if job_spec.force_rebuild:
+        runner.version.forget()
+    params = runner.resolve_params(input_spec.params)
+    handling = _column_handling(input_spec, runner)
+    resources = engines.resources(engine, job_spec)
+    new_name = job_spec.new_job_name()
+    location = output_spec.location_for(new_name)
+    stage, out_path = registry.stages.locate(location)
+    fs = stage.filesystem
+    check_apart(registry.stages, X, stage, out_path, location)
+    try:
+        input_id, source = input_source(registry.stages, registry.connection, X, job_spec.max_batch_rows)
+    except (TypeError, ValueError):
+        raise
+    except Exception as exc:
+        raise RuntimeError(f"Failed to process input data: {exc}") from exc
+    fingerprint = _fingerprint(target, runner, input_spec, job_spec, input_id)
+    owner = prepare_location(fs, out_path, location, output_spec.mode, fingerprint)
+    name = job_spec.job_name or (owner or {}).get("job_name") or new_name
+    spec = _spec_record(output_spec, input_spec, job_spec, location, engine, fingerprint)
+    key = jobs.register(
+        registry.catalog, name, target.model_key, target.version_key, runner.function.name, engine, location, spec
+    )
+    try:
+        if owner is None:
+            fs.makedirs(join_path(out_path, WORK_DIR), exist_ok=True)
+            with fs.open(join_path(out_path, WORK_DIR, "job.json"), "w") as handle:
+                json.dump({"job_name": name, "fingerprint": fingerprint}, handle)
+        total = snapshot(fs, out_path, source, job_spec.max_batch_rows)
+    except Exception as exc:
+        jobs.set_status(registry.catalog, key, jobs.FAILED, f"Failed to process input data: {exc}")
+        raise RuntimeError(f"Failed to process input data: {exc}") from exc
+    jobs.set_rows_total(registry.catalog, key, total)
+    plan = BatchPlan(
+        catalog=registry.catalog,
+        job_key=key,
+        runner=runner,
+        params=params,
+        handling=handling,
+        stage=stage,
+        out_path=out_path,
+        address=address,
+        cancel=threading.Event(),
+        progress_bar=job_spec.block and sys.stderr.isatty(),
+        stages={row[0].lower(): Stage(row[0], row[1]) for row in registry.stages.rows()},
+        **resources,
+    )
+    plan.log(f"{'resuming' if owner else 'starting'} on the {engine} engine: {total} rows")
+    return engines.start(plan, engine, block=job_spec.block)
+
+
+def _fingerprint(
+    target: BatchTarget, runner: FunctionRunner, input_spec: InputSpec, job_spec: JobSpec, input_id: Any
+) -> str:
+    """What a job computes: a rerun with the same fingerprint resumes the unfinished folder."""
+    what = {
+        "model": target.model_name.lower(),
+        "version": target.version_name.lower(),
+        "function": runner.function.name,
+        "params": input_spec.params or {},
+        "handling": {k.lower(): v["convert_to"].value for k, v in (input_spec.column_handling or {}).items()},
+        "max_batch_rows": job_spec.max_batch_rows,
+        "input": input_id,
+    }
+    return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _spec_record(
+    output_spec: OutputSpec, input_spec: InputSpec, job_spec: JobSpec, location: str, engine: str, fingerprint: str
+) -> dict[str, Any]:
+    """The job's specs as the jobs table keeps them."""
+    return {
+        "output_spec": {"stage_location": location, "mode": output_spec.mode.value},
+        "input_spec": {"params": input_spec.params, "column_handling": {
+            k: {"input_format": v["input_format"].value, "convert_to": v["convert_to"].value}
+            for k, v in (input_spec.column_handling or {}).items()}},
+        "job_spec": vars(job_spec),
+        "engine": engine,
+        "fingerprint": fingerprint,
+    }  # fmt: skip
+
+
+def _column_handling(input_spec: InputSpec, runner: FunctionRunner) -> dict[str, FileEncoding]:
+    """Column handling keyed by signature input name (keys match case-insensitively)."""
+    by_lower = {s.name.lower(): s.name for s in runner.signature.inputs}
+    handling = {}
+    for column, options in (input_spec.column_handling or {}).items():
+        name = by_lower.get(column.lower())
+        if name is None:
+            raise ValueError(
+                f"{runner.context()}: column_handling names column {column!r}, which is not an input of the "
+                f"function (inputs: {list(by_lower.values())})."
+            )
+        handling[name] = options["convert_to"]
+    return handling
+
+
+def start_from_sql(
+    registry: Registry,
+    model: str,
+    query: str,
+    output_location: str,
+    mode: str | None,
+    job_name: str | None,
+    max_batch_rows: int | None,
+) -> str:
+    """``run_batch('model[/version]', 'SELECT ...', '@stage/out/')`` in SQL: start a job, return its id.
+
+    The job reads its input on its own connection after this call returns (a UDF cannot run SQL on
+    the connection that is calling it), so its id is all the call gives back.
+    """
+    if not model or not query or not output_location:
+        raise ValueError("run_batch(model, query, output_location) needs all three.")
+    model_name, _, version_name = model.partition("/")
+    found = registry.get_model(model_name)
+    mv = found.version(version_name) if version_name else found.default
+    name = job_name or f"BATCH_INFERENCE_{uuid.uuid4().hex.upper()}"
+    output_spec = OutputSpec(output_location, mode=SaveMode((mode or "error").lower()))
+    job_spec = JobSpec(job_name=name, max_batch_rows=int(max_batch_rows or 1024), block=True)
+
+    def start() -> None:
+        try:
+            mv.run_batch(query, output_spec=output_spec, job_spec=job_spec)
+        except Exception as exc:  # noqa: BLE001 - recorded in the job, which the caller polls
+            jobs.record_failure(
+                registry.catalog, name, normalize(found.name), normalize(mv.version_name), output_location, exc
+            )
+
+    threading.Thread(target=start, name=f"duckreg-sql-job-{name}", daemon=True).start()
+    return f"{registry.database_name}.{registry.schema_name}.{name}"

@@ -1,0 +1,34 @@
+"""One statement on its way to DuckDB: Snowflake model-call syntax rewritten, the models it names registered.
+
+``duckreg.sql()`` and the ``duckreg`` shell both send statements through ``prepare``, so a statement
+behaves the same in Python and in the shell.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import duckdb
+
+from duckreg.duckdb_ext.names import models_named_in
+from duckreg.duckdb_ext.snowflake_syntax import rewrite
+
+if TYPE_CHECKING:
+    from duckreg.registry import Registry
+
+
+def prepare(registry: Registry, con: duckdb.DuckDBPyConnection, statement: str, bound: set[str] | None = None) -> str:
+    """The statement as DuckDB runs it, after registering on ``con`` the models it uses.
+
+    ``bound`` holds the models already registered on ``con`` (updated here), so a session registers
+    each model once; without it every model the statement names is registered again.
+    """
+    text, used = rewrite(statement, registry.resolve_model_call)
+    needed = used | models_named_in(text, registry.model_keys())
+    if bound is not None:
+        needed -= bound
+    if needed or bound is None:
+        registry.register_functions(con, models=needed)
+    if bound is not None:
+        bound |= needed
+    return text

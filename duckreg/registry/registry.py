@@ -1,0 +1,427 @@
+"""Registry: the model registry kept in a DuckDB database, as ``snowflake.ml.registry.Registry``."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import uuid
+import warnings
+from collections.abc import Iterable
+from dataclasses import replace
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pandas as pd
+
+from duckreg import faults
+from duckreg.artifacts import MANIFEST, ArtifactStore, Manifest, file_hashes
+from duckreg.batch.stages import StageCatalog
+from duckreg.batch.submit import start_from_sql
+from duckreg.catalog import Catalog
+from duckreg.catalog.models import ModelStore, NewVersion
+from duckreg.duckdb_ext import connections, functions
+from duckreg.duckdb_ext.names import check_model_name_free, check_untaken, sql_names, table_macro_name
+from duckreg.duckdb_ext.snowflake_syntax import ResolvedFunction
+from duckreg.duckdb_ext.stage_functions import StageServer, stage_macro_statements
+from duckreg.identifiers import check_identifier, normalize, quote, quote_literal
+from duckreg.inference import FunctionRunner, VersionHandle
+from duckreg.model_handlers import find_handler
+from duckreg.model_handlers.base import LoggedModel, check_options, library_versions
+from duckreg.model_signature import ModelSignature
+from duckreg.registry.model import Model
+from duckreg.registry.model_version import SYSTEM_ALIASES, ModelVersion
+from duckreg.registry.version_names import generate_version_name
+
+
+class Registry:
+    """A model registry kept in a DuckDB database; artifacts live in a folder beside it."""
+
+    def __init__(
+        self,
+        connection: duckdb.DuckDBPyConnection | str | Path | None = None,
+        *,
+        database_name: str | None = None,
+        schema_name: str | None = None,
+        artifact_location: str | Path | None = None,
+    ) -> None:
+        self._owns_connection = connection is None or isinstance(connection, (str, Path))
+        if self._owns_connection:
+            connection = connections.open_database(connection)
+        if not isinstance(connection, duckdb.DuckDBPyConnection):
+            raise TypeError(f"connection must be a DuckDB connection, a database path or None, got {connection!r}")
+        self._con = connection
+        database_name = database_name or connection.execute("SELECT current_database()").fetchall()[0][0]
+        rows = connection.execute(
+            "SELECT path FROM duckdb_databases() WHERE database_name = ?", [database_name]
+        ).fetchall()
+        if not rows:
+            raise ValueError(f"Database {database_name} does not exist.")
+        self.database_name = database_name
+        self.schema_name = schema_name or "duckreg"
+        self._catalog = Catalog(connection, self.database_name, self.schema_name)
+        self._catalog.initialise()
+        self._models = ModelStore(self._catalog)
+        self._db_path = Path(rows[0][0]).resolve() if rows[0][0] else None
+        owner = {"database": str(self._db_path) if self._db_path else None, "schema": self.schema_name}
+        self._artifacts = ArtifactStore(self._artifact_root(artifact_location), owner)
+        self._stages = StageCatalog(self._catalog)
+        self._instance: connections.Instance | None = None
+
+    def _artifact_root(self, artifact_location: str | Path | None) -> Path:
+        if artifact_location is not None:
+            return Path(artifact_location)
+        stored = self._catalog.get_setting("artifact_location")
+        if stored:
+            return Path(stored)
+        if self._db_path is not None:
+            return self._db_path.with_name(self._db_path.name + ".artifacts")
+        return Path(tempfile.mkdtemp(prefix="duckreg-artifacts-"))
+
+    @property
+    def connection(self) -> duckdb.DuckDBPyConnection:
+        """The DuckDB connection the registry was opened on (or opened itself)."""
+        return self._con
+
+    @property
+    def catalog(self) -> Catalog:
+        """The catalog tables behind this registry (what ``duckreg.jobs`` and batch jobs record into)."""
+        return self._catalog
+
+    @property
+    def location(self) -> str:
+        """``database.schema`` of the catalog."""
+        return f"{self.database_name}.{self.schema_name}"
+
+    @property
+    def artifact_location(self) -> Path:
+        """The folder holding every version's files."""
+        return self._artifacts.root
+
+    def closed(self) -> bool:
+        """Whether the connection this registry works through has been closed."""
+        return self._catalog.closed()
+
+    def __repr__(self) -> str:
+        return f"Registry(location={self.location!r}, artifact_location='{self._artifacts.root}')"
+
+    # ---------------------------------------------------------------- models
+    def get_model(self, model_name: str) -> Model:
+        """A model by name (case-insensitive); a ``ValueError`` when there is none."""
+        if not isinstance(model_name, str) or self._models.model(normalize(model_name)) is None:
+            raise ValueError(f"Unable to find model {model_name}")
+        return Model(self, normalize(model_name))
+
+    def models(self) -> list[Model]:
+        """Every model, oldest first."""
+        return [Model(self, key) for key in self._models.model_keys(by_creation=True)]
+
+    def model_keys(self) -> list[str]:
+        """Every model's key (its lower-cased name), sorted."""
+        return self._models.model_keys()
+
+    def show_models(self) -> pd.DataFrame:
+        """One row per model (Snowflake's columns), with its versions, default version and aliases."""
+        columns = [
+            "created_on", "name", "model_type", "database_name", "schema_name", "comment",
+            "default_version_name", "versions", "aliases",
+        ]  # fmt: skip
+        return pd.DataFrame(self._models.show_models(self.database_name, self.schema_name), columns=columns)
+
+    def delete_model(self, model_name: str) -> None:
+        """Delete a model and all its versions: catalog rows first (the point of truth), then folders."""
+        with self._artifacts.writing():
+            self._reclaim()
+            model = self.get_model(model_name)
+            names = model._sql_names()
+            handles = [v._handle() for v in model.versions()]
+            self._models.delete_model(model._key)
+            self._remove_versions(handles)
+        self._retire_sql(model._key, names, f"model {model_name} was deleted")
+
+    def _remove_versions(self, handles: list[VersionHandle]) -> None:
+        """After a delete's commit: unload the versions from this process and remove their folders.
+
+        What a failure leaves on disk is reclaimed by the next write.
+        """
+        faults.point("delete:after_commit")
+        for handle in handles:
+            handle.forget()
+            try:
+                self._artifacts.remove(handle.artifact_dir)
+            except OSError as exc:
+                warnings.warn(
+                    f"Could not remove {handle.artifact_dir} ({exc}); the next write reclaims it.", stacklevel=3
+                )
+
+    def _reclaim(self) -> None:
+        """Delete what a killed write left in the artifact root (never blocks the write at hand)."""
+        try:
+            self._artifacts.reclaim(self._referenced_folders())
+        except OSError as exc:
+            warnings.warn(f"Could not reclaim leftovers in {self._artifacts.root}: {exc}", stacklevel=3)
+
+    def _referenced_folders(self) -> set[Path]:
+        return {Path(path).resolve() for path in self._models.artifact_paths()}
+
+    # ------------------------------------------------------------ log_model
+    def log_model(
+        self,
+        model: Any,
+        *,
+        model_name: str,
+        version_name: str | None = None,
+        comment: str | None = None,
+        metrics: dict[str, Any] | None = None,
+        signatures: dict[str, ModelSignature] | None = None,
+        sample_input_data: Any = None,
+        options: dict[str, Any] | None = None,
+        pip_requirements: list[str] | None = None,
+        conda_dependencies: list[str] | None = None,
+        target_platforms: list[str] | None = None,
+        python_version: str | None = None,
+    ) -> ModelVersion:
+        """Store a model version, infer or take its signatures, and make it callable from SQL.
+
+        ``model`` is a ``transformers`` pipeline, a ``duckreg.huggingface.TransformersPipeline`` or a
+        ``duckreg.custom.CustomModel``. The files are written and published first, then the catalog
+        rows commit in one transaction: a failure anywhere leaves no version behind.
+        """
+        model_key, version_key, is_new_model = self._check_new_version(model_name, version_name)
+        version_name = version_name or generate_version_name(lambda n: self._models.version(model_key, n) is not None)
+        version_key = version_key or normalize(version_name)
+        if metrics is not None:
+            json.dumps(metrics)  # must be JSON-serialisable; raises TypeError otherwise
+        handler = find_handler(model)
+        options = check_options(options, handler.option_keys)
+        logged = handler.prepare(model, signatures, sample_input_data, options)
+        self._check_method_names(model_name, model_key, logged)
+        manifest = Manifest(
+            model_type=handler.model_type,
+            task=logged.task,
+            functions=[f.to_record() for f in logged.functions],
+            pipeline_settings=logged.settings,
+            options=options,
+            trust_remote_code=logged.trust_remote_code,
+            library_versions=library_versions(),
+            pip_requirements=list(pip_requirements or []),
+            conda_dependencies=list(conda_dependencies or []),
+            target_platforms=list(target_platforms or []),
+            python_version=python_version,
+            registry=self._artifacts.owner,
+        )
+        with self._artifacts.writing():
+            self._reclaim()
+            new = NewVersion(model_key, model_name, version_key, version_name, comment, logged.task,
+                             handler.model_type, "", "", logged.functions, metrics or {})  # fmt: skip
+            self._write_version(handler, logged, manifest, new, is_new_model)
+        self._refresh_sql(model_key)
+        return ModelVersion(self, model_key, version_key)
+
+    def _check_new_version(self, model_name: str, version_name: str | None) -> tuple[str, str | None, bool]:
+        """(model key, version key or None, whether the model is new), or a ``ValueError`` saying what is wrong."""
+        check_identifier(model_name, "model_name")
+        model_key = normalize(model_name)
+        is_new_model = self._models.model(model_key) is None
+        if is_new_model:
+            self._check_sql_name_free(model_name)
+        if version_name is None:
+            return model_key, None, is_new_model
+        check_identifier(version_name, "version_name")
+        version_key = normalize(version_name)
+        if version_name.upper() in SYSTEM_ALIASES:
+            raise ValueError(f"Invalid version_name {version_name!r}: {version_name.upper()} is a system alias.")
+        if not is_new_model and self._models.alias_target(model_key, version_key) is not None:
+            raise ValueError(f"Invalid version_name {version_name!r}: it is an alias of model {model_name} already.")
+        if self._models.version(model_key, version_key) is not None:
+            raise ValueError(
+                f"Model {model_name} version {version_name} already existed. "
+                "To auto-generate `version_name`, skip that argument."
+            )
+        return model_key, version_key, is_new_model
+
+    def _check_method_names(self, model_name: str, model_key: str, logged: LoggedModel) -> None:
+        """Methods beyond the first get SQL names of their own (``m_predict``): no other model may hold them."""
+        method_names = [name for name, _ in sql_names(model_key, None, logged.functions) if name != model_key]
+        if method_names:
+            taken = {n: m.name for m in self.models() if m._key != model_key for n in m._all_sql_names()}
+            check_untaken(model_name, [*method_names, *(table_macro_name(n) for n in method_names)], taken)
+
+    def _write_version(
+        self, handler: Any, logged: LoggedModel, manifest: Manifest, new: NewVersion, is_new_model: bool
+    ) -> None:
+        """Stage the files, publish them by one rename, then commit the catalog rows in one transaction.
+
+        A process killed anywhere here leaves either no version (its folder is an orphan the next
+        write reclaims) or a complete one.
+        """
+        faults.point("log_model:before_staging")
+        with self._artifacts.staging() as staged:
+            handler_data = handler.save(logged, staged / "model")
+            manifest = replace(manifest, handler_data=handler_data, files=file_hashes(staged / "model"))
+            (staged / MANIFEST).write_text(manifest.to_json())
+            faults.point("log_model:after_staging")
+            relative = self._artifacts.publish(
+                staged, new.model_key, new.version_key, self._referenced_folders().__contains__
+            )
+        faults.point("log_model:after_publish")
+        new = replace(new, artifact_path=str(self._artifacts.path(relative)), manifest=manifest.to_json())
+
+        def remember_artifact_location(cat: Catalog) -> None:
+            if is_new_model and cat.get_setting("artifact_location") is None:
+                cat.set_setting("artifact_location", str(self._artifacts.root))
+
+        try:
+            self._models.insert_version(new, create_model=is_new_model, on_commit=remember_artifact_location)
+        except BaseException:
+            self._artifacts.remove(self._artifacts.path(relative))
+            raise
+        faults.point("log_model:after_commit")
+
+    def _check_sql_name_free(self, model_name: str, *, renaming: str | None = None) -> None:
+        """Refuse a model name whose SQL names would shadow a function or collide with another model's."""
+        key = normalize(model_name)
+        others = [m for m in self.models() if m._key not in (key, renaming)]
+        taken = {name: other.name for other in others for name in other._all_sql_names()}
+        ours = set(taken) | self._sql_instance().known_names()
+        if renaming:
+            ours |= set(Model(self, renaming)._all_sql_names())
+        check_model_name_free(self._con, model_name, taken, ours)
+
+    # ---------------------------------------------------------------- stages
+    @property
+    def stages(self) -> StageCatalog:
+        """The named stages (``@name``) of this registry."""
+        return self._stages
+
+    def create_stage(self, name: str, url: str, *, comment: str | None = None, replace: bool = False) -> str:
+        """Name a local folder or an fsspec URL (``memory://``, ``s3://bucket/prefix``) as ``@name``."""
+        self._stages.create(name, str(url), comment, replace=replace)
+        return f"@{name}"
+
+    def show_stages(self) -> pd.DataFrame:
+        """One row per stage: name, url, comment, created_on."""
+        return pd.DataFrame(self._stages.rows(), columns=["name", "url", "comment", "created_on"])
+
+    def drop_stage(self, name: str) -> None:
+        """Forget a stage; its files stay where they are."""
+        self._stages.drop(name)
+
+    def snapshot(self, target: str | Path) -> Path:
+        """Copy this registry's database to ``target``, for other processes to read while this one writes.
+
+        DuckDB lets one process write a database file and no other process open it meanwhile. A
+        snapshot is a consistent copy (every table, the catalog included) that any number of
+        processes can open with ``duckreg.connect(target, read_only=True)``; its versions use the same
+        artifact folders. The copy is written beside ``target`` and renamed into place, so a reader
+        never sees half of one. Taking a new snapshot replaces the old one.
+        """
+        target = Path(target).expanduser().resolve()
+        partial_copy = target.with_name(f".{target.name}.{uuid.uuid4().hex}.partial")
+        alias = f"duckreg_snapshot_{uuid.uuid4().hex[:12]}"
+
+        def copy(cursor: duckdb.DuckDBPyConnection) -> None:
+            cursor.execute(f"ATTACH {quote_literal(str(partial_copy))} AS {alias}")
+            try:
+                cursor.execute(f"COPY FROM DATABASE {quote(self.database_name)} TO {alias}")
+            finally:
+                cursor.execute(f"DETACH {alias}")
+
+        try:
+            self._catalog.run(copy)
+            os.replace(partial_copy, target)
+        finally:
+            for leftover in (partial_copy, partial_copy.with_name(partial_copy.name + ".wal")):
+                leftover.unlink(missing_ok=True)
+        return target
+
+    # -------------------------------------------------------------- SQL side
+    def register_functions(
+        self,
+        con: duckdb.DuckDBPyConnection | None = None,
+        *,
+        models: Iterable[str] | None = None,
+    ) -> duckdb.DuckDBPyConnection:
+        """Make model versions callable from SQL on ``con`` (default: the registry's connection).
+
+        The functions themselves belong to the database instance (every connection and cursor of it
+        can call them, positionally, for as long as any is open); ``con`` also gets the macros that
+        take optional inputs, parameters by name and tables (``fn_table``). ``models`` limits the
+        work to those models (the shell binds only what a statement uses).
+        """
+        con = con or self._con
+        instance = connections.instance_of(con)
+        if instance is not self._sql_instance():
+            raise ValueError(
+                "register_functions(con): con is a connection to another database instance than this registry's."
+            )
+        wanted = None if models is None else {normalize(m) for m in models}
+        chosen = [m for m in self.models() if wanted is None or m._key in wanted]
+        sql_functions = [f for model in chosen for f in model._sql_functions()]
+        server = self._stage_server()
+        with instance.lock:
+            instance.add_server(server)
+            if self._owns_connection and self._db_path is None and instance.root is None:
+                instance.root = server
+            instance.ensure_stage_functions(self._catalog)
+            instance.set_targets(self._catalog, sql_functions)
+            instance.bind_connection(con, wanted)
+            for statement in stage_macro_statements() + [s for f in sql_functions for s in f.macro_statements()]:
+                con.execute(statement)
+        return con
+
+    def _stage_server(self) -> StageServer:
+        return StageServer(self._con, self._stages, partial(start_from_sql, self), self.closed)
+
+    def _sql_instance(self) -> connections.Instance:
+        """The database instance this registry's connection belongs to (where its functions live)."""
+        if self._instance is None:
+            self._instance = self._catalog.run(connections.instance_of)
+        return self._instance
+
+    def resolve_model_call(self, model: str, version: str | None, method: str) -> ResolvedFunction:
+        """Map ``MODEL(model, version)!method`` to its SQL function (used by the Snowflake syntax)."""
+        handle = self.get_model(model)
+        mv = handle.default if version is None else handle.version(version)
+        function = mv.get_function(method)
+        version_key = None if version is None else mv._version_key
+        name = next(n for n, f in sql_names(handle._key, version_key, mv._functions()) if f.name == function.name)
+        # ``*`` passes the required inputs by name; optional ones (text_pair) are left to their default.
+        required = FunctionRunner(mv._handle(), function).required_inputs()
+        return ResolvedFunction(name, tuple(required), handle._key)
+
+    def _refresh_sql(self, model_key: str) -> None:
+        """After a committed change to a model: its SQL names follow it on every bound connection.
+
+        The change has happened, so nothing here raises: a connection that cannot follow (closed, busy
+        elsewhere) is skipped, and a failure is a warning.
+        """
+        try:
+            instance = self._sql_instance()
+            sql_functions = Model(self, model_key)._sql_functions()
+            with instance.lock:
+                instance.set_targets(self._catalog, sql_functions)
+                instance.update_macros(model_key, [s for f in sql_functions for s in f.macro_statements()])
+        except Exception as exc:  # noqa: BLE001 - the catalog change is committed; report, do not undo
+            warnings.warn(f"Model {model_key}: SQL functions not refreshed: {exc}", RuntimeWarning, stacklevel=3)
+
+    def _retire_sql(self, model_key: str, names: list[str], reason: str) -> None:
+        """After a committed delete or rename: ``names`` stop computing anywhere, with ``reason``."""
+        try:
+            instance = self._sql_instance()
+            with instance.lock:
+                instance.retire_targets(names, reason)
+                instance.update_macros(model_key, functions.drop_macro_statements(names))
+        except Exception as exc:  # noqa: BLE001 - the catalog change is committed; report, do not undo
+            warnings.warn(f"Model {model_key}: SQL functions not retired: {exc}", RuntimeWarning, stacklevel=3)
+
+
+def open_registry(
+    database: str | Path | None, connect_kwargs: dict[str, Any], registry_kwargs: dict[str, Any]
+) -> Registry:
+    """A registry on a connection it opens itself (``duckreg.connect``): the registry owns that connection."""
+    registry = Registry(connections.open_database(database, **connect_kwargs), **registry_kwargs)
+    registry._owns_connection = True
+    return registry
