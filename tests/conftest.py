@@ -1,4 +1,4 @@
-"""Shared fixtures: tiny offline models built once per session, and a registry on a real file."""
+"""Shared fixtures: tiny offline models built when first used, and a registry on a real file."""
 
 from __future__ import annotations
 
@@ -23,25 +23,39 @@ transformers.utils.logging.disable_progress_bar()
 transformers.utils.logging.set_verbosity_error()
 
 
+TINY_MODELS: dict[str, Callable[[Path], Path]] = {
+    "text-classification": tiny_models.bert_text_classification,
+    "zero-shot-classification": tiny_models.bert_zero_shot,
+    "token-classification": tiny_models.bert_token_classification,
+    "fill-mask": tiny_models.bert_fill_mask,
+    "feature-extraction": tiny_models.bert_feature_extraction,
+    "text-generation": tiny_models.gpt2_text_generation,
+    "table-question-answering": tiny_models.tapas_table_qa,
+    "question-answering": tiny_models.bert_question_answering,
+    "bart": tiny_models.bart_seq2seq,
+    "t5": tiny_models.t5_translation,
+    "chat-template": tiny_models.gpt2_chat,
+    "audio-classification": tiny_models.wav2vec2_audio_classification,
+    "image-classification": tiny_models.vit_image_classification,
+    "speech-recognition": tiny_models.wav2vec2_ctc,
+}
+
+
+class TinyModelDirs(dict):
+    """Tiny model folders by name, each built the first time a test asks for it (once per session)."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__()
+        self.root = root
+
+    def __missing__(self, name: str) -> Path:
+        self[name] = TINY_MODELS[name](self.root / name)
+        return self[name]
+
+
 @pytest.fixture(scope="session")
-def model_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("tiny-models")
-    return {
-        "text-classification": tiny_models.bert_text_classification(root / "tc"),
-        "zero-shot-classification": tiny_models.bert_zero_shot(root / "zs"),
-        "token-classification": tiny_models.bert_token_classification(root / "ner"),
-        "fill-mask": tiny_models.bert_fill_mask(root / "fm"),
-        "feature-extraction": tiny_models.bert_feature_extraction(root / "fe"),
-        "text-generation": tiny_models.gpt2_text_generation(root / "tg"),
-        "table-question-answering": tiny_models.tapas_table_qa(root / "tqa"),
-        "question-answering": tiny_models.bert_question_answering(root / "qa"),
-        "bart": tiny_models.bart_seq2seq(root / "bart"),
-        "t5": tiny_models.t5_translation(root / "t5"),
-        "chat-template": tiny_models.gpt2_chat(root / "chat"),
-        "audio-classification": tiny_models.wav2vec2_audio_classification(root / "audio"),
-        "image-classification": tiny_models.vit_image_classification(root / "vit"),
-        "speech-recognition": tiny_models.wav2vec2_ctc(root / "asr"),
-    }
+def model_dirs(tmp_path_factory: pytest.TempPathFactory) -> TinyModelDirs:
+    return TinyModelDirs(tmp_path_factory.mktemp("tiny-models"))
 
 
 def logged_database(path: Path, model_dir: Path, model_name: str = "clf") -> Path:

@@ -60,3 +60,14 @@ class Sampler(CustomModel):
     @inference_api
     def predict(self, df: pd.DataFrame, *, temperature: float = 1.0, top_k: int = 50) -> pd.DataFrame:
         return pd.DataFrame({"setting": [f"{text}:{temperature}:{top_k}" for text in df["text"]]})
+
+
+class RowCounter(CustomModel):
+    """Counts the rows it is asked to compute (read back from the process's loaded copy)."""
+
+    rows_seen = 0
+
+    @inference_api
+    def predict(self, df: pd.DataFrame) -> pd.DataFrame:
+        self.rows_seen += len(df)
+        return pd.DataFrame({"length": df["text"].str.len()})

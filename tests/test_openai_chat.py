@@ -67,20 +67,19 @@ def test_length_limit_stop_strings_and_n(chat) -> None:
     messages = [{"role": "user", "content": [{"type": "text", "text": "I like you very much and"}]}]
     long = chat.run(pd.DataFrame({"messages": [messages], "temperature": [0.0], "max_completion_tokens": [1]}))
     choice = long["choices"][0][0]
-    if long["usage"][0]["completion_tokens"] == 1 and choice["message"]["content"]:
-        assert choice["finish_reason"] == "length"
+    assert long["usage"][0]["completion_tokens"] == 1 and choice["message"]["content"]
+    assert choice["finish_reason"] == "length"
     longer = chat.run(pd.DataFrame({"messages": [messages], "temperature": [0.0], "max_completion_tokens": [12]}))
     text = longer["choices"][0][0]["message"]["content"]
-    starts = [k for k in range(1, len(text) - 1) if text.index(text[k : k + 2]) == k]
-    if starts:
-        stop = text[starts[0] : starts[0] + 2]
-        cut = chat.run(
-            pd.DataFrame(
-                {"messages": [messages], "temperature": [0.0], "max_completion_tokens": [12], "stop": [[stop]]}
-            )
-        )
-        assert cut["choices"][0][0]["message"]["content"] == text[: text.index(stop)]
-        assert cut["choices"][0][0]["finish_reason"] == "stop"
+    # The answer ends just before the first occurrence of a stop string (its last two characters here).
+    assert len(text) >= 2, text
+    stop = text[-2:]
+    cut = chat.run(
+        pd.DataFrame({"messages": [messages], "temperature": [0.0], "max_completion_tokens": [12], "stop": [[stop]]})
+    )
+    content = cut["choices"][0][0]["message"]["content"]
+    assert text.startswith(content) and stop not in content and len(content) < len(text)
+    assert cut["choices"][0][0]["finish_reason"] == "stop"
     several = chat.run(pd.DataFrame({"messages": [messages], "n": [3], "max_completion_tokens": [3]}))
     assert [c["index"] for c in several["choices"][0]] == [0, 1, 2]
     assert several["usage"][0]["completion_tokens"] <= 9
@@ -165,9 +164,9 @@ def test_answers_stop_at_the_models_context(chat, registry) -> None:
     """Without max_completion_tokens the answer is capped by the model's context (256 positions here)."""
     out = chat.run(pd.DataFrame({"messages": [[{"role": "user", "content": "Hello world"}]], "temperature": [0.0]}))
     usage = out["usage"][0]
-    assert usage["total_tokens"] <= 256
-    if usage["total_tokens"] == 256:
-        assert out["choices"][0][0]["finish_reason"] == "length"
+    # The tiny model never emits its end token for this prompt, so it runs to the end of its context.
+    assert usage["total_tokens"] == 256
+    assert out["choices"][0][0]["finish_reason"] == "length"
     too_long = [{"role": "user", "content": "hello " * 300}]
     with pytest.raises(ValueError, match=r"column 'messages': the prompt has \d+ tokens; the model reads at most 256"):
         chat.run(pd.DataFrame({"messages": [too_long]}))

@@ -265,7 +265,9 @@ def test_generation_params_from_python_and_sql(registry_on) -> None:
     table = con.execute("SELECT summary_text FROM summarizer_table('docs', max_new_tokens := 2, num_beams := 1)")
     assert [r[0] for r in table.fetchall()] == list(short["summary_text"])
     # A SQL decimal literal is a float parameter.
-    assert con.execute("SELECT summarizer('I like you.', temperature := 0.7, do_sample := false)").fetchone()[0]
+    decimal = con.execute("SELECT summarizer('I like you.', temperature := 0.7, do_sample := false)").fetchone()[0]
+    direct = mv.run(pd.DataFrame({"documents": ["I like you."]}), params={"temperature": 0.7, "do_sample": False})
+    assert decimal == direct["summary_text"][0]
 
 
 def test_params_are_validated_with_names(registry_on) -> None:

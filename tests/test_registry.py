@@ -11,8 +11,8 @@ import transformers
 
 import duckreg
 from duckreg import model_cache
-from duckreg.model_handlers import huggingface as huggingface_handler
 from duckreg.huggingface import TransformersPipeline
+from duckreg.model_handlers import huggingface as huggingface_handler
 from duckreg.model_signature import DataType, FeatureSpec, ModelSignature
 
 

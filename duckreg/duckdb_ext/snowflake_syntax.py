@@ -20,11 +20,14 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from duckreg.identifiers import IDENTIFIER, is_identifier, quote
+
 # Cheap test before tokenizing: a '!' followed by a name (not '!='), or a model CTE.
+_ID = IDENTIFIER.pattern
 _MODEL_CALL = re.compile(r"!(?!=)\s*[A-Za-z_\"]")
 _MODEL_CTE = re.compile(
-    r"(?P<lead>\bWITH\s+|,\s*)(?P<alias>[A-Za-z_][A-Za-z0-9_]*)\s+AS\s+MODEL\s+(?P<model>[A-Za-z_][A-Za-z0-9_]*)"
-    r"(?:\s+VERSION\s+(?P<version>[A-Za-z_][A-Za-z0-9_]*))?(?=\s*(?:,|SELECT\b|WITH\b|\())\s*(?P<comma>,)?",
+    rf"(?P<lead>\bWITH\s+|,\s*)(?P<alias>{_ID})\s+AS\s+MODEL\s+(?P<model>{_ID})"
+    rf"(?:\s+VERSION\s+(?P<version>{_ID}))?(?=\s*(?:,|SELECT\b|WITH\b|\())\s*(?P<comma>,)?",
     re.IGNORECASE,
 )
 
@@ -72,12 +75,9 @@ def rewrite(sql: str, resolve: Resolver) -> tuple[str, set[str]]:
     return text, used
 
 
-_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-
-
 def _name(token) -> str | None:
     text = token.text.strip('"')
-    return text if _NAME.fullmatch(text) else None
+    return text if is_identifier(text) else None
 
 
 def _rewrite_call(text, tokens, i, aliases, resolve: Resolver, edits: list, used: set[str]) -> None:
@@ -137,7 +137,7 @@ def _rewrite_call(text, tokens, i, aliases, resolve: Resolver, edits: list, used
         elif kind in (TokenType.R_PAREN, TokenType.R_BRACKET, TokenType.R_BRACE):
             depth -= 1
         elif depth == 0 and kind == TokenType.STAR:
-            columns = ", ".join('"' + name.replace('"', '""') + '"' for name in resolved.inputs)
+            columns = ", ".join(quote(name) for name in resolved.inputs)
             edits.append((tokens[k].start, tokens[k].end + 1, columns))
         elif depth == 0 and kind == TokenType.FARROW:
             edits.append((tokens[k].start, tokens[k].end + 1, ":="))

@@ -73,7 +73,7 @@ class OutputTypes:
         """One Arrow array per output; ``json_as_text`` gives JSON outputs as plain strings (for parquet)."""
         arrays = []
         for name, arrow in zip(self.names, self.columns, strict=True):
-            if json_as_text and isinstance(arrow, pa.ExtensionType):
+            if json_as_text and isinstance(arrow, pa.BaseExtensionType):
                 arrow = arrow.storage_type
             arrays.append(pa.array([None if r is None else r[name] for r in results], type=arrow))
         return arrays
