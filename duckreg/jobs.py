@@ -298,7 +298,8 @@ def record_failure(
     """Make a job that failed before it started visible as FAILED, with the reason."""
     message = f"{type(exc).__name__}: {exc}"
     key = name.lower()
-    if not catalog.query("SELECT 1 FROM {schema}.jobs WHERE job_key = ?", [key]):
-        register(catalog, name, model_key, version_key, "", "local", output_location, {})
-    set_status(catalog, key, FAILED, message)
-    log(catalog, key, f"failed: {message}")
+    with catalog.transaction():  # readers see FAILED with its reason, never the PENDING row in between
+        if not catalog.query("SELECT 1 FROM {schema}.jobs WHERE job_key = ?", [key]):
+            register(catalog, name, model_key, version_key, "", "local", output_location, {})
+        set_status(catalog, key, FAILED, message)
+        log(catalog, key, f"failed: {message}")
