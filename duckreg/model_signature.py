@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import enum
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from decimal import Decimal
 from typing import Any
 
@@ -220,39 +220,46 @@ def _check_scalar(value: Any, dtype: DataType) -> Any:
     return value
 
 
+def _first_problem(values: Iterable[Any], checked: Any) -> Any:
+    """``INVALID``/``NOT_UNICODE`` if any of ``values`` is one, else ``checked``."""
+    return next((v for v in values if v is INVALID or v is NOT_UNICODE), checked)
+
+
+def _check_shaped(value: Any, shape: tuple[int, ...] | None, check_one: Callable[[Any, Any], Any], of: Any) -> Any:
+    """``check_one(element, of)`` over ``value`` nested ``shape`` deep (lists of the given lengths)."""
+    if value is None:
+        return None
+    if not shape:
+        return check_one(value, of)
+    if isinstance(value, np.ndarray):
+        value = value.tolist()
+    if not isinstance(value, (list, tuple)) or (shape[0] != -1 and len(value) != shape[0]):
+        return INVALID
+    items = [_check_shaped(v, shape[1:] or None, check_one, of) for v in value]
+    return _first_problem(items, items)
+
+
 def check_value(value: Any, dtype: DataType, shape: tuple[int, ...] | None = None) -> Any:
     """``value`` coerced to ``dtype`` and ``shape`` (None stays None), or ``INVALID``/``NOT_UNICODE``.
 
     The one rule for inputs, outputs and parameters: ints and integral floats or decimals fit
     integer types, any number fits float types, bools are never numbers.
     """
-    if value is None:
-        return None
-    if shape:
-        if isinstance(value, np.ndarray):
-            value = value.tolist()
-        if not isinstance(value, (list, tuple)) or (shape[0] != -1 and len(value) != shape[0]):
-            return INVALID
-        items = [check_value(v, dtype, shape[1:] or None) for v in value]
-        return next((v for v in items if v is INVALID or v is NOT_UNICODE), items)
-    return _check_scalar(value, dtype)
+    return _check_shaped(value, shape, _check_scalar, dtype)
+
+
+def _check_struct(value: Any, spec: FeatureGroupSpec) -> Any:
+    if not isinstance(value, dict):
+        return INVALID
+    fields = {child.name: check_feature(value.get(child.name), child, child.shape) for child in spec.specs}
+    return _first_problem(fields.values(), fields)
 
 
 def check_feature(value: Any, spec: FeatureSpec | FeatureGroupSpec, shape: tuple[int, ...] | None) -> Any:
     """``check_value`` for a feature, structs (``FeatureGroupSpec``) included; ``shape`` overrides the spec's."""
-    if value is None or not isinstance(spec, FeatureGroupSpec):
-        return check_value(value, spec.dtype, shape) if value is not None else None
-    if shape:
-        if isinstance(value, np.ndarray):
-            value = value.tolist()
-        if not isinstance(value, (list, tuple)) or (shape[0] != -1 and len(value) != shape[0]):
-            return INVALID
-        items = [check_feature(v, spec, shape[1:] or None) for v in value]
-        return next((v for v in items if v is INVALID or v is NOT_UNICODE), items)
-    if not isinstance(value, dict):
-        return INVALID
-    fields = {child.name: check_feature(value.get(child.name), child, child.shape) for child in spec.specs}
-    return next((v for v in fields.values() if v is INVALID or v is NOT_UNICODE), fields)
+    if isinstance(spec, FeatureGroupSpec):
+        return _check_shaped(value, shape, _check_struct, spec)
+    return _check_shaped(value, shape, _check_scalar, spec.dtype)
 
 
 def _shape_problem(value: Any, shape: tuple[int, ...] | None, dimension: int = 0) -> str | None:

@@ -39,7 +39,7 @@ def cell_to_python(value: Any) -> Any:
 
 def json_default(value: Any) -> Any:
     """``json.dumps`` fallback: numpy scalars and arrays become plain Python values."""
-    if isinstance(value, (np.generic, np.ndarray)) or hasattr(value, "tolist"):
+    if hasattr(value, "tolist"):  # numpy scalars and arrays, torch tensors
         return value.tolist()
     raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
 
