@@ -194,9 +194,11 @@ class Model:
     # SQL names ---------------------------------------------------------
     def _sql_names(self) -> list[str]:
         """Every function name this model owns: each version's pinned names and the default's bare ones."""
-        names = [n for v in self.versions() for n in v.sql_names()]
-        default = ModelVersion(self._registry, self._key, self._row().default_version_key)
-        return names + [name for name, _ in sql_names(self._key, None, default._functions())]
+        models = self._registry._models
+        functions = models.functions_by_version(self._key)
+        names = [n for row in models.versions(self._key) for n, _ in sql_names(self._key, row.key, functions[row.key])]
+        default = functions[self._row().default_version_key]
+        return names + [name for name, _ in sql_names(self._key, None, default)]
 
     def _all_sql_names(self) -> list[str]:
         """Every SQL name this model owns: its functions, their table and files macros."""
