@@ -128,8 +128,10 @@ def default_device() -> str:
 
 
 def model_nbytes(model: Any) -> int:
-    """Parameter and buffer bytes of a torch module (0 for anything else)."""
+    """Parameter and buffer bytes of a torch module, an engine module's own figure, 0 for anything else."""
     inner = getattr(model, "model", model)
+    if isinstance(getattr(inner, "nbytes", None), int):
+        return inner.nbytes  # a module another engine runs reports its own size
     try:
         tensors = list(inner.parameters()) + list(inner.buffers())
     except AttributeError:

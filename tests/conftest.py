@@ -101,6 +101,7 @@ def run_in_new_process(db_path: Path, query: str) -> list:
     script = (
         "import json, sys, duckreg\n"
         f"con = duckreg.connect({str(db_path)!r}, read_only=True)\n"
+        "con.execute('SET enable_progress_bar = false')\n"
         f"rows = con.execute({query!r}).fetchall()\n"
         "print(json.dumps(rows, default=str))\n"
     )

@@ -29,6 +29,12 @@ class LoggedModel:
     settings: dict[str, Any] = field(default_factory=dict)
     """Call settings the model was logged with (``top_k``, generation kwargs), JSON-safe."""
     trust_remote_code: bool = False
+    options: dict[str, Any] = field(default_factory=dict)
+    """``log_model``'s checked options."""
+    sample_texts: list[str] = field(default_factory=list)
+    """Texts from ``sample_input_data``, for checks that compare engines at log time."""
+    metrics: dict[str, Any] = field(default_factory=dict)
+    """Figures measured while saving (an engine's agreement with torch), stored as the version's metrics."""
 
 
 class ModelHandler:

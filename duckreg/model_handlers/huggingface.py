@@ -19,6 +19,8 @@ from typing import Any
 from duckreg.artifacts import Manifest
 from duckreg.function_spec import FunctionSpec, Implementation
 from duckreg.huggingface import TransformersPipeline
+from duckreg.inference_engines import ENGINE_OPTION_KEYS, engine_for
+from duckreg.inference_engines.samples import sample_texts
 from duckreg.model_handlers.base import LoggedModel, ModelHandler
 from duckreg.model_signature import DataType, FeatureGroupSpec, ModelSignature
 from duckreg.tasks import (
@@ -224,7 +226,7 @@ class HuggingFaceHandler(ModelHandler):
     """``transformers`` pipelines, ``TransformersPipeline`` references, and the models duckreg runs itself."""
 
     model_type = "huggingface_pipeline"
-    option_keys = frozenset(key for task in TASKS.values() for key in task.option_keys)
+    option_keys = frozenset(key for task in TASKS.values() for key in task.option_keys) | ENGINE_OPTION_KEYS
 
     def can_handle(self, model: Any) -> bool:
         return isinstance(model, TransformersPipeline) or is_pipeline(model)
@@ -244,7 +246,9 @@ class HuggingFaceHandler(ModelHandler):
             trust_remote_code = model.trust_remote_code
             model = build_reference(model)
         model = as_task_model(model)
-        if sample_input_data is not None and signatures is None:
+        engine = engine_for(options)
+        engine.check_options(options)
+        if sample_input_data is not None and signatures is None and engine.name == "torch":
             warnings.warn(
                 "Inferring model signature from sample input for huggingface pipeline is not supported. Model "
                 "signature will automatically be inferred from pipeline task. Or, you could specify model "
@@ -254,19 +258,58 @@ class HuggingFaceHandler(ModelHandler):
             )
         settings = pipeline_settings(model)
         functions = pipeline_functions(model, settings, signatures, options)
-        return LoggedModel(model, functions, model.task, encode_settings(settings), trust_remote_code)
+        task_impl = get_task(model.task)
+        if engine.name not in (task_impl.engines if task_impl else ("torch",)):
+            serving = sorted(name for name, task in TASKS.items() if engine.name in task.engines)
+            raise ValueError(
+                f"options['engine'] = {engine.name!r} runs the encoder tasks {serving}, not {model.task!r}; "
+                "log it without an engine to run it on torch"
+            )
+        return LoggedModel(
+            model,
+            functions,
+            model.task,
+            encode_settings(settings),
+            trust_remote_code,
+            options=options,
+            sample_texts=texts_of(sample_input_data),
+        )
 
     def save(self, logged: LoggedModel, folder: Path) -> None:
         save_pipeline(logged.model, folder)
+        texts = logged.sample_texts or sample_texts()
+        logged.metrics.update(engine_for(logged.options).prepare(logged.model, folder, logged.options, texts).metrics)
 
     def load(self, folder: Path, manifest: Manifest, device: str) -> Any:
-        return load_pipeline(folder, manifest.task, manifest.pipeline_settings, device, manifest.trust_remote_code)
+        engine = engine_for(manifest.options)
+        # A model another engine runs is read on the CPU only to hand its config and tokenizer over.
+        torch_device = device if engine.name == "torch" else "cpu"
+        model = load_pipeline(
+            folder, manifest.task, manifest.pipeline_settings, torch_device, manifest.trust_remote_code
+        )
+        engine.attach(model, folder, manifest.options, device)
+        return model
 
     def task_for(self, function: FunctionSpec, manifest: Manifest) -> Task:
         return task_for(function.implementation, manifest.task or "")
 
     def prepare_loaded(self, model: Any, manifest: Manifest) -> None:
         (get_task(manifest.task or "") or GENERIC).prepare(model)
+
+
+def texts_of(sample_input_data: Any) -> list[str]:
+    """The non-empty strings in ``sample_input_data`` (a DataFrame, a list or one string), at most 64."""
+    import pandas as pd
+
+    if sample_input_data is None:
+        return []
+    if isinstance(sample_input_data, str):
+        values: list[Any] = [sample_input_data]
+    elif isinstance(sample_input_data, pd.DataFrame):
+        values = [v for column in sample_input_data.columns for v in sample_input_data[column].tolist()]
+    else:
+        values = list(sample_input_data)
+    return [v for v in values if isinstance(v, str) and v.strip()][:64]
 
 
 def pipeline_functions(

@@ -267,7 +267,12 @@ class Registry:
                 staged, new.model_key, new.version_key, self._referenced_folders().__contains__
             )
         faults.point("log_model:after_publish")
-        new = replace(new, artifact_path=str(self._artifacts.path(relative)), manifest=manifest.to_json())
+        new = replace(
+            new,
+            artifact_path=str(self._artifacts.path(relative)),
+            manifest=manifest.to_json(),
+            metrics={**logged.metrics, **new.metrics},  # the user's own figures win over measured ones
+        )
 
         def remember_artifact_location(cat: Catalog) -> None:
             if is_new_model and cat.get_setting("artifact_location") is None:

@@ -81,6 +81,8 @@ class Task:
     """What to tell a user whose pipeline's signature cannot be inferred as logged."""
     needs_pad_token: bool = False
     """Batches of this task pad; a tokenizer without a pad token pads with its end-of-sequence token."""
+    engines: tuple[str, ...] = ("torch",)
+    """Inference engines that can run this task's forward pass (encoder tasks add ``onnxruntime``)."""
 
     def infer(
         self, task: str, pipeline: Any, settings: dict[str, Any], options: dict[str, Any]

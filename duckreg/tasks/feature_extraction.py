@@ -18,6 +18,7 @@ POOLINGS = ("mean", "cls")
 
 class FeatureExtraction(Task):
     names = ("feature-extraction",)
+    engines = ("torch", "onnxruntime")
     option_keys = ("pooling", "normalize")
     no_signature_hint = " Log it with options={'pooling': 'mean'} to get one vector per row."
 

@@ -21,6 +21,7 @@ from duckreg.values import drop_unset_params, to_json
 
 class FillMask(Task):
     names = ("fill-mask",)
+    engines = ("torch", "onnxruntime")
 
     def infer(self, task, pipeline, settings, options) -> InferredFunction:
         inferred = string_to_json()

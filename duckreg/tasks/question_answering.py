@@ -46,6 +46,7 @@ def _top_k(settings: dict[str, Any]) -> int:
 
 class QuestionAnswering(Task):
     names = ("question-answering",)
+    engines = ("torch", "onnxruntime")
 
     def model_class(self, config: Any) -> str:
         return "AutoModelForQuestionAnswering"

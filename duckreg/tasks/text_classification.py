@@ -16,6 +16,7 @@ INPUTS = [FeatureSpec(name="text", dtype=DataType.STRING), FeatureSpec(name="tex
 
 class TextClassification(Task):
     names = ("text-classification",)
+    engines = ("torch", "onnxruntime")
     aliases = ("sentiment-analysis",)
     optional_inputs = frozenset({"text_pair"})
 

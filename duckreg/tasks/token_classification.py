@@ -12,6 +12,7 @@ from duckreg.values import to_json
 
 class TokenClassification(Task):
     names = ("token-classification",)
+    engines = ("torch", "onnxruntime")
     aliases = ("ner",)
 
     def infer(self, task, pipeline, settings, options) -> InferredFunction:

@@ -13,6 +13,7 @@ from duckreg.values import drop_unset_params
 
 class ZeroShotClassification(Task):
     names = ("zero-shot-classification",)
+    engines = ("torch", "onnxruntime")
 
     def infer(self, task, pipeline, settings, options) -> InferredFunction:
         signature = ModelSignature(

@@ -1,0 +1,53 @@
+"""Inference engines: what runs a logged encoder's forward pass (torch, or an ONNX Runtime export).
+
+A version picks its engine at log time with ``options={"engine": ...}``. The engine prepares its
+files beside the model's (an export, checked against torch on sample inputs) and, when the version
+loads, puts its forward pass in place of the torch module's. Tasks and pipelines run unchanged on
+top, so every front door gets the engine without knowing about it. Adding an engine is one module
+here and one entry in ``ENGINES``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from duckreg.inference_engines.base import EngineReport, InferenceEngine
+from duckreg.inference_engines.onnx_runtime import OnnxRuntimeEngine
+
+ENGINE_OPTION_KEYS = frozenset({"engine", "quantize", "quality_floor"})
+"""``log_model`` options that choose and gate an engine."""
+
+
+class TorchEngine(InferenceEngine):
+    """The model's own torch forward pass: nothing to prepare or attach."""
+
+    name = "torch"
+
+    def check_options(self, options: dict[str, Any]) -> None:
+        if options.get("quantize") is not None or options.get("quality_floor") is not None:
+            raise ValueError(
+                "options['quantize'] and options['quality_floor'] need options['engine'] = 'onnxruntime'; the torch "
+                "engine runs the logged weights as they are"
+            )
+
+    def prepare(self, model: Any, folder: Path, options: dict[str, Any], sample_texts: list[str]) -> EngineReport:
+        return EngineReport()
+
+    def attach(self, model: Any, folder: Path, options: dict[str, Any], device: str) -> None:
+        return None
+
+
+ENGINES: dict[str, InferenceEngine] = {engine.name: engine for engine in (TorchEngine(), OnnxRuntimeEngine())}
+
+
+def engine_for(options: dict[str, Any]) -> InferenceEngine:
+    """The engine ``options`` name (torch when none), or a ``ValueError`` listing the known ones."""
+    name = options.get("engine") or "torch"
+    engine = ENGINES.get(name) if isinstance(name, str) else None
+    if engine is None:
+        raise ValueError(f"options['engine'] must be one of {sorted(ENGINES)}, got {name!r}")
+    return engine
+
+
+__all__ = ["ENGINES", "ENGINE_OPTION_KEYS", "EngineReport", "InferenceEngine", "TorchEngine", "engine_for"]

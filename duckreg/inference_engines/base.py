@@ -1,0 +1,35 @@
+"""The interface every inference engine implements, and what it reports at log time."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class EngineReport:
+    """What preparing an engine measured: stored as the version's metrics (agreement with torch)."""
+
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+class InferenceEngine:
+    """One way to run a logged model's forward pass. Subclasses set ``name`` and implement both methods."""
+
+    name: str = ""
+
+    def check_options(self, options: dict[str, Any]) -> None:
+        """Refuse options this engine cannot honour, before anything is saved."""
+
+    def prepare(self, model: Any, folder: Path, options: dict[str, Any], sample_texts: list[str]) -> EngineReport:
+        """At log time: write the engine's files under ``folder`` (the model's folder) and check them.
+
+        ``model`` is the pipeline or ``TaskModel`` being logged, with its torch weights. A check that
+        fails raises ``ValueError``, so the version is not logged.
+        """
+        raise NotImplementedError
+
+    def attach(self, model: Any, folder: Path, options: dict[str, Any], device: str) -> None:
+        """At load time: make ``model`` (a freshly loaded pipeline or ``TaskModel``) run on this engine."""
+        raise NotImplementedError

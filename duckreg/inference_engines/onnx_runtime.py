@@ -1,0 +1,273 @@
+"""ONNX Runtime as an inference engine for encoder models, in fp32 or dynamically quantized int8.
+
+At log time the torch module is exported to ``onnx/model.onnx`` inside the model's folder (so its
+sha256 is logged and checked like every other file), optionally quantized, then run beside torch on
+sample texts: an export whose outputs disagree beyond the floors is refused and nothing is logged.
+At load time the pipeline's torch module is replaced by ``OnnxModule``, which takes the same
+keyword tensors and returns the same named outputs, so pipelines and tasks run unchanged.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from duckreg.inference_engines.agreement import Agreement, shortfalls
+from duckreg.inference_engines.base import EngineReport, InferenceEngine
+
+ONNX_FILE = "onnx/model.onnx"
+QUANTIZATIONS = ("int8",)
+INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
+SKIPPED_OUTPUTS = frozenset({"hidden_states", "attentions", "past_key_values"})
+FP32_FLOORS = {"min_cosine": 0.9999, "label_agreement": 1.0}
+"""An fp32 export must give torch's outputs: anything less is an export bug, never a trade-off."""
+INT8_FLOORS = {"mean_cosine": 0.99, "neighbour_overlap": 0.9, "label_agreement": 0.95}
+"""Defaults for int8; ``options['quality_floor']`` lowers (or raises) any of them."""
+CHECK_BATCH = 8
+OPSET = 17
+
+
+def _require_onnxruntime() -> Any:
+    try:
+        import onnxruntime
+    except ImportError:
+        raise ImportError("options['engine'] = 'onnxruntime' needs ONNX Runtime: pip install 'duckreg[onnx]'") from None
+    return onnxruntime
+
+
+def floors_for(options: dict[str, Any]) -> dict[str, float]:
+    """The agreement floors an export must reach: fixed for fp32, the defaults or the user's for int8."""
+    quantize = options.get("quantize")
+    if quantize is not None and quantize not in QUANTIZATIONS:
+        raise ValueError(f"options['quantize'] must be one of {QUANTIZATIONS} or None, got {quantize!r}")
+    given = options.get("quality_floor")
+    if given is None:
+        return dict(INT8_FLOORS if quantize else FP32_FLOORS)
+    if quantize is None:
+        raise ValueError("options['quality_floor'] applies to a quantized export; fp32 must match torch")
+    if not isinstance(given, dict) or not set(given) <= set(INT8_FLOORS):
+        raise ValueError(
+            f"options['quality_floor'] must be a dict with keys among {sorted(INT8_FLOORS)}, got {given!r}"
+        )
+    for name, value in given.items():
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value <= 1:
+            raise ValueError(f"options['quality_floor'][{name!r}] must be a number from 0 to 1, got {value!r}")
+    return {**INT8_FLOORS, **{name: float(value) for name, value in given.items()}}
+
+
+def _graph_inputs(module: Any, tokenizer: Any) -> list[str]:
+    import inspect
+
+    accepted = inspect.signature(module.forward).parameters
+    produced = set(getattr(tokenizer, "model_input_names", INPUT_NAMES))
+    return [name for name in INPUT_NAMES if name in accepted and name in produced]
+
+
+def _encode(tokenizer: Any, texts: list[str], pairs: list[str] | None = None, tensors: str = "pt") -> Any:
+    limit = min(getattr(tokenizer, "model_max_length", 512) or 512, 512)
+    return tokenizer(texts, pairs, padding=True, truncation=True, max_length=limit, return_tensors=tensors)
+
+
+def _traceable(module: Any, inputs: list[str], outputs: list[str]) -> Any:
+    """The torch module as a function of positional tensors returning a tuple (what the exporter traces)."""
+    import torch
+
+    class Traceable(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner = module
+
+        def forward(self, *tensors: Any) -> tuple[Any, ...]:
+            result = self.inner(**dict(zip(inputs, tensors, strict=True)))
+            return tuple(result[name] for name in outputs)
+
+    return Traceable().eval()
+
+
+def export(module: Any, tokenizer: Any, target: Path) -> None:
+    """Trace ``module`` on a padded batch and write an ONNX graph with dynamic batch and sequence axes."""
+    import warnings
+
+    import torch
+
+    inputs = _graph_inputs(module, tokenizer)
+    sample = _encode(tokenizer, ["a short text", "a somewhat longer text, so that the batch is padded"])
+    feed = [sample[name] for name in inputs]
+    with torch.inference_mode():
+        probe = module(**dict(zip(inputs, feed, strict=True)))
+    outputs = [name for name, value in probe.items() if name not in SKIPPED_OUTPUTS and isinstance(value, torch.Tensor)]
+    wrapped = _traceable(module, inputs, outputs)
+    axes = {name: {0: "batch", 1: "sequence"} for name in inputs} | {name: {0: "batch"} for name in outputs}
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # tracer notes about Python control flow the padded sample exercises
+        torch.onnx.export(
+            wrapped,
+            tuple(feed),
+            str(target),
+            input_names=inputs,
+            output_names=outputs,
+            dynamic_axes=axes,
+            opset_version=OPSET,
+            dynamo=False,
+        )
+
+
+def quantize_int8(source: Path, target: Path) -> None:
+    """Dynamic int8: MatMul weights per output channel, activations quantized per batch at run time."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantize_dynamic(
+        str(source), str(target), weight_type=QuantType.QInt8, per_channel=True, op_types_to_quantize=["MatMul"]
+    )
+
+
+def open_session(path: Path, device: str) -> Any:
+    """An inference session on CUDA where the device and the installed ONNX Runtime allow, else the CPU."""
+    onnxruntime = _require_onnxruntime()
+    import torch
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = torch.get_num_threads()
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    providers = ["CPUExecutionProvider"]
+    if device.startswith("cuda") and "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+        providers.insert(0, "CUDAExecutionProvider")
+    return onnxruntime.InferenceSession(str(path), options, providers=providers)
+
+
+class OnnxModule:
+    """Stands in for the torch module: keyword tensors in, named torch tensors out, run by ONNX Runtime."""
+
+    def __init__(self, session: Any, config: Any, nbytes: int) -> None:
+        import torch
+
+        self.session = session
+        self.config = config
+        self.nbytes = nbytes
+        self.device = torch.device("cpu")
+        self.dtype = torch.float32
+        self.input_names = [i.name for i in session.get_inputs()]
+        self.output_names = [o.name for o in session.get_outputs()]
+        self.main_input_name = "input_ids"
+
+    def __call__(self, **inputs: Any) -> OnnxOutputs:
+        return self.forward(**inputs)
+
+    def forward(self, **inputs: Any) -> OnnxOutputs:
+        """Run the graph on the inputs it declares (``token_type_ids`` default to zeros)."""
+        import torch
+
+        feed = {}
+        for name in self.input_names:
+            value = inputs.get(name)
+            if value is None and name == "token_type_ids":
+                value = torch.zeros_like(inputs["input_ids"])
+            if value is None:
+                raise ValueError(f"the ONNX graph needs input {name!r}")
+            feed[name] = value.detach().cpu().numpy().astype(np.int64, copy=False)
+        results = self.session.run(self.output_names, feed)
+        return OnnxOutputs(zip(self.output_names, (torch.from_numpy(r) for r in results), strict=True))
+
+    def eval(self) -> OnnxModule:
+        return self
+
+    def to(self, *args: Any, **kwargs: Any) -> OnnxModule:
+        return self
+
+    def can_generate(self) -> bool:
+        return False
+
+
+class OnnxOutputs(dict):
+    """Named outputs that read like a ``transformers`` ``ModelOutput``: by key, attribute or position."""
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def __getitem__(self, key: Any) -> Any:
+        if isinstance(key, int):
+            return list(self.values())[key]
+        return super().__getitem__(key)
+
+    def to_tuple(self) -> tuple[Any, ...]:
+        return tuple(self.values())
+
+
+def _batches(texts: list[str]) -> Iterator[tuple[list[str], list[str] | None]]:
+    """Single texts, then text pairs (what question answering and NLI feed), in small batches."""
+    for start in range(0, len(texts), CHECK_BATCH):
+        yield texts[start : start + CHECK_BATCH], None
+    half = len(texts) // 2
+    for start in range(0, half, CHECK_BATCH):
+        yield texts[start : min(start + CHECK_BATCH, half)], texts[half + start : half + min(start + CHECK_BATCH, half)]
+
+
+def compare(module: Any, session: Any, tokenizer: Any, texts: list[str]) -> dict[str, float]:
+    """Run torch and the session on the same batches and summarise how closely they agree."""
+    import torch
+
+    candidate = OnnxModule(session, module.config, 0)
+    agreement = Agreement()
+    with torch.inference_mode():
+        for singles, pairs in _batches(texts):
+            batch = _encode(tokenizer, singles, pairs)
+            reference = module(**{k: batch[k] for k in candidate.input_names if k in batch})
+            produced = candidate(**batch)
+            mask = batch["attention_mask"].numpy()
+            for name in candidate.output_names:
+                agreement.add(name, reference[name].float().numpy(), produced[name].numpy(), mask)
+    return agreement.summary()
+
+
+class OnnxRuntimeEngine(InferenceEngine):
+    """Encoders exported to ONNX and run by ONNX Runtime (CPU, or CUDA where the GPU package is installed)."""
+
+    name = "onnxruntime"
+
+    def check_options(self, options: dict[str, Any]) -> None:
+        _require_onnxruntime()
+        floors_for(options)
+
+    def prepare(self, model: Any, folder: Path, options: dict[str, Any], sample_texts: list[str]) -> EngineReport:
+        floors = floors_for(options)
+        module, tokenizer = model.model, model.tokenizer
+        target = folder / ONNX_FILE
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix="duckreg-onnx-") as scratch:
+            exported = Path(scratch) / "model.onnx"
+            export(module, tokenizer, exported)
+            if options.get("quantize") == "int8":
+                quantize_int8(exported, target)
+            else:
+                shutil.move(exported, target)
+        figures = compare(module, open_session(target, "cpu"), tokenizer, sample_texts)
+        failed = shortfalls(figures, floors)
+        if failed:
+            kind = "int8" if options.get("quantize") else "fp32"
+            advice = (
+                "Lower the floor with options['quality_floor'] if the trade-off is acceptable, or log without quantize."
+                if options.get("quantize")
+                else "Log it with the torch engine."
+            )
+            raise ValueError(
+                f"the {kind} ONNX export disagrees with torch on {len(sample_texts)} sample texts: "
+                f"{'; '.join(failed)}. {advice}"
+            )
+        return EngineReport(metrics={"engine_agreement": {"engine": self.name, **options_summary(options), **figures}})
+
+    def attach(self, model: Any, folder: Path, options: dict[str, Any], device: str) -> None:
+        path = folder / ONNX_FILE
+        model.model = OnnxModule(open_session(path, device), model.model.config, path.stat().st_size)
+
+
+def options_summary(options: dict[str, Any]) -> dict[str, Any]:
+    return {"quantize": options.get("quantize")}

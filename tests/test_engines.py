@@ -1,0 +1,189 @@
+"""Inference engines: an ONNX Runtime export gives torch's outputs for every encoder task, and is gated."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import transformers
+from conftest import run_in_new_process
+
+import duckreg
+from duckreg.artifacts import TamperedArtifact
+from duckreg.huggingface import TransformersPipeline
+
+pytest.importorskip("onnxruntime")
+
+TEXTS = ["I like you. I love you, too.", "My name is Izumi and I live in Tokyo, Japan.", "hello", "ok ok ok"]
+
+# task -> (tiny model, log options, input frame)
+ENCODER_CASES = {
+    "feature-extraction": ("feature-extraction", {"pooling": "mean"}, pd.DataFrame({"inputs": TEXTS})),
+    "text-classification": ("text-classification", {}, pd.DataFrame({"text": TEXTS})),
+    "token-classification": ("token-classification", {}, pd.DataFrame({"inputs": TEXTS})),
+    "fill-mask": (
+        "fill-mask",
+        {},
+        pd.DataFrame({"inputs": ["I [MASK] you.", "The capital of [MASK] is Paris.", "[MASK] world"]}),
+    ),
+    "zero-shot-classification": (
+        "zero-shot-classification",
+        {},
+        pd.DataFrame({"sequences": TEXTS, "candidate_labels": [["food", "city", "love"]] * len(TEXTS)}),
+    ),
+    "question-answering": (
+        "question-answering",
+        {},
+        pd.DataFrame({"question": ["Where do I live?", "Who am I?", "What?", "Which?"], "context": TEXTS}),
+    ),
+}
+
+
+def _pipeline(task: str, folder: Path):
+    if task == "question-answering":
+        return TransformersPipeline(task=task, model=str(folder))  # transformers 5 has no QA pipeline
+    return transformers.pipeline(task, model=str(folder))
+
+
+def _assert_same_outputs(task: str, torch_frame: pd.DataFrame, onnx_frame: pd.DataFrame) -> None:
+    assert list(torch_frame.columns) == list(onnx_frame.columns)
+    if task == "feature-extraction":
+        for a, b in zip(torch_frame["embedding"], onnx_frame["embedding"], strict=True):
+            a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+            assert float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b))) >= 0.9999
+        return
+    for column in torch_frame.columns:
+        for a, b in zip(torch_frame[column], onnx_frame[column], strict=True):
+            _assert_close(json.loads(a) if isinstance(a, str) and a[:1] in "[{" else a,
+                          json.loads(b) if isinstance(b, str) and b[:1] in "[{" else b)  # fmt: skip
+
+
+def _assert_close(a, b) -> None:
+    """Equal labels, words and positions; scores equal to float tolerance."""
+    if isinstance(a, dict):
+        assert a.keys() == b.keys()
+        for key in a:
+            _assert_close(a[key], b[key])
+    elif isinstance(a, (list, np.ndarray)):
+        assert len(a) == len(b)
+        for x, y in zip(a, b, strict=True):
+            _assert_close(x, y)
+    elif isinstance(a, float):
+        assert b == pytest.approx(a, rel=1e-4, abs=1e-5)
+    else:
+        assert a == b
+
+
+@pytest.mark.parametrize("task", sorted(ENCODER_CASES))
+def test_onnxruntime_gives_torch_outputs_for_every_encoder_task(registry, model_dirs, task: str) -> None:
+    tiny, options, frame = ENCODER_CASES[task]
+    pipe = _pipeline(task, model_dirs[tiny])
+    name = task.replace("-", "_")
+    on_torch = registry.log_model(pipe, model_name=name, version_name="torch", options=options)
+    on_onnx = registry.log_model(
+        pipe, model_name=name, version_name="onnx", options={**options, "engine": "onnxruntime"}
+    )
+
+    _assert_same_outputs(task, on_torch.run(frame), on_onnx.run(frame))
+    agreement = on_onnx.get_metric("engine_agreement")
+    assert agreement["engine"] == "onnxruntime" and agreement["quantize"] is None
+    assert agreement["min_cosine"] >= 0.9999
+    assert "engine_agreement" not in on_torch.show_metrics()
+    onnx_file = on_onnx._handle().artifact_dir / "model" / "onnx" / "model.onnx"
+    assert onnx_file.stat().st_size > 0
+
+
+def test_sql_and_a_new_process_run_the_onnx_export(registry, model_dirs, db_path: Path) -> None:
+    pipe = transformers.pipeline("text-classification", model=str(model_dirs["text-classification"]))
+    registry.log_model(pipe, model_name="clf", version_name="torch")
+    registry.log_model(pipe, model_name="clf", version_name="onnx", options={"engine": "onnxruntime"})
+    con = registry.register_functions()
+    con.execute("CREATE TABLE t AS SELECT unnest(?) AS text", [TEXTS])
+    query = (
+        "SELECT (clf__torch(text)).label, round((clf__torch(text)).score, 5), "
+        "(clf__onnx(text)).label, round((clf__onnx(text)).score, 5) FROM t ORDER BY text"
+    )
+    rows = con.execute(query).fetchall()
+    assert [(r[0], r[1]) for r in rows] == [(r[2], r[3]) for r in rows]
+    registry.connection.close()
+    elsewhere = run_in_new_process(db_path, query)
+    assert [tuple(r) for r in elsewhere] == [tuple(r) for r in rows]
+
+
+def test_quantization_gate_refuses_an_export_below_its_floor(registry, model_dirs) -> None:
+    pipe = transformers.pipeline("feature-extraction", model=str(model_dirs["feature-extraction"]))
+    options = {"pooling": "mean", "engine": "onnxruntime", "quantize": "int8"}
+    with pytest.raises(ValueError, match=r"int8 ONNX export disagrees with torch .*mean_cosine 0\.\d+ < 1\.0"):
+        registry.log_model(
+            pipe, model_name="emb", version_name="v1", options={**options, "quality_floor": {"mean_cosine": 1.0}}
+        )
+    assert registry.models() == []
+    assert [p.name for p in registry.artifact_location.iterdir()] == []  # nothing half-written left behind
+
+    lowered = {"mean_cosine": 0.5, "neighbour_overlap": 0.0, "label_agreement": 0.0}
+    mv = registry.log_model(pipe, model_name="emb", version_name="v1", options={**options, "quality_floor": lowered})
+    agreement = mv.get_metric("engine_agreement")
+    assert agreement["quantize"] == "int8"
+    assert set(agreement) >= {"min_cosine", "mean_cosine", "neighbour_overlap"}
+    assert 0.5 <= agreement["mean_cosine"] < 1.0
+    vectors = mv.run(pd.DataFrame({"inputs": TEXTS}))["embedding"]
+    assert all(abs(np.linalg.norm(v) - 1) < 1e-3 for v in vectors)
+
+
+def test_quantized_export_is_smaller_and_checked_on_the_users_samples(registry, model_dirs) -> None:
+    pipe = transformers.pipeline("text-classification", model=str(model_dirs["text-classification"]))
+    floor = {"mean_cosine": 0.0, "label_agreement": 0.0}
+    fp32 = registry.log_model(pipe, model_name="clf", version_name="fp32", options={"engine": "onnxruntime"})
+    int8 = registry.log_model(
+        pipe, model_name="clf", version_name="int8", sample_input_data=pd.DataFrame({"text": TEXTS}),
+        options={"engine": "onnxruntime", "quantize": "int8", "quality_floor": floor},
+    )  # fmt: skip
+    size = {
+        mv.version_name.lower(): (mv._handle().artifact_dir / "model/onnx/model.onnx").stat().st_size
+        for mv in (fp32, int8)
+    }
+    assert size["int8"] < size["fp32"]
+    assert 0.0 <= int8.get_metric("engine_agreement")["label_agreement"] <= 1.0
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"engine": "tensorrt"}, r"options\['engine'\] must be one of \['onnxruntime', 'torch'\], got 'tensorrt'"),
+        ({"quantize": "int8"}, r"need options\['engine'\] = 'onnxruntime'"),
+        ({"engine": "onnxruntime", "quantize": "int4"}, r"options\['quantize'\] must be one of \('int8',\)"),
+        ({"engine": "onnxruntime", "quality_floor": {"mean_cosine": 0.9}}, "applies to a quantized export"),
+        ({"engine": "onnxruntime", "quantize": "int8", "quality_floor": {"cosine": 0.9}}, "keys among"),
+        ({"engine": "onnxruntime", "quantize": "int8", "quality_floor": {"mean_cosine": 2}}, "from 0 to 1"),
+    ],
+)
+def test_engine_options_are_checked_before_anything_is_saved(registry, model_dirs, options, message) -> None:
+    pipe = transformers.pipeline("text-classification", model=str(model_dirs["text-classification"]))
+    with pytest.raises(ValueError, match=message):
+        registry.log_model(pipe, model_name="clf", version_name="v1", options=options)
+    assert registry.models() == []
+
+
+def test_a_generation_task_is_refused_the_onnx_engine(registry, model_dirs) -> None:
+    pipe = transformers.pipeline("text-generation", model=str(model_dirs["text-generation"]))
+    with pytest.raises(
+        ValueError, match=r"runs the encoder tasks \[.*'text-classification'.*\], not 'text-generation'"
+    ):
+        registry.log_model(pipe, model_name="gen", version_name="v1", options={"engine": "onnxruntime"})
+
+
+def test_a_changed_onnx_file_is_refused(registry, model_dirs, db_path: Path) -> None:
+    pipe = transformers.pipeline("text-classification", model=str(model_dirs["text-classification"]))
+    mv = registry.log_model(pipe, model_name="clf", version_name="v1", options={"engine": "onnxruntime"})
+    onnx_file = mv._handle().artifact_dir / "model" / "onnx" / "model.onnx"
+    registry.connection.close()
+    onnx_file.write_bytes(onnx_file.read_bytes() + b"\0")
+    fresh = duckreg.Registry(str(db_path))
+    try:
+        with pytest.raises(TamperedArtifact, match=r"model\.onnx does not match the sha256 logged for it"):
+            fresh.get_model("clf").version("v1").run(pd.DataFrame({"text": ["hi"]}))
+    finally:
+        fresh.connection.close()
