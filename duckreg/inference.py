@@ -85,6 +85,10 @@ def _type_name(spec: FeatureSpec | FeatureGroupSpec) -> str:
     return base + "[]" * len(spec.shape or ())
 
 
+def _is_number_spec(spec: FeatureSpec | FeatureGroupSpec) -> bool:
+    return not isinstance(spec, FeatureGroupSpec) and (spec.dtype.is_float or spec.dtype.is_integer)
+
+
 def _format_output(value: Any, spec: FeatureSpec | FeatureGroupSpec, shape: tuple[int, ...] | None) -> Any:
     """One output value in the form the signature gives it (SQL type, pandas object)."""
     if value is None:
@@ -94,6 +98,10 @@ def _format_output(value: Any, spec: FeatureSpec | FeatureGroupSpec, shape: tupl
     if isinstance(value, str) and (shape or isinstance(spec, FeatureGroupSpec)):
         # A task's JSON text where the signature asks for structure (a list of structs, a struct).
         value = json.loads(value)
+    if shape and isinstance(value, np.ndarray) and value.ndim == len(shape) and _is_number_spec(spec):
+        # A whole numeric array (an embedding) converts in one call, not one Python call per element.
+        if value.dtype.kind in "fiub":
+            return value.astype(np.float64 if spec.dtype.is_float else np.int64, copy=False).tolist()
     if shape:
         if not isinstance(value, (list, tuple, np.ndarray)):
             raise ValueError(f"expected a list for {spec.name!r}, got {type(value).__name__}")

@@ -57,8 +57,8 @@ class FeatureExtraction(Task):
                 if pooling == "cls":
                     pooled = hidden[:, 0]
                 else:
-                    mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-                    pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+                    mask = batch["attention_mask"].unsqueeze(1).to(hidden.dtype)  # [batch, 1, tokens]
+                    pooled = torch.bmm(mask, hidden).squeeze(1) / mask.sum(-1).clamp(min=1e-9)
                 if normalize:
                     pooled = torch.nn.functional.normalize(pooled, p=2, dim=1)
                 out.extend({"embedding": vector} for vector in pooled.float().cpu().numpy())
