@@ -426,6 +426,45 @@ def delete(model: str, version_name: str | None, yes: bool, database: str | None
     session.close()
 
 
+@main.group()
+def cache() -> None:
+    """The result cache of deterministic model functions (results.sqlite in the artifact folder)."""
+
+
+@cache.command("stats")
+@db_option
+def cache_stats(database: str | None) -> None:
+    """Show the cache's size, bound, hits and misses, and its entries per model version."""
+    import pandas as pd
+
+    session = _open(database, read_only=True)
+    stats = session.registry.result_cache.stats()
+    click.echo(f"{stats['path']}")
+    click.echo(
+        f"entries {stats['entries']}, {_size(stats['bytes'])} of {_size(stats['max_bytes'])}, "
+        f"hits {stats['hits']}, misses {stats['misses']}"
+    )
+    if stats["versions"]:
+        print_result(_frame(pd.DataFrame(stats["versions"])))
+
+
+@cache.command("clear")
+@click.option("--model", "model_name", help="Clear only this model's results.")
+@db_option
+def cache_clear(model_name: str | None, database: str | None) -> None:
+    """Delete cached results (every model's, or one model's)."""
+    session = _open(database)
+    _guard(lambda: click.echo(f"{session.registry.result_cache.clear(model_name)} results removed"))
+
+
+def _size(nbytes: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if nbytes < 1024 or unit == "GiB":
+            return f"{nbytes:.0f} {unit}" if unit == "B" else f"{nbytes:.1f} {unit}"
+        nbytes /= 1024
+    return f"{nbytes} B"
+
+
 def _guard(action: Any) -> None:
     try:
         action()

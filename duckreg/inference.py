@@ -11,13 +11,13 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from duckreg import model_cache
+from duckreg import model_cache, result_cache
 from duckreg.artifacts import Manifest, forget_verified, verify_files
 from duckreg.function_spec import FunctionSpec
 from duckreg.model_handlers import ModelHandler, handler_for
@@ -37,6 +37,13 @@ class VersionHandle:
     version_name: str
     artifact_dir: Path
     manifest: Manifest
+    results: result_cache.ResultCache | None = None
+    """Where results of this version's deterministic functions are kept (None: not kept)."""
+
+    @property
+    def content_digest(self) -> str:
+        """What the version computes with (files, task, settings, options), not where it is registered."""
+        return result_cache.digest({k: v for k, v in asdict(self.manifest).items() if k != "registry"})
 
     @property
     def cache_key(self) -> str:
@@ -73,6 +80,25 @@ class VersionHandle:
         model = self.build_model(device)
         self.handler.prepare_loaded(model, self.manifest)
         return model_cache.LoadedModel(model=model, nbytes=model_cache.model_nbytes(model), device=device)
+
+
+def _engine_versions() -> dict[str, str]:
+    """Library versions a result depends on besides the version's own files (part of every cache key)."""
+    global _ENGINE_VERSIONS
+    if _ENGINE_VERSIONS is None:
+        import importlib.metadata as md
+
+        found = {}
+        for name in ("duckreg", "transformers", "torch", "tokenizers", "onnxruntime"):
+            try:
+                found[name] = md.version(name)
+            except md.PackageNotFoundError:
+                pass
+        _ENGINE_VERSIONS = found
+    return _ENGINE_VERSIONS
+
+
+_ENGINE_VERSIONS: dict[str, str] | None = None
 
 
 def _describe(value: Any) -> str:
@@ -163,9 +189,12 @@ class FunctionRunner:
         return [s.name for s in self.signature.inputs if s.name not in self.optional_inputs]
 
     def run(
-        self, columns: Sequence[Sequence[Any]], params: dict[str, Any] | None = None
+        self, columns: Sequence[Sequence[Any]], params: dict[str, Any] | None = None, use_cache: bool | None = None
     ) -> list[dict[str, Any] | None]:
-        """Columns in signature input order -> one output dict per row (None for a NULL row)."""
+        """Columns in signature input order -> one output dict per row (None for a NULL row).
+
+        ``use_cache=False`` computes every row even where the result cache holds it (a session's switch).
+        """
         resolved = self.resolve_params(params)
         specs = self.signature.inputs
         n_rows = len(columns[0]) if columns else 0
@@ -205,11 +234,42 @@ class FunctionRunner:
                 slot = unique[key] = len(unique_rows)
                 unique_rows.append(record)
             row_slot.append(slot)
-        results = self._predict(unique_rows, resolved) if unique_rows else []
+        results = self._predict_through_cache(unique_rows, resolved, use_cache) if unique_rows else []
         return [None if slot is None else results[slot] for slot in row_slot]
 
+    def _scope(self, params: dict[str, Any]) -> result_cache.Scope:
+        version = self.version
+        content = version.content_digest
+        namespace = result_cache.digest(content, self.function.name, params, _engine_versions())
+        return result_cache.Scope(namespace, content, version.model_name, version.version_name)
+
+    def _predict_through_cache(
+        self, rows: list[dict[str, Any]], params: dict[str, Any], use_cache: bool | None
+    ) -> list[dict[str, Any]]:
+        """Results for ``rows``: those of a deterministic function come from the result cache when kept there."""
+        cache = self.version.results
+        if (
+            cache is None
+            or use_cache is False
+            or not cache.enabled
+            or not self.task.deterministic(params, self.version.manifest.pipeline_settings)
+        ):
+            return self._predict(rows, params)
+        scope = self._scope(params)
+        names = [spec.name for spec in self.signature.inputs]
+        try:
+            keys = [scope.key([row[name] for name in names]) for row in rows]
+        except TypeError:  # an input value with no stable form: compute without the cache
+            return self._predict(rows, params)
+        found = cache.get_many(keys)
+        missing = [i for i, key in enumerate(keys) if key not in found]
+        computed = self._predict([rows[i] for i in missing], params) if missing else []
+        cache.put_many(scope, [(keys[i], result) for i, result in zip(missing, computed, strict=True)])
+        fresh = dict(zip(missing, computed, strict=True))
+        return [fresh[i] if i in fresh else found[key] for i, key in enumerate(keys)]
+
     def run_with_param_columns(
-        self, columns: Sequence[Sequence[Any]], param_columns: dict[str, Sequence[Any]]
+        self, columns: Sequence[Sequence[Any]], param_columns: dict[str, Sequence[Any]], use_cache: bool | None = None
     ) -> list[dict[str, Any] | None]:
         """Like ``run``, with a value per row for each named parameter (NULL: the default).
 
@@ -225,7 +285,7 @@ class FunctionRunner:
             else:
                 varying[name] = values
         if not varying:
-            return self.run(columns, drop_unset_params(constant))
+            return self.run(columns, drop_unset_params(constant), use_cache)
         groups: dict[Any, list[int]] = {}
         for row in range(n_rows):
             key = freeze([values[row] for values in varying.values()])
@@ -233,7 +293,7 @@ class FunctionRunner:
         results: list[dict[str, Any] | None] = [None] * n_rows
         for rows in groups.values():
             params = {**constant, **{name: values[rows[0]] for name, values in varying.items()}}
-            part = self.run([[column[r] for r in rows] for column in columns], drop_unset_params(params))
+            part = self.run([[column[r] for r in rows] for column in columns], drop_unset_params(params), use_cache)
             for row, result in zip(rows, part, strict=True):
                 results[row] = result
         return results

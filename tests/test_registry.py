@@ -286,7 +286,8 @@ def test_a_deleted_version_is_unloaded_from_the_process(registry, model_dirs) ->
     model_v2 = registry.log_model(pipe, model_name="sentiment", version_name="v2")
     keys = {}
     for mv in (model_v1, model_v2):
-        mv.run(pd.DataFrame({"text": ["x"]}))
+        # Distinct rows: the versions have the same content, so v2 would read v1's cached result.
+        mv.run(pd.DataFrame({"text": [f"row for {mv.version_name}"]}))
         keys[mv.version_name] = mv._handle().cache_key
         assert keys[mv.version_name] in model_cache.CACHE
     registry.get_model("sentiment").default = "v2"

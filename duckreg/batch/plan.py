@@ -73,6 +73,8 @@ class BatchPlan:
     cancel: threading.Event
     progress_bar: bool
     stages: dict[str, Stage]
+    use_cache: bool | None = None
+    """False computes every row afresh (``force_rebuild``); None lets the result cache serve what it holds."""
 
     @property
     def fs(self) -> Any:
@@ -126,11 +128,12 @@ class PartWriter:
     stages: dict[str, Stage]
     stage: Stage
     out_path: str
+    use_cache: bool | None = None
 
     @classmethod
     def of(cls, plan: BatchPlan) -> PartWriter:
         return cls(plan.runner.version, plan.runner.function, plan.params, plan.handling, plan.stages, plan.stage,
-                   plan.out_path)  # fmt: skip
+                   plan.out_path, plan.use_cache)  # fmt: skip
 
     @property
     def runner(self) -> FunctionRunner:
@@ -164,7 +167,7 @@ def predict_table(plan: BatchPlan | PartWriter, table: pa.Table) -> pa.Table:
         if encoding is not None:
             data = [None if path is None else _read_file(plan, runner, spec.name, path, encoding) for path in data]
         values.append(data)
-    results = runner.run(values, plan.params)
+    results = runner.run(values, plan.params, plan.use_cache)
     outputs = OutputTypes.of(runner.function)
     arrays = outputs.to_arrow_columns(results, json_as_text=True)
     replaced = runner.function.replaced_columns()

@@ -108,6 +108,7 @@ def run_batch(
         cancel=threading.Event(),
         progress_bar=job_spec.block and sys.stderr.isatty(),
         stages={row[0].lower(): Stage(row[0], row[1]) for row in registry.stages.rows()},
+        use_cache=False if job_spec.force_rebuild else None,
         **resources,
     )
     plan.log(f"{'resuming' if owner else 'starting'} on the {engine} engine: {total} rows")

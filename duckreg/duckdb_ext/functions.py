@@ -18,6 +18,7 @@ from duckreg.duckdb_ext.names import files_macro_name, table_macro_name
 from duckreg.duckdb_ext.types import OutputTypes
 from duckreg.identifiers import quote
 from duckreg.inference import FunctionRunner
+from duckreg.result_cache import SQL_SWITCH
 
 _MISSING = "__duckreg_missing"
 
@@ -29,11 +30,24 @@ def _param_values(array: pa.ChunkedArray) -> list:
     return array.to_pylist()
 
 
+CACHE_SWITCH = f"getvariable('{SQL_SWITCH}')"
+"""The last argument of every macro's call: the session's ``SET VARIABLE duckreg_cache = false``, or NULL."""
+
+
+def _cache_switch(array: pa.ChunkedArray) -> bool | None:
+    """The session's cache switch (None when unset); anything but false, 0 or 'off' leaves the cache on."""
+    if array.null_count == len(array):
+        return None
+    value = array[0].as_py()
+    return str(value).strip().lower() not in ("false", "0", "off", "no")
+
+
 LAYOUTS = ("call", "positional")
 """How a UDF takes its arguments.
 
-``call``: every input and then every parameter, in signature order. Only duckreg's macros call it
-(``fn(x, max_new_tokens := 40)``, table macros), so names are checked by DuckDB before it runs.
+``call``: every input, every parameter in signature order, then the session's cache switch. Only
+duckreg's macros call it (``fn(x, max_new_tokens := 40)``, table macros), so names are checked by
+DuckDB before it runs.
 ``positional``: the required inputs alone, under the function's own SQL name. It is what a connection
 without duckreg's macros (a cursor nobody registered) reaches: DuckDB passes named arguments to a Python
 function by position, so this form takes no optional input and no parameter that a misspelt name
@@ -48,14 +62,17 @@ def make_udf(runner: FunctionRunner, output: OutputTypes, layout: str, sql_name:
     if layout == "call":
 
         def udf_call(*arrays: pa.ChunkedArray) -> pa.Array:
-            if len(arrays) != len(specs) + len(params):
-                raise ValueError(f"{runner.context()}: expects {len(specs) + len(params)} arguments, got {len(arrays)}")
-            inputs, values = arrays[: len(specs)], arrays[len(specs) :]
+            if len(arrays) != len(specs) + len(params) + 1:
+                raise ValueError(
+                    f"{runner.context()}: expects {len(specs) + len(params) + 1} arguments, got {len(arrays)}"
+                )
+            inputs, values, switch = arrays[: len(specs)], arrays[len(specs) : -1], arrays[-1]
+            use_cache = _cache_switch(switch)
             columns = [a.to_pylist() for a in inputs]
             if not params:
-                return output.to_arrow(runner.run(columns))
+                return output.to_arrow(runner.run(columns, use_cache=use_cache))
             param_columns = {p.name: _param_values(a) for p, a in zip(params, values, strict=True)}
-            return output.to_arrow(runner.run_with_param_columns(columns, param_columns))
+            return output.to_arrow(runner.run_with_param_columns(columns, param_columns, use_cache))
 
         return udf_call
 
@@ -99,7 +116,7 @@ def scalar_macro_sql(macro_name: str, udf_name: str, runner: FunctionRunner) -> 
         declared.append(quote(spec.name) + (" := NULL" if optional else ""))
         passed.append(quote(spec.name))
     declared += [f"{name} := NULL" for name in _param_names(runner)]
-    passed += _param_names(runner)
+    passed += [*_param_names(runner), CACHE_SWITCH]
     return (
         f"CREATE OR REPLACE TEMP MACRO {quote(macro_name)}({', '.join(declared)}) AS "
         f"{quote(udf_name)}({', '.join(passed)})"
@@ -118,7 +135,7 @@ def table_macro_sql(macro_name: str, udf_name: str, runner: FunctionRunner, outp
             args.append(f"coalesce(*COLUMNS('(?i)^({spec.name}|{_MISSING})$'))")
         else:
             args.append(quote(spec.name))
-    args += _param_names(runner)
+    args += [*_param_names(runner), CACHE_SWITCH]
     declared = ", ".join(["table_name", *(f"{name} := NULL" for name in _param_names(runner))])
     call = f"{quote(udf_name)}({', '.join(args)})"
     projection = f"unnest({call})" if len(output.names) > 1 else f"{call} AS {quote(output.names[0])}"
@@ -144,7 +161,7 @@ class SqlFunction:
         signature = runner.signature
         arguments = {
             "positional": [runner.required_inputs(), []],
-            "call": [[s.name for s in signature.inputs], [p.name for p in signature.params]],
+            "call": [[s.name for s in signature.inputs], [p.name for p in signature.params], [SQL_SWITCH]],
         }
         self._keys = {
             layout: hashlib.sha256(json.dumps([*names, self.output.sql]).encode()).hexdigest()[:12]
@@ -193,7 +210,7 @@ def files_macro_sql(macro_name: str, udf_name: str, runner: FunctionRunner, outp
     if runner.function.single_file_input(runner.optional_inputs) is None:
         return None
     args = ["read_stage_file(file_path)"] + ["NULL"] * (len(runner.signature.inputs) - 1)
-    args += _param_names(runner)
+    args += [*_param_names(runner), CACHE_SWITCH]
     declared = ", ".join(["stage_path", "pattern := NULL", *(f"{n} := NULL" for n in _param_names(runner))])
     call = f"{quote(udf_name)}({', '.join(args)})"
     projection = f"unnest({call})" if len(output.names) > 1 else f"{call} AS {quote(output.names[0])}"

@@ -98,6 +98,9 @@ def load_custom(folder: Path, entry: dict[str, Any], device: str) -> CustomModel
 class CustomModelTask(Task):
     """Calls the target method with one DataFrame of rows; outputs are taken by column name."""
 
+    def deterministic(self, params: dict[str, Any], settings: dict[str, Any]) -> bool:
+        return False  # user code may sample, count or call out: it runs every time
+
     def predict(self, ctx: RunContext, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         method = getattr(ctx.model, ctx.method)
         names = [s.name for s in ctx.signature.inputs]

@@ -91,7 +91,8 @@ class ModelVersion:
 
     def _handle(self) -> VersionHandle:
         row = self._row()
-        return VersionHandle(self.model_name, row.name, Path(row.artifact_path), Manifest.from_json(row.manifest))
+        manifest = Manifest.from_json(row.manifest)
+        return VersionHandle(self.model_name, row.name, Path(row.artifact_path), manifest, self._registry.result_cache)
 
     def _functions(self) -> list[FunctionSpec]:
         return self._registry._models.functions(self._model_key, self._version_key)

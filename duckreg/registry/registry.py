@@ -16,7 +16,7 @@ from typing import Any
 import duckdb
 import pandas as pd
 
-from duckreg import faults
+from duckreg import faults, result_cache
 from duckreg.artifacts import MANIFEST, ArtifactStore, Manifest, file_hashes
 from duckreg.batch.stages import StageCatalog
 from duckreg.batch.submit import start_from_sql
@@ -55,7 +55,7 @@ class Registry:
         self._con = connection
         database_name = database_name or connection.execute("SELECT current_database()").fetchall()[0][0]
         rows = connection.execute(
-            "SELECT path FROM duckdb_databases() WHERE database_name = ?", [database_name]
+            "SELECT path, readonly FROM duckdb_databases() WHERE database_name = ?", [database_name]
         ).fetchall()
         if not rows:
             raise ValueError(f"Database {database_name} does not exist.")
@@ -68,6 +68,7 @@ class Registry:
         owner = {"database": str(self._db_path) if self._db_path else None, "schema": self.schema_name}
         self._artifacts = ArtifactStore(self._artifact_root(artifact_location), owner)
         self._stages = StageCatalog(self._catalog)
+        self._result_cache = result_cache.for_folder(self._artifacts.root, read_only=bool(rows[0][1]))
         self._instance: connections.Instance | None = None
 
     def _artifact_root(self, artifact_location: str | Path | None) -> Path:
@@ -99,6 +100,11 @@ class Registry:
     def artifact_location(self) -> Path:
         """The folder holding every version's files."""
         return self._artifacts.root
+
+    @property
+    def result_cache(self) -> result_cache.ResultCache:
+        """The cache of deterministic functions' results (``results.sqlite`` in the artifact folder)."""
+        return self._result_cache
 
     def closed(self) -> bool:
         """Whether the connection this registry works through has been closed."""
@@ -149,6 +155,8 @@ class Registry:
         faults.point("delete:after_commit")
         for handle in handles:
             handle.forget()
+            if not self._result_cache.read_only:
+                self._result_cache.forget_version(handle.content_digest)
             try:
                 self._artifacts.remove(handle.artifact_dir)
             except OSError as exc:

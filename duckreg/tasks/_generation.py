@@ -121,6 +121,17 @@ def pipeline_generation_config(model: Any, tokenizer: Any, task: str) -> tuple[A
     return config, prefix
 
 
+def greedy(params: dict[str, Any], settings: dict[str, Any]) -> bool:
+    """Whether generation is explicitly greedy or beam search (``do_sample`` false in the call or as logged).
+
+    A model's own generation config may turn sampling on, so an unset ``do_sample`` does not count.
+    """
+    chosen = params.get("do_sample")
+    if chosen is None:
+        chosen = settings.get("do_sample")
+    return chosen is False
+
+
 def cap_new_tokens(model: Any, prompt_length: int, requested: int) -> int:
     """``requested`` new tokens, or fewer so that prompt plus answer fit the model's context.
 

@@ -92,6 +92,13 @@ class Task:
     def predict(self, ctx: RunContext, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         raise NotImplementedError
 
+    def deterministic(self, params: dict[str, Any], settings: dict[str, Any]) -> bool:
+        """Whether the same row, parameters and version always give the same result (so it may be cached).
+
+        ``params`` are the call's resolved parameters, ``settings`` those the pipeline was logged with.
+        """
+        return True
+
     def sort_key(self, row: dict[str, Any]) -> int:
         """Rows are sorted by this before batching, so each batch pads little."""
         return sum(len(v) for v in row.values() if isinstance(v, str))

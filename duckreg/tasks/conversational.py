@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from duckreg.model_signature import DataType, FeatureSpec, ModelSignature
-from duckreg.tasks._generation import GENERATION_PARAMS, cap_new_tokens, generate_unpadded, generation_params
+from duckreg.tasks._generation import GENERATION_PARAMS, cap_new_tokens, generate_unpadded, generation_params, greedy
 from duckreg.tasks.base import InferredFunction, InputError, RunContext, Task, TaskModel
 from duckreg.tasks.text2text_generation import generate_texts
 
@@ -28,6 +28,9 @@ class Conversational(Task):
     names = ("conversational",)
     optional_inputs = frozenset({"generated_responses"})
     needs_pad_token = True
+
+    def deterministic(self, params: dict[str, Any], settings: dict[str, Any]) -> bool:
+        return greedy(params, settings)
 
     def model_class(self, config: Any) -> str:
         return "AutoModelForSeq2SeqLM" if getattr(config, "is_encoder_decoder", False) else "AutoModelForCausalLM"

@@ -18,6 +18,9 @@ from duckreg.values import drop_unset_params, to_json, to_python
 class Generic(Task):
     names = ()
 
+    def deterministic(self, params: dict[str, Any], settings: dict[str, Any]) -> bool:
+        return False  # a signature of the user's own may wrap any call, sampling ones too
+
     def infer(self, task, pipeline, settings, options) -> InferredFunction | None:
         return None
 

@@ -50,6 +50,9 @@ class OpenAIChat(Task):
     optional_inputs = frozenset(CONTROLS)
     needs_pad_token = True
 
+    def deterministic(self, params: dict[str, Any], settings: dict[str, Any]) -> bool:
+        return False  # each response carries its own id and creation time
+
     def sort_key(self, row: dict[str, Any]) -> int:
         return sum(len(str(m.get("content") or "")) for m in row["messages"] or [])
 

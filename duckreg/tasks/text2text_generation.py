@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from duckreg.model_signature import DataType, FeatureSpec, ModelSignature, ParamSpec
-from duckreg.tasks._generation import GENERATION_PARAMS, generation_params, pipeline_generation_config
+from duckreg.tasks._generation import GENERATION_PARAMS, generation_params, greedy, pipeline_generation_config
 from duckreg.tasks.base import InferredFunction, RunContext, Task, TaskModel
 from duckreg.tasks.limits import cap_generation, check_lengths
 from duckreg.values import to_json
@@ -31,6 +31,9 @@ _COMMON_PARAMS = [
 
 class Seq2SeqGeneration(Task):
     """One task of the family: its names and its input and output column names."""
+
+    def deterministic(self, params: dict[str, Any], settings: dict[str, Any]) -> bool:
+        return greedy(params, settings)
 
     def __init__(self, names: tuple[str, ...], input_name: str, output_name: str, extra_params=()) -> None:
         self.names = names

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from duckreg.model_signature import ModelSignature
-from duckreg.tasks._generation import GENERATION_PARAMS, generation_params
+from duckreg.tasks._generation import GENERATION_PARAMS, generation_params, greedy
 from duckreg.tasks.base import InferredFunction, RunContext, Task, string_to_json
 from duckreg.tasks.limits import positions, too_long
 from duckreg.values import to_json
@@ -16,6 +16,9 @@ from duckreg.values import to_json
 class TextGeneration(Task):
     names = ("text-generation",)
     needs_pad_token = True
+
+    def deterministic(self, params: dict[str, Any], settings: dict[str, Any]) -> bool:
+        return greedy(params, settings)
 
     def infer(self, task, pipeline, settings, options) -> InferredFunction:
         inferred = string_to_json()
