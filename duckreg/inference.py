@@ -8,6 +8,7 @@ signature says.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Sequence
@@ -21,7 +22,7 @@ from duckreg import model_cache, result_cache
 from duckreg.artifacts import Manifest, forget_verified, verify_files
 from duckreg.function_spec import FunctionSpec
 from duckreg.model_handlers import ModelHandler, handler_for
-from duckreg.model_handlers.base import warn_on_version_skew
+from duckreg.model_handlers.base import library_versions, warn_on_version_skew
 from duckreg.model_signature import INVALID, NOT_UNICODE, FeatureGroupSpec, FeatureSpec, check_feature
 from duckreg.tasks import InputError, RunContext
 from duckreg.values import drop_unset_params, freeze, to_python
@@ -40,7 +41,7 @@ class VersionHandle:
     results: result_cache.ResultCache | None = None
     """Where results of this version's deterministic functions are kept (None: not kept)."""
 
-    @property
+    @functools.cached_property
     def content_digest(self) -> str:
         """What the version computes with (files, task, settings, options), not where it is registered."""
         return result_cache.digest({k: v for k, v in asdict(self.manifest).items() if k != "registry"})
@@ -82,23 +83,10 @@ class VersionHandle:
         return model_cache.LoadedModel(model=model, nbytes=model_cache.model_nbytes(model), device=device)
 
 
+@functools.cache
 def _engine_versions() -> dict[str, str]:
     """Library versions a result depends on besides the version's own files (part of every cache key)."""
-    global _ENGINE_VERSIONS
-    if _ENGINE_VERSIONS is None:
-        import importlib.metadata as md
-
-        found = {}
-        for name in ("duckreg", "transformers", "torch", "tokenizers", "onnxruntime"):
-            try:
-                found[name] = md.version(name)
-            except md.PackageNotFoundError:
-                pass
-        _ENGINE_VERSIONS = found
-    return _ENGINE_VERSIONS
-
-
-_ENGINE_VERSIONS: dict[str, str] | None = None
+    return library_versions(("duckreg", "transformers", "torch", "tokenizers", "onnxruntime"))
 
 
 def _describe(value: Any) -> str:

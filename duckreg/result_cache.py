@@ -146,18 +146,14 @@ class ResultCache:
             if connection is None:
                 return found
             unique = list(dict.fromkeys(keys))
-            for start in range(0, len(unique), _LOOKUP_CHUNK):
-                chunk = unique[start : start + _LOOKUP_CHUNK]
-                marks = ",".join("?" * len(chunk))
+            for chunk, marks in _chunks(unique):
                 for key, value in connection.execute(f"SELECT key, value FROM results WHERE key IN ({marks})", chunk):
                     found[key] = json.loads(value)
             if not self.read_only:
                 now = time.time()
                 hit_keys = list(found)
                 with _transaction(connection):
-                    for start in range(0, len(hit_keys), _LOOKUP_CHUNK):
-                        chunk = hit_keys[start : start + _LOOKUP_CHUNK]
-                        marks = ",".join("?" * len(chunk))
+                    for chunk, marks in _chunks(hit_keys):
                         connection.execute(f"UPDATE results SET last_used = ? WHERE key IN ({marks})", [now, *chunk])
                     _count(connection, hits=len(found), misses=len(unique) - len(found))
         return found
@@ -259,11 +255,16 @@ def _transaction(connection: sqlite3.Connection) -> Iterator[None]:
     connection.execute("COMMIT")
 
 
-def _bytes_of(connection: sqlite3.Connection, keys: list[str]) -> int:
-    total = 0
+def _chunks(keys: Sequence[str]) -> Iterator[tuple[Sequence[str], str]]:
+    """Keys in slices SQLite takes as ``IN (...)`` parameters, each with its ``?,?,...`` placeholders."""
     for start in range(0, len(keys), _LOOKUP_CHUNK):
         chunk = keys[start : start + _LOOKUP_CHUNK]
-        marks = ",".join("?" * len(chunk))
+        yield chunk, ",".join("?" * len(chunk))
+
+
+def _bytes_of(connection: sqlite3.Connection, keys: list[str]) -> int:
+    total = 0
+    for chunk, marks in _chunks(keys):
         total += connection.execute(
             f"SELECT coalesce(sum(nbytes), 0) FROM results WHERE key IN ({marks})", chunk
         ).fetchone()[0]

@@ -18,6 +18,12 @@ class InferenceEngine:
     """One way to run a logged model's forward pass. Subclasses set ``name`` and implement both methods."""
 
     name: str = ""
+    reads_samples: bool = False
+    """Whether ``prepare`` checks the engine on ``sample_input_data`` (so logging it is not a wasted argument)."""
+
+    def torch_device(self, device: str) -> str:
+        """Where the torch weights load before ``attach``: the run device, unless this engine replaces them."""
+        return device
 
     def check_options(self, options: dict[str, Any]) -> None:
         """Refuse options this engine cannot honour, before anything is saved."""

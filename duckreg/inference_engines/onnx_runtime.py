@@ -273,6 +273,10 @@ class OnnxRuntimeEngine(InferenceEngine):
     """Encoders exported to ONNX and run by ONNX Runtime (CPU, or CUDA where the GPU package is installed)."""
 
     name = "onnxruntime"
+    reads_samples = True
+
+    def torch_device(self, device: str) -> str:
+        return "cpu"  # the torch module only hands its config over; ONNX Runtime picks its own provider
 
     def check_options(self, options: dict[str, Any]) -> None:
         _require_onnxruntime()

@@ -94,12 +94,15 @@ def check_options(options: dict[str, Any] | None, extra_keys: frozenset[str]) ->
     return options
 
 
-def library_versions() -> dict[str, str]:
-    """Versions of the libraries a model's outputs depend on, recorded when it is logged."""
+LOGGED_LIBRARIES = ("transformers", "torch", "tokenizers", "duckdb", "pyarrow", "pandas", "numpy")
+
+
+def library_versions(names: tuple[str, ...] = LOGGED_LIBRARIES) -> dict[str, str]:
+    """Versions of the installed libraries among ``names`` (by default those recorded when a model is logged)."""
     import importlib.metadata as md
 
     versions = {}
-    for name in ("transformers", "torch", "tokenizers", "duckdb", "pyarrow", "pandas", "numpy"):
+    for name in names:
         try:
             versions[name] = md.version(name)
         except md.PackageNotFoundError:

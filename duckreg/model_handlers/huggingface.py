@@ -248,7 +248,7 @@ class HuggingFaceHandler(ModelHandler):
         model = as_task_model(model)
         engine = engine_for(options)
         engine.check_options(options)
-        if sample_input_data is not None and signatures is None and engine.name == "torch":
+        if sample_input_data is not None and signatures is None and not engine.reads_samples:
             warnings.warn(
                 "Inferring model signature from sample input for huggingface pipeline is not supported. Model "
                 "signature will automatically be inferred from pipeline task. Or, you could specify model "
@@ -282,10 +282,8 @@ class HuggingFaceHandler(ModelHandler):
 
     def load(self, folder: Path, manifest: Manifest, device: str) -> Any:
         engine = engine_for(manifest.options)
-        # A model another engine runs is read on the CPU only to hand its config and tokenizer over.
-        torch_device = device if engine.name == "torch" else "cpu"
         model = load_pipeline(
-            folder, manifest.task, manifest.pipeline_settings, torch_device, manifest.trust_remote_code
+            folder, manifest.task, manifest.pipeline_settings, engine.torch_device(device), manifest.trust_remote_code
         )
         engine.attach(model, folder, manifest.options, device)
         return model
