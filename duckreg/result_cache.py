@@ -28,26 +28,73 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import msgpack
+
 FILE_NAME = "results.sqlite"
 DEFAULT_MAX_BYTES = 1024**3
 SQL_SWITCH = "duckreg_cache"
 """``SET VARIABLE duckreg_cache = false`` turns the cache off for one DuckDB session."""
 _LOOKUP_CHUNK = 500
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS results (
-    key TEXT PRIMARY KEY,
-    version TEXT NOT NULL,
-    model TEXT NOT NULL,
-    version_name TEXT NOT NULL,
-    value TEXT NOT NULL,
-    nbytes INTEGER NOT NULL,
-    last_used REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS results_last_used ON results (last_used);
-CREATE INDEX IF NOT EXISTS results_version ON results (version);
-CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
-INSERT OR IGNORE INTO counters VALUES ('bytes', 0), ('hits', 0), ('misses', 0);
-"""
+FORMAT_VERSION = 2
+"""Kept in the file's ``user_version``: a file of another format is emptied by a writer, ignored by a reader."""
+_SCHEMA = (
+    # What each result is and when it was last read; marking a hit rewrites only this narrow row.
+    """CREATE TABLE IF NOT EXISTS results (
+        key TEXT PRIMARY KEY,
+        version TEXT NOT NULL,
+        model TEXT NOT NULL,
+        version_name TEXT NOT NULL,
+        nbytes INTEGER NOT NULL,
+        last_used REAL NOT NULL
+    )""",
+    "CREATE TABLE IF NOT EXISTS payloads (key TEXT PRIMARY KEY, value BLOB NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS results_last_used ON results (last_used)",
+    "CREATE INDEX IF NOT EXISTS results_version ON results (version)",
+    "CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL)",
+    "INSERT OR IGNORE INTO counters VALUES ('bytes', 0), ('hits', 0), ('misses', 0)",
+)
+
+
+# MessagePack extension codes for the values a result may hold besides msgpack's own types.
+_EXT_TYPES: tuple[tuple[int, type, Any], ...] = (
+    (1, datetime, datetime.fromisoformat),
+    (2, date, date.fromisoformat),
+    (3, clock, clock.fromisoformat),
+    (4, Decimal, Decimal),
+)
+
+
+def _encode_extension(value: Any) -> msgpack.ExtType:
+    import pandas as pd
+
+    if isinstance(value, pd.Timestamp):  # nanoseconds and the zone survive only in pandas' own text
+        return msgpack.ExtType(5, value.isoformat().encode())
+    for code, kind, _ in _EXT_TYPES:
+        if isinstance(value, kind):
+            return msgpack.ExtType(code, (value.isoformat() if hasattr(value, "isoformat") else str(value)).encode())
+    raise TypeError(f"a result holding {type(value).__name__} is not cached")
+
+
+def _decode_extension(code: int, data: bytes) -> Any:
+    if code == 5:
+        import pandas as pd
+
+        return pd.Timestamp(data.decode())
+    for known, _, parse in _EXT_TYPES:
+        if code == known:
+            return parse(data.decode())
+    raise ValueError(f"unknown value type {code} in the result cache")
+
+
+def encode_result(value: Any) -> bytes:
+    """A result as MessagePack: floats keep all 64 bits, bytes stay bytes, a 384-float vector decodes in
+    microseconds. Raises TypeError for a value it cannot store exactly."""
+    return msgpack.packb(value, default=_encode_extension, use_bin_type=True, datetime=False)
+
+
+def decode_result(data: bytes) -> Any:
+    """The value ``encode_result`` stored."""
+    return msgpack.unpackb(data, ext_hook=_decode_extension, raw=False, strict_map_key=False)
 
 
 def max_bytes_from_environment() -> int:
@@ -111,13 +158,24 @@ class ResultCache:
             if not self.path.exists():
                 return None
             connection = sqlite3.connect(f"{self.path.as_uri()}?mode=ro", uri=True, check_same_thread=False)
+            connection.execute("PRAGMA busy_timeout=10000")
+            if connection.execute("PRAGMA user_version").fetchone()[0] != FORMAT_VERSION:
+                connection.close()
+                return None
         else:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             connection = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
+            connection.execute("PRAGMA busy_timeout=10000")
             connection.execute("PRAGMA journal_mode=WAL")
             connection.execute("PRAGMA synchronous=NORMAL")
-            connection.executescript(_SCHEMA)
-        connection.execute("PRAGMA busy_timeout=10000")
+            with _transaction(connection):
+                if connection.execute("PRAGMA user_version").fetchone()[0] != FORMAT_VERSION:
+                    connection.execute("DROP TABLE IF EXISTS results")
+                    connection.execute("DROP TABLE IF EXISTS payloads")
+                    connection.execute("DROP TABLE IF EXISTS counters")
+                    connection.execute(f"PRAGMA user_version = {FORMAT_VERSION}")
+                for statement in _SCHEMA:
+                    connection.execute(statement)
         self._connection = connection
         return connection
 
@@ -147,8 +205,8 @@ class ResultCache:
                 return found
             unique = list(dict.fromkeys(keys))
             for chunk, marks in _chunks(unique):
-                for key, value in connection.execute(f"SELECT key, value FROM results WHERE key IN ({marks})", chunk):
-                    found[key] = json.loads(value)
+                for key, value in connection.execute(f"SELECT key, value FROM payloads WHERE key IN ({marks})", chunk):
+                    found[key] = decode_result(value)
             if not self.read_only:
                 now = time.time()
                 hit_keys = list(found)
@@ -168,11 +226,21 @@ class ResultCache:
             now = time.time()
             rows = []
             for key, value in items:
-                text = json.dumps(value)
-                rows.append((key, scope.version, scope.model_name, scope.version_name, text, len(text), now))
+                try:
+                    data = encode_result(value)
+                except (TypeError, ValueError, OverflowError):
+                    continue  # a value the cache cannot keep exactly is computed each time instead
+                rows.append((key, scope.version, scope.model_name, scope.version_name, data, len(data), now))
+            if not rows:
+                return
             with _transaction(connection):
                 before = _bytes_of(connection, [key for key, *_ in rows])
-                connection.executemany("INSERT OR REPLACE INTO results VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+                connection.executemany(
+                    "INSERT OR REPLACE INTO results VALUES (?, ?, ?, ?, ?, ?)", [row[:4] + row[5:] for row in rows]
+                )
+                connection.executemany(
+                    "INSERT OR REPLACE INTO payloads VALUES (?, ?)", [(row[0], row[4]) for row in rows]
+                )
                 added = sum(row[5] for row in rows) - before
                 connection.execute("UPDATE counters SET value = value + ? WHERE name = 'bytes'", [added])
                 self._evict(connection)
@@ -190,6 +258,7 @@ class ResultCache:
             doomed.append((key,))
             freed += nbytes
         connection.executemany("DELETE FROM results WHERE key = ?", doomed)
+        connection.executemany("DELETE FROM payloads WHERE key = ?", doomed)
         connection.execute("UPDATE counters SET value = value - ? WHERE name = 'bytes'", [freed])
 
     def forget_version(self, version: str) -> int:
@@ -212,6 +281,7 @@ class ResultCache:
                 count, nbytes = connection.execute(
                     f"SELECT count(*), coalesce(sum(nbytes), 0) FROM results {where}", args
                 ).fetchone()
+                connection.execute(f"DELETE FROM payloads WHERE key IN (SELECT key FROM results {where})", args)
                 connection.execute(f"DELETE FROM results {where}", args)
                 connection.execute("UPDATE counters SET value = value - ? WHERE name = 'bytes'", [nbytes])
             return int(count)

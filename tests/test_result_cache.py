@@ -158,7 +158,50 @@ def test_the_size_bound_evicts_least_recently_used(tmp_path: Path) -> None:
     assert stats["bytes"] <= 1000
     kept = set(cache.get_many([f"old{i}" for i in range(5)] + [f"new{i}" for i in range(6)]))
     assert "old0" in kept and "old1" not in kept and {"new4", "new5"} <= kept
-    assert stats["bytes"] == sum(len(json.dumps({"text": "x" * 90})) for _ in kept)
+    assert stats["bytes"] == sum(len(result_cache.encode_result({"text": "x" * 90})) for _ in kept)
+
+
+def test_stored_results_come_back_exactly() -> None:
+    from datetime import date, datetime, time
+    from decimal import Decimal
+
+    value = {
+        "embedding": [0.1, 1 / 3, float("nan"), -0.0, 1e-310],
+        "label": "POSITIVE",
+        "score": 0.9999999999999999,
+        "count": 2**63 - 1,
+        "raw": b"\x00\xff",
+        "nested": {"words": ["a", None], "flag": True},
+        "when": datetime(2026, 11, 22, 1, 2, 3, 456789),
+        "day": date(2026, 11, 22),
+        "clock": time(1, 2, 3),
+        "amount": Decimal("1.10"),
+        "stamp": pd.Timestamp("2026-11-22 01:02:03.123456789"),
+    }
+    back = result_cache.decode_result(result_cache.encode_result(value))
+    assert back.keys() == value.keys()
+    for name in value:
+        if name == "embedding":
+            assert np.array_equal(np.array(back[name]), np.array(value[name]), equal_nan=True)
+            assert [np.signbit(v) for v in back[name]] == [np.signbit(v) for v in value[name]]
+        else:
+            assert back[name] == value[name] and type(back[name]) is type(value[name]), name
+
+
+def test_a_cache_file_of_another_format_is_emptied_by_a_writer_and_ignored_by_a_reader(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "results.sqlite"
+    with sqlite3.connect(path) as old:
+        old.execute("CREATE TABLE results (key TEXT PRIMARY KEY, value TEXT)")
+        old.execute("INSERT INTO results VALUES ('k1', '{\"label\": \"stale\"}')")
+    reader = result_cache.ResultCache(path, max_bytes=10**6, read_only=True)
+    assert reader.get_many(["k1"]) == {}
+    writer = result_cache.ResultCache(path, max_bytes=10**6, read_only=False)
+    assert writer.get_many(["k1"]) == {}
+    writer.put_many(result_cache.Scope("ns", "c", "m", "v1"), [("k1", {"label": "fresh"})])
+    assert writer.get_many(["k1"]) == {"k1": {"label": "fresh"}}
+    assert reader.get_many(["k1"]) == {"k1": {"label": "fresh"}}  # once the file has the reader's format
 
 
 def test_clear_drops_everything_or_one_model(tmp_path: Path) -> None:
