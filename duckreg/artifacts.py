@@ -23,7 +23,7 @@ import os
 import shutil
 import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -238,6 +238,26 @@ def forget_verified(folder: Path) -> None:
 def _stat(path: Path) -> tuple[int, int]:
     info = path.stat()
     return info.st_size, info.st_mtime_ns
+
+
+def link_tree(source: Path, target: Path, *, skip: Iterable[str] = ()) -> list[str]:
+    """Hard-link (or, across devices, copy) every file below ``source`` into ``target``, except the
+    top-level names in ``skip``; returns the relative POSIX paths placed. Version files are never
+    changed in place, so a link shares them safely."""
+    skipped = set(skip)
+    placed = []
+    for path in sorted(p for p in source.rglob("*") if p.is_file()):
+        relative = path.relative_to(source)
+        if relative.parts[0] in skipped:
+            continue
+        destination = target / relative
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(path, destination)
+        except OSError:
+            shutil.copy2(path, destination)
+        placed.append(relative.as_posix())
+    return placed
 
 
 def file_hashes(folder: Path) -> dict[str, str]:

@@ -20,6 +20,9 @@ POINTS = (
     "delete:in_transaction",
     "delete:after_commit",
     "delete:mid_removal",
+    "set_engine:after_publish",
+    "set_engine:in_transaction",
+    "set_engine:after_commit",
 )
 
 

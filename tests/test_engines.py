@@ -188,3 +188,68 @@ def test_a_changed_onnx_file_is_refused(registry, model_dirs, db_path: Path) -> 
             fresh.get_model("clf").version("v1").run(pd.DataFrame({"text": ["hi"]}))
     finally:
         fresh.connection.close()
+
+
+def test_a_logged_version_moves_to_onnx_runtime_and_back(registry, model_dirs, db_path: Path) -> None:
+    pipe = transformers.pipeline("text-classification", model=str(model_dirs["text-classification"]))
+    mv = registry.log_model(pipe, model_name="clf", version_name="v1")
+    con = registry.register_functions()
+    con.execute("CREATE TABLE t AS SELECT unnest(?) AS text", [TEXTS])
+    query = "SELECT text, (clf(text)).label, (clf(text)).score FROM t ORDER BY text"
+    on_torch = con.execute(query).fetchall()
+    torch_folder = mv._handle().artifact_dir
+    assert registry.result_cache.stats()["entries"] == len(TEXTS)
+
+    agreement = mv.set_engine("onnxruntime", sample_input_data=pd.DataFrame({"text": TEXTS}))
+    assert agreement["engine"] == "onnxruntime" and agreement["min_cosine"] >= 0.9999
+    assert mv.get_metric("engine_agreement") == agreement
+    handle = mv._handle()
+    assert handle.manifest.options == {"engine": "onnxruntime"}
+    assert (handle.artifact_dir / "model/onnx/model.onnx").is_file() and not torch_folder.exists()
+    assert registry.result_cache.stats()["entries"] == 0  # the torch engine's results went with its files
+    on_onnx = con.execute(query).fetchall()  # the same connection's functions follow the version
+    assert type(handle.shared_model().model.model).__name__ == "OnnxModule"
+    assert [r[:2] for r in on_onnx] == [r[:2] for r in on_torch]
+    assert [r[2] for r in on_onnx] == pytest.approx([r[2] for r in on_torch], rel=1e-4)
+    registry.connection.close()
+    assert run_in_new_process(db_path, query) == [list(r) for r in on_onnx]
+
+    fresh = duckreg.Registry(str(db_path))
+    try:
+        back = fresh.get_model("clf").version("v1")
+        assert back.set_engine("torch") == {}
+        assert back._handle().manifest.options == {} and "engine_agreement" not in back.show_metrics()
+        assert not (back._handle().artifact_dir / "model/onnx").exists()
+        assert back.run(pd.DataFrame({"text": TEXTS}))["label"].tolist() == [
+            r[1] for r in sorted(on_torch, key=lambda r: TEXTS.index(r[0]))
+        ]
+    finally:
+        fresh.connection.close()
+
+
+def test_a_refused_engine_change_leaves_the_version_as_it_was(registry, model_dirs) -> None:
+    pipe = transformers.pipeline("feature-extraction", model=str(model_dirs["feature-extraction"]))
+    mv = registry.log_model(pipe, model_name="emb", version_name="v1", options={"pooling": "mean"})
+    before = mv._handle()
+    with pytest.raises(ValueError, match=r"Model emb version v1: the int8 ONNX export disagrees with torch"):
+        mv.set_engine("onnxruntime", quantize="int8", quality_floor={"mean_cosine": 1.0})
+    with pytest.raises(ValueError, match=r"Model emb version v1: options\['engine'\] must be one of"):
+        mv.set_engine("tensorrt")
+    after = mv._handle()
+    assert (after.artifact_dir, after.manifest) == (before.artifact_dir, before.manifest)
+    assert sorted(p.name for p in registry.artifact_location.iterdir()) == ["emb"]
+    assert [p.name for p in (registry.artifact_location / "emb").iterdir()] == ["v1"]
+    assert len(mv.run(pd.DataFrame({"inputs": TEXTS}))) == len(TEXTS)
+
+
+def test_a_custom_model_takes_no_engine(registry) -> None:
+    from custom_models import RowCounter
+
+    from duckreg.model_signature import DataType, FeatureSpec, ModelSignature
+
+    signature = ModelSignature(
+        inputs=[FeatureSpec("text", DataType.STRING)], outputs=[FeatureSpec("length", DataType.INT64)]
+    )
+    mv = registry.log_model(RowCounter(), model_name="counter", version_name="v1", signatures={"predict": signature})
+    with pytest.raises(ValueError, match=r"Model counter version v1: a custom model runs its own code"):
+        mv.set_engine("onnxruntime")

@@ -49,11 +49,16 @@ OPERATIONS = {
     "log_model": lambda r: r.log_model(pipe(), model_name="newcomer", version_name="v1"),
     "delete_version": lambda r: r.get_model("clf").delete_version("v2"),
     "delete_model": lambda r: r.delete_model("fresh"),
+    "set_engine": lambda r: r.get_model("clf").version("v1").set_engine("onnxruntime"),
 }
 
 def retry(registry, operation):
     # A delete whose commit happened before the kill has nothing left to do; then the name is free again.
     names = {m.name for m in registry.models()}
+    if operation == "set_engine":
+        OPERATIONS[operation](registry)  # whether or not the killed change committed, it can be made again
+        assert registry.get_model("clf").version("v1")._handle().manifest.options == {"engine": "onnxruntime"}
+        return
     if operation == "delete_version":
         if "v2" in [v.version_name for v in registry.get_model("clf").versions()]:
             OPERATIONS[operation](registry)
@@ -74,7 +79,7 @@ def check_consistent(registry):
     con = registry.register_functions()
     for model in registry.models():
         for mv in model.versions():
-            folder = registry.artifact_location / mv.model_name.lower() / mv.version_name.lower()
+            folder = mv._handle().artifact_dir
             manifest = json.loads((folder / "manifest.json").read_text())
             for relative in manifest["files"]:
                 assert (folder / "model" / relative).is_file(), (folder, relative)
@@ -122,6 +127,7 @@ def trial(operation, point=None, delay=None):
 
 LOG_POINTS = [p for p in faults.POINTS if p.startswith("log_model:")]
 DELETE_POINTS = [p for p in faults.POINTS if p.startswith("delete:")]
+ENGINE_POINTS = [p for p in faults.POINTS if p.startswith("set_engine:")]
 
 
 def _cases() -> dict[str, str]:
@@ -132,11 +138,16 @@ def _cases() -> dict[str, str]:
     for operation in ("delete_version", "delete_model"):
         for point in DELETE_POINTS:
             cases[f"{operation} killed at {point}"] = f"trial({operation!r}, point={point!r})"
+    for point in ENGINE_POINTS:
+        cases[f"set_engine killed at {point}"] = f"trial('set_engine', point={point!r})"
     rng = random.Random(9)
     for number in range(12):
         operation = ("log_version", "log_model", "delete_version", "delete_model")[number % 4]
         delay = round(rng.uniform(0.0, 0.25 if operation.startswith("log") else 0.03), 4)
         cases[f"{operation} killed after {delay} s"] = f"trial({operation!r}, delay={delay!r})"
+    for number in range(3):
+        delay = round(rng.uniform(0.0, 0.6), 4)
+        cases[f"set_engine killed after {delay} s"] = f"trial('set_engine', delay={delay!r})"
     signal_block = "import signal\nsignal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})\n"
     return {name: signal_block + code for name, code in cases.items()}
 
@@ -168,5 +179,5 @@ def test_kill_trials_cover_every_point_and_leave_leftovers_that_get_reclaimed(ki
             f"\nkill trials: {len(outcomes)} ({killed} killed mid-write), {with_leftovers} left leftovers, "
             "all reclaimed by the next write"
         )
-    assert killed >= len(LOG_POINTS) * 2 + len(DELETE_POINTS) * 2
+    assert killed >= len(LOG_POINTS) * 2 + len(DELETE_POINTS) * 2 + len(ENGINE_POINTS)
     assert with_leftovers > 0

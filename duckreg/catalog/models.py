@@ -197,6 +197,28 @@ class ModelStore:
                 )
             on_commit(cat)
 
+    def replace_version_files(
+        self, model_key: str, version_key: str, artifact_path: str, manifest: str, metrics: dict[str, Any | None]
+    ) -> None:
+        """Point a version at a new artifact folder and manifest, and set (or, for None, delete) metrics:
+        one transaction, so a reader sees the old files or the new ones, never a mix."""
+        with self.catalog.transaction() as cat:
+            cat.execute(
+                "UPDATE {schema}.versions SET artifact_path = ?, manifest = ? WHERE model_key = ? AND version_key = ?",
+                [artifact_path, manifest, model_key, version_key],
+            )
+            faults.point("set_engine:in_transaction")
+            for name, value in metrics.items():
+                cat.execute(
+                    "DELETE FROM {schema}.metrics WHERE model_key = ? AND version_key = ? AND name = ?",
+                    [model_key, version_key, name],
+                )
+                if value is not None:
+                    cat.execute(
+                        "INSERT INTO {schema}.metrics VALUES (?, ?, ?, ?)",
+                        [model_key, version_key, name, json.dumps(value)],
+                    )
+
     def delete_version(self, model_key: str, version_key: str) -> None:
         """Every row of the version, in one transaction."""
         with self.catalog.transaction() as cat:

@@ -274,6 +274,7 @@ class OnnxRuntimeEngine(InferenceEngine):
 
     name = "onnxruntime"
     reads_samples = True
+    files = (ONNX_FILE.split("/")[0],)
 
     def torch_device(self, device: str) -> str:
         return "cpu"  # the torch module only hands its config over; ONNX Runtime picks its own provider

@@ -69,6 +69,14 @@ class ModelHandler:
     def prepare_loaded(self, model: Any, manifest: Manifest) -> None:
         """Adjust a model the process cache just loaded, once, before its first batch."""
 
+    def prepare_engine(
+        self, model: Any, task: str | None, folder: Path, options: dict[str, Any], sample_input_data: Any
+    ) -> dict[str, Any]:
+        """Write the files of the engine ``options`` name under the model folder ``folder`` and check them
+        against ``model`` (loaded on torch); returns the metrics measured. Only kinds whose ``option_keys``
+        include the engine options implement it."""
+        raise NotImplementedError
+
 
 def check_options(options: dict[str, Any] | None, extra_keys: frozenset[str]) -> dict[str, Any]:
     """``log_model``'s options, checked: unknown keys and bad values raise (Snowflake's messages)."""

@@ -258,13 +258,7 @@ class HuggingFaceHandler(ModelHandler):
             )
         settings = pipeline_settings(model)
         functions = pipeline_functions(model, settings, signatures, options)
-        task_impl = get_task(model.task)
-        if engine.name not in (task_impl.engines if task_impl else ("torch",)):
-            serving = sorted(name for name, task in TASKS.items() if engine.name in task.engines)
-            raise ValueError(
-                f"options['engine'] = {engine.name!r} runs the encoder tasks {serving}, not {model.task!r}; "
-                "log it without an engine to run it on torch"
-            )
+        _check_engine_serves(engine.name, model.task)
         return LoggedModel(
             model,
             functions,
@@ -277,8 +271,17 @@ class HuggingFaceHandler(ModelHandler):
 
     def save(self, logged: LoggedModel, folder: Path) -> None:
         save_pipeline(logged.model, folder)
-        texts = logged.sample_texts or sample_texts()
-        logged.metrics.update(engine_for(logged.options).prepare(logged.model, folder, logged.options, texts).metrics)
+        metrics = self.prepare_engine(logged.model, logged.task, folder, logged.options, logged.sample_texts)
+        logged.metrics.update(metrics)
+
+    def prepare_engine(
+        self, model: Any, task: str | None, folder: Path, options: dict[str, Any], sample_input_data: Any
+    ) -> dict[str, Any]:
+        engine = engine_for(options)
+        engine.check_options(options)
+        _check_engine_serves(engine.name, task or "")
+        texts = texts_of(sample_input_data) or sample_texts()
+        return engine.prepare(model, folder, options, texts).metrics
 
     def load(self, folder: Path, manifest: Manifest, device: str) -> Any:
         engine = engine_for(manifest.options)
@@ -293,6 +296,17 @@ class HuggingFaceHandler(ModelHandler):
 
     def prepare_loaded(self, model: Any, manifest: Manifest) -> None:
         (get_task(manifest.task or "") or GENERIC).prepare(model)
+
+
+def _check_engine_serves(engine: str, task: str) -> None:
+    """Refuse an engine for a task it cannot run (ONNX Runtime runs the encoder tasks only)."""
+    task_impl = get_task(task)
+    if engine not in (task_impl.engines if task_impl else ("torch",)):
+        serving = sorted(name for name, impl in TASKS.items() if engine in impl.engines)
+        raise ValueError(
+            f"options['engine'] = {engine!r} runs the encoder tasks {serving}, not {task!r}; "
+            "keep it on the torch engine"
+        )
 
 
 def texts_of(sample_input_data: Any) -> list[str]:

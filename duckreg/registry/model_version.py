@@ -169,6 +169,26 @@ class ModelVersion:
         )
 
     # metrics ----------------------------------------------------------
+    def set_engine(
+        self,
+        engine: str = "torch",
+        *,
+        quantize: str | None = None,
+        quality_floor: dict[str, float] | None = None,
+        sample_input_data: Any = None,
+    ) -> dict[str, Any]:
+        """Run this version on another inference engine from now on, as if logged with
+        ``options={"engine": engine, "quantize": ..., "quality_floor": ...}``.
+
+        The export is checked against the torch weights on ``sample_input_data`` (or built-in texts)
+        and refused below the floors, exactly as at log time; the figures become the
+        ``engine_agreement`` metric and are returned. ``"torch"`` goes back to the logged weights.
+        Results cached for the old engine are dropped. Other processes see the change when they next
+        open the registry.
+        """
+        options = {"engine": engine, "quantize": quantize, "quality_floor": quality_floor}
+        return self._registry._set_engine(self, options, sample_input_data)
+
     def show_metrics(self) -> dict[str, Any]:
         """Every metric of this version: name -> value (any JSON value)."""
         return self._registry._models.metrics(self._model_key, self._version_key)

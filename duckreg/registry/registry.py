@@ -17,7 +17,7 @@ import duckdb
 import pandas as pd
 
 from duckreg import faults, result_cache
-from duckreg.artifacts import MANIFEST, ArtifactStore, Manifest, file_hashes
+from duckreg.artifacts import MANIFEST, ArtifactStore, Manifest, file_hashes, link_tree
 from duckreg.batch.stages import StageCatalog
 from duckreg.batch.submit import start_from_sql
 from duckreg.catalog import Catalog
@@ -28,6 +28,7 @@ from duckreg.duckdb_ext.snowflake_syntax import ResolvedFunction
 from duckreg.duckdb_ext.stage_functions import StageServer, stage_macro_statements
 from duckreg.identifiers import check_identifier, normalize, quote, quote_literal
 from duckreg.inference import FunctionRunner, VersionHandle
+from duckreg.inference_engines import ENGINE_OPTION_KEYS, ENGINES, engine_for
 from duckreg.model_handlers import find_handler
 from duckreg.model_handlers.base import LoggedModel, check_options, library_versions
 from duckreg.model_signature import ModelSignature
@@ -148,11 +149,13 @@ class Registry:
         self._retire_sql(model._key, names, f"model {model_name} was deleted")
 
     def _remove_versions(self, handles: list[VersionHandle]) -> None:
-        """After a delete's commit: unload the versions from this process and remove their folders.
-
-        What a failure leaves on disk is reclaimed by the next write.
-        """
+        """After a delete's commit: unload the versions from this process and remove their folders."""
         faults.point("delete:after_commit")
+        self._discard_files(handles)
+
+    def _discard_files(self, handles: list[VersionHandle]) -> None:
+        """After a commit that stopped pointing at these folders: unload them, forget their cached results
+        and remove them. What a failure leaves on disk is reclaimed by the next write."""
         for handle in handles:
             handle.forget()
             if not self._result_cache.read_only:
@@ -227,6 +230,59 @@ class Registry:
             self._write_version(handler, logged, manifest, new, is_new_model)
         self._refresh_sql(model_key)
         return ModelVersion(self, model_key, version_key)
+
+    def _set_engine(self, version: ModelVersion, engine_options: dict[str, Any], sample_input_data: Any) -> dict:
+        """Re-publish a version's files with another engine's beside the model's, then point the catalog at them.
+
+        The model's own files are linked, not rewritten; the engine's are exported and checked against
+        torch as at log time. Like ``log_model``, a failure or a kill anywhere leaves the version as it was.
+        """
+        handle = version._handle()
+        manifest, handler = handle.manifest, handle.handler
+        where = f"Model {version.model_name} version {version.version_name}"
+        if not ENGINE_OPTION_KEYS <= handler.option_keys:
+            raise ValueError(f"{where}: a {manifest.model_type} model runs its own code and takes no engine")
+        kept = {k: v for k, v in manifest.options.items() if k not in ENGINE_OPTION_KEYS}
+        chosen = {k: v for k, v in engine_options.items() if v is not None and not (k == "engine" and v == "torch")}
+        try:
+            options = check_options({**kept, **chosen}, handler.option_keys)
+            model = replace(handle, manifest=replace(manifest, options=kept)).build_model("cpu")
+            handler.prepare_loaded(model, manifest)
+            engine_files = engine_for(options).files
+            with self._artifacts.writing():
+                self._reclaim()
+                with self._artifacts.staging() as staged:
+                    skip = {name for engine in ENGINES.values() for name in engine.files}
+                    linked = link_tree(handle.artifact_dir / "model", staged / "model", skip=skip)
+                    metrics = handler.prepare_engine(model, manifest.task, staged / "model", options, sample_input_data)
+                    files = {path: (manifest.files or {})[path] for path in linked if path in (manifest.files or {})}
+                    for name in engine_files:
+                        files.update({f"{name}/{p}": h for p, h in file_hashes(staged / "model" / name).items()})
+                    manifest = replace(manifest, options=options, files=dict(sorted(files.items())))
+                    (staged / MANIFEST).write_text(manifest.to_json())
+                    folder_name = f"{version._version_key}.{uuid.uuid4().hex[:8]}"
+                    relative = self._artifacts.publish(
+                        staged, version._model_key, folder_name, self._referenced_folders().__contains__
+                    )
+                faults.point("set_engine:after_publish")
+                published = self._artifacts.path(relative)
+                try:
+                    self._models.replace_version_files(
+                        version._model_key,
+                        version._version_key,
+                        str(published),
+                        manifest.to_json(),
+                        {"engine_agreement": metrics.get("engine_agreement")},
+                    )
+                except BaseException:
+                    self._artifacts.remove(published)
+                    raise
+                faults.point("set_engine:after_commit")
+                self._discard_files([handle])
+        except ValueError as exc:
+            raise ValueError(f"{where}: {exc}") from None
+        self._refresh_sql(version._model_key)
+        return metrics.get("engine_agreement") or {}
 
     def _check_new_version(self, model_name: str, version_name: str | None) -> tuple[str, str | None, bool]:
         """(model key, version key or None, whether the model is new), or a ``ValueError`` saying what is wrong."""
