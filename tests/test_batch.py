@@ -374,6 +374,25 @@ def test_custom_model_through_every_door(registry, tmp_path) -> None:
         registry.log_model(model, model_name="greeter", version_name="v2")
 
 
+def test_a_job_started_from_sql_never_reads_as_failed_while_it_starts(sentiment, registry, tmp_path) -> None:
+    con = registry.register_functions()
+    job_id = con.execute(
+        "SELECT run_batch('sentiment/v1', 'SELECT * FROM reviews', '@out/polled/', max_batch_rows := 10)"
+    ).fetchall()[0][0]
+    seen = []
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:  # poll as fast as a client can, from the job's first row on
+        try:
+            status = get_job(registry, job_id).status
+        except ValueError:
+            continue  # not registered yet
+        if not seen or seen[-1] != status:
+            seen.append(status)
+        if status in ("DONE", "FAILED", "CANCELLED"):
+            break
+    assert seen[-1] == "DONE" and "FAILED" not in seen, seen
+
+
 def test_run_batch_from_sql(sentiment, registry, tmp_path) -> None:
     con = registry.register_functions()
     job_id = con.execute(

@@ -145,7 +145,7 @@ def _cases() -> dict[str, str]:
         operation = ("log_version", "log_model", "delete_version", "delete_model")[number % 4]
         delay = round(rng.uniform(0.0, 0.25 if operation.startswith("log") else 0.03), 4)
         cases[f"{operation} killed after {delay} s"] = f"trial({operation!r}, delay={delay!r})"
-    for number in range(3):
+    for _ in range(3):
         delay = round(rng.uniform(0.0, 0.6), 4)
         cases[f"set_engine killed after {delay} s"] = f"trial('set_engine', delay={delay!r})"
     signal_block = "import signal\nsignal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})\n"

@@ -86,32 +86,39 @@ def run_batch(
     key = jobs.register(
         registry.catalog, name, target.model_key, target.version_key, runner.function.name, engine, location, spec
     )
+    cancel = threading.Event()
+    # Running here from the moment its row says so: a poller in this process never takes it for a dead job.
+    jobs.track(key, None, cancel)
     try:
-        if owner is None:
-            fs.makedirs(join_path(out_path, WORK_DIR), exist_ok=True)
-            with fs.open(join_path(out_path, WORK_DIR, "job.json"), "w") as handle:
-                json.dump({"job_name": name, "fingerprint": fingerprint}, handle)
-        total = snapshot(fs, out_path, source, job_spec.max_batch_rows)
-    except Exception as exc:
-        jobs.set_status(registry.catalog, key, jobs.FAILED, f"Failed to process input data: {exc}")
-        raise RuntimeError(f"Failed to process input data: {exc}") from exc
-    jobs.set_rows_total(registry.catalog, key, total)
-    plan = BatchPlan(
-        catalog=registry.catalog,
-        job_key=key,
-        runner=runner,
-        params=params,
-        handling=handling,
-        stage=stage,
-        out_path=out_path,
-        address=address,
-        cancel=threading.Event(),
-        progress_bar=job_spec.block and sys.stderr.isatty(),
-        stages={row[0].lower(): Stage(row[0], row[1]) for row in registry.stages.rows()},
-        use_cache=False if job_spec.force_rebuild else None,
-        **resources,
-    )
-    plan.log(f"{'resuming' if owner else 'starting'} on the {engine} engine: {total} rows")
+        try:
+            if owner is None:
+                fs.makedirs(join_path(out_path, WORK_DIR), exist_ok=True)
+                with fs.open(join_path(out_path, WORK_DIR, "job.json"), "w") as handle:
+                    json.dump({"job_name": name, "fingerprint": fingerprint}, handle)
+            total = snapshot(fs, out_path, source, job_spec.max_batch_rows)
+        except Exception as exc:
+            jobs.set_status(registry.catalog, key, jobs.FAILED, f"Failed to process input data: {exc}")
+            raise RuntimeError(f"Failed to process input data: {exc}") from exc
+        jobs.set_rows_total(registry.catalog, key, total)
+        plan = BatchPlan(
+            catalog=registry.catalog,
+            job_key=key,
+            runner=runner,
+            params=params,
+            handling=handling,
+            stage=stage,
+            out_path=out_path,
+            address=address,
+            cancel=cancel,
+            progress_bar=job_spec.block and sys.stderr.isatty(),
+            stages={row[0].lower(): Stage(row[0], row[1]) for row in registry.stages.rows()},
+            use_cache=False if job_spec.force_rebuild else None,
+            **resources,
+        )
+        plan.log(f"{'resuming' if owner else 'starting'} on the {engine} engine: {total} rows")
+    except BaseException:
+        jobs.untrack(key)
+        raise
     return engines.start(plan, engine, block=job_spec.block)
 
 
