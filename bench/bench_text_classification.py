@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 import torch
 import transformers
-from _timing import timed
+from _timing import race, timed
 
 import duckreg
 from duckreg import model_cache
@@ -54,6 +54,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=600)
     parser.add_argument("--words", default="5-40", help="words per text, LOW-HIGH")
     parser.add_argument("--naive-rows", type=int, default=200, help="rows for the slow per-row baseline")
+    parser.add_argument("--rounds", type=int, default=1, help="timed turns per contender (best kept)")
     args = parser.parse_args()
     low, high = (int(n) for n in args.words.split("-"))
     transformers.utils.logging.disable_progress_bar()
@@ -72,6 +73,7 @@ def main() -> None:
         if options:
             print(f"{version} agreement at log time: {mv.get_metric('engine_agreement')}")
     con = registry.register_functions()
+    con.execute("SET VARIABLE duckreg_cache = false")  # every run computes (bench_result_cache.py measures the cache)
     con.execute("CREATE TABLE reviews AS SELECT * FROM (SELECT unnest(?) AS text)", [texts])
     rates: dict[str, float] = {}
     labels: dict[str, list[str]] = {}
@@ -87,8 +89,6 @@ def main() -> None:
 
     def run_pipeline() -> None:
         labels["pipeline"] = [r["label"] for r in pipe(texts, batch_size=32)]
-
-    rates["pipeline"] = timed("pandas + pipeline(list, batch_size=32)", args.rows, run_pipeline)
 
     model = transformers.AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
     tokenizer = transformers.AutoTokenizer.from_pretrained(model_dir)
@@ -111,8 +111,6 @@ def main() -> None:
         with torch.inference_mode():
             labels["raw torch"] = raw_loop(lambda b: model(**b).logits.numpy(), "pt")
 
-    rates["raw torch"] = timed("raw torch, length-sorted batches of 32", args.rows, run_raw_torch)
-
     from duckreg.inference_engines.onnx_runtime import open_session
 
     onnx_dir = registry.get_model("sentiment").version("onnx")._handle().artifact_dir
@@ -122,15 +120,19 @@ def main() -> None:
     def run_raw_onnx() -> None:
         labels["raw onnx"] = raw_loop(lambda b: session.run(None, {n: b[n] for n in names})[0], "np")
 
-    rates["raw onnx"] = timed("raw ONNX Runtime fp32, length-sorted", args.rows, run_raw_onnx)
-
+    contenders: dict[str, tuple[str, Callable[[], object]]] = {
+        "pipeline": ("pandas + pipeline(list, batch_size=32)", run_pipeline),
+        "raw torch": ("raw torch, length-sorted batches of 32", run_raw_torch),
+        "raw onnx": ("raw ONNX Runtime fp32, length-sorted", run_raw_onnx),
+    }
     for version in versions:
         sql = f"SELECT (sentiment__{version}(text)).label FROM reviews ORDER BY rowid"
 
         def run_sql(version: str = version, sql: str = sql) -> None:
             labels[version] = [row[0] for row in con.execute(sql).fetchall()]
 
-        rates[version] = timed(f"duckreg SQL, {version}", args.rows, run_sql)
+        contenders[version] = (f"duckreg SQL, {version}", run_sql)
+    rates.update(race(contenders, args.rows, args.rounds))
 
     print("\nratio to pandas + pipeline, labels equal to the pipeline's")
     for name in ("naive", "raw torch", "raw onnx", "torch", "onnx", "int8"):

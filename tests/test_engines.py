@@ -116,7 +116,8 @@ def test_sql_and_a_new_process_run_the_onnx_export(registry, model_dirs, db_path
 def test_quantization_gate_refuses_an_export_below_its_floor(registry, model_dirs) -> None:
     pipe = transformers.pipeline("feature-extraction", model=str(model_dirs["feature-extraction"]))
     options = {"pooling": "mean", "engine": "onnxruntime", "quantize": "int8"}
-    with pytest.raises(ValueError, match=r"int8 ONNX export disagrees with torch .*mean_cosine 0\.\d+ < 1\.0"):
+    refusal = r"int8 ONNX export disagrees with torch .*mean_cosine 0\.\d+ < 1\.0, even with every feed-forward"
+    with pytest.raises(ValueError, match=refusal):
         registry.log_model(
             pipe, model_name="emb", version_name="v1", options={**options, "quality_floor": {"mean_cosine": 1.0}}
         )
@@ -131,6 +132,33 @@ def test_quantization_gate_refuses_an_export_below_its_floor(registry, model_dir
     assert 0.5 <= agreement["mean_cosine"] < 1.0
     vectors = mv.run(pd.DataFrame({"inputs": TEXTS}))["embedding"]
     assert all(abs(np.linalg.norm(v) - 1) < 1e-3 for v in vectors)
+
+
+def test_int8_keeps_more_of_the_feed_forward_blocks_fp32_until_the_floors_hold(registry, model_dirs) -> None:
+    import onnx
+    import torch
+
+    pipe = transformers.pipeline("feature-extraction", model=str(model_dirs["feature-extraction"]))
+    with torch.no_grad():  # outliers into the first layer's feed-forward block, as trained models have
+        pipe.model.encoder.layer[0].attention.output.LayerNorm.weight[:1] *= 1000
+        pipe.model.encoder.layer[0].output.dense.weight.mul_(20)
+    options = {"pooling": "mean", "engine": "onnxruntime", "quantize": "int8"}
+    fastest = registry.log_model(
+        pipe, model_name="emb", version_name="fastest", options={**options, "quality_floor": {"neighbour_overlap": 0}}
+    )
+    assert fastest.get_metric("engine_agreement")["fp32_kept"] == "feed_forward_down"
+    assert fastest.get_metric("engine_agreement")["neighbour_overlap"] < 0.99
+
+    floor = {"neighbour_overlap": 0.99}
+    faithful = registry.log_model(
+        pipe, model_name="emb", version_name="faithful", options={**options, "quality_floor": floor}
+    )
+    agreement = faithful.get_metric("engine_agreement")
+    assert agreement["fp32_kept"] == "feed_forward_down_and_half_up" and agreement["neighbour_overlap"] >= 0.99
+    graph = onnx.load(str(faithful._handle().artifact_dir / "model/onnx/model.onnx")).graph
+    fp32 = {node.name for node in graph.node if node.op_type == "MatMul"}
+    assert "/inner/encoder/layer.0/intermediate/dense/MatMul" in fp32
+    assert "/inner/encoder/layer.1/intermediate/dense/MatMul" not in fp32  # still int8: the floors held without it
 
 
 def test_int8_quantizes_weight_matmuls_and_keeps_feed_forward_outputs_fp32(registry, model_dirs) -> None:
