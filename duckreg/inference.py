@@ -67,6 +67,12 @@ class VersionHandle:
     def build_model(self, device: str, *, warn_on_skew: bool = True) -> Any:
         """A new model from this version's files, checked against their logged hashes first."""
         manifest = self.manifest
+        if not self.artifact_dir.is_dir():
+            raise FileNotFoundError(
+                f"Model {self.model_name} version {self.version_name}: its folder {self.artifact_dir} is gone; another "
+                "process deleted the version or changed its engine after this one read the registry. Open the "
+                "registry again (or call register_functions() again) to use what the catalog holds now."
+            )
         if manifest.files is not None:
             verify_files(
                 self.artifact_dir / "model", manifest.files, f"Model {self.model_name} version {self.version_name}"
