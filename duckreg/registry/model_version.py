@@ -92,7 +92,8 @@ class ModelVersion:
     def _handle(self) -> VersionHandle:
         row = self._row()
         manifest = Manifest.from_json(row.manifest)
-        return VersionHandle(self.model_name, row.name, Path(row.artifact_path), manifest, self._registry.result_cache)
+        folder = self._registry._version_folder(row.artifact_path)
+        return VersionHandle(self.model_name, row.name, folder, manifest, self._registry.result_cache)
 
     def _functions(self) -> list[FunctionSpec]:
         return self._registry._models.functions(self._model_key, self._version_key)
@@ -251,4 +252,4 @@ class ModelVersion:
         target = Path(target_path)
         if target.is_file() or (target.is_dir() and any(target.iterdir())):
             raise ValueError(f"Target path {target} is a file or an non-empty folder.")
-        shutil.copytree(self._row().artifact_path, target, dirs_exist_ok=True)
+        shutil.copytree(self._handle().artifact_dir, target, dirs_exist_ok=True)

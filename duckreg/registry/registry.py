@@ -76,11 +76,38 @@ class Registry:
         if artifact_location is not None:
             return Path(artifact_location)
         stored = self._catalog.get_setting("artifact_location")
-        if stored:
-            return Path(stored)
-        if self._db_path is not None:
-            return self._db_path.with_name(self._db_path.name + ".artifacts")
+        beside = self._db_path.with_name(self._db_path.name + ".artifacts") if self._db_path is not None else None
+        if stored and Path(stored).is_absolute():
+            # Older catalogs kept it absolute; one copied elsewhere finds its files beside the database.
+            moved = not Path(stored).exists() and beside is not None and beside.is_dir()
+            return beside if moved and beside is not None else Path(stored)
+        if stored and self._db_path is not None:
+            return self._db_path.parent / stored  # kept relative to the database: it travels with it
+        if beside is not None:
+            return beside
         return Path(tempfile.mkdtemp(prefix="duckreg-artifacts-"))
+
+    def _stored_root(self) -> str:
+        """The artifact root as the catalog keeps it: relative to the database's folder when it lies under it,
+        so copying, zipping or mounting the two together keeps every model working."""
+        root = self._artifacts.root.resolve()
+        if self._db_path is not None and root.is_relative_to(self._db_path.parent):
+            return root.relative_to(self._db_path.parent).as_posix()
+        return str(root)
+
+    def _stored_folder(self, folder: Path) -> str:
+        """A version folder as the catalog keeps it: relative to the artifact root."""
+        return folder.resolve().relative_to(self._artifacts.root.resolve()).as_posix()
+
+    def _version_folder(self, stored: str) -> Path:
+        """A version folder from the catalog. An absolute path (as older catalogs kept them) that no longer
+        exists is looked up under this root by its last two parts, so an old registry can move too."""
+        path = Path(stored)
+        if not path.is_absolute():
+            return self._artifacts.root / path
+        if not path.exists() and (self._artifacts.root / path.parent.name / path.name).is_dir():
+            return self._artifacts.root / path.parent.name / path.name
+        return path
 
     @property
     def connection(self) -> duckdb.DuckDBPyConnection:
@@ -175,7 +202,7 @@ class Registry:
             warnings.warn(f"Could not reclaim leftovers in {self._artifacts.root}: {exc}", stacklevel=3)
 
     def _referenced_folders(self) -> set[Path]:
-        return {Path(path).resolve() for path in self._models.artifact_paths()}
+        return {self._version_folder(path).resolve() for path in self._models.artifact_paths()}
 
     # ------------------------------------------------------------ log_model
     def log_model(
@@ -270,7 +297,7 @@ class Registry:
                     self._models.replace_version_files(
                         version._model_key,
                         version._version_key,
-                        str(published),
+                        self._stored_folder(published),
                         manifest.to_json(),
                         {"engine_agreement": metrics.get("engine_agreement")},
                     )
@@ -333,14 +360,14 @@ class Registry:
         faults.point("log_model:after_publish")
         new = replace(
             new,
-            artifact_path=str(self._artifacts.path(relative)),
+            artifact_path=self._stored_folder(self._artifacts.path(relative)),
             manifest=manifest.to_json(),
             metrics={**logged.metrics, **new.metrics},  # the user's own figures win over measured ones
         )
 
         def remember_artifact_location(cat: Catalog) -> None:
             if is_new_model and cat.get_setting("artifact_location") is None:
-                cat.set_setting("artifact_location", str(self._artifacts.root))
+                cat.set_setting("artifact_location", self._stored_root())
 
         try:
             self._models.insert_version(new, create_model=is_new_model, on_commit=remember_artifact_location)
