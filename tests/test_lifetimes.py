@@ -39,6 +39,7 @@ PRELUDE = """
 work = tempfile.mkdtemp(prefix="lifetime-")
 db = os.path.join(work, "shop.duckdb")
 shutil.copy(TEMPLATE_DB, db)
+shutil.copytree(TEMPLATE_DB + ".artifacts", os.path.join(work, "template.duckdb.artifacts"))  # travels with it
 
 def check(con, name="clf", expected=None):
     got = con.execute(f"SELECT {name}('good movie')").fetchone()[0]

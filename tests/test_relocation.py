@@ -87,3 +87,17 @@ def test_a_catalog_with_absolute_paths_still_opens_in_place_and_after_a_move(tmp
     shutil.copytree(tmp_path / "here", tmp_path / "there")
     shutil.rmtree(tmp_path / "here")
     _check_runs_everything(tmp_path / "there" / "shop.duckdb", rows, greeted)
+
+
+def test_a_snapshot_in_another_folder_shares_the_registry_artifacts(tmp_path, model_dirs) -> None:
+    db, rows, _ = _build(tmp_path / "here", model_dirs)
+    registry = duckreg.Registry(str(db))
+    (tmp_path / "readers").mkdir()
+    snapshot = registry.snapshot(tmp_path / "readers" / "shop.duckdb")
+    registry.connection.close()
+    con = duckreg.connect(str(snapshot), read_only=True)
+    try:
+        assert con.execute(QUERY, [TEXTS]).fetchall() == rows
+    finally:
+        con.close()
+    assert not (tmp_path / "readers" / "shop.duckdb.artifacts").exists()  # shared, not copied

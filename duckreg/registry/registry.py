@@ -87,24 +87,20 @@ class Registry:
             return beside
         return Path(tempfile.mkdtemp(prefix="duckreg-artifacts-"))
 
-    def _stored_root(self) -> str:
-        """The artifact root as the catalog keeps it: relative to the database's folder when it lies under it,
-        so copying, zipping or mounting the two together keeps every model working."""
-        root = self._artifacts.root.resolve()
-        if self._db_path is not None and root.is_relative_to(self._db_path.parent):
-            return root.relative_to(self._db_path.parent).as_posix()
-        return str(root)
-
-    def _stored_folder(self, folder: Path) -> str:
-        """A version folder as the catalog keeps it: relative to the artifact root."""
-        return folder.resolve().relative_to(self._artifacts.root.resolve()).as_posix()
+    def _relative_to_database(self, path: Path) -> str:
+        """``path`` as the catalog keeps it: relative to the database's folder when it lies under it, so
+        copying, zipping or mounting the two together keeps every model working; else absolute."""
+        path = path.resolve()
+        if self._db_path is not None and path.is_relative_to(self._db_path.parent):
+            return path.relative_to(self._db_path.parent).as_posix()
+        return str(path)
 
     def _version_folder(self, stored: str) -> Path:
         """A version folder from the catalog. An absolute path (as older catalogs kept them) that no longer
         exists is looked up under this root by its last two parts, so an old registry can move too."""
         path = Path(stored)
         if not path.is_absolute():
-            return self._artifacts.root / path
+            return (self._db_path.parent if self._db_path is not None else Path.cwd()) / path
         if not path.exists() and (self._artifacts.root / path.parent.name / path.name).is_dir():
             return self._artifacts.root / path.parent.name / path.name
         return path
@@ -297,7 +293,7 @@ class Registry:
                     self._models.replace_version_files(
                         version._model_key,
                         version._version_key,
-                        self._stored_folder(published),
+                        self._relative_to_database(published),
                         manifest.to_json(),
                         {"engine_agreement": metrics.get("engine_agreement")},
                     )
@@ -360,14 +356,14 @@ class Registry:
         faults.point("log_model:after_publish")
         new = replace(
             new,
-            artifact_path=self._stored_folder(self._artifacts.path(relative)),
+            artifact_path=self._relative_to_database(self._artifacts.path(relative)),
             manifest=manifest.to_json(),
             metrics={**logged.metrics, **new.metrics},  # the user's own figures win over measured ones
         )
 
         def remember_artifact_location(cat: Catalog) -> None:
             if is_new_model and cat.get_setting("artifact_location") is None:
-                cat.set_setting("artifact_location", self._stored_root())
+                cat.set_setting("artifact_location", self._relative_to_database(self._artifacts.root))
 
         try:
             self._models.insert_version(new, create_model=is_new_model, on_commit=remember_artifact_location)
@@ -422,6 +418,12 @@ class Registry:
             cursor.execute(f"ATTACH {quote_literal(str(partial_copy))} AS {alias}")
             try:
                 cursor.execute(f"COPY FROM DATABASE {quote(self.database_name)} TO {alias}")
+                # The copy shares this registry's artifact folders wherever it is written: name them absolutely.
+                settings = f"{alias}.{quote(self.schema_name)}.settings"
+                cursor.execute(
+                    f"INSERT OR REPLACE INTO {settings} VALUES ('artifact_location', ?)",
+                    [str(self._artifacts.root.resolve())],
+                )
             finally:
                 cursor.execute(f"DETACH {alias}")
 
