@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -92,3 +95,24 @@ def test_jupysql_magic(shop: Path, expected) -> None:
     finally:
         shell.user_ns["con"].close()
         shell_module.InteractiveShell.clear_instance()
+
+
+def test_marimo_notebook_example_runs_as_a_script(tmp_path: Path, model_dirs) -> None:
+    pytest.importorskip("marimo")
+    pytest.importorskip("matplotlib")
+    db = tmp_path / "quickstart.duckdb"
+    registry = duckreg.Registry(str(db))
+    embedder = transformers.pipeline("feature-extraction", model=str(model_dirs["feature-extraction"]))
+    registry.log_model(embedder, model_name="minilm", version_name="v1", options={"pooling": "mean"})
+    con = registry.register_functions()
+    bodies = ["A monkey is playing drums.", "A man is eating food.", "A woman is playing violin."]
+    con.execute("CREATE TABLE doc_vectors AS SELECT body, minilm(body) AS embedding FROM (SELECT unnest(?) AS body)",
+                [bodies])  # fmt: skip
+    con.close()
+    plot = tmp_path / "similarity.png"
+    env = {**os.environ, "DUCKREG_NOTEBOOK_DB": str(db), "DUCKREG_NOTEBOOK_PLOT": str(plot), "MPLBACKEND": "Agg"}
+    notebook = Path(__file__).resolve().parents[1] / "examples" / "notebook" / "similarity.py"
+    done = subprocess.run([sys.executable, str(notebook)], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert all(body in done.stdout for body in bodies) and "similarity" in done.stdout
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
