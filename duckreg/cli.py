@@ -147,14 +147,25 @@ def main() -> None:
 
 
 @main.command()
-@click.argument("database", required=False, envvar=DB_ENV)
+@click.argument("database", required=False)
+@click.option("--db", "db_option", envvar=DB_ENV, help=f"The DuckDB database file (or ${DB_ENV}); same as DATABASE.")
 @click.option("--read-only", is_flag=True, help="Open the database read-only.")
-def shell(database: str | None, read_only: bool) -> None:
-    """An interactive SQL shell on DATABASE with every model callable.
+def shell(database: str | None, db_option: str | None, read_only: bool) -> None:
+    """An interactive SQL shell on DATABASE (or --db) with every model callable.
 
     Statements end with ';' and may span lines. Dot-commands: .models, .versions MODEL,
-    .functions MODEL [VERSION], .tables, .help, .quit.
+    .functions MODEL [VERSION], .tables, .help, .quit. Without a database the shell runs on a
+    transient in-memory one, and says so.
     """
+    if database and db_option and Path(database).resolve() != Path(db_option).resolve():
+        raise click.UsageError(f"Two databases given: {database} and --db {db_option}; give one.")
+    database = database or db_option
+    if database is None:
+        click.echo(
+            "Connected to a transient in-memory database: nothing is kept when the shell exits. "
+            "Give a file (duckreg shell FILE, or --db FILE) to use a registry.",
+            err=True,
+        )
     started = time.perf_counter()
     session = _session(database, read_only)
     interactive = sys.stdin.isatty()

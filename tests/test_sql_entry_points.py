@@ -109,6 +109,21 @@ def test_shell_runs_statements_and_dot_commands(shop, db_path) -> None:
     assert ok.returncode == 0 and "42" in ok.stdout
 
 
+def test_shell_takes_db_like_every_command_and_says_when_nothing_is_kept(shop, db_path, tmp_path) -> None:
+    shop.connection.close()
+    by_option = _cli("shell", "--db", str(db_path), stdin="SELECT count(*) AS models FROM duckreg.models;\n")
+    assert by_option.returncode == 0, by_option.stderr
+    assert "1" in by_option.stdout and "in-memory" not in by_option.stderr
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    transient = _cli("shell", stdin="SELECT 41 + 1 AS answer;\n", cwd=elsewhere)
+    assert transient.returncode == 0 and "42" in transient.stdout
+    assert "transient in-memory database: nothing is kept" in transient.stderr
+    assert list(elsewhere.iterdir()) == []
+    both = _cli("shell", str(db_path), "--db", str(tmp_path / "other.duckdb"), stdin="")
+    assert both.returncode == 2 and "Two databases given" in both.stderr
+
+
 def test_sql_and_run_commands(shop, db_path, tmp_path) -> None:
     expected = shop.register_functions().execute("SELECT sentiment(text).label FROM reviews ORDER BY id").fetchall()
     shop.connection.close()
