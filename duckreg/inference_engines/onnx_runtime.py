@@ -282,20 +282,30 @@ def _batches(texts: list[str]) -> Iterator[tuple[list[str], list[str] | None]]:
         yield texts[start : min(start + CHECK_BATCH, half)], texts[half + start : half + min(start + CHECK_BATCH, half)]
 
 
-def compare(module: Any, session: Any, tokenizer: Any, texts: list[str]) -> dict[str, float]:
-    """Run torch and the session on the same batches and summarise how closely they agree."""
+def torch_reference(module: Any, tokenizer: Any, texts: list[str]) -> list[tuple[Any, dict[str, np.ndarray]]]:
+    """Torch's outputs on the check batches, computed once for every export compared against them."""
     import torch
 
-    candidate = OnnxModule(session, module.config, 0)
-    agreement = Agreement()
+    inputs = _graph_inputs(module, tokenizer)
+    reference = []
     with torch.inference_mode():
         for singles, pairs in _batches(texts):
             batch = _encode(tokenizer, singles, pairs)
-            reference = module(**{k: batch[k] for k in candidate.input_names if k in batch})
-            produced = candidate(**batch)
-            mask = batch["attention_mask"].numpy()
-            for name in candidate.output_names:
-                agreement.add(name, reference[name].float().numpy(), produced[name].numpy(), mask)
+            outputs = module(**{name: batch[name] for name in inputs})
+            reference.append((batch, {name: value.float().numpy() for name, value in outputs.items()
+                                      if isinstance(value, torch.Tensor)}))  # fmt: skip
+    return reference
+
+
+def compare(reference: list[tuple[Any, dict[str, np.ndarray]]], session: Any, config: Any) -> dict[str, float]:
+    """Run the session on the reference's batches and summarise how closely it agrees with torch."""
+    candidate = OnnxModule(session, config, 0)
+    agreement = Agreement()
+    for batch, expected in reference:
+        produced = candidate(**batch)
+        mask = batch["attention_mask"].numpy()
+        for name in candidate.output_names:
+            agreement.add(name, expected[name], produced[name].numpy(), mask)
     return agreement.summary()
 
 
@@ -318,6 +328,7 @@ class OnnxRuntimeEngine(InferenceEngine):
         module, tokenizer = model.model, model.tokenizer
         target = folder / ONNX_FILE
         target.parent.mkdir(parents=True, exist_ok=True)
+        reference = torch_reference(module, tokenizer, sample_texts)
         with tempfile.TemporaryDirectory(prefix="duckreg-onnx-") as scratch:
             exported = Path(scratch) / "model.onnx"
             export(module, tokenizer, exported)
@@ -325,17 +336,20 @@ class OnnxRuntimeEngine(InferenceEngine):
                 import onnx
 
                 # The fastest export that passes the floors: keep more in fp32 only when needed.
-                for kept, fp32_nodes in int8_ladder(onnx.load(str(exported)).graph):
-                    quantize_int8(exported, target, fp32_nodes)
-                    figures = compare(module, open_session(target, "cpu"), tokenizer, sample_texts)
-                    failed = shortfalls(figures, floors)
-                    if not failed:
-                        figures = {**figures, "fp32_kept": kept}
-                        break
+                steps: list[tuple[str | None, list[str] | None]] = list(int8_ladder(onnx.load(str(exported)).graph))
             else:
-                shutil.move(exported, target)
-                figures = compare(module, open_session(target, "cpu"), tokenizer, sample_texts)
+                steps = [(None, None)]
+            for kept, fp32_nodes in steps:
+                if fp32_nodes is None:
+                    shutil.move(exported, target)
+                else:
+                    quantize_int8(exported, target, fp32_nodes)
+                figures: dict[str, Any] = compare(reference, open_session(target, "cpu"), module.config)
                 failed = shortfalls(figures, floors)
+                if not failed:
+                    if kept is not None:
+                        figures["fp32_kept"] = kept
+                    break
         if failed:
             kind = "int8" if options.get("quantize") else "fp32"
             advice = (
