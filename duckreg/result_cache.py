@@ -224,24 +224,21 @@ class ResultCache:
             if connection is None:
                 return
             now = time.time()
-            rows = []
+            payloads = []
             for key, value in items:
                 try:
-                    data = encode_result(value)
+                    payloads.append((key, encode_result(value)))
                 except (TypeError, ValueError, OverflowError):
                     continue  # a value the cache cannot keep exactly is computed each time instead
-                rows.append((key, scope.version, scope.model_name, scope.version_name, data, len(data), now))
-            if not rows:
+            if not payloads:
                 return
+            owner = (scope.version, scope.model_name, scope.version_name)
+            rows = [(key, *owner, len(data), now) for key, data in payloads]
             with _transaction(connection):
-                before = _bytes_of(connection, [key for key, *_ in rows])
-                connection.executemany(
-                    "INSERT OR REPLACE INTO results VALUES (?, ?, ?, ?, ?, ?)", [row[:4] + row[5:] for row in rows]
-                )
-                connection.executemany(
-                    "INSERT OR REPLACE INTO payloads VALUES (?, ?)", [(row[0], row[4]) for row in rows]
-                )
-                added = sum(row[5] for row in rows) - before
+                before = _bytes_of(connection, [key for key, _ in payloads])
+                connection.executemany("INSERT OR REPLACE INTO results VALUES (?, ?, ?, ?, ?, ?)", rows)
+                connection.executemany("INSERT OR REPLACE INTO payloads VALUES (?, ?)", payloads)
+                added = sum(len(data) for _, data in payloads) - before
                 connection.execute("UPDATE counters SET value = value + ? WHERE name = 'bytes'", [added])
                 self._evict(connection)
 

@@ -19,9 +19,9 @@ class InferenceEngine:
 
     name: str = ""
     reads_samples: bool = False
+    """Whether ``prepare`` checks the engine on ``sample_input_data`` (so logging it is not a wasted argument)."""
     files: tuple[str, ...] = ()
     """Names under the model folder that ``prepare`` writes (left behind when a version changes engine)."""
-    """Whether ``prepare`` checks the engine on ``sample_input_data`` (so logging it is not a wasted argument)."""
 
     def torch_device(self, device: str) -> str:
         """Where the torch weights load before ``attach``: the run device, unless this engine replaces them."""

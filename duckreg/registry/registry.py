@@ -79,8 +79,9 @@ class Registry:
         beside = self._db_path.with_name(self._db_path.name + ".artifacts") if self._db_path is not None else None
         if stored and Path(stored).is_absolute():
             # Older catalogs kept it absolute; one copied elsewhere finds its files beside the database.
-            moved = not Path(stored).exists() and beside is not None and beside.is_dir()
-            return beside if moved and beside is not None else Path(stored)
+            if beside is not None and not Path(stored).exists() and beside.is_dir():
+                return beside
+            return Path(stored)
         if stored and self._db_path is not None:
             return self._db_path.parent / stored  # kept relative to the database: it travels with it
         if beside is not None:
@@ -278,7 +279,8 @@ class Registry:
                     skip = {name for engine in ENGINES.values() for name in engine.files}
                     linked = link_tree(handle.artifact_dir / "model", staged / "model", skip=skip)
                     metrics = handler.prepare_engine(model, manifest.task, staged / "model", options, sample_input_data)
-                    files = {path: (manifest.files or {})[path] for path in linked if path in (manifest.files or {})}
+                    logged_files = manifest.files or {}
+                    files = {path: logged_files[path] for path in linked if path in logged_files}
                     for name in engine_files:
                         files.update({f"{name}/{p}": h for p, h in file_hashes(staged / "model" / name).items()})
                     manifest = replace(manifest, options=options, files=dict(sorted(files.items())))
