@@ -157,9 +157,7 @@ def shell(database: str | None, db_option: str | None, read_only: bool) -> None:
     .functions MODEL [VERSION], .tables, .help, .quit. Without a database the shell runs on a
     transient in-memory one, and says so.
     """
-    if database and db_option and Path(database).resolve() != Path(db_option).resolve():
-        raise click.UsageError(f"Two databases given: {database} and --db {db_option}; give one.")
-    database = database or db_option
+    database = _one_database(database, db_option)
     if database is None:
         click.echo(
             "Connected to a transient in-memory database: nothing is kept when the shell exits. "
@@ -201,6 +199,13 @@ def shell(database: str | None, db_option: str | None, read_only: bool) -> None:
     session.close()
     if failures and not interactive:
         sys.exit(1)
+
+
+def _one_database(database: str | None, db_option: str | None) -> str | None:
+    """The database named by the argument or --db (refusing two different ones)."""
+    if database and db_option and Path(database).resolve() != Path(db_option).resolve():
+        raise click.UsageError(f"Two databases given: {database} and --db {db_option}; give one.")
+    return database or db_option
 
 
 def _enable_history() -> None:
@@ -435,6 +440,73 @@ def delete(model: str, version_name: str | None, yes: bool, database: str | None
 
     _guard(do)
     session.close()
+
+
+@main.command()
+@click.argument("database", required=False)
+@click.option("--db", "db_option", envvar=DB_ENV, help=f"The DuckDB database file (or ${DB_ENV}); same as DATABASE.")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (loopback by default).")
+@click.option("--port", default=9494, show_default=True, type=click.IntRange(1, 65535))
+@click.option("--token", envvar="DUCKREG_TOKEN", help="The token clients must present (or $DUCKREG_TOKEN).")
+@click.option("--token-file", type=click.File("r"), help="Read the token from this file's first line.")
+@click.option("--read-only", is_flag=True, help="Open the database read-only.")
+@click.option("--client-init", type=click.Path(dir_okay=False, writable=True),
+              help="Write a file for `duckdb -init FILE` that attaches this server as reg.")  # fmt: skip
+def serve(
+    database: str | None,
+    db_option: str | None,
+    host: str,
+    port: int,
+    token: str | None,
+    token_file: Any,
+    read_only: bool,
+    client_init: str | None,
+) -> None:
+    """Serve DATABASE over DuckDB's Quack protocol, with every model callable by remote clients.
+
+    From the DuckDB CLI (the same DuckDB version as this server):
+
+    \b
+      ATTACH 'quack:127.0.0.1:9494' AS reg (TOKEN '...');
+      CONNECT reg;                                            -- DuckDB 2.0: plain SQL runs here
+      FROM reg.query('SELECT sentiment(review) FROM reviews'); -- DuckDB 1.5
+
+    Parameters by name and table functions are in the models catalog:
+    models.sentiment(review, top_k := 2), FROM models.sentiment_table('reviews').
+    """
+    import duckdb
+
+    from duckreg.serve import ServeError, Server, stop_requested
+
+    database = _one_database(database, db_option)
+    if database is None:
+        raise click.UsageError(f"Give the database to serve (duckreg serve FILE, --db FILE or ${DB_ENV}).")
+    if token_file is not None:
+        token = token_file.readline().strip()
+    server = Server(database, host=host, port=port, token=token, read_only=read_only)
+    with stop_requested() as stop:
+        try:
+            server.start()
+        except (ServeError, duckdb.Error) as exc:
+            _fail(str(exc))
+            sys.exit(1)
+        if client_init:
+            Path(client_init).write_text(server.client_init())
+        given = "the token from --token or --token-file" if token else f"this token: {server.token}"
+        click.echo(
+            f"Serving {database} ({server.model_count} models) at {server.uri}, "
+            f"ready in {server.startup_seconds:.2f} s.\n"
+            f"Clients need DuckDB {duckdb.__version__} and {given}\n"
+            f"  ATTACH '{server.uri}' AS reg (TOKEN '...');\n"
+            "  CONNECT reg;                                              -- DuckDB 2.0\n"
+            "  FROM reg.query('SELECT sentiment(review) FROM reviews');  -- DuckDB 1.5"
+        )
+        if client_init:
+            click.echo(f"Client init file: duckdb -init {client_init}")
+        click.echo("Ctrl-C stops the server.")
+        sys.stdout.flush()
+        server.wait(stop)
+    click.echo("Server stopped.")
 
 
 @main.group()

@@ -193,7 +193,9 @@ def set_status(catalog: Catalog, key: str, status: str, message: str | None = No
 
 def log(catalog: Catalog, key: str, line: str) -> None:
     """Append a line to a job's log."""
-    catalog.execute("INSERT INTO {schema}.job_logs (job_key, line) VALUES (?, ?)", [key, line])
+    catalog.execute(
+        "INSERT INTO {schema}.job_logs (job_key, line, logged_on) VALUES (?, ?, current_timestamp)", [key, line]
+    )
 
 
 def list_jobs(registry: Registry, limit: int = 10) -> pd.DataFrame:
@@ -272,7 +274,8 @@ def register(
         return key
     catalog.execute(
         "INSERT INTO {schema}.jobs (job_key, name, model_key, version_key, function_name, engine, output_location, "
-        "spec, status, pid, host, rows_done) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0)",
+        "spec, status, pid, host, rows_done, created_on) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, current_timestamp)",
         [key, name, model_key, version_key, function_name, engine, output_location, json.dumps(spec, default=str),
          PENDING, *owner],
     )  # fmt: skip

@@ -110,7 +110,8 @@ class StageCatalog:
         fs = stage.filesystem  # fails early on an unknown protocol or a missing fsspec extra
         fs.makedirs(stage.root, exist_ok=True)
         self._catalog.execute(
-            "INSERT OR REPLACE INTO {schema}.stages (stage_key, name, url, comment) VALUES (?, ?, ?, ?)",
+            "INSERT OR REPLACE INTO {schema}.stages (stage_key, name, url, comment, created_on) "
+            "VALUES (?, ?, ?, ?, current_timestamp)",
             [name.lower(), name, stage.url, comment],
         )
         return stage

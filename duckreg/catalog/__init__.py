@@ -89,6 +89,22 @@ class Catalog:
         with self._lock:
             return action(self._cursor)
 
+    def close_at_exit(self) -> None:
+        """Close the private cursor as the interpreter exits, unless another thread is using it.
+
+        A connection that created Python functions and is still open at exit makes DuckDB's bindings
+        print a long "nanobind: leaked ..." report. The functions stay callable: the callables are
+        kept alive by the instance's table (``duckdb_ext.connections``), not by this cursor.
+        """
+        if not self._lock.acquire(timeout=1):
+            return
+        try:
+            self._cursor.close()
+        except duckdb.Error:
+            pass
+        finally:
+            self._lock.release()
+
     def closed(self) -> bool:
         """Whether the connection this catalog works through has been closed."""
         with self._lock:

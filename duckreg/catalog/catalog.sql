@@ -1,6 +1,7 @@
 -- duckreg catalog. {schema} is the quoted, fully qualified registry schema ("db"."duckreg").
 -- Names are stored as the user wrote them; *_key columns hold the lower-cased form that makes
--- every lookup case-insensitive.
+-- every lookup case-insensitive. Timestamps are set by each INSERT rather than by a column DEFAULT:
+-- DuckDB 1.5's Quack client cannot ATTACH a database with a DEFAULT current_timestamp column.
 CREATE SCHEMA IF NOT EXISTS {schema};
 
 CREATE TABLE IF NOT EXISTS {schema}.settings (
@@ -13,7 +14,7 @@ CREATE TABLE IF NOT EXISTS {schema}.models (
     name VARCHAR NOT NULL,
     comment VARCHAR,
     default_version_key VARCHAR,
-    created_on TIMESTAMP NOT NULL DEFAULT current_timestamp
+    created_on TIMESTAMP NOT NULL
 );
 
 CREATE SEQUENCE IF NOT EXISTS {schema}.version_seq;
@@ -28,7 +29,7 @@ CREATE TABLE IF NOT EXISTS {schema}.versions (
     model_type VARCHAR NOT NULL,
     artifact_path VARCHAR NOT NULL,
     manifest JSON NOT NULL,
-    created_on TIMESTAMP NOT NULL DEFAULT current_timestamp,
+    created_on TIMESTAMP NOT NULL,
     PRIMARY KEY (model_key, version_key)
 );
 
@@ -70,7 +71,7 @@ CREATE TABLE IF NOT EXISTS {schema}.stages (
     name VARCHAR NOT NULL,
     url VARCHAR NOT NULL,
     comment VARCHAR,
-    created_on TIMESTAMP NOT NULL DEFAULT current_timestamp
+    created_on TIMESTAMP NOT NULL
 );
 
 CREATE TABLE IF NOT EXISTS {schema}.jobs (
@@ -88,13 +89,13 @@ CREATE TABLE IF NOT EXISTS {schema}.jobs (
     host VARCHAR,
     rows_total BIGINT,
     rows_done BIGINT,
-    created_on TIMESTAMP NOT NULL DEFAULT current_timestamp,
+    created_on TIMESTAMP NOT NULL,
     started_on TIMESTAMP,
     finished_on TIMESTAMP
 );
 
 CREATE TABLE IF NOT EXISTS {schema}.job_logs (
     job_key VARCHAR NOT NULL,
-    logged_on TIMESTAMP NOT NULL DEFAULT current_timestamp,
+    logged_on TIMESTAMP NOT NULL,
     line VARCHAR NOT NULL
 );

@@ -174,12 +174,14 @@ class ModelStore:
         with self.catalog.transaction() as cat:
             if create_model:
                 cat.execute(
-                    "INSERT INTO {schema}.models (model_key, name, default_version_key) VALUES (?, ?, ?)",
+                    "INSERT INTO {schema}.models (model_key, name, default_version_key, created_on) "
+                    "VALUES (?, ?, ?, current_timestamp)",
                     [new.model_key, new.model_name, new.version_key],
                 )
             cat.execute(
                 "INSERT INTO {schema}.versions (model_key, version_key, name, seq, comment, task, model_type, "
-                "artifact_path, manifest) VALUES (?, ?, ?, nextval('{schema}.version_seq'), ?, ?, ?, ?, ?)",
+                "artifact_path, manifest, created_on) "
+                "VALUES (?, ?, ?, nextval('{schema}.version_seq'), ?, ?, ?, ?, ?, current_timestamp)",
                 [new.model_key, new.version_key, new.version_name, new.comment, new.task, new.model_type,
                  new.artifact_path, new.manifest],
             )  # fmt: skip

@@ -19,6 +19,7 @@ owner's own.
 
 from __future__ import annotations
 
+import atexit
 import re
 import threading
 import uuid
@@ -327,6 +328,15 @@ def instance_of(con: duckdb.DuckDBPyConnection) -> Instance:
                 _INSTANCES.pop(previous, None)
             _BY_PATH[path] = instance.token
         return instance
+
+
+@atexit.register
+def _close_function_owners() -> None:
+    """At exit, close the private cursors that created duckreg's functions (see ``Catalog.close_at_exit``)."""
+    for instance in list(_INSTANCES.values()):
+        catalogs = {id(c): c for c in (owner() for owner in instance.owners.values()) if c is not None}
+        for catalog in catalogs.values():
+            catalog.close_at_exit()
 
 
 def _forget_closed_memory_instances() -> None:

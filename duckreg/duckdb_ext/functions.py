@@ -14,7 +14,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from duckreg.duckdb_ext.names import files_macro_name, table_macro_name
+from duckreg.duckdb_ext.names import create_macro, files_macro_name, table_macro_name
 from duckreg.duckdb_ext.types import OutputTypes
 from duckreg.identifiers import quote
 from duckreg.inference import FunctionRunner
@@ -105,7 +105,7 @@ def _param_names(runner: FunctionRunner) -> list[str]:
     return [quote(p.name) for p in runner.signature.params]
 
 
-def scalar_macro_sql(macro_name: str, udf_name: str, runner: FunctionRunner) -> str:
+def scalar_macro_sql(macro_name: str, udf_name: str, runner: FunctionRunner, catalog: str | None = None) -> str:
     """The function as users call it: optional inputs may be left out, parameters go by name.
 
     ``fn(x, max_new_tokens := 40)``; an unknown name is refused by DuckDB before anything runs.
@@ -117,13 +117,12 @@ def scalar_macro_sql(macro_name: str, udf_name: str, runner: FunctionRunner) -> 
         passed.append(quote(spec.name))
     declared += [f"{name} := NULL" for name in _param_names(runner)]
     passed += [*_param_names(runner), CACHE_SWITCH]
-    return (
-        f"CREATE OR REPLACE TEMP MACRO {quote(macro_name)}({', '.join(declared)}) AS "
-        f"{quote(udf_name)}({', '.join(passed)})"
-    )
+    return f"{create_macro(macro_name, catalog)}({', '.join(declared)}) AS {quote(udf_name)}({', '.join(passed)})"
 
 
-def table_macro_sql(macro_name: str, udf_name: str, runner: FunctionRunner, output: OutputTypes) -> str:
+def table_macro_sql(
+    macro_name: str, udf_name: str, runner: FunctionRunner, output: OutputTypes, catalog: str | None = None
+) -> str:
     """A table macro: every column of the named table plus the function's output columns.
 
     Parameters are passed by name as in the scalar call: ``fn_table('docs', num_beams := 2)``.
@@ -143,7 +142,7 @@ def table_macro_sql(macro_name: str, udf_name: str, runner: FunctionRunner, outp
     hidden = [_MISSING.lower(), *sorted(runner.function.replaced_columns())]
     keep = "COLUMNS(lambda c: lower(c) NOT IN (" + ", ".join(f"'{n}'" for n in hidden) + "))"
     return (
-        f"CREATE OR REPLACE TEMP MACRO {quote(macro_name)}({declared}) AS TABLE "
+        f"{create_macro(macro_name, catalog)}({declared}) AS TABLE "
         f"SELECT {keep}, {projection} "
         f"FROM (SELECT *, NULL AS {_MISSING} FROM query_table(table_name))"
     )
@@ -182,14 +181,14 @@ class SqlFunction:
             self._udfs[layout] = make_udf(self.runner, self.output, layout, self.sql_name)
         return self._udfs[layout]
 
-    def macro_statements(self) -> list[str]:
-        """Every TEMP macro this function puts on a registered connection."""
+    def macro_statements(self, catalog: str | None = None) -> list[str]:
+        """Every macro this function puts on a registered connection (TEMP unless ``catalog`` is given)."""
         call = self.udf_name("call")
         statements = [
-            scalar_macro_sql(self.sql_name, call, self.runner),
-            table_macro_sql(table_macro_name(self.sql_name), call, self.runner, self.output),
+            scalar_macro_sql(self.sql_name, call, self.runner, catalog),
+            table_macro_sql(table_macro_name(self.sql_name), call, self.runner, self.output, catalog),
         ]
-        files = files_macro_sql(files_macro_name(self.sql_name), call, self.runner, self.output)
+        files = files_macro_sql(files_macro_name(self.sql_name), call, self.runner, self.output, catalog)
         return [*statements, files] if files else statements
 
 
@@ -205,7 +204,9 @@ def drop_macro_statements(sql_names: Iterable[str]) -> list[str]:
     return statements
 
 
-def files_macro_sql(macro_name: str, udf_name: str, runner: FunctionRunner, output: OutputTypes) -> str | None:
+def files_macro_sql(
+    macro_name: str, udf_name: str, runner: FunctionRunner, output: OutputTypes, catalog: str | None = None
+) -> str | None:
     """For a function of one file (one BYTES input): ``fn_files('@stage/path', pattern)`` -> file_path + outputs."""
     if runner.function.single_file_input(runner.optional_inputs) is None:
         return None
@@ -215,6 +216,6 @@ def files_macro_sql(macro_name: str, udf_name: str, runner: FunctionRunner, outp
     call = f"{quote(udf_name)}({', '.join(args)})"
     projection = f"unnest({call})" if len(output.names) > 1 else f"{call} AS {quote(output.names[0])}"
     return (
-        f"CREATE OR REPLACE TEMP MACRO {quote(macro_name)}({declared}) AS TABLE "
+        f"{create_macro(macro_name, catalog)}({declared}) AS TABLE "
         f"SELECT file_path, {projection} FROM stage_files(stage_path, pattern)"
     )

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Sequence
 import duckdb
 
 from duckreg.function_spec import FunctionSpec
+from duckreg.identifiers import quote
 
 RESERVED_SQL_NAMES = frozenset(
     {"stage_files", "run_batch", "read_stage_file", "duckreg_list_stage_files", "duckreg_run_batch"}
@@ -39,6 +40,17 @@ def table_macro_name(sql_name: str) -> str:
 
 def files_macro_name(sql_name: str) -> str:
     return f"{sql_name}_files"
+
+
+def create_macro(macro_name: str, catalog: str | None = None) -> str:
+    """``CREATE OR REPLACE`` head of a macro: TEMP (this connection only) or in ``catalog`` (every connection).
+
+    TEMP macros are private to the connection that made them; a server whose sessions are other
+    connections of the instance (``duckreg serve``) keeps its macros in an in-memory catalog instead.
+    """
+    if catalog is None:
+        return f"CREATE OR REPLACE TEMP MACRO {quote(macro_name)}"
+    return f"CREATE OR REPLACE MACRO {quote(catalog)}.main.{quote(macro_name)}"
 
 
 def with_macros(names: Iterable[str]) -> list[str]:

@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING
 
 import duckdb
 
+from duckreg.duckdb_ext.names import create_macro
+
 if TYPE_CHECKING:
     from duckreg.batch.stages import StageCatalog
     from duckreg.duckdb_ext.connections import Instance
@@ -62,11 +64,14 @@ STAGE_UDFS = (
 """(UDF name, method of ``StageFunctions``, parameter types, return type)."""
 
 
-def stage_macro_statements() -> list[str]:
-    """``stage_files('@stage/path', pattern)`` and ``run_batch(model, query, output_location, ...)``."""
+def stage_macro_statements(catalog: str | None = None) -> list[str]:
+    """``stage_files('@stage/path', pattern)`` and ``run_batch(model, query, output_location, ...)``.
+
+    TEMP macros unless ``catalog`` names where every connection of the instance should find them.
+    """
     return [
-        "CREATE OR REPLACE TEMP MACRO stage_files(stage_path, pattern := NULL) AS TABLE "
+        f"{create_macro('stage_files', catalog)}(stage_path, pattern := NULL) AS TABLE "
         "SELECT unnest(duckreg_list_stage_files(stage_path, pattern)) AS file_path",
-        "CREATE OR REPLACE TEMP MACRO run_batch(model, query, output_location, mode := 'error', job_name := NULL, "
+        f"{create_macro('run_batch', catalog)}(model, query, output_location, mode := 'error', job_name := NULL, "
         "max_batch_rows := NULL) AS duckreg_run_batch(model, query, output_location, mode, job_name, max_batch_rows)",
     ]

@@ -443,13 +443,16 @@ class Registry:
         con: duckdb.DuckDBPyConnection | None = None,
         *,
         models: Iterable[str] | None = None,
+        macro_catalog: str | None = None,
     ) -> duckdb.DuckDBPyConnection:
         """Make model versions callable from SQL on ``con`` (default: the registry's connection).
 
         The functions themselves belong to the database instance (every connection and cursor of it
         can call them, positionally, for as long as any is open); ``con`` also gets the macros that
         take optional inputs, parameters by name and tables (``fn_table``). ``models`` limits the
-        work to those models (the shell binds only what a statement uses).
+        work to those models (the shell binds only what a statement uses). The macros are TEMP
+        (``con``'s own) unless ``macro_catalog`` names an attached catalog to create them in, where
+        every connection of the instance finds them (as ``duckreg serve``'s remote sessions must).
         """
         con = con or self._con
         instance = connections.instance_of(con)
@@ -467,8 +470,10 @@ class Registry:
                 instance.root = server
             instance.ensure_stage_functions(self._catalog)
             instance.set_targets(self._catalog, sql_functions)
-            instance.bind_connection(con, wanted)
-            for statement in stage_macro_statements() + [s for f in sql_functions for s in f.macro_statements()]:
+            if macro_catalog is None:
+                instance.bind_connection(con, wanted)
+            macros = [s for f in sql_functions for s in f.macro_statements(macro_catalog)]
+            for statement in stage_macro_statements(macro_catalog) + macros:
                 con.execute(statement)
         return con
 
