@@ -11,133 +11,23 @@ only the models a statement names, so starting is fast however many versions the
 
 from __future__ import annotations
 
-import os
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import click
 
 DB_ENV = "DUCKREG_DB"
-# Statements whose result is printed (as the DuckDB shell does); others run silently.
-_QUERIES = frozenset({"SELECT", "WITH", "FROM", "VALUES", "SHOW", "DESCRIBE", "SUMMARIZE", "PRAGMA", "EXPLAIN",
-                      "CALL", "TABLE", "PIVOT", "UNPIVOT"})  # fmt: skip
-MAX_ROWS = 40
-
-
-class Session:
-    """One database, its registry, and the models already registered on the connection."""
-
-    def __init__(self, database: str | None, *, read_only: bool = False) -> None:
-        from duckreg.duckdb_ext.connections import open_database
-        from duckreg.registry import Registry
-
-        self.database = database or ":memory:"
-        self.con = open_database(self.database, read_only=read_only)
-        self.registry = Registry(self.con)
-        self.registry.register_functions(self.con, models=[])
-        self.bound: set[str] = set()
-
-    def prepare(self, statement: str) -> str:
-        """Rewrite model-call syntax and register the models the statement names (once per session)."""
-        from duckreg.duckdb_ext.statements import prepare
-
-        return prepare(self.registry, self.con, statement, self.bound)
-
-    def execute(self, statement: str) -> tuple[list[str], list[str], list[tuple]] | None:
-        """Run one statement; the rows of a query, or None for statements that return no table."""
-        cursor = self.con.execute(self.prepare(statement))
-        first = statement.lstrip("( \n\t").split(None, 1)[0].upper() if statement.strip() else ""
-        if cursor.description is None or first not in _QUERIES:
-            return None
-        names = [d[0] for d in cursor.description]
-        types = [str(d[1]) for d in cursor.description]
-        return names, types, cursor.fetchall()
-
-    def close(self) -> None:
-        self.con.close()
-
-
-def split_statements(script: str) -> Iterator[tuple[int, str]]:
-    """(line, statement) for each ``;``-terminated statement, honouring quotes and comments.
-
-    The line is where the statement's first token is; comments before it are not part of it.
-    """
-    line, i = 1, 0
-    begin: int | None = None
-    begin_line = 1
-    quote: str | None = None
-    while i < len(script):
-        ch = script[i]
-        if quote:
-            if ch == quote:
-                quote = None
-        elif script.startswith("--", i) or script.startswith("/*", i):
-            closing = "\n" if ch == "-" else "*/"
-            end = script.find(closing, i + 2)
-            end = len(script) if end < 0 else end + (0 if ch == "-" else 2)
-            line += script.count("\n", i, end)
-            i = end
-            continue
-        elif ch == ";":
-            if begin is not None:
-                yield begin_line, script[begin:i].strip()
-            begin = None
-        elif not ch.isspace() and begin is None:
-            begin, begin_line = i, line
-            if ch in ("'", '"'):
-                quote = ch
-        elif ch in ("'", '"'):
-            quote = ch
-        if ch == "\n":
-            line += 1
-        i += 1
-    if begin is not None and script[begin:].strip():
-        yield begin_line, script[begin:].strip()
-
-
-def _render(value: Any) -> str:
-    if value is None:
-        return "NULL"
-    return str(value)
-
-
-def print_result(result: tuple[list[str], list[str], list[tuple]], *, fmt: str = "table") -> None:
-    """Rows as a box table like the DuckDB shell (first and last rows of long results), or CSV/JSON."""
-    names, types, rows = result
-    if fmt == "csv":
-        import csv
-
-        writer = csv.writer(sys.stdout)
-        writer.writerow(names)
-        writer.writerows([["" if v is None else v for v in row] for row in rows])
-        return
-    if fmt == "json":
-        import json
-
-        print(json.dumps([dict(zip(names, row, strict=True)) for row in rows], default=str))
-        return
-    from rich import box
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(box=box.ROUNDED, show_lines=False, header_style="bold")
-    for name, kind in zip(names, types, strict=True):
-        table.add_column(f"{name}\n[dim]{kind.lower()}[/dim]", overflow="fold")
-    shown = rows if len(rows) <= MAX_ROWS else [*rows[: MAX_ROWS // 2], None, *rows[-MAX_ROWS // 2 :]]
-    for row in shown:
-        table.add_row(*(["·"] * len(names) if row is None else [_render(v) for v in row]))
-    if len(rows) > MAX_ROWS:
-        table.caption = f"{len(rows)} rows ({MAX_ROWS} shown)"
-    elif len(rows) != 1:
-        table.caption = f"{len(rows)} rows"
-    Console(soft_wrap=False, width=None if sys.stdout.isatty() else 240).print(table)
+FORMATS = ("duckbox", "box", "csv", "json", "markdown", "line", "table")
 
 
 def _fail(message: str) -> None:
     click.echo(click.style("Error: ", fg="red", bold=True) + message, err=True)
+
+
+def _mode(fmt: str) -> str:
+    return "duckbox" if fmt == "table" else fmt
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -150,12 +40,16 @@ def main() -> None:
 @click.argument("database", required=False)
 @click.option("--db", "db_option", envvar=DB_ENV, help=f"The DuckDB database file (or ${DB_ENV}); same as DATABASE.")
 @click.option("--read-only", is_flag=True, help="Open the database read-only.")
-def shell(database: str | None, db_option: str | None, read_only: bool) -> None:
+@click.option("-c", "--command", "commands", multiple=True, metavar="SQL",
+              help="Run SQL (statements or a dot-command) and exit, as `duckdb -c`. Repeatable.")  # fmt: skip
+@click.option("--mode", type=click.Choice(FORMATS[:-1]), default="duckbox", show_default=True, help="Output mode.")
+def shell(database: str | None, db_option: str | None, read_only: bool, commands: tuple[str, ...], mode: str) -> None:
     """An interactive SQL shell on DATABASE (or --db) with every model callable.
 
-    Statements end with ';' and may span lines. Dot-commands: .models, .versions MODEL,
-    .functions MODEL [VERSION], .tables, .help, .quit. Without a database the shell runs on a
-    transient in-memory one, and says so.
+    Statements end with ';' and may span lines. Tab completes keywords, tables, columns and
+    functions, models included; history is kept in ~/.duckreg_history. Dot-commands: .mode,
+    .timer, .read FILE, .models, .versions MODEL, .functions MODEL [VERSION], .tables, .help,
+    .quit. Without a database the shell runs on a transient in-memory one, and says so.
     """
     database = _one_database(database, db_option)
     if database is None:
@@ -166,38 +60,25 @@ def shell(database: str | None, db_option: str | None, read_only: bool) -> None:
         )
     started = time.perf_counter()
     session = _session(database, read_only)
-    interactive = sys.stdin.isatty()
-    if interactive:
-        _enable_history()
-        click.echo(
-            f"duckreg shell on {session.database} ({len(session.registry.model_keys())} models, ready in "
-            f"{time.perf_counter() - started:.2f} s). End statements with ';', .help for commands."
-        )
-    buffer: list[str] = []
-    failures = 0
-    while True:
-        try:
-            line = input(("D " if not buffer else "· ") if interactive else "")
-        except EOFError:
-            break
-        except KeyboardInterrupt:
-            buffer = []
-            click.echo()
-            continue
-        if not buffer and line.strip().startswith("."):
-            if _dot_command(session, line.strip()) == "quit":
-                break
-            continue
-        buffer.append(line)
-        text = "\n".join(buffer)
-        statements = list(split_statements(text))
-        if not text.rstrip().endswith(";"):
-            continue
-        buffer = []
-        for _, statement in statements:
-            failures += not _run_statement(session, statement)
-    session.close()
-    if failures and not interactive:
+    from duckreg.shell import Shell, interactive, piped
+
+    runner = Shell(session, mode=mode)
+    try:
+        if commands:
+            for command in commands:
+                if not runner.run_text(command):
+                    break
+        elif sys.stdin.isatty() and sys.stdout.isatty():
+            interactive(
+                runner,
+                f"duckreg shell on {session.database} ({len(session.registry.model_keys())} models, ready in "
+                f"{time.perf_counter() - started:.2f} s). End statements with ';', .help for commands.",
+            )
+        else:
+            piped(runner, sys.stdin.readline)
+    finally:
+        session.close()
+    if runner.failures and (commands or not sys.stdin.isatty()):
         sys.exit(1)
 
 
@@ -208,90 +89,17 @@ def _one_database(database: str | None, db_option: str | None) -> str | None:
     return database or db_option
 
 
-def _enable_history() -> None:
-    try:
-        import atexit
-        import readline
-    except ImportError:
-        return
-    history = Path(os.environ.get("DUCKREG_HISTORY", Path.home() / ".duckreg_history"))
-    try:
-        readline.read_history_file(history)
-    except OSError:
-        pass
-    atexit.register(lambda: _save_history(readline, history))
-
-
-def _save_history(readline: Any, history: Path) -> None:
-    try:
-        readline.write_history_file(history)
-    except OSError:
-        pass
-
-
-def _run_statement(session: Session, statement: str) -> bool:
-    try:
-        result = session.execute(statement)
-    except Exception as exc:  # noqa: BLE001 - the shell reports every error and goes on
-        _fail(str(exc))
-        return False
-    if result is not None:
-        print_result(result)
-    return True
-
-
-def _dot_command(session: Session, line: str) -> str | None:
-    parts = line.split()
-    command, args = parts[0].lower(), parts[1:]
-    try:
-        if command in (".quit", ".exit", ".q"):
-            return "quit"
-        if command == ".help":
-            click.echo(
-                ".models                      logged models\n"
-                ".versions MODEL              versions of a model\n"
-                ".functions MODEL [VERSION]   SQL functions and signatures\n"
-                ".tables                      tables and views\n"
-                ".quit                        leave the shell"
-            )
-        elif command == ".models":
-            print_result(_frame(session.registry.show_models()))
-        elif command == ".versions" and len(args) == 1:
-            print_result(_frame(session.registry.get_model(args[0]).show_versions()))
-        elif command == ".functions" and len(args) in (1, 2):
-            _print_functions(session, args[0], args[1] if len(args) == 2 else None)
-        elif command == ".tables":
-            print_result(session.execute("SELECT table_schema, table_name, table_type FROM information_schema.tables"))
-        else:
-            _fail(f"unknown command {line!r}; .help lists the commands")
-    except Exception as exc:  # noqa: BLE001 - report and stay in the shell
-        _fail(str(exc))
-    return None
-
-
-def _frame(frame: Any) -> tuple[list[str], list[str], list[tuple]]:
-    return list(map(str, frame.columns)), [str(t) for t in frame.dtypes], list(frame.itertuples(index=False))
-
-
-def _print_functions(session: Session, model: str, version: str | None) -> None:
-    handle = session.registry.get_model(model)
-    mv = handle.version(version) if version else handle.default
-    for function in mv.show_functions():
-        click.echo(f"{function['name']} ({function['target_method']})")
-        click.echo(repr(function["signature"]))
-    names = ", ".join(mv.sql_names())
-    click.echo(f"SQL: {names}" + ("" if version else f" (default version: {handle.name}(...))"))
-
-
-def _open(database: str | None, read_only: bool = False) -> Session:
+def _open(database: str | None, read_only: bool = False) -> Any:
     if database is None:
         raise click.UsageError(f"Give the database with --db (or set {DB_ENV}).")
     return _session(database, read_only)
 
 
-def _session(database: str | None, read_only: bool = False) -> Session:
+def _session(database: str | None, read_only: bool = False) -> Any:
     """Open a session, or exit with the reason the database cannot be opened (locked, missing, ...)."""
     import duckdb
+
+    from duckreg.shell import Session
 
     try:
         return Session(database, read_only=read_only)
@@ -301,21 +109,26 @@ def _session(database: str | None, read_only: bool = False) -> Session:
 
 
 db_option = click.option("--db", "database", envvar=DB_ENV, help=f"The DuckDB database file (or ${DB_ENV}).")
+format_option = click.option("--format", "fmt", type=click.Choice(FORMATS), default="duckbox", show_default=True,
+                             help="Output mode, as the shell's .mode (table is duckbox).")  # fmt: skip
 
 
 @main.command("sql")
 @click.argument("query")
 @db_option
-@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
+@format_option
 def sql_command(query: str, database: str | None, fmt: str) -> None:
     """Run QUERY (one or more statements) and print the last result."""
+    from duckreg.shell import interrupt_on_ctrl_c, render, split_statements
+
     session = _session(database)
     try:
-        result = None
-        for _, statement in split_statements(query):
-            result = session.execute(statement)
-        if result is not None:
-            print_result(result, fmt=fmt)
+        with interrupt_on_ctrl_c(session.con):
+            result = None
+            for _, statement in split_statements(query):
+                result = session.execute(statement)
+            if result is not None:
+                render(result, _mode(fmt))
     except Exception as exc:  # noqa: BLE001 - exit status carries the failure
         _fail(str(exc))
         sys.exit(1)
@@ -326,22 +139,26 @@ def sql_command(query: str, database: str | None, fmt: str) -> None:
 @main.command()
 @click.argument("script", type=click.Path(exists=True, dir_okay=False, allow_dash=True))
 @db_option
-def run(script: str, database: str | None) -> None:
+@format_option
+def run(script: str, database: str | None, fmt: str) -> None:
     """Run a SQL SCRIPT statement by statement, like `duckdb DATABASE < SCRIPT`.
 
     Results of queries are printed; the first failing statement stops the script with its line.
     """
+    from duckreg.shell import interrupt_on_ctrl_c, render, split_statements
+
     text = sys.stdin.read() if script == "-" else Path(script).read_text()
     session = _session(database)
     try:
         for line, statement in split_statements(text):
             try:
-                result = session.execute(statement)
+                with interrupt_on_ctrl_c(session.con):
+                    result = session.execute(statement)
+                    if result is not None:
+                        render(result, _mode(fmt))
             except Exception as exc:  # noqa: BLE001 - exit status carries the failure
                 _fail(f"{script}:{line}: {exc}")
                 sys.exit(1)
-            if result is not None:
-                print_result(result)
     finally:
         session.close()
 
@@ -350,8 +167,10 @@ def run(script: str, database: str | None) -> None:
 @db_option
 def models(database: str | None) -> None:
     """List the logged models."""
+    from duckreg.shell import print_models
+
     session = _open(database, read_only=True)
-    print_result(_frame(session.registry.show_models()))
+    _guard(lambda: print_models(session), session)
 
 
 @main.command()
@@ -359,8 +178,10 @@ def models(database: str | None) -> None:
 @db_option
 def versions(model: str, database: str | None) -> None:
     """List the versions of MODEL."""
+    from duckreg.shell import print_versions
+
     session = _open(database, read_only=True)
-    _guard(lambda: print_result(_frame(session.registry.get_model(model).show_versions())))
+    _guard(lambda: print_versions(session, model), session)
 
 
 @main.command()
@@ -369,8 +190,10 @@ def versions(model: str, database: str | None) -> None:
 @db_option
 def functions(model: str, version: str | None, database: str | None) -> None:
     """Show MODEL's functions, signatures and SQL names."""
+    from duckreg.shell import print_functions
+
     session = _open(database, read_only=True)
-    _guard(lambda: _print_functions(session, model, version))
+    _guard(lambda: print_functions(session, model, version, sys.stdout), session)
 
 
 @main.command()
@@ -415,8 +238,7 @@ def log(
         )
         click.echo(f"Logged {mv.model_name} version {mv.version_name}: SQL {', '.join(mv.sql_names())}")
 
-    _guard(do)
-    session.close()
+    _guard(do, session)
 
 
 @main.command()
@@ -438,8 +260,7 @@ def delete(model: str, version_name: str | None, yes: bool, database: str | None
             session.registry.delete_model(model)
         click.echo(f"Deleted {what}.")
 
-    _guard(do)
-    session.close()
+    _guard(do, session)
 
 
 @main.command()
@@ -520,6 +341,8 @@ def cache_stats(database: str | None) -> None:
     """Show the cache's size, bound, hits and misses, and its entries per model version."""
     import pandas as pd
 
+    from duckreg.shell import render_frame
+
     session = _open(database, read_only=True)
     stats = session.registry.result_cache.stats()
     click.echo(f"{stats['path']}")
@@ -528,7 +351,7 @@ def cache_stats(database: str | None) -> None:
         f"hits {stats['hits']}, misses {stats['misses']}"
     )
     if stats["versions"]:
-        print_result(_frame(pd.DataFrame(stats["versions"])))
+        render_frame(pd.DataFrame(stats["versions"]))
 
 
 @cache.command("clear")
@@ -537,7 +360,7 @@ def cache_stats(database: str | None) -> None:
 def cache_clear(model_name: str | None, database: str | None) -> None:
     """Delete cached results (every model's, or one model's)."""
     session = _open(database)
-    _guard(lambda: click.echo(f"{session.registry.result_cache.clear(model_name)} results removed"))
+    _guard(lambda: click.echo(f"{session.registry.result_cache.clear(model_name)} results removed"), session)
 
 
 def _size(nbytes: float) -> str:
@@ -550,12 +373,16 @@ def _size(nbytes: float) -> str:
     return f"{nbytes:.1f} {unit}"
 
 
-def _guard(action: Any) -> None:
+def _guard(action: Any, session: Any = None) -> None:
+    """Run a command's action: its failure is one error line and exit status 1; the session is closed either way."""
     try:
         action()
     except Exception as exc:  # noqa: BLE001 - exit status carries the failure
         _fail(str(exc))
         sys.exit(1)
+    finally:
+        if session is not None:
+            session.close()
 
 
 if __name__ == "__main__":

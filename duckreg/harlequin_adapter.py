@@ -116,8 +116,7 @@ class DuckregConnection(DuckDbConnection):
 
     def get_completions(self) -> list[HarlequinCompletion]:
         """DuckDB's completions plus every model function, registered yet or not."""
-        names = {name for model in self.registry.models() for mv in model.versions() for name in mv.sql_names()}
-        names |= {model.name for model in self.registry.models()}
+        names = self.registry.function_names()
         return [
             *super().get_completions(),
             *(HarlequinCompletion(label=n, type_label="model", value=n, priority=900, context=None) for n in names),

@@ -131,10 +131,10 @@ assert not errors, errors
 check(main)
 """,
     "cli session in process": """
-from duckreg.cli import Session
+from duckreg.shell import Session
 con = duckreg.connect(db)
 session = Session(db)
-assert session.execute("SELECT clf('good movie')")[2][0][0] == EXPECTED
+assert session.execute("SELECT clf('good movie')").fetchall()[0][0] == EXPECTED
 session.close()
 check(con)
 """,

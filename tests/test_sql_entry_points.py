@@ -13,7 +13,7 @@ import pytest
 import transformers
 
 import duckreg
-from duckreg.cli import split_statements
+from duckreg.shell import split_statements
 
 ROOT = Path(__file__).resolve().parent.parent
 CLI = str(Path(sys.executable).with_name("duckreg"))

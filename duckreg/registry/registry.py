@@ -153,6 +153,10 @@ class Registry:
         """Every model's key (its lower-cased name), sorted."""
         return self._models.model_keys()
 
+    def function_names(self) -> list[str]:
+        """Every SQL function and table macro name the models answer to (shells complete them)."""
+        return sorted({n for m in self.models() for name in m._sql_names() for n in (name, table_macro_name(name))})
+
     def show_models(self) -> pd.DataFrame:
         """One row per model (Snowflake's columns), with its versions, default version and aliases."""
         columns = [

@@ -27,7 +27,8 @@ LAYERS: list[tuple[str, ...]] = [
     ),
     ("duckreg.batch.submit",),
     ("duckreg.registry",),
-    ("duckreg", "duckreg.duckdb_ext.statements", "duckreg.cli", "duckreg.dbt", "duckreg.batch", "duckreg.duckdb_ext"),
+    ("duckreg", "duckreg.duckdb_ext.statements", "duckreg.cli", "duckreg.dbt", "duckreg.batch", "duckreg.duckdb_ext",
+     "duckreg.shell", "duckreg.serve", "duckreg.harlequin_adapter"),
 ]  # fmt: skip
 
 

@@ -1,0 +1,521 @@
+"""The duckreg shell: DuckDB's shell as its users know it, with every model callable.
+
+Results are drawn by DuckDB's own box renderer (so FLOAT, lists, structs and wide columns look as
+in the ``duckdb`` CLI) or written as box, csv, json, markdown or line output. Line editing, history
+and completion (keywords, tables, columns, functions and every model function) come from
+prompt_toolkit. Ctrl-C during a statement interrupts the query through DuckDB, never inside Python
+code that is running (a first model call may be importing torch); at the prompt it clears the line.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TextIO
+
+import duckdb
+
+MODES = ("duckbox", "box", "csv", "json", "markdown", "line")
+# Statements whose result is printed (as the DuckDB shell does); others run silently.
+QUERIES = frozenset({"SELECT", "WITH", "FROM", "VALUES", "SHOW", "DESCRIBE", "SUMMARIZE", "PRAGMA", "EXPLAIN",
+                     "CALL", "TABLE", "PIVOT", "UNPIVOT"})  # fmt: skip
+MAX_ROWS = 40
+HISTORY_ENV = "DUCKREG_HISTORY"
+HELP = """\
+.help                        this list
+.mode [MODE]                 show or set the output mode: duckbox, box, csv, json, markdown, line
+.timer on|off                print how long each statement takes
+.read FILE                   run the statements and dot-commands in FILE
+.models                      logged models
+.versions MODEL              versions of a model
+.functions MODEL [VERSION]   SQL functions and signatures
+.tables                      tables and views (the registry's own tables are left out)
+.quit                        leave the shell"""
+
+
+class Session:
+    """One database, its registry, and the models already registered on the connection."""
+
+    def __init__(self, database: str | None, *, read_only: bool = False) -> None:
+        from duckreg.duckdb_ext.connections import open_database
+        from duckreg.registry import Registry
+
+        self.database = database or ":memory:"
+        self.con = open_database(self.database, read_only=read_only)
+        self.registry = Registry(self.con)
+        self.registry.register_functions(self.con, models=[])
+        self.bound: set[str] = set()
+
+    def prepare(self, statement: str) -> str:
+        """Rewrite model-call syntax and register the models the statement names (once per session)."""
+        from duckreg.duckdb_ext.statements import prepare
+
+        return prepare(self.registry, self.con, statement, self.bound)
+
+    def execute(self, statement: str) -> duckdb.DuckDBPyRelation | None:
+        """Run one statement; a query's rows as a relation (run when read), or None for other statements."""
+        text = self.prepare(statement)
+        first = statement.lstrip("( \n\t").split(None, 1)[0].upper() if statement.strip() else ""
+        if first not in QUERIES:
+            self.con.execute(text)
+            return None
+        return self.con.sql(text)
+
+    def close(self) -> None:
+        self.con.close()
+
+
+def split_statements(script: str) -> Iterator[tuple[int, str]]:
+    """(line, statement) for each ``;``-terminated statement, honouring quotes and comments.
+
+    The line is where the statement's first token is; comments before it are not part of it.
+    """
+    line, i = 1, 0
+    begin: int | None = None
+    begin_line = 1
+    quote_char: str | None = None
+    while i < len(script):
+        ch = script[i]
+        if quote_char:
+            if ch == quote_char:
+                quote_char = None
+        elif script.startswith("--", i) or script.startswith("/*", i):
+            closing = "\n" if ch == "-" else "*/"
+            end = script.find(closing, i + 2)
+            end = len(script) if end < 0 else end + (0 if ch == "-" else 2)
+            line += script.count("\n", i, end)
+            i = end
+            continue
+        elif ch == ";":
+            if begin is not None:
+                yield begin_line, script[begin:i].strip()
+            begin = None
+        elif not ch.isspace() and begin is None:
+            begin, begin_line = i, line
+            if ch in ("'", '"'):
+                quote_char = ch
+        elif ch in ("'", '"'):
+            quote_char = ch
+        if ch == "\n":
+            line += 1
+        i += 1
+    if begin is not None and script[begin:].strip():
+        yield begin_line, script[begin:].strip()
+
+
+# ----------------------------------------------------------------------------------------- output
+def terminal_width(out: TextIO) -> int:
+    """The terminal's width, or ``$COLUMNS`` (or 120) when writing to a file or pipe."""
+    if out.isatty():
+        return shutil.get_terminal_size().columns
+    return int(os.environ.get("COLUMNS", "120"))
+
+
+def _texts(relation: duckdb.DuckDBPyRelation) -> list[tuple[str | None, ...]]:
+    """Every value as DuckDB writes it (``CAST(... AS VARCHAR)``: FLOAT 0.735, lists, structs), NULL as None."""
+    if not relation.columns:
+        return []
+    casts = ", ".join(f"CAST(#{i} AS VARCHAR)" for i in range(1, len(relation.columns) + 1))
+    return relation.project(casts).fetchall()
+
+
+def render(relation: duckdb.DuckDBPyRelation, mode: str = "duckbox", out: TextIO | None = None) -> None:
+    """Write a query's rows in ``mode``, as the DuckDB CLI does."""
+    out = out or sys.stdout
+    if mode == "duckbox":
+        _duckbox(relation, out)
+        return
+    names = list(relation.columns)
+    if mode == "json":
+        # A FLOAT goes through its text, so 0.735 stays 0.735 rather than its double 0.7350000143051147.
+        tojson = ", ".join(
+            f"to_json(CAST(CAST(#{i} AS VARCHAR) AS DOUBLE))" if str(kind) == "FLOAT" else f"to_json(#{i})"
+            for i, kind in enumerate(relation.types, start=1)
+        )
+        rows = [
+            "{" + ",".join(f"{json.dumps(n)}:{v if v is not None else 'null'}" for n, v in zip(names, row, strict=True))
+            + "}"
+            for row in relation.project(tojson).fetchall()
+        ]  # fmt: skip
+        out.write("[" + ",\n".join(rows) + "]\n" if rows else "")
+        return
+    rows = _texts(relation)
+    if mode == "csv":
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(names)
+        writer.writerows([["" if v is None else v for v in row] for row in rows])
+    elif mode == "markdown":
+        out.write("| " + " | ".join(names) + " |\n|" + "|".join("---" for _ in names) + "|\n")
+        for row in rows:
+            out.write("| " + " | ".join(_markdown_cell(v) for v in row) + " |\n")
+    elif mode == "line":
+        width = max((len(n) for n in names), default=0)
+        records = ["\n".join(f"{n:>{width}} = {'NULL' if v is None else v}" for n, v in zip(names, row, strict=True))
+                   for row in rows]  # fmt: skip
+        out.write("\n\n".join(records) + ("\n" if records else ""))
+    elif mode == "box":
+        _table(names, list(rows), out)
+    else:
+        raise ValueError(f"Unknown mode {mode!r}: choose one of {', '.join(MODES)}.")
+
+
+def _markdown_cell(value: str | None) -> str:
+    return "NULL" if value is None else value.replace("|", "\\|").replace("\n", " ")
+
+
+_NUMERIC = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT",
+            "UHUGEINT", "FLOAT", "DOUBLE", "DECIMAL")  # fmt: skip
+
+
+def _duckbox(relation: duckdb.DuckDBPyRelation, out: TextIO) -> None:
+    """DuckDB's default mode: names and types, one line per row (long values end in …), first and last 20 rows,
+    and the middle columns left out when the terminal is too narrow for all of them."""
+    names, types = list(relation.columns), [str(t).lower() for t in relation.types]
+    rows = _texts(relation)
+    shown: list[tuple[str | None, ...] | None] = list(rows)
+    if len(rows) > MAX_ROWS:
+        shown = [*rows[: MAX_ROWS // 2], None, *rows[-MAX_ROWS // 2 :]]
+    width = terminal_width(out)
+    natural_all = [
+        max([len(name), len(kind), *(len(_text(row[c])) for row in shown if row is not None)])
+        for c, (name, kind) in enumerate(zip(names, types, strict=True))
+    ]
+    keep = _columns_that_fit([min(n, _READABLE_CELL) for n in natural_all], width)
+    notes = []
+    if len(rows) > MAX_ROWS:
+        notes.append(f"{len(rows)} rows ({MAX_ROWS} shown)")
+    if -1 in keep:
+        notes.append(f"{len(names)} columns ({len(keep) - 1} shown)")
+    pick = [(names[i], types[i]) if i >= 0 else ("…", "") for i in keep]
+    cells = [None if row is None else tuple(row[i] if i >= 0 else "…" for i in keep) for row in shown]
+    natural = [natural_all[i] if i >= 0 else 1 for i in keep]
+    widths = _fit(natural, width - 3 * len(pick) - 1)
+    _table([n for n, _ in pick], cells, out, types=[k for _, k in pick], widths=widths, caption="  ".join(notes))
+
+
+_MIN_CELL = 5
+_READABLE_CELL = 12
+
+
+def _columns_that_fit(needs: list[int], width: int) -> list[int]:
+    """Column positions to show, taken from both ends as DuckDB does; -1 marks the left-out middle."""
+    if sum(needs) + 3 * len(needs) + 1 <= width:
+        return list(range(len(needs)))
+    left, right, used = [], [], 1 + 4  # the outer border and the "…" column
+    for step in range(len(needs)):
+        position = step // 2 if step % 2 == 0 else len(needs) - 1 - step // 2
+        if used + needs[position] + 3 > width and (left or right):
+            break
+        used += needs[position] + 3
+        (left if step % 2 == 0 else right).append(position)
+    return [*left, -1, *reversed(right)]
+
+
+def _fit(natural: list[int], budget: int) -> list[int]:
+    """Column widths within ``budget``: the widest columns give way first (a common cap), none below 5."""
+    low, high = _MIN_CELL, max([_MIN_CELL, *natural])
+    while low < high:
+        cap = (low + high + 1) // 2
+        if sum(min(n, cap) for n in natural) <= budget:
+            low = cap
+        else:
+            high = cap - 1
+    return [min(n, low) for n in natural]
+
+
+def _text(value: str | None) -> str:
+    return "NULL" if value is None else value
+
+
+def _table(
+    names: list[str],
+    rows: list[tuple[str | None, ...] | None],
+    out: TextIO,
+    *,
+    types: list[str] | None = None,
+    widths: list[int] | None = None,
+    caption: str | None = None,
+) -> None:
+    """A box table; with ``types`` and ``widths`` (duckbox) each cell stays on one line of its column's width."""
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(box=box.SQUARE, header_style="bold", caption=caption or None, caption_justify="right")
+    for position, name in enumerate(names):
+        if types is None or widths is None:
+            table.add_column(name, overflow="fold")
+        else:
+            numeric = types[position].split("(")[0].upper() in _NUMERIC
+            table.add_column(f"{name}\n[dim]{types[position]}[/dim]", justify="right" if numeric else "left",
+                             no_wrap=True, overflow="ellipsis", width=widths[position])  # fmt: skip
+    for row in rows:
+        table.add_row(*(["·"] * len(names) if row is None else [_cell(v) for v in row]))
+    Console(file=out, soft_wrap=False, width=terminal_width(out), highlight=False, emoji=False).print(table)
+
+
+def _cell(value: str | None) -> str:
+    from rich.markup import escape
+
+    return "NULL" if value is None else escape(value)
+
+
+def render_frame(frame: Any, mode: str = "duckbox", out: TextIO | None = None) -> None:
+    """A pandas DataFrame through the same renderer (registry listings)."""
+    con = duckdb.connect()
+    try:
+        render(con.from_df(frame), mode, out)
+    finally:
+        con.close()
+
+
+# ------------------------------------------------------------------------------------ interrupts
+@contextmanager
+def interrupt_on_ctrl_c(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
+    """While a statement runs, Ctrl-C asks DuckDB to interrupt it instead of raising in Python.
+
+    A KeyboardInterrupt raised inside a model call could land in the middle of ``import torch`` and
+    leave the module half-initialised for the rest of the process; DuckDB's interrupt stops the query
+    between batches, after the running Python code has finished.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, lambda *_: con.interrupt())
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+# ------------------------------------------------------------------------------------------ shell
+class Shell:
+    """Statements and dot-commands, fed line by line from a terminal, a pipe, ``-c`` or ``.read``."""
+
+    def __init__(self, session: Session, *, mode: str = "duckbox", out: TextIO | None = None) -> None:
+        self.session = session
+        self.mode = mode
+        self.timer = False
+        self.out = out or sys.stdout
+        self.failures = 0
+        self.buffer: list[str] = []
+        self._words: list[str] | None = None
+
+    def feed(self, line: str) -> bool:
+        """One input line; False when it asks to leave the shell."""
+        if not self.buffer and line.strip().startswith("."):
+            return self.dot_command(line.strip())
+        self.buffer.append(line)
+        text = "\n".join(self.buffer)
+        if not text.rstrip().endswith(";"):
+            return True
+        self.buffer = []
+        for _, statement in split_statements(text):
+            self.failures += not self.run_statement(statement)
+        return True
+
+    def run_text(self, text: str) -> bool:
+        """Several lines (``-c``, ``.read``); an unterminated last statement runs as well."""
+        for line in text.splitlines():
+            if not self.feed(line):
+                return False
+        if self.buffer and "".join(self.buffer).strip():
+            return self.feed(";")
+        return True
+
+    def run_statement(self, statement: str) -> bool:
+        """Run and print one statement; errors are reported and the shell goes on."""
+        started, cpu = time.perf_counter(), os.times()
+        self._words = None
+        try:
+            with interrupt_on_ctrl_c(self.session.con):
+                relation = self.session.execute(statement)
+                if relation is not None:
+                    render(relation, self.mode, self.out)
+        except Exception as exc:  # noqa: BLE001 - the shell reports every error and goes on
+            self.out.flush()
+            fail(str(exc))
+            return False
+        finally:
+            if self.timer:
+                now = os.times()
+                self.out.write(
+                    f"Run Time (s): real {time.perf_counter() - started:.3f} user {now.user - cpu.user:.6f} "
+                    f"sys {now.system - cpu.system:.6f}\n"
+                )
+        return True
+
+    def dot_command(self, line: str) -> bool:
+        """A dot-command; False for ``.quit``."""
+        parts = line.split()
+        command, args = parts[0].lower(), parts[1:]
+        try:
+            if command in (".quit", ".exit", ".q"):
+                return False
+            if command == ".help":
+                self.out.write(HELP + "\n")
+            elif command == ".mode":
+                self._set_mode(args)
+            elif command == ".timer" and len(args) == 1 and args[0].lower() in ("on", "off"):
+                self.timer = args[0].lower() == "on"
+            elif command == ".read" and len(args) == 1:
+                return self.run_text(Path(args[0]).expanduser().read_text())
+            elif command == ".models":
+                print_models(self.session, self.mode, self.out)
+            elif command == ".versions" and len(args) == 1:
+                print_versions(self.session, args[0], self.mode, self.out)
+            elif command == ".functions" and len(args) in (1, 2):
+                print_functions(self.session, args[0], args[1] if len(args) == 2 else None, self.out)
+            elif command == ".tables":
+                self._tables()
+            else:
+                fail(f"unknown command or arguments {line!r}; .help lists the commands")
+                self.failures += 1
+        except Exception as exc:  # noqa: BLE001 - report and stay in the shell
+            fail(str(exc))
+            self.failures += 1
+        return True
+
+    def _set_mode(self, args: list[str]) -> None:
+        if not args:
+            self.out.write(f"current output mode: {self.mode}\n")
+        elif args[0].lower() in MODES:
+            self.mode = args[0].lower()
+        else:
+            raise ValueError(f"unknown mode {args[0]!r}: choose one of {', '.join(MODES)}")
+
+    def _tables(self) -> None:
+        """Table and view names in columns, as DuckDB's ``.tables``, without the registry's own tables."""
+        registry = self.session.registry
+        names = [r[0] for r in self.session.con.execute(
+            "SELECT CASE WHEN schema_name = 'main' THEN name ELSE schema_name || '.' || name END AS shown "
+            "FROM (SELECT database_name, schema_name, table_name AS name FROM duckdb_tables() "
+            "      WHERE NOT internal AND NOT temporary "
+            "      UNION ALL SELECT database_name, schema_name, view_name FROM duckdb_views() "
+            "      WHERE NOT internal AND NOT temporary) "
+            "WHERE NOT (database_name = ? AND schema_name = ?) ORDER BY shown",
+            [registry.database_name, registry.schema_name],
+        ).fetchall()]  # fmt: skip
+        if names:
+            width = max(len(n) for n in names) + 2
+            per_line = max(1, terminal_width(self.out) // width)
+            for start in range(0, len(names), per_line):
+                self.out.write("".join(n.ljust(width) for n in names[start : start + per_line]).rstrip() + "\n")
+
+    # ------------------------------------------------------------------------------- completion
+    def completion_words(self) -> list[str]:
+        """Keywords, tables, views, columns, functions and every model function (refreshed after statements)."""
+        if self._words is None:
+            schema = self.session.registry.schema_name
+            rows = self.session.con.execute(
+                "SELECT keyword_name FROM duckdb_keywords() "
+                "UNION SELECT table_name FROM duckdb_tables() WHERE schema_name <> ? "
+                "UNION SELECT view_name FROM duckdb_views() WHERE NOT internal "
+                "UNION SELECT column_name FROM duckdb_columns() WHERE schema_name <> ? "
+                "UNION SELECT function_name FROM duckdb_functions() WHERE NOT starts_with(function_name, '_')",
+                [schema, schema],
+            ).fetchall()
+            words = {r[0] for r in rows} | set(self.session.registry.function_names())
+            self._words = sorted(words, key=str.lower)
+        return self._words
+
+
+def fail(message: str) -> None:
+    """An error line on stderr, as every duckreg command reports one."""
+    import click
+
+    click.echo(click.style("Error: ", fg="red", bold=True) + message, err=True)
+
+
+def print_models(session: Session, mode: str = "duckbox", out: TextIO | None = None) -> None:
+    """The logged models, in the columns a reader needs first (``registry.show_models()`` has them all)."""
+    import pandas as pd
+
+    frame = session.registry.show_models()
+    listing = pd.DataFrame({
+        "name": frame["name"],
+        "default_version": frame["default_version_name"],
+        "versions": [", ".join(v) for v in frame["versions"]],
+        "comment": frame["comment"].fillna(""),
+        "created_on": [_minutes(t) for t in frame["created_on"]],
+    })  # fmt: skip
+    render_frame(listing, mode, out)
+
+
+def print_versions(session: Session, model: str, mode: str = "duckbox", out: TextIO | None = None) -> None:
+    """A model's versions with their aliases (``Model.show_versions()`` has every column)."""
+    import pandas as pd
+
+    frame = session.registry.get_model(model).show_versions()
+    listing = pd.DataFrame({
+        "name": frame["name"],
+        "aliases": [", ".join(a) for a in frame["aliases"]],
+        "comment": frame["comment"].fillna(""),
+        "created_on": [_minutes(t) for t in frame["created_on"]],
+    })  # fmt: skip
+    render_frame(listing, mode, out)
+
+
+def _minutes(timestamp: Any) -> str:
+    return "" if timestamp is None else str(timestamp)[:16]
+
+
+def print_functions(session: Session, model: str, version: str | None, out: TextIO) -> None:
+    """A version's functions with their signatures, and the SQL names that call them."""
+    handle = session.registry.get_model(model)
+    mv = handle.version(version) if version else handle.default
+    for function in mv.show_functions():
+        out.write(f"{function['name']} ({function['target_method']})\n{function['signature']!r}\n")
+    names = ", ".join(mv.sql_names())
+    out.write(f"SQL: {names}" + ("" if version else f" (default version: {handle.name}(...))") + "\n")
+
+
+# -------------------------------------------------------------------------------------- terminal
+def interactive(shell: Shell, banner: str) -> None:
+    """The prompt loop on a terminal: line editing, history, completion; Ctrl-C clears, Ctrl-D leaves."""
+    from prompt_toolkit import PromptSession
+    from prompt_toolkit.completion import WordCompleter
+    from prompt_toolkit.history import FileHistory
+
+    history = Path(os.environ.get(HISTORY_ENV, Path.home() / ".duckreg_history"))
+    try:
+        history.touch(exist_ok=True)
+        stored: Any = FileHistory(str(history))
+    except OSError:
+        from prompt_toolkit.history import InMemoryHistory
+
+        stored = InMemoryHistory()
+    completer = WordCompleter(shell.completion_words, ignore_case=True, WORD=False)
+    prompt: PromptSession = PromptSession(history=stored, completer=completer, complete_while_typing=False)
+    shell.out.write(banner + "\n")
+    while True:
+        try:
+            line = prompt.prompt("D " if not shell.buffer else "· ")
+        except KeyboardInterrupt:
+            shell.buffer = []
+            continue
+        except EOFError:
+            break
+        if not shell.feed(line):
+            break
+
+
+def piped(shell: Shell, lines: Callable[[], str]) -> None:
+    """Lines from a pipe or file, without a prompt (``duckreg shell db < script.sql``)."""
+    while True:
+        line = lines()
+        if not line:
+            break
+        if not shell.feed(line.rstrip("\n")):
+            return
+    if shell.buffer and "".join(shell.buffer).strip():
+        shell.feed(";")
