@@ -237,6 +237,8 @@ class Server:
         """Lines for ``duckdb -init FILE``: the extensions (not autoloaded offline), then the server as ``reg``."""
         lines = [f"LOAD {extension};" for extension in self.extensions]
         lines.append(f"ATTACH {quote_literal(self.uri)} AS reg (TOKEN {quote_literal(self.token or '')});")
+        if not _version().startswith("1."):
+            lines.append("CONNECT reg;")  # DuckDB 2.0: every statement that follows runs on the server
         return "\n".join(lines) + "\n"
 
     def wait(self, stop: threading.Event) -> None:

@@ -171,6 +171,8 @@ def test_commands_exit_without_leak_reports(shop: Path, tmp_path: Path) -> None:
         done = _run(*args, "--db", str(shop), tmp_path=tmp_path)
         assert done.returncode == 0, done.stderr
         assert "leaked" not in done.stderr, args
+    missing = _run("models", "--db", str(tmp_path / "nosuch.duckdb"), tmp_path=tmp_path)
+    assert missing.returncode == 1 and "nosuch.duckdb" in missing.stderr and "Traceback" not in missing.stderr
     unclosed = subprocess.run(
         [sys.executable, "-c", f"import duckreg; con = duckreg.connect({str(shop)!r}); "
          "print(con.sql(\"SELECT sentiment('good').label\").fetchall())"],
