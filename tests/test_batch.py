@@ -134,7 +134,7 @@ def test_save_modes_and_spec_errors(sentiment, registry, tmp_path) -> None:
         (dict(job_spec=JobSpec(cpu_requests="512")), "cpu_requests='512', but this machine has"),
         (dict(job_spec=JobSpec(memory_requests="100000GiB")), "memory_requests='100000GiB', but this machine has"),
         (dict(compute_pool="my_compute_pool"), "the local engine runs in this process"),
-        (dict(inference_engine_options={"engine": "vllm"}), "vllm engine runs text-generation models"),
+        (dict(inference_engine_options={"engine": "vllm"}), "the vllm engine answers OpenAI chat requests"),
         (dict(inference_engine_options={"engin": "ray"}), "Unknown inference_engine_options"),
         (dict(inference_engine_options={"engine": "ray"}, compute_pool="my pool"), "Ray address 'my pool'"),
         (dict(input_spec=InputSpec(params={"top_k": 2})), r"Unknown parameter\(s\): \['top_k'\]"),

@@ -223,6 +223,25 @@ def gpt2_chat(folder: Path, seed: int = 5) -> Path:
     return folder
 
 
+def qwen2_chat(folder: Path, seed: int = 13) -> Path:
+    """A tiny Qwen2 chat model with a ChatML template: the shape vLLM's CPU attention takes (head size 32)."""
+    _seed(seed)
+    tok = bytelevel_bpe_tokenizer(folder, special=("<|endoftext|>", "<|im_start|>", "<|im_end|>"))
+    tok.eos_token = "<|im_end|>"
+    tok.pad_token = "<|endoftext|>"
+    tok.chat_template = (
+        "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+        "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+    )
+    config = transformers.Qwen2Config(
+        vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
+        num_key_value_heads=1, head_dim=32, max_position_embeddings=512, tie_word_embeddings=True,
+        initializer_range=0.4,
+        bos_token_id=tok.convert_tokens_to_ids("<|endoftext|>"), eos_token_id=tok.convert_tokens_to_ids("<|im_end|>"),
+    )  # fmt: skip
+    return _save(transformers.Qwen2ForCausalLM(config), tok, folder)
+
+
 def _wav2vec2_config(**extra) -> transformers.Wav2Vec2Config:
     """A tiny Wav2Vec2: two small conv layers (20x downsampling), one transformer layer."""
     return transformers.Wav2Vec2Config(

@@ -6,6 +6,7 @@ The spec classes mirror ``snowflake.ml.model.batch``.
 from duckreg.batch.specs import (
     ColumnHandlingOptions,
     FileEncoding,
+    InferenceEngine,
     InputFormat,
     InputSpec,
     JobSpec,
@@ -13,4 +14,13 @@ from duckreg.batch.specs import (
     SaveMode,
 )
 
-__all__ = ["ColumnHandlingOptions", "FileEncoding", "InputFormat", "InputSpec", "JobSpec", "OutputSpec", "SaveMode"]
+__all__ = [
+    "ColumnHandlingOptions",
+    "FileEncoding",
+    "InferenceEngine",
+    "InputFormat",
+    "InputSpec",
+    "JobSpec",
+    "OutputSpec",
+    "SaveMode",
+]

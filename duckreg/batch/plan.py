@@ -75,6 +75,8 @@ class BatchPlan:
     stages: dict[str, Stage]
     use_cache: bool | None = None
     """False computes every row afresh (``force_rebuild``); None lets the result cache serve what it holds."""
+    engine_args: dict[str, Any] | None = None
+    """``vllm.LLM`` arguments (``engine_args_override``) for the vllm engine."""
 
     @property
     def fs(self) -> Any:
@@ -167,7 +169,14 @@ def predict_table(plan: BatchPlan | PartWriter, table: pa.Table) -> pa.Table:
         if encoding is not None:
             data = [None if path is None else _read_file(plan, runner, spec.name, path, encoding) for path in data]
         values.append(data)
-    results = runner.run(values, plan.params, plan.use_cache)
+    return with_outputs(runner, table, runner.run(values, plan.params, plan.use_cache))
+
+
+def with_outputs(runner: FunctionRunner, table: pa.Table, results: list[dict[str, Any]]) -> pa.Table:
+    """The input rows plus the function's output columns (an output replaces an input of its name).
+
+    Every engine writes its parts through this, so a job's schema does not depend on the engine.
+    """
     outputs = OutputTypes.of(runner.function)
     arrays = outputs.to_arrow_columns(results, json_as_text=True)
     replaced = runner.function.replaced_columns()

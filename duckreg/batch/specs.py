@@ -44,6 +44,16 @@ class SaveMode(str, enum.Enum):
     ERROR = "error"
 
 
+class InferenceEngine(str, enum.Enum):
+    """Where ``run_batch`` computes (``inference_engine_options={"engine": InferenceEngine.VLLM}``); the plain
+    strings work too."""
+
+    LOCAL = "local"
+    PYTHON_GENERIC = "python_generic"  # Snowflake's name for the default engine: the local one here
+    RAY = "ray"
+    VLLM = "vllm"
+
+
 class InputFormat(str, enum.Enum):
     """How a column refers to its data."""
 

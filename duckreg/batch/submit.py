@@ -61,8 +61,7 @@ def run_batch(
     if not isinstance(input_spec, InputSpec) or not isinstance(job_spec, JobSpec):
         raise TypeError("input_spec and job_spec must be duckreg.batch.InputSpec and duckreg.batch.JobSpec")
     runner = target.runner_for(job_spec.function_name)
-    engine, address = engines.choose(inference_engine_options, compute_pool, runner.version.manifest.task,
-                                     target.model_name)  # fmt: skip
+    engine, address, engine_args = engines.choose(inference_engine_options, compute_pool, runner)
     if job_spec.force_rebuild:
         runner.version.forget()
     params = runner.resolve_params(input_spec.params)
@@ -109,6 +108,7 @@ def run_batch(
             stage=stage,
             out_path=out_path,
             address=address,
+            engine_args=engine_args,
             cancel=cancel,
             progress_bar=job_spec.block and sys.stderr.isatty(),
             stages={row[0].lower(): Stage(row[0], row[1]) for row in registry.stages.rows()},

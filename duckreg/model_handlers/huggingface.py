@@ -23,6 +23,7 @@ from duckreg.inference_engines import ENGINE_OPTION_KEYS, engine_for
 from duckreg.inference_engines.samples import sample_texts
 from duckreg.model_handlers.base import LoggedModel, ModelHandler
 from duckreg.model_signature import DataType, FeatureGroupSpec, ModelSignature
+from duckreg.openai_signatures import OPENAI_CHAT_WITH_PARAMS_SIGNATURE
 from duckreg.tasks import (
     GENERIC,
     TASKS,
@@ -337,6 +338,9 @@ def pipeline_functions(
         )
     task_impl = get_task(task)
     inferred = task_impl.infer(task, pipe, settings, options) if task_impl else None
+    if signatures is None and task == "text-generation" and getattr(pipe.tokenizer, "chat_template", None):
+        # As Snowflake infers it: a chat model answers OpenAI chat requests (what the vllm engine runs).
+        signatures = {"__call__": OPENAI_CHAT_WITH_PARAMS_SIGNATURE["__call__"]}
     if signatures is None:
         if inferred is None:
             hint = task_impl.no_signature_hint if task_impl else ""

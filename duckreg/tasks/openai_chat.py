@@ -8,6 +8,7 @@ tokenizer has none. Requests with the same settings and prompt length are genera
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 import warnings
@@ -57,7 +58,13 @@ class OpenAIChat(Task):
         return sum(len(str(m.get("content") or "")) for m in row["messages"] or [])
 
     def coerce_input(self, spec: Any, value: Any) -> Any:
-        """A message's content may be a string or a list of parts, whichever the signature declares."""
+        """``messages`` may be a JSON string (Snowflake's batch examples); a message's content may be a string
+        or a list of parts, whichever the signature declares."""
+        if spec.name == "messages" and isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except json.JSONDecodeError:
+                return value  # reported as not a list of messages
         if spec.name != "messages" or not isinstance(value, list):
             return value
         content_spec = next((c for c in spec.specs if c.name == "content"), None)
@@ -81,7 +88,7 @@ class OpenAIChat(Task):
         requests = []
         for row in rows:
             controls = {k: (ctx.params if use_params else row).get(k) for k in CONTROLS}
-            prompt_ids = tokenizer(_prompt(tokenizer, row["messages"]), add_special_tokens=False)["input_ids"]
+            prompt_ids = tokenizer(chat_prompt(tokenizer, row["messages"]), add_special_tokens=False)["input_ids"]
             kwargs = _generate_kwargs(controls, tokenizer)
             try:
                 kwargs["max_new_tokens"] = cap_new_tokens(model, len(prompt_ids), kwargs["max_new_tokens"])
@@ -94,7 +101,7 @@ class OpenAIChat(Task):
             choices, completion_tokens = [], 0
             for index, ids in enumerate(sequences):
                 stop = kwargs.get("stop_strings", ())
-                text, used, reason = _finish(tokenizer, ids, stop, kwargs["max_new_tokens"])
+                text, used, reason = finish_text(tokenizer, ids, stop, kwargs["max_new_tokens"])
                 completion_tokens += used
                 choices.append(
                     {
@@ -127,7 +134,7 @@ def _text_of(content: Any) -> str:
     return "\n".join(part.get("text") or "" for part in content or [] if part.get("type", "text") == "text")
 
 
-def _prompt(tokenizer: Any, messages: list[dict[str, Any]] | None) -> str:
+def chat_prompt(tokenizer: Any, messages: list[dict[str, Any]] | None) -> str:
     if not messages:
         raise InputError("messages", "needs at least one message")
     plain = []
@@ -174,7 +181,7 @@ def _generate_kwargs(controls: dict[str, Any], tokenizer: Any) -> dict[str, Any]
     return kwargs
 
 
-def _finish(tokenizer: Any, ids: list[int], stop: tuple[str, ...], max_new_tokens: int) -> tuple[str, int, str]:
+def finish_text(tokenizer: Any, ids: list[int], stop: tuple[str, ...], max_new_tokens: int) -> tuple[str, int, str]:
     """The answer text, the tokens it used, and why it ended."""
     eos = tokenizer.eos_token_id
     eos_ids = set(eos if isinstance(eos, list) else [eos]) - {None}

@@ -22,13 +22,15 @@ ENGINES = ("local", "ray", "vllm")
 
 
 def choose(
-    options: dict[str, Any] | None, compute_pool: str | None, task: str | None, model_name: str
-) -> tuple[str, str | None]:
-    """(engine, Ray address) from ``inference_engine_options`` and ``compute_pool``, checked."""
+    options: dict[str, Any] | None, compute_pool: str | None, runner: Any
+) -> tuple[str, str | None, dict[str, Any] | None]:
+    """(engine, Ray address, vLLM arguments) from ``inference_engine_options`` and ``compute_pool``, checked."""
     options = dict(options or {})
     unknown = set(options) - {"engine", "address", "engine_args_override"}
     if unknown:
-        raise ValueError(f"Unknown inference_engine_options keys {sorted(unknown)}; known: engine, address.")
+        raise ValueError(
+            f"Unknown inference_engine_options keys {sorted(unknown)}; known: engine, address, engine_args_override."
+        )
     if options and "engine" not in options:
         raise ValueError("'engine' field is required in inference_engine_options")
     engine = str(getattr(options.get("engine"), "value", options.get("engine") or "local")).lower()
@@ -36,34 +38,29 @@ def choose(
         engine = "local"
     if engine not in ENGINES:
         raise ValueError(f"Unknown engine {engine!r}; duckreg runs 'local' (default), 'ray' or 'vllm'.")
-    if options.get("engine_args_override"):
-        raise ValueError("engine_args_override applies to vLLM, which this installation cannot run.")
-    if engine == "vllm":
-        if task != "text-generation":
-            raise ValueError(f"The vllm engine runs text-generation models; {model_name} is {task!r}.")
-        try:
-            import torch
-            import vllm  # noqa: F401
-        except ImportError:
-            raise ValueError("The vllm engine needs the vllm package and a GPU; neither is installed here.") from None
-        if not torch.cuda.is_available():
-            raise ValueError("The vllm engine needs a CUDA GPU; none is available.")
-        raise ValueError("The vllm engine is not available in this duckreg build; use 'local' or 'ray'.")
+    overrides = options.get("engine_args_override")
+    if overrides and engine != "vllm":
+        raise ValueError("engine_args_override holds vllm.LLM arguments; it applies to the vllm engine only.")
     address = options.get("address")
+    if engine == "vllm":
+        if address or compute_pool not in (None, "local"):
+            raise ValueError("The vllm engine runs in this process; leave out address and compute_pool.")
+        _engine_module("vllm").check(runner, overrides)
+        return engine, None, overrides
     if engine == "local":
         if compute_pool not in (None, "local") or address:
             raise ValueError(
                 f"compute_pool {compute_pool!r}: the local engine runs in this process. To run on a Ray "
                 "cluster pass inference_engine_options={'engine': 'ray', 'address': 'ray://host:10001'}."
             )
-        return engine, None
+        return engine, None, None
     address = address or (compute_pool if compute_pool not in (None, "local") else None)
     if address is not None and not re.fullmatch(r"auto|ray://\S+|[\w.-]+:\d+", address):
         raise ValueError(
             f"Ray address {address!r}: use 'auto', 'ray://host:10001' or 'host:6379' (or leave it out to start a "
             "local Ray for the job)."
         )
-    return engine, address
+    return engine, address, None
 
 
 def resources(engine: str, spec: JobSpec) -> dict[str, Any]:
@@ -90,6 +87,8 @@ def resources(engine: str, spec: JobSpec) -> dict[str, Any]:
                 raise ValueError(
                     f"memory_requests={spec.memory_requests!r}, but this machine has {available / 2**30:.1f} GiB."
                 )
+    if engine == "vllm" and (replicas > 1 or num_workers > 1):
+        raise ValueError("The vllm engine runs one LLM in this process: replicas and num_workers must be 1.")
     if engine == "ray":
         try:
             import ray  # noqa: F401
