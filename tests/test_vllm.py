@@ -180,3 +180,18 @@ def test_cancel_then_resume_gives_every_row_once(chat, tmp_path: Path) -> None:
     local = chat.run_batch(frame, output_spec=OutputSpec("@out/l/"), input_spec=spec, job_spec=JobSpec(block=True))
     assert local.status == "DONE"
     assert _texts(_read(out)) == _texts(_read(tmp_path / "out" / "l"))
+
+
+@needs_vllm
+@pytest.mark.parametrize(
+    ("job_spec", "message"),
+    [
+        (JobSpec(cpu_requests="1"), "cpu_requests is not used by the vllm engine"),
+        (JobSpec(replicas=2), "replicas and num_workers must be 1"),
+    ],
+)
+def test_job_spec_fields_vllm_cannot_honour(chat, tmp_path: Path, job_spec: JobSpec, message: str) -> None:
+    frame = pd.DataFrame({"messages": [json.dumps(_conversation(0))]})
+    with pytest.raises(ValueError, match=message):
+        chat.run_batch(frame, output_spec=OutputSpec("@out/spec/"), job_spec=job_spec, inference_engine_options=VLLM)
+    assert not (tmp_path / "out" / "spec").exists()

@@ -87,8 +87,13 @@ def resources(engine: str, spec: JobSpec) -> dict[str, Any]:
                 raise ValueError(
                     f"memory_requests={spec.memory_requests!r}, but this machine has {available / 2**30:.1f} GiB."
                 )
-    if engine == "vllm" and (replicas > 1 or num_workers > 1):
-        raise ValueError("The vllm engine runs one LLM in this process: replicas and num_workers must be 1.")
+    if engine == "vllm":
+        if replicas > 1 or num_workers > 1:
+            raise ValueError("The vllm engine runs one LLM in this process: replicas and num_workers must be 1.")
+        if cpus is not None:
+            raise ValueError("cpu_requests is not used by the vllm engine, which sizes its own threads; leave it out.")
+        if gpus and not torch.cuda.is_available():
+            raise ValueError(f"gpu_requests={spec.gpu_requests!r}, but no CUDA GPU is available to this process.")
     if engine == "ray":
         try:
             import ray  # noqa: F401

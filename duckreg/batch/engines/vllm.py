@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 
 from duckreg.batch.engines import run_parts
 from duckreg.batch.messages import parse_messages
-from duckreg.batch.plan import BatchPlan, part_path, with_outputs, write_atomically
+from duckreg.batch.plan import BatchPlan, part_path, part_rows, with_outputs, write_atomically
 from duckreg.inference import FunctionRunner, match_columns
 from duckreg.tasks.base import InputError
 from duckreg.tasks.openai_chat import CONTROLS, DEFAULT_MAX_COMPLETION_TOKENS, chat_prompt, finish_text
@@ -130,23 +130,21 @@ def run(plan: BatchPlan) -> None:
         plan.fail(exc)
         raise
     fs = plan.fs
+    # Each part's first row in the job's numbering, so an error names the row as the input counts it.
+    starts, total = [], 0
+    for chunk in plan.chunk_paths():
+        starts.append(total)
+        total += part_rows(fs, chunk)
 
     def compute_missing(missing: list[tuple[int, str]]) -> Iterator[tuple[int, int]]:
         for index, chunk in missing:
             with fs.open(chunk, "rb") as handle:
                 table = pq.read_table(handle)
-            results = answer(llm, runner, plan.params, table, first_row=_first_row(plan, index))
+            results = answer(llm, runner, plan.params, table, first_row=starts[index])
             write_atomically(fs, part_path(plan.out_path, index), with_outputs(runner, table, results))
             yield index, table.num_rows
 
     run_parts(plan, compute_missing)
-
-
-def _first_row(plan: BatchPlan, index: int) -> int:
-    """The job-wide number of a part's first row (so errors name the row as the input counts it)."""
-    from duckreg.batch.plan import part_rows
-
-    return sum(part_rows(plan.fs, chunk) for chunk in plan.chunk_paths()[:index])
 
 
 def answer(llm: Any, runner: FunctionRunner, params: dict[str, Any], table: Any, *, first_row: int = 0) -> list[dict]:
