@@ -35,6 +35,7 @@ def build_model(folder: Path, hidden: int, layers: int) -> Path:
         config.intermediate_size = hidden * 4
         config.num_attention_heads = hidden // 32
         config.num_key_value_heads = max(1, hidden // 64)
+        config.layer_types = ["full_attention"] * layers
         transformers.Qwen2ForCausalLM(config).eval().save_pretrained(str(folder))
     return folder
 
