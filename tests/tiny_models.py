@@ -242,6 +242,42 @@ def qwen2_chat(folder: Path, seed: int = 13) -> Path:
     return _save(transformers.Qwen2ForCausalLM(config), tok, folder)
 
 
+def llava_chat(folder: Path, seed: int = 14) -> Path:
+    """A tiny LLaVA (CLIP vision tower + Llama) with a ChatML template that takes image parts; PIL processing only."""
+    _seed(seed)
+    special = ["<|im_start|>", "<|im_end|>", "<image>"]
+    tok = bytelevel_bpe_tokenizer(folder, special=("<|endoftext|>", *special))
+    tok.add_special_tokens({"additional_special_tokens": special})
+    tok.eos_token, tok.pad_token = "<|im_end|>", "<|endoftext|>"
+    template = (
+        "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{% if m['content'] is string %}{{ m['content'] }}"
+        "{% else %}{% for p in m['content'] %}{% if p['type'] == 'image' %}<image>{% elif p['type'] == 'text' %}"
+        "{{ p['text'] }}{% endif %}{% endfor %}{% endif %}<|im_end|>\n{% endfor %}"
+        "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+    )
+    images = transformers.CLIPImageProcessorPil(size={"shortest_edge": 28}, crop_size={"height": 28, "width": 28})
+    processor = transformers.LlavaProcessor(
+        image_processor=images, tokenizer=tok, patch_size=14, chat_template=template, image_token="<image>",
+        vision_feature_select_strategy="default", num_additional_image_tokens=1,
+    )  # fmt: skip
+    vision = transformers.CLIPVisionConfig(
+        hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, image_size=28, patch_size=14,
+        projection_dim=32,
+    )  # fmt: skip
+    text = transformers.LlamaConfig(
+        vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
+        num_key_value_heads=1, head_dim=32, max_position_embeddings=512, initializer_range=0.4,
+        bos_token_id=tok.convert_tokens_to_ids("<|endoftext|>"), eos_token_id=tok.convert_tokens_to_ids("<|im_end|>"),
+    )  # fmt: skip
+    config = transformers.LlavaConfig(
+        vision_config=vision, text_config=text, image_token_index=tok.convert_tokens_to_ids("<image>"),
+        vision_feature_select_strategy="default", vision_feature_layer=-1,
+    )  # fmt: skip
+    transformers.LlavaForConditionalGeneration(config).eval().save_pretrained(str(folder))
+    processor.save_pretrained(str(folder))
+    return folder
+
+
 def _wav2vec2_config(**extra) -> transformers.Wav2Vec2Config:
     """A tiny Wav2Vec2: two small conv layers (20x downsampling), one transformer layer."""
     return transformers.Wav2Vec2Config(

@@ -19,3 +19,47 @@ def parse_messages(value: Any) -> list[dict[str, Any]]:
         if not isinstance(message, dict) or not message.get("role"):
             raise ValueError(f"every message needs a role, got {message!r}")
     return value
+
+
+MEDIA_PARTS = {"image_url": "url", "video_url": "url", "input_audio": "data"}
+"""Content part type -> the field that names its file."""
+
+
+def with_stage_media(value: Any, read: Any) -> list[dict[str, Any]]:
+    """A row's messages with every stage path in an image, video or audio part replaced by a ``data:`` URL.
+
+    ``read(path)`` returns a stage file's bytes. ``data:`` URLs stay as they are; ``http(s)`` and other
+    URLs are refused, since a batch job reads only its stages. An unreadable file raises ``ValueError``
+    naming the path.
+    """
+    import base64
+    import mimetypes
+
+    messages = parse_messages(value)
+    out = []
+    for message in messages:
+        content = message.get("content")
+        if not isinstance(content, list):
+            out.append(message)
+            continue
+        parts = []
+        for part in content:
+            field = MEDIA_PARTS.get((part or {}).get("type") or "")
+            holder = (part or {}).get(part.get("type")) if field else None
+            location = (holder or {}).get(field) if field else None
+            if not isinstance(location, str) or location.startswith("data:"):
+                parts.append(part)
+                continue
+            if not location.startswith("@"):
+                raise ValueError(f"{part['type']} {location[:80]!r}: a batch job reads files from stages only "
+                                 "(@stage/path/file) or takes data: URLs")  # fmt: skip
+            try:
+                data = read(location)
+            except (OSError, ValueError) as exc:
+                raise ValueError(f"cannot read {location}: {exc}") from None
+            mime = mimetypes.guess_type(location)[0] or "application/octet-stream"
+            encoded = base64.b64encode(data).decode("ascii")
+            url = f"data:{mime};base64,{encoded}" if field == "url" else encoded
+            parts.append({**part, part["type"]: {**holder, field: url}})
+        out.append({**message, "content": parts})
+    return out

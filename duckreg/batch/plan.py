@@ -25,10 +25,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from duckreg import jobs
+from duckreg.batch.messages import with_stage_media
 from duckreg.batch.specs import FileEncoding, SaveMode
 from duckreg.batch.stages import Stage, read_stage_bytes
 from duckreg.catalog import Catalog
 from duckreg.duckdb_ext.types import OutputTypes
+from duckreg.function_spec import Implementation
 from duckreg.inference import FunctionRunner, match_columns
 
 WORK_DIR = "_duckreg"
@@ -165,6 +167,8 @@ def predict_table(plan: BatchPlan | PartWriter, table: pa.Table) -> pa.Table:
             values.append([None] * table.num_rows)
             continue
         data = table.column(column).to_pylist()
+        if spec.name == "messages" and runner.function.implementation is Implementation.OPENAI_CHAT:
+            data = [_stage_media(plan, runner, row, value) for row, value in enumerate(data)]
         encoding = plan.handling.get(spec.name)
         if encoding is not None:
             data = [None if path is None else _read_file(plan, runner, spec.name, path, encoding) for path in data]
@@ -182,6 +186,16 @@ def with_outputs(runner: FunctionRunner, table: pa.Table, results: list[dict[str
     replaced = runner.function.replaced_columns()
     keep = [c for c in table.column_names if c.lower() not in replaced]
     return pa.Table.from_arrays([table.column(c) for c in keep] + arrays, names=keep + list(outputs.names))
+
+
+def _stage_media(plan: BatchPlan | PartWriter, runner: FunctionRunner, row: int, value: Any) -> Any:
+    """A row's chat messages with stage files (images, video, audio) in as data URLs; None stays None."""
+    if value is None:
+        return None
+    try:
+        return with_stage_media(value, lambda path: read_stage_bytes(plan.stages, path))
+    except ValueError as exc:
+        raise ValueError(f"{runner.context('messages')}: row {row} of its part: {exc}") from None
 
 
 def _read_file(

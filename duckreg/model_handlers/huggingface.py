@@ -175,9 +175,16 @@ def _quiet_progress() -> Iterator[None]:
 
 
 def save_pipeline(pipe: Any, folder: Path) -> None:
-    """Weights as safetensors, tokenizer and processor files beside them."""
+    """Weights as safetensors, tokenizer and processor files beside them.
+
+    A multimodal processor (image-text-to-text) keeps settings of its own, such as the patch size
+    that decides how many image tokens a prompt gets, which only its own save writes.
+    """
     with _quiet_progress():
         pipe.save_pretrained(str(folder))
+        processor = getattr(pipe, "processor", None)
+        if processor is not None:
+            processor.save_pretrained(str(folder))
 
 
 def load_task_model(
@@ -338,7 +345,8 @@ def pipeline_functions(
         )
     task_impl = get_task(task)
     inferred = task_impl.infer(task, pipe, settings, options) if task_impl else None
-    if signatures is None and task == "text-generation" and getattr(pipe.tokenizer, "chat_template", None):
+    chat_model = task == "text-generation" and getattr(pipe.tokenizer, "chat_template", None)
+    if signatures is None and (chat_model or task == "image-text-to-text"):
         # As Snowflake infers it: a chat model answers OpenAI chat requests (what the vllm engine runs).
         signatures = {"__call__": OPENAI_CHAT_WITH_PARAMS_SIGNATURE["__call__"]}
     if signatures is None:

@@ -30,6 +30,8 @@ CONTROLS = (
     "presence_penalty",
     "response_format",
 )
+# The pipeline tasks whose models answer OpenAI chat requests (image-text-to-text: images in the messages).
+CHAT_TASKS = ("text-generation", "image-text-to-text")
 # Without max_completion_tokens an answer is at most this many tokens.
 DEFAULT_MAX_COMPLETION_TOKENS = 1024
 
@@ -39,7 +41,7 @@ def matches(task: str, signature: ModelSignature) -> bool:
     first = signature.inputs[0] if signature.inputs else None
     outputs = {o.name for o in signature.outputs}
     return (
-        task == "text-generation"
+        task in CHAT_TASKS
         and isinstance(first, FeatureGroupSpec)
         and first.name == "messages"
         and {"choices", "usage"} <= outputs
@@ -83,6 +85,8 @@ class OpenAIChat(Task):
 
     def predict(self, ctx: RunContext, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         pipe = ctx.model
+        if getattr(pipe, "task", None) == "image-text-to-text":
+            return [self._answer_with_images(ctx, row) for row in rows]
         tokenizer, model = pipe.tokenizer, pipe.model
         use_params = bool(ctx.signature.params)
         requests = []
@@ -126,6 +130,83 @@ class OpenAIChat(Task):
                 }
             )
         return results
+
+    def _answer_with_images(self, ctx: RunContext, row: dict[str, Any]) -> dict[str, Any]:
+        """One request to an image-text-to-text model: its processor turns text and image parts into inputs."""
+        import torch
+
+        pipe = ctx.model
+        processor, model = pipe.processor, pipe.model
+        tokenizer = processor.tokenizer
+        controls = {k: (ctx.params if ctx.signature.params else row).get(k) for k in CONTROLS}
+        messages = [{"role": m["role"], "content": _processor_parts(m.get("content"))} for m in row["messages"] or []]
+        if not messages:
+            raise InputError("messages", "needs at least one message")
+        inputs = processor.apply_chat_template(
+            messages, add_generation_prompt=True, tokenize=True, return_dict=True, return_tensors="pt"
+        )
+        prompt_length = int(inputs["input_ids"].shape[1])
+        kwargs = _generate_kwargs(controls, tokenizer)
+        try:
+            kwargs["max_new_tokens"] = cap_new_tokens(model, prompt_length, kwargs["max_new_tokens"])
+        except ValueError as exc:
+            raise InputError("messages", str(exc)) from None
+        kwargs.pop("stop_strings", None)  # cut from the decoded text, as the text path does
+        stop = tuple(controls["stop"] or ())
+        with torch.inference_mode():
+            generated = model.generate(**inputs.to(model.device), **kwargs)
+        choices, completion_tokens = [], 0
+        for index, ids in enumerate(generated[:, prompt_length:].tolist()):
+            text, used, reason = finish_text(tokenizer, ids, stop, kwargs["max_new_tokens"])
+            completion_tokens += used
+            choices.append({"index": index, "message": {"content": text, "name": None, "role": "assistant"},
+                            "logprobs": None, "finish_reason": reason})  # fmt: skip
+        return {
+            "id": f"chatcmpl-{uuid.uuid4().hex}",
+            "object": "chat.completion",
+            "created": float(int(time.time())),
+            "model": ctx.model_id,
+            "choices": choices,
+            "usage": {"completion_tokens": completion_tokens, "prompt_tokens": prompt_length,
+                      "total_tokens": prompt_length + completion_tokens},
+        }  # fmt: skip
+
+
+def _processor_parts(content: Any) -> list[dict[str, Any]]:
+    """OpenAI content parts as a processor's chat template takes them: text, and images decoded from data URLs."""
+    if isinstance(content, str):
+        return [{"type": "text", "text": content}]
+    parts = []
+    for part in content or []:
+        kind = part.get("type") or "text"
+        if kind == "text":
+            parts.append({"type": "text", "text": part.get("text") or ""})
+        elif kind == "image_url":
+            parts.append({"type": "image", "image": _image(((part.get("image_url") or {}).get("url")) or "")})
+        else:
+            raise InputError("messages", f"{kind} parts are not supported by this model's transformers runner")
+    return parts
+
+
+def _image(url: str) -> Any:
+    """A PIL image from a ``data:`` URL; stage paths are turned into data URLs before the model sees them."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    if not url.startswith("data:") or ";base64," not in url:
+        raise InputError(
+            "messages",
+            f"image_url {url[:60]!r}: give a data URL (data:image/png;base64,...) or, in run_batch, a stage path "
+            "(@stage/path/cat.png)",
+        )
+    try:
+        image = Image.open(io.BytesIO(base64.b64decode(url.split(";base64,", 1)[1])))
+        image.load()
+    except Exception as exc:  # noqa: BLE001 - any undecodable image is the row's input error
+        raise InputError("messages", f"image_url holds no readable image ({exc})") from None
+    return image.convert("RGB")
 
 
 def _text_of(content: Any) -> str:

@@ -60,6 +60,11 @@ def check(runner: FunctionRunner, overrides: dict[str, Any] | None) -> None:
             f"{[s.name for s in function.signature.inputs]}. Log the text-generation model with a chat template "
             "or with signatures=duckreg.openai_signatures.OPENAI_CHAT_WITH_PARAMS_SIGNATURE."
         )
+    if version.manifest.task != "text-generation":
+        raise ValueError(
+            f"Model {version.model_name} version {version.version_name}: the vllm engine runs text-generation "
+            f"chat models; {version.manifest.task!r} models (images in the messages) run on the local engine."
+        )
     if overrides is not None and not isinstance(overrides, dict):
         raise ValueError(f"engine_args_override must be a dict of vllm.LLM arguments, got {overrides!r}")
     try:

@@ -1,0 +1,121 @@
+"""image-text-to-text: OpenAI chat messages with image parts, on a tiny LLaVA, through mv.run and run_batch."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+import torch
+import transformers
+from PIL import Image
+
+from duckreg.batch import InferenceEngine, InputSpec, JobSpec, OutputSpec
+
+GREEDY = {"temperature": 0.0, "max_completion_tokens": 8}
+
+
+def _png(seed: int) -> bytes:
+    pixels = (np.random.RandomState(seed).rand(40, 40, 3) * 255).astype("uint8")
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _ask(url: str, question: str = "What breed of cat is this?") -> list[dict]:
+    return [
+        {"role": "system", "content": [{"type": "text", "text": "You are an expert on cats and kitchens."}]},
+        {"role": "user", "content": [{"type": "text", "text": question},
+                                     {"type": "image_url", "image_url": {"url": url}}]},
+    ]  # fmt: skip
+
+
+def _data_url(data: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(data).decode()
+
+
+@pytest.fixture
+def vision(registry, model_dirs, tmp_path: Path):
+    pipe = transformers.pipeline("image-text-to-text", model=str(model_dirs["llava-chat"]))
+    mv = registry.log_model(pipe, model_name="cat_vision", version_name="v1")
+    images = tmp_path / "images"
+    images.mkdir()
+    for i in range(3):
+        (images / f"cat{i}.png").write_bytes(_png(i))
+    registry.create_stage("imgs", str(images))
+    registry.create_stage("out", str(tmp_path / "out"))
+    return mv
+
+
+def _direct_answer(folder: Path, data: bytes, question: str) -> str:
+    processor = transformers.AutoProcessor.from_pretrained(str(folder))
+    model = transformers.AutoModelForImageTextToText.from_pretrained(str(folder)).eval()
+    image = Image.open(io.BytesIO(data)).convert("RGB")
+    messages = [
+        {"role": "system", "content": [{"type": "text", "text": "You are an expert on cats and kitchens."}]},
+        {"role": "user", "content": [{"type": "text", "text": question}, {"type": "image", "image": image}]},
+    ]
+    inputs = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=True,
+                                           return_tensors="pt")  # fmt: skip
+    with torch.inference_mode():
+        out = model.generate(**inputs, max_new_tokens=8, do_sample=False)
+    return processor.decode(out[0][inputs["input_ids"].shape[1] :], skip_special_tokens=True)
+
+
+def test_inferred_signature_and_answer_equal_the_model(vision, model_dirs) -> None:
+    signature = vision.show_functions()[0]["signature"]
+    assert [s.name for s in signature.inputs] == ["messages"]
+    assert [o.name for o in signature.outputs] == ["id", "object", "created", "model", "choices", "usage"]
+    out = vision.run(pd.DataFrame({"messages": [json.dumps(_ask(_data_url(_png(0))))]}), params=GREEDY)
+    expected = _direct_answer(model_dirs["llava-chat"], _png(0), "What breed of cat is this?")
+    assert out["choices"][0][0]["message"]["content"] == expected
+    assert out["usage"][0]["completion_tokens"] <= 8 and out["object"][0] == "chat.completion"
+
+
+def test_run_batch_reads_images_from_the_stage(vision, tmp_path: Path) -> None:
+    # Seed 004's image-text-to-text example, names adapted: stage paths in image_url parts.
+    messages = [_ask(f"@imgs/cat{i}.png") for i in range(3)]
+    input_df = pd.DataFrame([json.dumps(m) for m in messages], columns=["messages"])
+    job = vision.run_batch(X=input_df, output_spec=OutputSpec(stage_location="@out/path/"),
+                           input_spec=InputSpec(params=GREEDY), job_spec=JobSpec(block=True))  # fmt: skip
+    assert job.status == "DONE", job.message
+    got = pq.read_table(tmp_path / "out" / "path").to_pandas()
+    inline = vision.run(pd.DataFrame({"messages": [_ask(_data_url(_png(i))) for i in range(3)]}), params=GREEDY)
+    assert [c[0]["message"]["content"] for c in got["choices"]] == [
+        c[0]["message"]["content"] for c in inline["choices"]
+    ]
+    assert list(got["messages"]) == list(input_df["messages"])  # the input is written as it was given
+
+
+def test_a_missing_image_fails_the_job_naming_row_and_path(vision, tmp_path: Path) -> None:
+    frame = pd.DataFrame({"messages": [json.dumps(_ask("@imgs/cat0.png")), json.dumps(_ask("@imgs/missing.png"))]})
+    with pytest.raises(ValueError, match=r"Model cat_vision version v1.*column 'messages'.*row 1.*@imgs/missing.png"):
+        vision.run_batch(frame, output_spec=OutputSpec("@out/miss/"), input_spec=InputSpec(params=GREEDY),
+                         job_spec=JobSpec(block=True))  # fmt: skip
+    assert not (tmp_path / "out" / "miss" / "_SUCCESS").exists()
+
+
+def test_web_urls_and_escaping_paths_are_refused(vision) -> None:
+    cases = [
+        ("https://example.com/cat.png", "reads files from stages only"),
+        ("@imgs/../../etc/passwd", "leaves the stage"),
+    ]
+    for position, (url, message) in enumerate(cases):
+        with pytest.raises(ValueError, match=message):
+            vision.run_batch(pd.DataFrame({"messages": [json.dumps(_ask(url))]}),
+                             output_spec=OutputSpec(f"@out/w{position}/"), input_spec=InputSpec(params=GREEDY),
+                             job_spec=JobSpec(block=True))  # fmt: skip
+    with pytest.raises(Exception, match="give a data URL"):
+        vision.run(pd.DataFrame({"messages": [_ask("https://example.com/cat.png")]}), params=GREEDY)
+
+
+def test_vllm_engine_sends_image_models_to_the_local_engine(vision) -> None:
+    with pytest.raises(ValueError, match=r"'image-text-to-text' models .* run on the local engine"):
+        vision.run_batch(pd.DataFrame({"messages": [json.dumps(_ask("@imgs/cat0.png"))]}),
+                         output_spec=OutputSpec("@out/v/"),
+                         inference_engine_options={"engine": InferenceEngine.VLLM})  # fmt: skip
