@@ -119,3 +119,17 @@ def test_vllm_engine_sends_image_models_to_the_local_engine(vision) -> None:
         vision.run_batch(pd.DataFrame({"messages": [json.dumps(_ask("@imgs/cat0.png"))]}),
                          output_spec=OutputSpec("@out/v/"),
                          inference_engine_options={"engine": InferenceEngine.VLLM})  # fmt: skip
+
+
+def test_sql_builds_the_data_url_from_a_stage_file(vision, registry) -> None:
+    con = registry.register_functions()
+    url = "'data:image/png;base64,' || base64(read_stage_file('@imgs/cat1.png'))"
+    text = con.execute(
+        "SELECT cat_vision([{'role': 'user', 'content': [{'type': 'text', 'text': 'What breed of cat is this?'}, "
+        f"{{'type': 'image_url', 'image_url': {{'url': {url}}}}}]}}], temperature := 0.0, "
+        "max_completion_tokens := 8).choices[1].message.content"
+    ).fetchone()[0]
+    question = {"type": "text", "text": "What breed of cat is this?"}
+    image = {"type": "image_url", "image_url": {"url": _data_url(_png(1))}}
+    out = vision.run(pd.DataFrame({"messages": [[{"role": "user", "content": [question, image]}]]}), params=GREEDY)
+    assert text == out["choices"][0][0]["message"]["content"]
