@@ -123,10 +123,11 @@ def sql_command(query: str, database: str | None, fmt: str) -> None:
 
     session = _session(database)
     try:
+        statements = [statement for _, statement in split_statements(query)]
         with interrupt_on_ctrl_c(session.con):
-            result = None
-            for _, statement in split_statements(query):
-                result = session.execute(statement)
+            for statement in statements[:-1]:
+                session.run(statement)
+            result = session.execute(statements[-1]) if statements else None
             if result is not None:
                 render(result, _mode(fmt))
     except Exception as exc:  # noqa: BLE001 - exit status carries the failure

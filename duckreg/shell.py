@@ -62,13 +62,17 @@ class Session:
         return prepare(self.registry, self.con, statement, self.bound)
 
     def execute(self, statement: str) -> duckdb.DuckDBPyRelation | None:
-        """Run one statement; a query's rows as a relation (run when read), or None for other statements."""
-        text = self.prepare(statement)
+        """One statement; a query's rows as a relation that runs when it is read (rendered), or None
+        for other statements, which run here."""
         first = statement.lstrip("( \n\t").split(None, 1)[0].upper() if statement.strip() else ""
         if first not in QUERIES:
-            self.con.execute(text)
+            self.run(statement)
             return None
-        return self.con.sql(text)
+        return self.con.sql(self.prepare(statement))
+
+    def run(self, statement: str) -> None:
+        """Run one statement whose rows nobody reads (a query's are fetched and dropped)."""
+        self.con.execute(self.prepare(statement)).fetchall()
 
     def close(self) -> None:
         self.con.close()

@@ -131,6 +131,9 @@ def test_sql_and_run_commands(shop, db_path, tmp_path) -> None:
                 "--format", "csv")  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == ["label", *(row[0] for row in expected)]
+    # Every statement runs, not only the one whose rows are printed.
+    earlier = _cli("sql", "SELECT error('boom') FROM range(3); SELECT 1 AS one", "--db", str(db_path))
+    assert earlier.returncode == 1 and "boom" in earlier.stderr
     script = tmp_path / "score.sql"
     script.write_text(
         "CREATE TABLE scored AS SELECT id, sentiment(text).label AS label FROM reviews;\n"
