@@ -18,16 +18,20 @@ from typing import Any
 
 import click
 
+from duckreg.shell import fail
+
 DB_ENV = "DUCKREG_DB"
 FORMATS = ("duckbox", "box", "csv", "json", "markdown", "line", "table")
 
 
-def _fail(message: str) -> None:
-    click.echo(click.style("Error: ", fg="red", bold=True) + message, err=True)
-
-
 def _mode(fmt: str) -> str:
     return "duckbox" if fmt == "table" else fmt
+
+
+# For the commands that also take the database as their argument (``_one_database`` picks one).
+db_or_argument = click.option(
+    "--db", "db_option", envvar=DB_ENV, help=f"The DuckDB database file (or ${DB_ENV}); same as DATABASE."
+)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -38,7 +42,7 @@ def main() -> None:
 
 @main.command()
 @click.argument("database", required=False)
-@click.option("--db", "db_option", envvar=DB_ENV, help=f"The DuckDB database file (or ${DB_ENV}); same as DATABASE.")
+@db_or_argument
 @click.option("--read-only", is_flag=True, help="Open the database read-only.")
 @click.option("-c", "--command", "commands", multiple=True, metavar="SQL",
               help="Run SQL (statements or a dot-command) and exit, as `duckdb -c`. Repeatable.")  # fmt: skip
@@ -104,7 +108,7 @@ def _session(database: str | None, read_only: bool = False) -> Any:
     try:
         return Session(database, read_only=read_only)
     except duckdb.Error as exc:
-        _fail(str(exc))
+        fail(str(exc))
         sys.exit(1)
 
 
@@ -131,7 +135,7 @@ def sql_command(query: str, database: str | None, fmt: str) -> None:
             if result is not None:
                 render(result, _mode(fmt))
     except Exception as exc:  # noqa: BLE001 - exit status carries the failure
-        _fail(str(exc))
+        fail(str(exc))
         sys.exit(1)
     finally:
         session.close()
@@ -158,7 +162,7 @@ def run(script: str, database: str | None, fmt: str) -> None:
                     if result is not None:
                         render(result, _mode(fmt))
             except Exception as exc:  # noqa: BLE001 - exit status carries the failure
-                _fail(f"{script}:{line}: {exc}")
+                fail(f"{script}:{line}: {exc}")
                 sys.exit(1)
     finally:
         session.close()
@@ -266,7 +270,7 @@ def delete(model: str, version_name: str | None, yes: bool, database: str | None
 
 @main.command()
 @click.argument("database", required=False)
-@click.option("--db", "db_option", envvar=DB_ENV, help=f"The DuckDB database file (or ${DB_ENV}); same as DATABASE.")
+@db_or_argument
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (loopback by default).")
 @click.option("--port", default=9494, show_default=True, type=click.IntRange(1, 65535))
 @click.option("--token", envvar="DUCKREG_TOKEN", help="The token clients must present (or $DUCKREG_TOKEN).")
@@ -310,7 +314,7 @@ def serve(
         try:
             server.start()
         except (ServeError, duckdb.Error) as exc:
-            _fail(str(exc))
+            fail(str(exc))
             sys.exit(1)
         if client_init:
             Path(client_init).write_text(server.client_init())
@@ -379,7 +383,7 @@ def _guard(action: Any, session: Any = None) -> None:
     try:
         action()
     except Exception as exc:  # noqa: BLE001 - exit status carries the failure
-        _fail(str(exc))
+        fail(str(exc))
         sys.exit(1)
     finally:
         if session is not None:

@@ -1,7 +1,8 @@
 """The duckreg shell: DuckDB's shell as its users know it, with every model callable.
 
-Results are drawn by DuckDB's own box renderer (so FLOAT, lists, structs and wide columns look as
-in the ``duckdb`` CLI) or written as box, csv, json, markdown or line output. Line editing, history
+Values are shown in DuckDB's own text (``CAST(... AS VARCHAR)``: FLOAT, lists and structs look as in
+the ``duckdb`` CLI), in DuckDB's duckbox layout (drawn with rich) or as box, csv, json, markdown or
+line output. Line editing, history
 and completion (keywords, tables, columns, functions and every model function) come from
 prompt_toolkit. Ctrl-C during a statement interrupts the query through DuckDB, never inside Python
 code that is running (a first model call may be importing torch); at the prompt it clears the line.
@@ -270,7 +271,7 @@ def _table(
 def _cell(value: str | None) -> str:
     from rich.markup import escape
 
-    return "NULL" if value is None else escape(value)
+    return escape(_text(value))
 
 
 def render_frame(frame: Any, mode: str = "duckbox", out: TextIO | None = None) -> None:
@@ -332,6 +333,10 @@ class Shell:
         for line in text.splitlines():
             if not self.feed(line):
                 return False
+        return self.finish()
+
+    def finish(self) -> bool:
+        """Run a last statement its input left without ``;`` (as the DuckDB shell does at end of input)."""
         if self.buffer and "".join(self.buffer).strip():
             return self.feed(";")
         return True
@@ -434,7 +439,7 @@ class Shell:
 
 
 def fail(message: str) -> None:
-    """An error line on stderr, as every duckreg command reports one."""
+    """An error line on stderr, as every duckreg command (and the shell) reports one."""
     import click
 
     click.echo(click.style("Error: ", fg="red", bold=True) + message, err=True)
@@ -442,35 +447,32 @@ def fail(message: str) -> None:
 
 def print_models(session: Session, mode: str = "duckbox", out: TextIO | None = None) -> None:
     """The logged models, in the columns a reader needs first (``registry.show_models()`` has them all)."""
-    import pandas as pd
-
     frame = session.registry.show_models()
-    listing = pd.DataFrame({
-        "name": frame["name"],
-        "default_version": frame["default_version_name"],
-        "versions": [", ".join(v) for v in frame["versions"]],
-        "comment": frame["comment"].fillna(""),
-        "created_on": [_minutes(t) for t in frame["created_on"]],
-    })  # fmt: skip
-    render_frame(listing, mode, out)
+    columns = {"name": "name", "default_version": "default_version_name", "versions": "versions",
+               "comment": "comment", "created_on": "created_on"}  # fmt: skip
+    _render_listing(frame, columns, mode, out)
 
 
 def print_versions(session: Session, model: str, mode: str = "duckbox", out: TextIO | None = None) -> None:
     """A model's versions with their aliases (``Model.show_versions()`` has every column)."""
+    frame = session.registry.get_model(model).show_versions()
+    columns = {"name": "name", "aliases": "aliases", "comment": "comment", "created_on": "created_on"}
+    _render_listing(frame, columns, mode, out)
+
+
+def _render_listing(frame: Any, columns: dict[str, str], mode: str, out: TextIO | None) -> None:
+    """Registry listing columns (shown name -> frame column) as text: lists joined, times to the minute."""
     import pandas as pd
 
-    frame = session.registry.get_model(model).show_versions()
-    listing = pd.DataFrame({
-        "name": frame["name"],
-        "aliases": [", ".join(a) for a in frame["aliases"]],
-        "comment": frame["comment"].fillna(""),
-        "created_on": [_minutes(t) for t in frame["created_on"]],
-    })  # fmt: skip
+    def readable(value: Any) -> str:
+        if isinstance(value, (list, tuple)):
+            return ", ".join(map(str, value))
+        if value is None or (isinstance(value, float) and value != value):
+            return ""
+        return str(value)[:16] if isinstance(value, pd.Timestamp) else str(value)
+
+    listing = pd.DataFrame({shown: [readable(v) for v in frame[source]] for shown, source in columns.items()})
     render_frame(listing, mode, out)
-
-
-def _minutes(timestamp: Any) -> str:
-    return "" if timestamp is None else str(timestamp)[:16]
 
 
 def print_functions(session: Session, model: str, version: str | None, out: TextIO) -> None:
@@ -521,5 +523,4 @@ def piped(shell: Shell, lines: Callable[[], str]) -> None:
             break
         if not shell.feed(line.rstrip("\n")):
             return
-    if shell.buffer and "".join(shell.buffer).strip():
-        shell.feed(";")
+    shell.finish()
