@@ -33,7 +33,7 @@ import duckdb
 
 from duckreg.duckdb_ext.connections import open_database
 from duckreg.duckdb_ext.names import models_named_in
-from duckreg.duckdb_ext.snowflake_syntax import rewrite
+from duckreg.duckdb_ext.statements import prepare
 from duckreg.identifiers import quote_literal
 
 # The in-memory catalog holding the macros; the second name if the database already uses the first.
@@ -158,7 +158,10 @@ class Server:
             self.macro_catalog = self._free_catalog_name(con)
             con.execute(f"ATTACH ':memory:' AS {self.macro_catalog} (READ_WRITE)")
             self._macros = con.cursor()
-            self._register(set(), eager=self._models_in_views(con))
+            # The stage macros and the models views name, which a statement using the view never names.
+            eager = self._models_in_views(con)
+            self._registry.register_functions(self._macros, models=eager, macro_catalog=self.macro_catalog)
+            self.registered |= eager
             con.create_function(AUTHORIZE, self._authorize, ["VARCHAR", "VARCHAR"], "BOOLEAN", side_effects=True)
             con.execute(f"SET GLOBAL quack_authorization_function = '{AUTHORIZE}'")
             self.uri = listen_uri(self.host, self.port)
@@ -206,13 +209,6 @@ class Server:
         keys = self._registry.model_keys()
         return {model for (text,) in texts for model in models_named_in(text, keys)}
 
-    def _register(self, needed: set[str], eager: set[str] = frozenset()) -> None:
-        wanted = (needed | eager) - self.registered
-        if not wanted and self.registered:
-            return
-        self._registry.register_functions(self._macros, models=wanted, macro_catalog=self.macro_catalog)
-        self.registered |= wanted
-
     def _authorize(self, session: str | None, query: str | None) -> bool:
         """Quack's check before each statement: register the models it names. It never refuses.
 
@@ -222,13 +218,12 @@ class Server:
         text = query or ""
         try:
             with self._lock:
-                rewritten, used = rewrite(text, self._registry.resolve_model_call)
-                if rewritten != text:
-                    _tell(
-                        "A remote statement used MODEL(...)!method syntax, which only duckreg's own SQL entry points "
-                        f"rewrite. Call the function by name instead: {rewritten}"
-                    )
-                self._register(used | models_named_in(text, self._registry.model_keys()))
+                rewritten = prepare(self._registry, self._macros, text, self.registered, self.macro_catalog)
+            if rewritten != text:
+                _tell(
+                    "A remote statement used MODEL(...)!method syntax, which only duckreg's own SQL entry points "
+                    f"rewrite. Call the function by name instead: {rewritten}"
+                )
         except Exception as exc:  # noqa: BLE001 - reported; DuckDB then reports the statement's own error
             _tell(f"Could not prepare a remote statement's models: {exc}")
         return True

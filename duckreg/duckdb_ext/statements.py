@@ -17,18 +17,25 @@ if TYPE_CHECKING:
     from duckreg.registry import Registry
 
 
-def prepare(registry: Registry, con: duckdb.DuckDBPyConnection, statement: str, bound: set[str] | None = None) -> str:
+def prepare(
+    registry: Registry,
+    con: duckdb.DuckDBPyConnection,
+    statement: str,
+    bound: set[str] | None = None,
+    macro_catalog: str | None = None,
+) -> str:
     """The statement as DuckDB runs it, after registering on ``con`` the models it uses.
 
     ``bound`` holds the models already registered on ``con`` (updated here), so a session registers
-    each model once; without it every model the statement names is registered again.
+    each model once; without it every model the statement names is registered again. ``macro_catalog``
+    is passed on to ``register_functions`` (``duckreg serve`` keeps its macros there).
     """
     text, used = rewrite(statement, registry.resolve_model_call)
     needed = used | models_named_in(text, registry.model_keys())
     if bound is not None:
         needed -= bound
     if needed or bound is None:
-        registry.register_functions(con, models=needed)
+        registry.register_functions(con, models=needed, macro_catalog=macro_catalog)
     if bound is not None:
         bound |= needed
     return text
