@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import json
+import mimetypes
 from typing import Any
 
 
@@ -21,6 +23,12 @@ def parse_messages(value: Any) -> list[dict[str, Any]]:
     return value
 
 
+def data_url(path: str, data: bytes) -> str:
+    """``data:<mime type>;base64,...`` for a file's bytes, the type guessed from its name."""
+    mime = mimetypes.guess_type(path)[0] or "application/octet-stream"
+    return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
+
+
 MEDIA_PARTS = {"image_url": "url", "video_url": "url", "input_audio": "data"}
 """Content part type -> the field that names its file."""
 
@@ -32,9 +40,6 @@ def with_stage_media(value: Any, read: Any) -> list[dict[str, Any]]:
     URLs are refused, since a batch job reads only its stages. An unreadable file raises ``ValueError``
     naming the path.
     """
-    import base64
-    import mimetypes
-
     messages = parse_messages(value)
     out = []
     for message in messages:
@@ -57,9 +62,7 @@ def with_stage_media(value: Any, read: Any) -> list[dict[str, Any]]:
                 data = read(location)
             except (OSError, ValueError) as exc:
                 raise ValueError(f"cannot read {location}: {exc}") from None
-            mime = mimetypes.guess_type(location)[0] or "application/octet-stream"
-            encoded = base64.b64encode(data).decode("ascii")
-            url = f"data:{mime};base64,{encoded}" if field == "url" else encoded
+            url = data_url(location, data) if field == "url" else base64.b64encode(data).decode("ascii")
             parts.append({**part, part["type"]: {**holder, field: url}})
         out.append({**message, "content": parts})
     return out

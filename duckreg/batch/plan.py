@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import base64
 import json
-import mimetypes
 import threading
 import uuid
 import warnings
@@ -25,7 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from duckreg import jobs
-from duckreg.batch.messages import with_stage_media
+from duckreg.batch.messages import data_url, with_stage_media
 from duckreg.batch.specs import FileEncoding, SaveMode
 from duckreg.batch.stages import Stage, read_stage_bytes
 from duckreg.catalog import Catalog
@@ -161,6 +160,15 @@ class PartWriter:
 def predict_table(plan: BatchPlan | PartWriter, table: pa.Table) -> pa.Table:
     """One chunk of input rows -> the same rows plus the function's output columns."""
     runner = plan.runner
+    return with_outputs(runner, table, runner.run(input_columns(plan, table), plan.params, plan.use_cache))
+
+
+def input_columns(plan: BatchPlan | PartWriter, table: pa.Table, first_row: int | None = None) -> list[list[Any]]:
+    """A chunk's values for each signature input, in signature order, as every engine hands them to a model:
+    NULLs for a missing optional column, stage files read per ``column_handling``, stage media in chat
+    messages turned into data URLs. An error names the row in its part, or in the job when the engine
+    knows the part's ``first_row``."""
+    runner = plan.runner
     values = []
     for spec, column in zip(runner.signature.inputs, match_columns(table.column_names, runner), strict=True):
         if column is None:
@@ -168,12 +176,12 @@ def predict_table(plan: BatchPlan | PartWriter, table: pa.Table) -> pa.Table:
             continue
         data = table.column(column).to_pylist()
         if spec.name == "messages" and runner.function.implementation is Implementation.OPENAI_CHAT:
-            data = [_stage_media(plan, runner, row, value) for row, value in enumerate(data)]
+            data = [_stage_media(plan, runner, row, value, first_row) for row, value in enumerate(data)]
         encoding = plan.handling.get(spec.name)
         if encoding is not None:
             data = [None if path is None else _read_file(plan, runner, spec.name, path, encoding) for path in data]
         values.append(data)
-    return with_outputs(runner, table, runner.run(values, plan.params, plan.use_cache))
+    return values
 
 
 def with_outputs(runner: FunctionRunner, table: pa.Table, results: list[dict[str, Any]]) -> pa.Table:
@@ -188,14 +196,17 @@ def with_outputs(runner: FunctionRunner, table: pa.Table, results: list[dict[str
     return pa.Table.from_arrays([table.column(c) for c in keep] + arrays, names=keep + list(outputs.names))
 
 
-def _stage_media(plan: BatchPlan | PartWriter, runner: FunctionRunner, row: int, value: Any) -> Any:
+def _stage_media(
+    plan: BatchPlan | PartWriter, runner: FunctionRunner, row: int, value: Any, first_row: int | None
+) -> Any:
     """A row's chat messages with stage files (images, video, audio) in as data URLs; None stays None."""
     if value is None:
         return None
     try:
         return with_stage_media(value, lambda path: read_stage_bytes(plan.stages, path))
     except ValueError as exc:
-        raise ValueError(f"{runner.context('messages')}: row {row} of its part: {exc}") from None
+        where = f": row {row} of its part" if first_row is None else f", row {first_row + row}"
+        raise ValueError(f"{runner.context('messages')}{where}: {exc}") from None
 
 
 def _read_file(
@@ -209,11 +220,9 @@ def _read_file(
         raise ValueError(f"{runner.context(column)}: cannot read {path}: {exc}") from None
     if encoding is FileEncoding.RAW_BYTES:
         return data
-    encoded = base64.b64encode(data).decode("ascii")
     if encoding is FileEncoding.BASE64_DATA_URL:
-        mime = mimetypes.guess_type(path)[0] or "application/octet-stream"
-        return f"data:{mime};base64,{encoded}"
-    return encoded
+        return data_url(path, data)
+    return base64.b64encode(data).decode("ascii")
 
 
 def prepare_location(

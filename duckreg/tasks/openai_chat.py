@@ -211,14 +211,20 @@ def chat_prompt(tokenizer: Any, messages: list[dict[str, Any]] | None) -> str:
     return "".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in plain) + "<|im_start|>assistant\n"
 
 
-def _generate_kwargs(controls: dict[str, Any], tokenizer: Any) -> dict[str, Any]:
-    temperature = 1.0 if controls["temperature"] is None else float(controls["temperature"])
-    n = int(controls["n"] or 1)
+def core_controls(controls: dict[str, Any]) -> tuple[float, int, int]:
+    """Temperature, answer length and number of choices, with OpenAI's defaults: every engine reads them here."""
+    temperature = 1.0 if controls.get("temperature") is None else float(controls["temperature"])
+    n = int(controls.get("n") or 1)
     if n < 1:
         raise InputError("n", f"must be at least 1, got {n}")
+    return temperature, int(controls.get("max_completion_tokens") or DEFAULT_MAX_COMPLETION_TOKENS), n
+
+
+def _generate_kwargs(controls: dict[str, Any], tokenizer: Any) -> dict[str, Any]:
+    temperature, max_new_tokens, n = core_controls(controls)
     do_sample = temperature > 0 or n > 1
     kwargs: dict[str, Any] = {
-        "max_new_tokens": int(controls["max_completion_tokens"] or DEFAULT_MAX_COMPLETION_TOKENS),
+        "max_new_tokens": max_new_tokens,
         "do_sample": do_sample,
         "num_return_sequences": n,
         "pad_token_id": tokenizer.pad_token_id,

