@@ -37,6 +37,7 @@ TINY_MODELS: dict[str, Callable[[Path], Path]] = {
     "chat-template": tiny_models.gpt2_chat,
     "qwen2-chat": tiny_models.qwen2_chat,
     "llava-chat": tiny_models.llava_chat,
+    "qwen2-vl-chat": tiny_models.qwen2_vl_chat,
     "audio-classification": tiny_models.wav2vec2_audio_classification,
     "image-classification": tiny_models.vit_image_classification,
     "speech-recognition": tiny_models.wav2vec2_ctc,

@@ -15,7 +15,7 @@ import torch
 import transformers
 from PIL import Image
 
-from duckreg.batch import InferenceEngine, InputSpec, JobSpec, OutputSpec
+from duckreg.batch import InputSpec, JobSpec, OutputSpec
 
 GREEDY = {"temperature": 0.0, "max_completion_tokens": 8}
 
@@ -100,9 +100,9 @@ def test_a_missing_image_fails_the_job_naming_row_and_path(vision, tmp_path: Pat
     assert not (tmp_path / "out" / "miss" / "_SUCCESS").exists()
 
 
-def test_web_urls_and_escaping_paths_are_refused(vision) -> None:
+def test_web_urls_and_escaping_paths_are_refused(vision, registry) -> None:
     cases = [
-        ("https://example.com/cat.png", "reads files from stages only"),
+        ("https://example.com/cat.png", "media are read from stages only"),
         ("@imgs/../../etc/passwd", "leaves the stage"),
     ]
     for position, (url, message) in enumerate(cases):
@@ -110,15 +110,14 @@ def test_web_urls_and_escaping_paths_are_refused(vision) -> None:
             vision.run_batch(pd.DataFrame({"messages": [json.dumps(_ask(url))]}),
                              output_spec=OutputSpec(f"@out/w{position}/"), input_spec=InputSpec(params=GREEDY),
                              job_spec=JobSpec(block=True))  # fmt: skip
-    with pytest.raises(Exception, match="give a data URL"):
+    with pytest.raises(ValueError, match=r"column 'messages', row 0: image_url 'https://.*stages only"):
         vision.run(pd.DataFrame({"messages": [_ask("https://example.com/cat.png")]}), params=GREEDY)
-
-
-def test_vllm_engine_sends_image_models_to_the_local_engine(vision) -> None:
-    with pytest.raises(ValueError, match=r"'image-text-to-text' models .* run on the local engine"):
-        vision.run_batch(pd.DataFrame({"messages": [json.dumps(_ask("@imgs/cat0.png"))]}),
-                         output_spec=OutputSpec("@out/v/"),
-                         inference_engine_options={"engine": InferenceEngine.VLLM})  # fmt: skip
+    con = registry.register_functions()
+    with pytest.raises(
+        Exception, match=r"cat_vision.*give a data URL.*base64\(read_stage_file\('@stage/path/file'\)\)"
+    ):
+        con.execute("SELECT cat_vision([{'role': 'user', 'content': [{'type': 'image_url', "
+                    "'image_url': {'url': '@imgs/cat0.png'}}]}])").fetchall()  # fmt: skip
 
 
 def test_sql_builds_the_data_url_from_a_stage_file(vision, registry) -> None:
@@ -133,3 +132,33 @@ def test_sql_builds_the_data_url_from_a_stage_file(vision, registry) -> None:
     image = {"type": "image_url", "image_url": {"url": _data_url(_png(1))}}
     out = vision.run(pd.DataFrame({"messages": [[{"role": "user", "content": [question, image]}]]}), params=GREEDY)
     assert text == out["choices"][0][0]["message"]["content"]
+
+
+def test_mv_run_reads_stage_pictures_as_run_batch_does(vision) -> None:
+    staged = vision.run(pd.DataFrame({"messages": [json.dumps(_ask(f"@imgs/cat{i}.png")) for i in range(2)]}),
+                        params=GREEDY)  # fmt: skip
+    inline = vision.run(pd.DataFrame({"messages": [_ask(_data_url(_png(i))) for i in range(2)]}), params=GREEDY)
+    assert [c[0]["message"]["content"] for c in staged["choices"]] == [
+        c[0]["message"]["content"] for c in inline["choices"]
+    ]
+    with pytest.raises(
+        ValueError, match=r"Model cat_vision version v1.*column 'messages', row 1: cannot read @imgs/no"
+    ):
+        vision.run(pd.DataFrame({"messages": [_ask("@imgs/cat0.png"), _ask("@imgs/no.png")]}), params=GREEDY)
+
+
+def test_sql_answers_about_pictures_in_a_blob_column(vision, registry) -> None:
+    con = registry.register_functions()
+    con.execute("CREATE TABLE pictures (id INTEGER, img BLOB)")
+    con.executemany("INSERT INTO pictures VALUES (?, ?)", [(i, _png(i)) for i in range(2)])
+    texts = [row[0] for row in con.execute(
+        "SELECT cat_vision([{'role': 'user', 'content': [{'type': 'text', 'text': 'What breed of cat is this?'}, "
+        "{'type': 'image_url', 'image_url': {'url': 'data:image/png;base64,' || base64(img)}}]}], "
+        "temperature := 0.0, max_completion_tokens := 8).choices[1].message.content FROM pictures ORDER BY id"
+    ).fetchall()]  # fmt: skip
+    question = {"type": "text", "text": "What breed of cat is this?"}
+    rows = [[{"role": "user", "content": [question, {"type": "image_url", "image_url": {"url": _data_url(_png(i))}}]}]
+            for i in range(2)]  # fmt: skip
+    out = vision.run(pd.DataFrame({"messages": rows}), params=GREEDY)
+    assert texts == [c[0]["message"]["content"] for c in out["choices"]]
+    assert texts[0] != texts[1]

@@ -7,14 +7,17 @@ transformers' on this CPU.
 
 from __future__ import annotations
 
+import io
 import json
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 import transformers
+from PIL import Image
 
 from duckreg.batch import InferenceEngine, InputSpec, JobSpec, OutputSpec
 
@@ -195,3 +198,139 @@ def test_job_spec_fields_vllm_cannot_honour(chat, tmp_path: Path, job_spec: JobS
     with pytest.raises(ValueError, match=message):
         chat.run_batch(frame, output_spec=OutputSpec("@out/spec/"), job_spec=job_spec, inference_engine_options=VLLM)
     assert not (tmp_path / "out" / "spec").exists()
+
+
+def _jpeg(seed: int) -> bytes:
+    pixels = (np.random.RandomState(seed).rand(48, 48, 3) * 255).astype("uint8")
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="JPEG")
+    return buffer.getvalue()
+
+
+def _ask_about(url: str, question: str = "What breed of cat is this?") -> list[dict]:
+    return [
+        {"role": "system", "content": [{"type": "text", "text": "You are an expert on cats and kitchens."}]},
+        {"role": "user", "content": [{"type": "text", "text": question},
+                                     {"type": "image_url", "image_url": {"url": url}}]},
+    ]  # fmt: skip
+
+
+@pytest.fixture
+def vision(registry, model_dirs, tmp_path: Path):
+    """A tiny Qwen2-VL logged as the seed logs it, and a stage of cat pictures (JPEG) under path/."""
+    pipe = transformers.pipeline("image-text-to-text", model=str(model_dirs["qwen2-vl-chat"]))
+    mv = registry.log_model(pipe, model_name="qwen2_vl", version_name="v1")
+    pictures = tmp_path / "stage" / "path"
+    pictures.mkdir(parents=True)
+    (pictures / "cat.jpeg").write_bytes(_jpeg(0))
+    for i in range(4):
+        (pictures / f"cat{i}.jpeg").write_bytes(_jpeg(i + 1))
+    (pictures / "notes.txt").write_text("not a picture")
+    registry.create_stage("stage", str(tmp_path / "stage"))
+    registry.create_stage("out", str(tmp_path / "out"))
+    return mv
+
+
+@needs_vllm
+def test_seed_image_example_runs_on_vllm(vision, tmp_path: Path) -> None:
+    # Seed 004's image-text-to-text example, names adapted: a stage path in the image_url part, engine VLLM.
+    messages = [_ask_about("@stage/path/cat.jpeg")]
+    input_df = pd.DataFrame([(json.dumps(m)) for m in messages], columns=["messages"])
+    job = vision.run_batch(
+        X=input_df,
+        output_spec=OutputSpec(stage_location="@out/path/"),
+        inference_engine_options={"engine": InferenceEngine.VLLM},
+        job_spec=JobSpec(block=True),
+    )
+    assert job.status == "DONE", job.message
+    out = _read(tmp_path / "out" / "path")
+    assert (tmp_path / "out" / "path" / "_SUCCESS").exists()
+    assert list(out.columns) == ["messages", "id", "object", "created", "model", "choices", "usage"]
+    assert out["model"][0] == "qwen2_vl/v1" and out["usage"][0]["completion_tokens"] > 0
+
+
+@needs_vllm
+def test_image_job_equals_the_local_engine_and_the_picture_matters(vision, tmp_path: Path) -> None:
+    rows = [_ask_about(f"@stage/path/cat{i}.jpeg", f"What is in picture {i % 2}?") for i in range(4)]
+    frame = pd.DataFrame({"messages": [json.dumps(m) for m in rows]})
+    spec = InputSpec(params={"temperature": 0.0, "max_completion_tokens": 8})
+    local = vision.run_batch(frame, output_spec=OutputSpec("@out/local/"), input_spec=spec,
+                             job_spec=JobSpec(block=True))  # fmt: skip
+    remote = vision.run_batch(frame, output_spec=OutputSpec("@out/vllm/"), input_spec=spec,
+                              job_spec=JobSpec(block=True), inference_engine_options={"engine": "vllm"})  # fmt: skip
+    assert (local.status, remote.status) == ("DONE", "DONE")
+    a, b = _read(tmp_path / "out" / "local"), _read(tmp_path / "out" / "vllm")
+    assert pq.read_schema(tmp_path / "out" / "local" / "part-000000.parquet") == pq.read_schema(
+        tmp_path / "out" / "vllm" / "part-000000.parquet"
+    )
+    assert _texts(a) == _texts(b)
+    assert list(a["usage"]) == list(b["usage"])
+    # Same question, other picture: the image reaches the model.
+    assert _texts(a)[0] != _texts(a)[2]
+
+
+@needs_vllm
+@pytest.mark.parametrize(
+    ("path", "message"),
+    [
+        ("@stage/path/missing.jpeg", r"row 1: cannot read @stage/path/missing.jpeg"),
+        ("@stage/path/notes.txt", r"row 1: .*image_url holds no readable image"),
+        ("data:image/png;base64,%%%", r"row 1: .*image_url holds invalid base64"),
+    ],
+)
+def test_a_missing_or_unreadable_picture_fails_the_job_naming_row_and_path(
+    vision, tmp_path: Path, path: str, message: str
+) -> None:
+    frame = pd.DataFrame({"messages": [json.dumps(_ask_about("@stage/path/cat0.jpeg")), json.dumps(_ask_about(path))]})
+    with pytest.raises(ValueError, match=r"Model qwen2_vl version v1.*column 'messages', " + message):
+        vision.run_batch(frame, output_spec=OutputSpec("@out/miss/"), job_spec=JobSpec(block=True),
+                         inference_engine_options={"engine": "vllm"})  # fmt: skip
+    assert not (tmp_path / "out" / "miss" / "_SUCCESS").exists()
+
+
+def _avi(path: Path, seed: int, frames: int = 4) -> None:
+    import cv2
+
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 2, (56, 56))
+    pixels = np.random.RandomState(seed)
+    for _ in range(frames):
+        writer.write((pixels.rand(56, 56, 3) * 255).astype("uint8"))
+    writer.release()
+
+
+@needs_vllm
+def test_video_parts_from_the_stage_equal_the_local_engine(vision, tmp_path: Path) -> None:
+    for i in range(2):
+        _avi(tmp_path / "stage" / "path" / f"clip{i}.avi", seed=i)
+    rows = [[{"role": "user", "content": [{"type": "text", "text": "What happens in the video?"},
+                                          {"type": "video_url", "video_url": {"url": f"@stage/path/clip{i}.avi"}}]}]
+            for i in range(2)]  # fmt: skip
+    frame = pd.DataFrame({"messages": [json.dumps(m) for m in rows]})
+    spec = InputSpec(params={"temperature": 0.0, "max_completion_tokens": 8})
+    for engine in ("local", "vllm"):
+        job = vision.run_batch(frame, output_spec=OutputSpec(f"@out/video-{engine}/"), input_spec=spec,
+                               job_spec=JobSpec(block=True), inference_engine_options={"engine": engine})  # fmt: skip
+        assert job.status == "DONE", job.message
+    a, b = _read(tmp_path / "out" / "video-local"), _read(tmp_path / "out" / "video-vllm")
+    assert _texts(a) == _texts(b) and _texts(a)[0] != _texts(a)[1]
+    assert list(a["usage"]) == list(b["usage"])
+
+
+@needs_vllm
+def test_audio_parts_are_refused_by_an_image_model(vision, tmp_path: Path) -> None:
+    (tmp_path / "stage" / "path" / "meow.wav").write_bytes(b"RIFF....WAVE")
+    audio = {"type": "input_audio", "input_audio": {"data": "@stage/path/meow.wav", "format": "wav"}}
+    frame = pd.DataFrame({"messages": [json.dumps([{"role": "user", "content": [audio]}])]})
+    with pytest.raises(ValueError, match=r"row 0: .*input_audio parts are not supported by image-text-to-text"):
+        vision.run_batch(frame, output_spec=OutputSpec("@out/audio/"), job_spec=JobSpec(block=True),
+                         inference_engine_options={"engine": "vllm"})  # fmt: skip
+
+
+@needs_vllm
+def test_a_model_vllm_cannot_load_fails_the_job_naming_the_model(chat, tmp_path: Path) -> None:
+    frame = pd.DataFrame({"messages": [json.dumps(_conversation(0))]})
+    too_long = {"engine": "vllm", "engine_args_override": {"max_model_len": 100_000}}
+    with pytest.raises(RuntimeError, match=r"(?s)Model qwen version v1: vLLM could not load the model \(.*max_model_len"):
+        chat.run_batch(frame, output_spec=OutputSpec("@out/load/"), job_spec=JobSpec(block=True),
+                       inference_engine_options=too_long)  # fmt: skip
+    assert not (tmp_path / "out" / "load" / "_SUCCESS").exists()

@@ -280,6 +280,48 @@ def llava_chat(folder: Path, seed: int = 14) -> Path:
     return folder
 
 
+def qwen2_vl_chat(folder: Path, seed: int = 15) -> Path:
+    """A tiny Qwen2-VL (images and videos in the messages), shaped for vLLM's CPU attention (head size 32).
+
+    Its processor includes a video processor, which needs torchvision (the vLLM environment has it).
+    """
+    _seed(seed)
+    special = ["<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"]
+    tok = bytelevel_bpe_tokenizer(folder, cls=transformers.Qwen2TokenizerFast, special=("<|endoftext|>", *special))
+    tok.add_special_tokens({"additional_special_tokens": special})
+    tok.eos_token, tok.pad_token = "<|im_end|>", "<|endoftext|>"
+    template = (
+        "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{% if m['content'] is string %}{{ m['content'] }}"
+        "{% else %}{% for p in m['content'] %}{% if p['type'] == 'image' %}<|vision_start|><|image_pad|><|vision_end|>"
+        "{% elif p['type'] == 'video' %}<|vision_start|><|video_pad|><|vision_end|>{% elif p['type'] == 'text' %}"
+        "{{ p['text'] }}{% endif %}{% endfor %}{% endif %}<|im_end|>\n{% endfor %}"
+        "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+    )
+    pixels = {"min_pixels": 56 * 56, "max_pixels": 56 * 56}
+    processor = transformers.Qwen2VLProcessor(
+        image_processor=transformers.Qwen2VLImageProcessor(**pixels),
+        video_processor=transformers.Qwen2VLVideoProcessor(**pixels),
+        tokenizer=tok, chat_template=template,
+    )  # fmt: skip
+    ids = {name: tok.convert_tokens_to_ids(name) for name in [*special, "<|endoftext|>"]}
+    text = {
+        "vocab_size": len(tok), "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+        "num_attention_heads": 2, "num_key_value_heads": 1, "head_dim": 32, "max_position_embeddings": 512,
+        "initializer_range": 0.4, "rope_parameters": {"rope_type": "default", "mrope_section": [4, 6, 6]},
+        "bos_token_id": ids["<|endoftext|>"], "eos_token_id": ids["<|im_end|>"],
+    }  # fmt: skip
+    vision = {"depth": 2, "embed_dim": 32, "hidden_size": 64, "num_heads": 2, "mlp_ratio": 2, "patch_size": 14,
+              "spatial_merge_size": 2, "temporal_patch_size": 2, "in_channels": 3}  # fmt: skip
+    config = transformers.Qwen2VLConfig(
+        text_config=text, vision_config=vision, image_token_id=ids["<|image_pad|>"],
+        video_token_id=ids["<|video_pad|>"], vision_start_token_id=ids["<|vision_start|>"],
+        vision_end_token_id=ids["<|vision_end|>"], tie_word_embeddings=True,
+    )  # fmt: skip
+    transformers.Qwen2VLForConditionalGeneration(config).eval().save_pretrained(str(folder))
+    processor.save_pretrained(str(folder))
+    return folder
+
+
 def _wav2vec2_config(**extra) -> transformers.Wav2Vec2Config:
     """A tiny Wav2Vec2: two small conv layers (20x downsampling), one transformer layer."""
     return transformers.Wav2Vec2Config(

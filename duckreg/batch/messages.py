@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import mimetypes
+from collections.abc import Callable
 from typing import Any
 
 
@@ -37,7 +38,7 @@ def with_stage_media(value: Any, read: Any) -> list[dict[str, Any]]:
     """A row's messages with every stage path in an image, video or audio part replaced by a ``data:`` URL.
 
     ``read(path)`` returns a stage file's bytes. ``data:`` URLs stay as they are; ``http(s)`` and other
-    URLs are refused, since a batch job reads only its stages. An unreadable file raises ``ValueError``
+    URLs are refused: a model reads only the registry's stages. An unreadable file raises ``ValueError``
     naming the path.
     """
     messages = parse_messages(value)
@@ -56,8 +57,8 @@ def with_stage_media(value: Any, read: Any) -> list[dict[str, Any]]:
                 parts.append(part)
                 continue
             if not location.startswith("@"):
-                raise ValueError(f"{part['type']} {location[:80]!r}: a batch job reads files from stages only "
-                                 "(@stage/path/file) or takes data: URLs")  # fmt: skip
+                raise ValueError(f"{part['type']} {location[:80]!r}: media are read from stages only "
+                                 "(@stage/path/file) or given as data: URLs")  # fmt: skip
             try:
                 data = read(location)
             except (OSError, ValueError) as exc:
@@ -65,4 +66,20 @@ def with_stage_media(value: Any, read: Any) -> list[dict[str, Any]]:
             url = data_url(location, data) if field == "url" else base64.b64encode(data).decode("ascii")
             parts.append({**part, part["type"]: {**holder, field: url}})
         out.append({**message, "content": parts})
+    return out
+
+
+def column_with_stage_media(
+    runner: Any, values: list[Any], read: Callable[[str], bytes], where: Callable[[int], str]
+) -> list[Any]:
+    """A ``messages`` column with its stage media read in (``with_stage_media``); NULL rows stay NULL.
+
+    An error names the model, version, function and column, and the row as ``where(row)`` words it.
+    """
+    out = []
+    for row, value in enumerate(values):
+        try:
+            out.append(None if value is None else with_stage_media(value, read))
+        except ValueError as exc:
+            raise ValueError(f"{runner.context('messages')}{where(row)}: {exc}") from None
     return out

@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from duckreg import jobs
-from duckreg.batch.messages import data_url, with_stage_media
+from duckreg.batch.messages import column_with_stage_media, data_url
 from duckreg.batch.specs import FileEncoding, SaveMode
 from duckreg.batch.stages import Stage, read_stage_bytes
 from duckreg.catalog import Catalog
@@ -176,7 +176,12 @@ def input_columns(plan: BatchPlan | PartWriter, table: pa.Table, first_row: int 
             continue
         data = table.column(column).to_pylist()
         if spec.name == "messages" and runner.function.implementation is Implementation.OPENAI_CHAT:
-            data = [_stage_media(plan, runner, row, value, first_row) for row, value in enumerate(data)]
+            data = column_with_stage_media(
+                runner,
+                data,
+                lambda path: read_stage_bytes(plan.stages, path),
+                lambda row: f": row {row} of its part" if first_row is None else f", row {first_row + row}",
+            )
         encoding = plan.handling.get(spec.name)
         if encoding is not None:
             data = [None if path is None else _read_file(plan, runner, spec.name, path, encoding) for path in data]
@@ -194,19 +199,6 @@ def with_outputs(runner: FunctionRunner, table: pa.Table, results: list[dict[str
     replaced = runner.function.replaced_columns()
     keep = [c for c in table.column_names if c.lower() not in replaced]
     return pa.Table.from_arrays([table.column(c) for c in keep] + arrays, names=keep + list(outputs.names))
-
-
-def _stage_media(
-    plan: BatchPlan | PartWriter, runner: FunctionRunner, row: int, value: Any, first_row: int | None
-) -> Any:
-    """A row's chat messages with stage files (images, video, audio) in as data URLs; None stays None."""
-    if value is None:
-        return None
-    try:
-        return with_stage_media(value, lambda path: read_stage_bytes(plan.stages, path))
-    except ValueError as exc:
-        where = f": row {row} of its part" if first_row is None else f", row {first_row + row}"
-        raise ValueError(f"{runner.context('messages')}{where}: {exc}") from None
 
 
 def _read_file(

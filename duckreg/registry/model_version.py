@@ -10,9 +10,10 @@ import pandas as pd
 
 from duckreg import pandas_io
 from duckreg.artifacts import Manifest
+from duckreg.batch.messages import column_with_stage_media
 from duckreg.catalog.models import VersionRow
 from duckreg.duckdb_ext.names import sql_names
-from duckreg.function_spec import FunctionSpec
+from duckreg.function_spec import FunctionSpec, Implementation
 from duckreg.identifiers import check_identifier, normalize
 from duckreg.inference import FunctionRunner, VersionHandle
 
@@ -132,6 +133,14 @@ class ModelVersion:
         runner = self._runner(function_name)
         frame = pandas_io.to_pandas(X)
         columns = pandas_io.input_columns(frame, runner)
+        if runner.function.implementation is Implementation.OPENAI_CHAT:
+            # Stage paths in chat media parts (@stage/cat.png) are read from this registry, as run_batch reads them.
+            columns = [
+                column_with_stage_media(runner, values, self._registry.stages.read_bytes, lambda row: f", row {row}")
+                if spec.name == "messages"
+                else values
+                for spec, values in zip(runner.signature.inputs, columns, strict=True)
+            ]
         results: list[dict[str, Any] | None] = []
         for start in range(0, len(frame), _RUN_CHUNK_ROWS):
             results.extend(runner.run([c[start : start + _RUN_CHUNK_ROWS] for c in columns], params))

