@@ -330,7 +330,8 @@ def test_audio_parts_are_refused_by_an_image_model(vision, tmp_path: Path) -> No
 def test_a_model_vllm_cannot_load_fails_the_job_naming_the_model(chat, tmp_path: Path) -> None:
     frame = pd.DataFrame({"messages": [json.dumps(_conversation(0))]})
     too_long = {"engine": "vllm", "engine_args_override": {"max_model_len": 100_000}}
-    with pytest.raises(RuntimeError, match=r"(?s)Model qwen version v1: vLLM could not load the model \(.*max_model_len"):
+    refused = r"(?s)Model qwen version v1: vLLM could not load the model \(.*max_model_len"
+    with pytest.raises(RuntimeError, match=refused):
         chat.run_batch(frame, output_spec=OutputSpec("@out/load/"), job_spec=JobSpec(block=True),
                        inference_engine_options=too_long)  # fmt: skip
     assert not (tmp_path / "out" / "load" / "_SUCCESS").exists()

@@ -123,7 +123,7 @@ def run(plan: BatchPlan) -> None:
     runner = plan.runner
     try:
         llm = load(str(runner.version.artifact_dir / "model"), plan.engine_args)
-    except Exception as exc:  # noqa: BLE001 - vLLM fails to load in many ways; each is the job's error
+    except Exception as exc:
         version = runner.version
         error = RuntimeError(
             f"Model {version.model_name} version {version.version_name}: vLLM could not load the model "
