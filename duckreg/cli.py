@@ -335,6 +335,52 @@ def serve(
     click.echo("Server stopped.")
 
 
+@main.command()
+@click.argument("database", required=False)
+@db_or_argument
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (loopback by default).")
+@click.option("--port", default=9595, show_default=True, type=click.IntRange(1, 65535))
+@click.option("--token", envvar="DUCKREG_TOKEN", help="The token browsers must present (or $DUCKREG_TOKEN).")
+@click.option("--token-file", type=click.File("r"), help="Read the token from this file's first line.")
+@click.option("--read-only", is_flag=True, help="Open the database read-only and hide every write action.")
+def ui(
+    database: str | None, db_option: str | None, host: str, port: int, token: str | None, token_file: Any,
+    read_only: bool,
+) -> None:  # fmt: skip
+    """Browse DATABASE's models, versions, metrics, jobs and stages in a web browser, and try the models.
+
+    Works offline (every asset ships with duckreg). Loopback only unless --host is given, which needs
+    --token: then open the printed address, which carries the token once.
+    """
+    try:
+        from duckreg import ui as web
+        from duckreg.ui import app  # noqa: F401 - fails here, with the hint, when the web libraries are missing
+    except ImportError as exc:
+        fail(f"duckreg ui needs its web libraries ({exc}): pip install 'duckreg[ui]'")
+        sys.exit(1)
+
+    database = _one_database(database, db_option)
+    if database is None:
+        raise click.UsageError(f"Give the database to browse (duckreg ui FILE, --db FILE or ${DB_ENV}).")
+    if token_file is not None:
+        token = token_file.readline().strip()
+    try:
+        web.check_address(host, token)
+    except ValueError as exc:
+        fail(str(exc))
+        sys.exit(1)
+    session = _open(database, read_only=read_only)
+    try:
+        web.serve(session.registry, host=host, port=port, read_only=read_only, token=token,
+                  announce=lambda line: (click.echo(line), sys.stdout.flush()))  # fmt: skip
+    except OSError as exc:
+        fail(f"Cannot listen on {host}:{port}: {exc.strerror or exc}")
+        sys.exit(1)
+    finally:
+        session.close()
+    click.echo("UI stopped.")
+
+
 @main.group()
 def cache() -> None:
     """The result cache of deterministic model functions (results.sqlite in the artifact folder)."""

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from duckreg import pandas_io
-from duckreg.artifacts import Manifest
+from duckreg.artifacts import Manifest, file_sha256
 from duckreg.batch.messages import column_with_stage_media
 from duckreg.catalog.models import VersionRow
 from duckreg.duckdb_ext.names import sql_names
@@ -89,6 +89,36 @@ class ModelVersion:
     def task(self) -> str:
         """The pipeline task the version was logged with (None for custom models)."""
         return self._row().task
+
+    @property
+    def library_versions(self) -> dict[str, str]:
+        """The library versions the model was logged with (transformers, torch, ...)."""
+        return dict(Manifest.from_json(self._row().manifest).library_versions)
+
+    def show_files(self, *, verify: bool = False) -> pd.DataFrame:
+        """The version's artifact files: path, size in bytes and logged sha256, one row per file.
+
+        ``verify=True`` adds ``status``: ``ok``, ``changed`` (its sha256 differs now), ``missing``, or
+        ``not logged`` (a file dropped in beside the logged ones; loading refuses the version then).
+        """
+        handle = self._handle()
+        folder = handle.artifact_dir / "model"
+        logged = handle.manifest.files or {}
+        present = {p.relative_to(folder).as_posix(): p for p in folder.rglob("*") if p.is_file()}
+        rows = []
+        for relative in sorted(set(logged) | (set(present) if verify else set())):
+            path = present.get(relative)
+            row: dict[str, Any] = {"path": relative, "size": path.stat().st_size if path else None,
+                                   "sha256": logged.get(relative)}  # fmt: skip
+            if verify:
+                if relative not in logged:
+                    row["status"] = "not logged"
+                elif path is None:
+                    row["status"] = "missing"
+                else:
+                    row["status"] = "ok" if file_sha256(path) == logged[relative] else "changed"
+            rows.append(row)
+        return pd.DataFrame(rows, columns=["path", "size", "sha256", *(["status"] if verify else [])])
 
     def _handle(self) -> VersionHandle:
         row = self._row()

@@ -1,0 +1,118 @@
+"""``duckreg ui``: a local web page over a registry for models, versions, signatures, metrics, jobs and stages.
+
+``duckreg ui shop.duckdb`` serves it from the command line; ``duckreg.ui.start(registry)`` serves it from
+a running Python process (a notebook), so the jobs that process starts show their progress live.
+Everything it loads (styles, scripts, the Chart.js chart library) ships inside the package: it works
+with no network. It binds to loopback unless told otherwise, and any other address needs a token.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from duckreg.registry.registry import Registry
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def check_address(host: str, token: str | None) -> None:
+    """Refuse to serve beyond this machine without a token."""
+    if host not in LOOPBACK and not token:
+        raise ValueError(
+            f"--host {host} makes the UI reachable from other machines; give it a --token (or $DUCKREG_TOKEN)."
+        )
+
+
+@dataclass
+class UIServer:
+    """A UI served from a background thread of this process; ``stop()`` ends it."""
+
+    url: str
+    server: Any
+    thread: threading.Thread
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop serving and wait for the server thread."""
+        self.server.should_exit = True
+        self.thread.join(timeout)
+
+    def __repr__(self) -> str:
+        return f"UIServer(url={self.url!r})"
+
+
+def start(
+    registry: Registry,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    read_only: bool = False,
+    token: str | None = None,
+) -> UIServer:
+    """Serve the UI for ``registry`` from a background thread; ``port=0`` picks a free port.
+
+    Jobs this process starts with ``run_batch`` appear on its Jobs page with live progress, and can be
+    cancelled there.
+    """
+    import uvicorn
+
+    from duckreg.ui.app import create_app
+
+    check_address(host, token)
+    if port == 0:
+        with socket.socket() as probe:
+            probe.bind((host, 0))
+            port = probe.getsockname()[1]
+    app = create_app(registry, read_only=read_only, token=token)
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, name="duckreg-ui", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError(f"The duckreg UI could not start on {host}:{port}.")
+        time.sleep(0.02)
+    url = f"http://{'[' + host + ']' if ':' in host else host}:{port}/"
+    return UIServer(url + (f"?token={token}" if token else ""), server, thread)
+
+
+def serve(
+    registry: Registry, *, host: str, port: int, read_only: bool, token: str | None, announce: Any = print
+) -> None:
+    """Serve the UI in this thread until Ctrl-C or SIGTERM (``duckreg ui``)."""
+    import uvicorn
+
+    from duckreg.ui.app import create_app, database_path
+
+    check_address(host, token)
+    app = create_app(registry, read_only=read_only, token=token)
+    database = database_path(registry)
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off")
+    shown = f"http://{'[' + host + ']' if ':' in host else host}:{port}/" + (f"?token={token}" if token else "")
+
+    class Announcing(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            # Ctrl-C and SIGTERM stop serving and return here (uvicorn's own handling would re-raise them).
+            previous = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+            try:
+                yield
+            finally:
+                for sig, handler in previous.items():
+                    signal.signal(sig, handler)
+
+        async def startup(self, sockets: Any = None) -> None:
+            await super().startup(sockets)
+            if self.started:
+                mode = " (read-only)" if read_only else ""
+                announce(f"duckreg UI for {database}{mode} at {shown}  (Ctrl-C stops it)")
+
+    server = Announcing(config)
+    server.run()

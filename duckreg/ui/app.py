@@ -1,0 +1,380 @@
+"""The web layer of ``duckreg ui``: Starlette routes over ``duckreg.ui.pages``, rendered with Jinja2.
+
+Every action goes through the registry API (``mv.run``, ``run_batch``, ``set_alias``, ...), so its
+checks and error messages are the ones users get in Python and SQL. The browser never sends SQL: a
+batch job's input is a table picked from the database's own list, quoted here.
+
+Safety: writes are refused (403) on a read-only UI; every POST must carry the page's CSRF token in a
+header, which another site's page cannot set; with a token, every request must present it once
+(``?token=``, then a cookie) or as ``Authorization: Bearer``.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import decimal
+import hmac
+import json
+import math
+import secrets
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.base import BaseHTTPMiddleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.templating import Jinja2Templates
+
+from duckreg.model_signature import DataType, FeatureGroupSpec
+from duckreg.registry.registry import Registry
+from duckreg.ui import pages
+
+HERE = Path(__file__).parent
+COOKIE = "duckreg_ui_token"
+CSRF_HEADER = "x-duckreg-csrf"
+
+
+def create_app(registry: Registry, *, read_only: bool = False, token: str | None = None) -> Starlette:
+    """The UI as an ASGI app over an open registry (served by uvicorn in ``duckreg ui`` and ``start``)."""
+    templates = Jinja2Templates(directory=str(HERE / "templates"))
+    templates.env.filters["size"] = _size
+    templates.env.filters["tojson_attr"] = lambda value: json.dumps(value)
+    csrf = secrets.token_urlsafe(24)
+
+    database = database_path(registry)
+
+    def render(request: Request, name: str, status_code: int = 200, **context: Any) -> Response:
+        context.update(read_only=read_only, csrf=csrf, database=database)
+        return templates.TemplateResponse(request, name, context, status_code=status_code)
+
+    def writable(request: Request) -> None:
+        if read_only:
+            raise HTTPException(403, "This UI is read-only (duckreg ui --read-only).")
+
+    async def body(request: Request) -> dict[str, Any]:
+        if not hmac.compare_digest(request.headers.get(CSRF_HEADER, ""), csrf):
+            raise HTTPException(403, "Missing or wrong CSRF token: reload the page.")
+        try:
+            data = await request.json()
+        except ValueError:
+            raise HTTPException(400, "The request body must be JSON.") from None
+        if not isinstance(data, dict):
+            raise HTTPException(400, "The request body must be a JSON object.")
+        return data
+
+    # ------------------------------------------------------------------ pages
+    def models_page(request: Request) -> Response:
+        query = request.query_params.get("q", "")
+        return render(request, "models.html", models=pages.models(registry, query), query=query)
+
+    def model_page(request: Request) -> Response:
+        return render(request, "model.html", model=_found(pages.model, registry, request.path_params["model"]))
+
+    def version_page(request: Request) -> Response:
+        detail = _found(pages.version, registry, request.path_params["model"], request.path_params["version"])
+        return render(request, "version.html", v=detail)
+
+    def compare_page(request: Request) -> Response:
+        return render(request, "compare.html", c=_found(pages.compare, registry, request.path_params["model"]))
+
+    def jobs_page(request: Request) -> Response:
+        return render(request, "jobs.html", jobs=pages.job_list(registry))
+
+    def job_page(request: Request) -> Response:
+        return render(request, "job.html", job=_found(pages.job, registry, request.path_params["name"], logs=True))
+
+    def stages_page(request: Request) -> Response:
+        return render(request, "stages.html", stages=pages.stages(registry))
+
+    def stage_page(request: Request) -> Response:
+        return render(request, "stage.html", stage=_found(pages.stage_files, registry, request.path_params["name"]))
+
+    # ------------------------------------------------------------------ JSON
+    def jobs_json(request: Request) -> Response:
+        return JSONResponse(pages.job_list(registry))
+
+    def job_json(request: Request) -> Response:
+        return JSONResponse(_found(pages.job, registry, request.path_params["name"], logs=True))
+
+    async def cancel_job(request: Request) -> Response:
+        await body(request)
+        writable(request)
+        from duckreg import jobs
+
+        try:
+            jobs.get_job(registry, request.path_params["name"]).cancel()
+        except (RuntimeError, ValueError) as exc:
+            return _error(exc)
+        return JSONResponse(pages.job(registry, request.path_params["name"]))
+
+    async def run_version(request: Request) -> Response:
+        data = await body(request)
+        mv = _version(registry, request)
+        try:
+            function = mv.get_function(data.get("function") or None)
+            frame = _input_frame(function, data.get("rows") or [])
+            params = _params(function, data.get("params") or {})
+            started = time.perf_counter()
+            out = mv.run(frame, function_name=function.name, params=params)
+            seconds = time.perf_counter() - started
+        except Exception as exc:  # noqa: BLE001 - every error is shown as duckreg words it
+            return _error(exc)
+        rows = [{c: _plain(v) for c, v in zip(out.columns, values, strict=True)} for values in out.itertuples(False)]
+        return JSONResponse({"columns": list(out.columns), "rows": rows, "seconds": seconds})
+
+    async def start_batch(request: Request) -> Response:
+        data = await body(request)
+        writable(request)
+        mv = _version(registry, request)
+        from duckreg.batch import InputSpec, JobSpec, OutputSpec
+
+        try:
+            source = data.get("input") or ""
+            if source.startswith("@"):
+                X: Any = source
+            elif source in pages.tables(registry):
+                X = "SELECT * FROM " + ".".join(_quote(part) for part in source.split("."))
+            else:
+                raise ValueError(f"Input {source!r} is neither a table of this database nor a stage path (@stage/...).")
+            function = mv.get_function(data.get("function") or None)
+            rows = int(data.get("max_batch_rows") or 1024)
+            job = mv.run_batch(
+                X,
+                output_spec=OutputSpec(stage_location=data.get("output") or ""),
+                input_spec=InputSpec(params=_params(function, data.get("params") or {}) or None),
+                job_spec=JobSpec(function_name=function.name, max_batch_rows=rows,
+                                 job_name=data.get("job_name") or None),
+            )  # fmt: skip
+        except Exception as exc:  # noqa: BLE001 - shown as duckreg words it
+            return _error(exc)
+        return JSONResponse({"job": job.name, "url": f"/jobs/{job.name}"})
+
+    def verify_files(request: Request) -> Response:
+        mv = _version(registry, request)
+        return JSONResponse(_plain(mv.show_files(verify=True).to_dict("records")))
+
+    async def set_default(request: Request) -> Response:
+        data = await body(request)
+        writable(request)
+        return _act(lambda: setattr(registry.get_model(request.path_params["model"]), "default", data.get("version")))
+
+    async def set_alias(request: Request) -> Response:
+        data = await body(request)
+        writable(request)
+        return _act(lambda: _version(registry, request).set_alias(str(data.get("alias") or "")))
+
+    async def unset_alias(request: Request) -> Response:
+        data = await body(request)
+        writable(request)
+        model = registry.get_model(request.path_params["model"])
+        return _act(lambda: model.version(request.path_params["version"]).unset_alias(str(data.get("alias") or "")))
+
+    async def set_tag(request: Request) -> Response:
+        data = await body(request)
+        writable(request)
+        model = registry.get_model(request.path_params["model"])
+        return _act(lambda: model.set_tag(str(data.get("name") or ""), str(data.get("value") or "")))
+
+    async def unset_tag(request: Request) -> Response:
+        data = await body(request)
+        writable(request)
+        return _act(lambda: registry.get_model(request.path_params["model"]).unset_tag(str(data.get("name") or "")))
+
+    async def delete_version(request: Request) -> Response:
+        await body(request)
+        writable(request)
+        model = registry.get_model(request.path_params["model"])
+        return _act(lambda: model.delete_version(request.path_params["version"]))
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        code = getattr(exc, "status_code", 500)
+        detail = getattr(exc, "detail", str(exc))
+        if request.url.path.startswith("/api/"):
+            return JSONResponse({"error": detail}, status_code=code)
+        return render(request, "error.html", status_code=code, code=code, message=detail)
+
+    version_path = "/api/models/{model}/versions/{version}"
+    routes = [
+        Route("/", models_page),
+        Route("/models/{model}", model_page),
+        Route("/models/{model}/compare", compare_page),
+        Route("/models/{model}/versions/{version}", version_page),
+        Route("/jobs", jobs_page),
+        Route("/jobs/{name}", job_page),
+        Route("/stages", stages_page),
+        Route("/stages/{name}", stage_page),
+        Route("/api/jobs", jobs_json),
+        Route("/api/jobs/{name}", job_json),
+        Route("/api/jobs/{name}/cancel", cancel_job, methods=["POST"]),
+        Route(f"{version_path}/run", run_version, methods=["POST"]),
+        Route(f"{version_path}/batch", start_batch, methods=["POST"]),
+        Route(f"{version_path}/files", verify_files),
+        Route(f"{version_path}/alias", set_alias, methods=["POST"]),
+        Route(f"{version_path}/unset-alias", unset_alias, methods=["POST"]),
+        Route(f"{version_path}/delete", delete_version, methods=["POST"]),
+        Route("/api/models/{model}/default", set_default, methods=["POST"]),
+        Route("/api/models/{model}/tag", set_tag, methods=["POST"]),
+        Route("/api/models/{model}/unset-tag", unset_tag, methods=["POST"]),
+        Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static"),
+    ]
+    middleware = [Middleware(TokenCheck, token=token)] if token else []
+    return Starlette(
+        routes=routes, middleware=middleware, exception_handlers={HTTPException: http_error, 404: http_error}
+    )
+
+
+class TokenCheck(BaseHTTPMiddleware):
+    """Let a request in only with the token: ``?token=`` (kept in a cookie), the cookie, or a Bearer header."""
+
+    def __init__(self, app: Any, token: str) -> None:
+        super().__init__(app)
+        self.token = token
+
+    async def dispatch(self, request: Request, call_next: Any) -> Response:
+        given = request.query_params.get("token")
+        if given is not None and hmac.compare_digest(given, self.token):
+            response = RedirectResponse(str(request.url.remove_query_params("token")), status_code=303)
+            response.set_cookie(COOKIE, self.token, httponly=True, samesite="strict")
+            return response
+        bearer = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
+        presented = request.cookies.get(COOKIE) or bearer
+        if presented and hmac.compare_digest(presented, self.token):
+            return await call_next(request)
+        return PlainTextResponse("This duckreg UI needs its token: open the address it printed (…?token=…).", 401)
+
+
+def database_path(registry: Registry) -> str:
+    """The database file the registry lives in (``:memory:`` for an in-memory one)."""
+    rows = registry.catalog.query(
+        "SELECT coalesce(path, ':memory:') FROM duckdb_databases() WHERE database_name = current_database()"
+    )
+    return rows[0][0] if rows else registry.location
+
+
+def _found(read: Any, *args: Any, **kwargs: Any) -> Any:
+    """A page's data, or 404 when the model, version, job or stage does not exist."""
+    try:
+        return read(*args, **kwargs)
+    except (ValueError, KeyError) as exc:
+        raise HTTPException(404, str(exc)) from None
+
+
+def _version(registry: Registry, request: Request) -> Any:
+    try:
+        return registry.get_model(request.path_params["model"]).version(request.path_params["version"])
+    except ValueError as exc:
+        raise HTTPException(404, str(exc)) from None
+
+
+def _error(exc: BaseException) -> Response:
+    return JSONResponse({"error": str(exc) or type(exc).__name__}, status_code=400)
+
+
+def _act(action: Any) -> Response:
+    try:
+        action()
+    except (ValueError, TypeError, RuntimeError) as exc:
+        return _error(exc)
+    return JSONResponse({"ok": True})
+
+
+def _quote(identifier: str) -> str:
+    return '"' + identifier.replace('"', '""') + '"'
+
+
+def _convert(spec: Any, raw: Any, what: str) -> Any:
+    """A form value as the signature's type: numbers and booleans from text, JSON for lists and structs,
+    ``{"base64": ...}`` for file uploads; an empty field is NULL."""
+    if raw is None or raw == "":
+        return None
+    if isinstance(spec, FeatureGroupSpec) or getattr(spec, "shape", None) or getattr(spec, "specs", None):
+        if isinstance(raw, str):
+            try:
+                return json.loads(raw)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{what} {spec.name}: not valid JSON ({exc.msg} at character {exc.pos})") from None
+        return raw
+    dtype = spec.dtype
+    if dtype is DataType.BYTES:
+        if isinstance(raw, dict) and "base64" in raw:
+            return base64.b64decode(raw["base64"])
+        return str(raw).encode()
+    if dtype is DataType.BOOL:
+        return raw if isinstance(raw, bool) else str(raw).lower() in ("true", "1", "yes", "on")
+    if dtype is DataType.STRING or not isinstance(raw, str):
+        return raw
+    try:
+        number = float(raw)
+    except ValueError:
+        raise ValueError(f"{what} {spec.name}: {raw!r} is not a number") from None
+    return number if dtype in (DataType.FLOAT, DataType.DOUBLE) or not number.is_integer() else int(number)
+
+
+def _input_frame(function: Any, rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """The rows the form sent, typed by the function's signature."""
+    if not rows:
+        raise ValueError("Give at least one row.")
+    if not all(isinstance(row, dict) for row in rows):
+        raise ValueError("Each row must be an object of column names and values.")
+    specs = {s.name: s for s in function.signature.inputs}
+    names = list(dict.fromkeys(name for row in rows for name in row))
+    # Columns the signature does not know are passed on, so the registry's own matching reports them.
+    return pd.DataFrame(
+        {
+            name: [_convert(specs[name], row.get(name), "input") if name in specs else row.get(name) for row in rows]
+            for name in names
+        }
+    )
+
+
+def _params(function: Any, given: dict[str, Any]) -> dict[str, Any]:
+    """The parameters the form filled in (empty fields keep their defaults)."""
+    specs = {p.name: p for p in function.signature.params}
+    out = {}
+    for name, raw in given.items():
+        if name not in specs:
+            out[name] = raw  # refused by the registry with its own message
+        elif raw not in (None, ""):
+            out[name] = _convert(specs[name], raw, "parameter")
+    return out
+
+
+def _plain(value: Any) -> Any:
+    """A result value as JSON: arrays as lists, bytes as their size, NaN as null, times as text."""
+    if isinstance(value, np.ndarray):
+        return [_plain(v) for v in value.tolist()]
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, (bytes, bytearray)):
+        return f"<{len(value)} bytes>"
+    if isinstance(value, (datetime.datetime, datetime.date, pd.Timestamp)):
+        return value.isoformat()
+    if isinstance(value, decimal.Decimal):
+        return float(value)
+    return value
+
+
+def _size(value: Any) -> str:
+    if value is None:
+        return "-"
+    size = float(value)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} GiB"
