@@ -28,7 +28,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("duckreg.batch.submit",),
     ("duckreg.registry",),
     ("duckreg", "duckreg.duckdb_ext.statements", "duckreg.cli", "duckreg.dbt", "duckreg.batch", "duckreg.duckdb_ext",
-     "duckreg.shell", "duckreg.serve", "duckreg.harlequin_adapter"),
+     "duckreg.shell", "duckreg.serve", "duckreg.harlequin_adapter", "duckreg.ui"),
 ]  # fmt: skip
 
 
