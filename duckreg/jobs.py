@@ -138,6 +138,11 @@ class Job:
     def show_logs(self, limit: int = -1) -> None:
         print(self.get_logs(limit))
 
+    @property
+    def runs_here(self) -> bool:
+        """Whether this process runs the job (only then can ``cancel`` stop it)."""
+        return _active(self._key) is not None
+
     def cancel(self) -> None:
         """Stop the job after the part it is writing; finished parts stay, no ``_SUCCESS`` is written."""
         status = self.status

@@ -242,7 +242,7 @@ def job(registry: Registry, name: str, *, logs: bool = False) -> dict[str, Any]:
         "created_on": str(created)[:19] if created else None,
         "finished_on": str(finished)[:19] if finished else None,
         "success_file": _has_success(registry, output),
-        "cancellable": status in ("PENDING", "RUNNING") and jobs._active(handle.name.lower()) is not None,
+        "cancellable": status in ("PENDING", "RUNNING") and handle.runs_here,
     }
     if logs:
         info["logs"] = handle.get_logs(as_list=True)
