@@ -278,6 +278,8 @@ def delete(model: str, version_name: str | None, yes: bool, database: str | None
 @click.option("--read-only", is_flag=True, help="Open the database read-only.")
 @click.option("--client-init", type=click.Path(dir_okay=False, writable=True),
               help="Write a file for `duckdb -init FILE` that attaches this server as reg.")  # fmt: skip
+@click.option("--ui-port", type=click.IntRange(1, 65535),
+              help="Also serve `duckreg ui` on this port (same host and token), over the same database.")  # fmt: skip
 def serve(
     database: str | None,
     db_option: str | None,
@@ -287,6 +289,7 @@ def serve(
     token_file: Any,
     read_only: bool,
     client_init: str | None,
+    ui_port: int | None,
 ) -> None:
     """Serve DATABASE over DuckDB's Quack protocol, with every model callable by remote clients.
 
@@ -329,9 +332,22 @@ def serve(
         )
         if client_init:
             click.echo(f"Client init file: duckdb -init {client_init}")
+        page = None
+        if ui_port:
+            from duckreg import ui as web
+
+            try:
+                page = web.start(server.registry, host=host, port=ui_port, read_only=read_only, token=server.token)
+            except (ImportError, OSError, RuntimeError) as exc:
+                fail(f"Cannot serve the UI on port {ui_port}: {exc}")
+            else:
+                shown = page.url if token is None else page.url.split("?")[0] + "?token=..."
+                click.echo(f"UI at {shown}")
         click.echo("Ctrl-C stops the server.")
         sys.stdout.flush()
         server.wait(stop)
+        if page is not None:
+            page.stop()
     click.echo("Server stopped.")
 
 

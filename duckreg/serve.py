@@ -137,6 +137,11 @@ class Server:
     _registry: Any = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
+    @property
+    def registry(self) -> Any:
+        """The served database's registry (for ``duckreg ui`` in the same process)."""
+        return self._registry
+
     def start(self) -> Server:
         """Open the database, make the models callable by remote sessions and start listening."""
         if self.host not in LOOPBACK and not self.token:

@@ -13,6 +13,8 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -248,3 +250,23 @@ def test_banner_names_the_address_and_start_time(served: Served) -> None:
     assert f"at quack:127.0.0.1:{served.port}, ready in " in served.banner
     assert "(2 models)" in served.banner
     assert TOKEN not in served.banner  # a token the user chose is not echoed
+
+
+@needs_quack
+def test_serve_also_serves_the_ui_over_the_same_database(shop_db, tmp_path: Path) -> None:
+    pytest.importorskip("starlette", reason="needs duckreg[ui]")
+    ui_port = _free_port()
+    server = _serve(shop_db[0], tmp_path, "--ui-port", str(ui_port))
+    try:
+        assert f"UI at http://127.0.0.1:{ui_port}/?token=..." in server.banner  # the user's token is not echoed
+        page = f"http://127.0.0.1:{ui_port}/models/sentiment/versions/v2"
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(page, timeout=30)
+        assert refused.value.code == 401
+        request = urllib.request.Request(page, headers={"Authorization": f"Bearer {TOKEN}"})
+        html = urllib.request.urlopen(request, timeout=30).read().decode()
+        assert "sentiment__v2(text)" in html and "VARCHAR" in html
+        # The Quack side still answers while the UI runs.
+        assert [r["id"] for r in server.rows("FROM reg.query('SELECT id FROM reviews ORDER BY id')")] == [1, 2]
+    finally:
+        assert "Server stopped." in server.stop()
