@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 import transformers
+from conftest import serve_folder
 from PIL import Image
 
 from duckreg.batch import InputSpec, JobSpec, OutputSpec
@@ -102,7 +103,8 @@ def test_a_missing_image_fails_the_job_naming_row_and_path(vision, tmp_path: Pat
 
 def test_web_urls_and_escaping_paths_are_refused(vision, registry) -> None:
     cases = [
-        ("https://example.com/cat.png", "media are read from stages only"),
+        ("https://example.com/cat.png", r"media are read from stages .*'allowed_media_domains': \['example.com'\]"),
+        ("ftp://example.com/cat.png", "media are read from stages only"),
         ("@imgs/../../etc/passwd", "leaves the stage"),
     ]
     for position, (url, message) in enumerate(cases):
@@ -110,7 +112,7 @@ def test_web_urls_and_escaping_paths_are_refused(vision, registry) -> None:
             vision.run_batch(pd.DataFrame({"messages": [json.dumps(_ask(url))]}),
                              output_spec=OutputSpec(f"@out/w{position}/"), input_spec=InputSpec(params=GREEDY),
                              job_spec=JobSpec(block=True))  # fmt: skip
-    with pytest.raises(ValueError, match=r"column 'messages', row 0: image_url 'https://.*stages only"):
+    with pytest.raises(ValueError, match=r"column 'messages', row 0: image_url 'https://example.com/cat.png': media"):
         vision.run(pd.DataFrame({"messages": [_ask("https://example.com/cat.png")]}), params=GREEDY)
     con = registry.register_functions()
     with pytest.raises(
@@ -162,3 +164,31 @@ def test_sql_answers_about_pictures_in_a_blob_column(vision, registry) -> None:
     out = vision.run(pd.DataFrame({"messages": rows}), params=GREEDY)
     assert texts == [c[0]["message"]["content"] for c in out["choices"]]
     assert texts[0] != texts[1]
+
+
+@pytest.fixture
+def web_images(tmp_path: Path):
+    with serve_folder(tmp_path / "images") as url:
+        yield url
+
+
+def test_run_batch_fetches_web_pictures_only_from_allowed_hosts(vision, web_images, tmp_path: Path) -> None:
+    frame = pd.DataFrame({"messages": [json.dumps(_ask(f"{web_images}/cat{i}.png")) for i in range(2)]})
+    allowed = {"engine": "local", "allowed_media_domains": ["127.0.0.1"]}
+    job = vision.run_batch(frame, output_spec=OutputSpec("@out/web/"), input_spec=InputSpec(params=GREEDY),
+                           job_spec=JobSpec(block=True), inference_engine_options=allowed)  # fmt: skip
+    assert job.status == "DONE", job.message
+    got = pq.read_table(tmp_path / "out" / "web").to_pandas()
+    inline = vision.run(pd.DataFrame({"messages": [_ask(_data_url(_png(i))) for i in range(2)]}), params=GREEDY)
+    assert [c[0]["message"]["content"] for c in got["choices"]] == [
+        c[0]["message"]["content"] for c in inline["choices"]
+    ]
+    with pytest.raises(ValueError, match=r"row 0 of its part: image_url .*'allowed_media_domains': \['127.0.0.1'\]"):
+        vision.run_batch(frame, output_spec=OutputSpec("@out/web2/"), job_spec=JobSpec(block=True))
+    missing = pd.DataFrame({"messages": [json.dumps(_ask(f"{web_images}/gone.png"))]})
+    with pytest.raises(ValueError, match=r"row 0 of its part: image_url cannot fetch http://127.*/gone.png: File not"):
+        vision.run_batch(missing, output_spec=OutputSpec("@out/web3/"), job_spec=JobSpec(block=True),
+                         inference_engine_options=allowed)  # fmt: skip
+    one_string = {"engine": "local", "allowed_media_domains": "127.0.0.1"}
+    with pytest.raises(ValueError, match="allowed_media_domains must be a list of host names"):
+        vision.run_batch(frame, output_spec=OutputSpec("@out/web4/"), inference_engine_options=one_string)

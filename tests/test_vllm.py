@@ -270,6 +270,24 @@ def test_image_job_equals_the_local_engine_and_the_picture_matters(vision, tmp_p
 
 
 @needs_vllm
+def test_allowed_web_pictures_equal_stage_pictures_on_vllm(vision, tmp_path: Path) -> None:
+    from conftest import serve_folder
+
+    spec = InputSpec(params={"temperature": 0.0, "max_completion_tokens": 8})
+    staged = pd.DataFrame({"messages": [json.dumps(_ask_about(f"@stage/path/cat{i}.jpeg")) for i in range(2)]})
+    with serve_folder(tmp_path / "stage" / "path") as web:
+        fetched = pd.DataFrame({"messages": [json.dumps(_ask_about(f"{web}/cat{i}.jpeg")) for i in range(2)]})
+        options = {"engine": "vllm", "allowed_media_domains": ["127.0.0.1"]}
+        job = vision.run_batch(fetched, output_spec=OutputSpec("@out/web/"), input_spec=spec,
+                               job_spec=JobSpec(block=True), inference_engine_options=options)  # fmt: skip
+    assert job.status == "DONE", job.message
+    local = vision.run_batch(staged, output_spec=OutputSpec("@out/staged/"), input_spec=spec,
+                             job_spec=JobSpec(block=True))  # fmt: skip
+    assert local.status == "DONE"
+    assert _texts(_read(tmp_path / "out" / "web")) == _texts(_read(tmp_path / "out" / "staged"))
+
+
+@needs_vllm
 @pytest.mark.parametrize(
     ("path", "message"),
     [

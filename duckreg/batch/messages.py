@@ -34,12 +34,35 @@ MEDIA_PARTS = {"image_url": "url", "video_url": "url", "input_audio": "data"}
 """Content part type -> the field that names its file."""
 
 
-def with_stage_media(value: Any, read: Any) -> list[dict[str, Any]]:
+def fetch_media(url: str, hosts: tuple[str, ...]) -> bytes:
+    """The bytes at an ``http(s)`` URL whose host is one of ``hosts``; anything else is refused."""
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    host = (urllib.parse.urlsplit(url).hostname or "").lower()
+    if host not in hosts:
+        raise ValueError(
+            f"{url[:80]!r}: media are read from stages (@stage/path/file) or given as data: URLs; a run_batch job "
+            f"fetches from {host or 'the web'} with inference_engine_options={{..., 'allowed_media_domains': "
+            f"[{host!r}]}}"
+        )
+    try:
+        with urllib.request.urlopen(url, timeout=MEDIA_TIMEOUT_SECONDS) as response:
+            return response.read()
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        raise ValueError(f"cannot fetch {url[:80]}: {getattr(exc, 'reason', exc)}") from None
+
+
+MEDIA_TIMEOUT_SECONDS = 60
+
+
+def with_stage_media(value: Any, read: Any, hosts: tuple[str, ...] = ()) -> list[dict[str, Any]]:
     """A row's messages with every stage path in an image, video or audio part replaced by a ``data:`` URL.
 
-    ``read(path)`` returns a stage file's bytes. ``data:`` URLs stay as they are; ``http(s)`` and other
-    URLs are refused: a model reads only the registry's stages. An unreadable file raises ``ValueError``
-    naming the path.
+    ``read(path)`` returns a stage file's bytes. ``data:`` URLs stay as they are. ``http(s)`` URLs are
+    fetched only from ``hosts`` (``allowed_media_domains``), by duckreg, so every engine gets the same
+    bytes; other URLs are refused. An unreadable file raises ``ValueError`` naming the path.
     """
     messages = parse_messages(value)
     out = []
@@ -56,13 +79,19 @@ def with_stage_media(value: Any, read: Any) -> list[dict[str, Any]]:
             if not isinstance(location, str) or location.startswith("data:"):
                 parts.append(part)
                 continue
-            if not location.startswith("@"):
+            if location.startswith(("http://", "https://")):
+                try:
+                    data = fetch_media(location, hosts)
+                except ValueError as exc:
+                    raise ValueError(f"{part['type']} {exc}") from None
+            elif not location.startswith("@"):
                 raise ValueError(f"{part['type']} {location[:80]!r}: media are read from stages only "
                                  "(@stage/path/file) or given as data: URLs")  # fmt: skip
-            try:
-                data = read(location)
-            except (OSError, ValueError) as exc:
-                raise ValueError(f"cannot read {location}: {exc}") from None
+            else:
+                try:
+                    data = read(location)
+                except (OSError, ValueError) as exc:
+                    raise ValueError(f"cannot read {location}: {exc}") from None
             url = data_url(location, data) if field == "url" else base64.b64encode(data).decode("ascii")
             parts.append({**part, part["type"]: {**holder, field: url}})
         out.append({**message, "content": parts})
@@ -70,7 +99,11 @@ def with_stage_media(value: Any, read: Any) -> list[dict[str, Any]]:
 
 
 def column_with_stage_media(
-    runner: Any, values: list[Any], read: Callable[[str], bytes], where: Callable[[int], str]
+    runner: Any,
+    values: list[Any],
+    read: Callable[[str], bytes],
+    where: Callable[[int], str],
+    hosts: tuple[str, ...] = (),
 ) -> list[Any]:
     """A ``messages`` column with its stage media read in (``with_stage_media``); NULL rows stay NULL.
 
@@ -79,7 +112,7 @@ def column_with_stage_media(
     out = []
     for row, value in enumerate(values):
         try:
-            out.append(None if value is None else with_stage_media(value, read))
+            out.append(None if value is None else with_stage_media(value, read, hosts))
         except ValueError as exc:
             raise ValueError(f"{runner.context('messages')}{where(row)}: {exc}") from None
     return out

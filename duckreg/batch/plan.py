@@ -78,6 +78,8 @@ class BatchPlan:
     """False computes every row afresh (``force_rebuild``); None lets the result cache serve what it holds."""
     engine_args: dict[str, Any] | None = None
     """``vllm.LLM`` arguments (``engine_args_override``) for the vllm engine."""
+    media_hosts: tuple[str, ...] = ()
+    """Web hosts whose media chat messages may name (``allowed_media_domains``); none by default."""
 
     @property
     def fs(self) -> Any:
@@ -132,11 +134,12 @@ class PartWriter:
     stage: Stage
     out_path: str
     use_cache: bool | None = None
+    media_hosts: tuple[str, ...] = ()
 
     @classmethod
     def of(cls, plan: BatchPlan) -> PartWriter:
         return cls(plan.runner.version, plan.runner.function, plan.params, plan.handling, plan.stages, plan.stage,
-                   plan.out_path, plan.use_cache)  # fmt: skip
+                   plan.out_path, plan.use_cache, plan.media_hosts)  # fmt: skip
 
     @property
     def runner(self) -> FunctionRunner:
@@ -181,6 +184,7 @@ def input_columns(plan: BatchPlan | PartWriter, table: pa.Table, first_row: int 
                 data,
                 lambda path: read_stage_bytes(plan.stages, path),
                 lambda row: f": row {row} of its part" if first_row is None else f", row {first_row + row}",
+                plan.media_hosts,
             )
         encoding = plan.handling.get(spec.name)
         if encoding is not None:

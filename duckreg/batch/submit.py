@@ -62,6 +62,7 @@ def run_batch(
         raise TypeError("input_spec and job_spec must be duckreg.batch.InputSpec and duckreg.batch.JobSpec")
     runner = target.runner_for(job_spec.function_name)
     engine, address, engine_args = engines.choose(inference_engine_options, compute_pool, runner)
+    media_hosts = engines.media_hosts(inference_engine_options)
     if job_spec.force_rebuild:
         runner.version.forget()
     params = runner.resolve_params(input_spec.params)
@@ -109,6 +110,7 @@ def run_batch(
             out_path=out_path,
             address=address,
             engine_args=engine_args,
+            media_hosts=media_hosts,
             cancel=cancel,
             progress_bar=job_spec.block and sys.stderr.isatty(),
             stages={row[0].lower(): Stage(row[0], row[1]) for row in registry.stages.rows()},

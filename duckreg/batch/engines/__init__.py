@@ -26,10 +26,11 @@ def choose(
 ) -> tuple[str, str | None, dict[str, Any] | None]:
     """(engine, Ray address, vLLM arguments) from ``inference_engine_options`` and ``compute_pool``, checked."""
     options = dict(options or {})
-    unknown = set(options) - {"engine", "address", "engine_args_override"}
+    unknown = set(options) - {"engine", "address", "engine_args_override", "allowed_media_domains"}
     if unknown:
         raise ValueError(
-            f"Unknown inference_engine_options keys {sorted(unknown)}; known: engine, address, engine_args_override."
+            f"Unknown inference_engine_options keys {sorted(unknown)}; known: engine, address, engine_args_override, "
+            "allowed_media_domains."
         )
     if options and "engine" not in options:
         raise ValueError("'engine' field is required in inference_engine_options")
@@ -61,6 +62,16 @@ def choose(
             "local Ray for the job)."
         )
     return engine, address, None
+
+
+def media_hosts(options: dict[str, Any] | None) -> tuple[str, ...]:
+    """The web hosts whose pictures, videos and audio a chat job may fetch (``allowed_media_domains``)."""
+    hosts = (options or {}).get("allowed_media_domains") or ()
+    if isinstance(hosts, str) or not all(isinstance(h, str) and h and "/" not in h for h in hosts):
+        raise ValueError(
+            f"allowed_media_domains must be a list of host names such as ['images.example.com'], got {hosts!r}"
+        )
+    return tuple(h.lower() for h in hosts)
 
 
 def resources(engine: str, spec: JobSpec) -> dict[str, Any]:
