@@ -378,6 +378,9 @@ def ui(
     database = _one_database(database, db_option)
     if database is None:
         raise click.UsageError(f"Give the database to browse (duckreg ui FILE, --db FILE or ${DB_ENV}).")
+    if database != ":memory:" and not Path(database).exists():
+        fail(f"No database file {database}: give the path of an existing DuckDB database.")
+        sys.exit(1)
     if token_file is not None:
         token = token_file.readline().strip()
     try:

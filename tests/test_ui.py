@@ -361,6 +361,10 @@ def test_duckreg_ui_command_serves_a_file_and_stops_on_sigterm(db_path: Path, mo
     refused = subprocess.run([command, "ui", str(db_path), "--host", "0.0.0.0"],
                              capture_output=True, text=True, timeout=60)  # fmt: skip
     assert refused.returncode == 1 and "--token" in refused.stderr
+    missing = subprocess.run([command, "ui", str(db_path.with_name("typo.duckdb"))], capture_output=True, text=True,
+                             timeout=60)  # fmt: skip
+    assert missing.returncode == 1 and "No database file" in missing.stderr
+    assert not db_path.with_name("typo.duckdb").exists()
     port = _free_port()
     process = subprocess.Popen([command, "ui", str(db_path), "--port", str(port),
                                 "--read-only"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
