@@ -71,3 +71,18 @@ class RowCounter(CustomModel):
     def predict(self, df: pd.DataFrame) -> pd.DataFrame:
         self.rows_seen += len(df)
         return pd.DataFrame({"length": df["text"].str.len()})
+
+
+class Gate(CustomModel):
+    """Answers each row once the file its ``path`` names exists (a test opens the gate when it is ready)."""
+
+    @inference_api
+    def predict(self, df: pd.DataFrame) -> pd.DataFrame:
+        import os
+        import time
+
+        deadline = time.monotonic() + 120
+        for path in df["path"]:
+            while not os.path.exists(path) and time.monotonic() < deadline:
+                time.sleep(0.02)
+        return pd.DataFrame({"opened": [os.path.exists(path) for path in df["path"]]})

@@ -437,3 +437,30 @@ def test_try_it_uploads_a_file_for_a_bytes_input(registry, model_dirs, page, tmp
         assert [item["score"] for item in json.loads(shown)] == pytest.approx([x["score"] for x in expected])
     finally:
         server.stop()
+
+
+def test_pages_answer_while_a_model_runs(registry, page, tmp_path: Path) -> None:
+    from custom_models import Gate
+
+    from duckreg.model_signature import DataType, FeatureSpec, ModelSignature
+
+    signature = ModelSignature(inputs=[FeatureSpec("path", DataType.STRING)],
+                               outputs=[FeatureSpec("opened", DataType.BOOL)])  # fmt: skip
+    registry.log_model(Gate(), model_name="gate", version_name="v1", signatures={"predict": signature})
+    server = ui.start(registry)
+    gate = tmp_path / "open"
+    try:
+        page.goto(server.url.rstrip("/") + "/models/gate/versions/v1")
+        page.locator("form.try textarea[name=path]").fill(str(gate))
+        page.locator("form.try button[type=submit]").click()
+        page.wait_for_selector("text=running…")
+        # The model is waiting for the gate: another request is answered meanwhile.
+        with urllib.request.urlopen(server.url.rstrip("/") + "/jobs", timeout=60) as response:
+            assert response.status == 200
+        assert page.inner_text("form.try .timing") == "running…"
+        gate.touch()
+        page.wait_for_selector(".result-rows")
+        assert page.locator(".result-rows tbody td").all_inner_texts() == ["true"]
+    finally:
+        gate.touch()
+        server.stop()

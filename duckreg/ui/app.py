@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.base import BaseHTTPMiddleware
@@ -111,7 +112,8 @@ def create_app(registry: Registry, *, read_only: bool = False, token: str | None
         from duckreg import jobs
 
         try:
-            jobs.get_job(registry, request.path_params["name"]).cancel()
+            # Cancelling waits for the part being written: off the event loop, so other pages keep answering.
+            await run_in_threadpool(jobs.get_job(registry, request.path_params["name"]).cancel)
         except (RuntimeError, ValueError) as exc:
             return _error(exc)
         return JSONResponse(pages.job(registry, request.path_params["name"]))
@@ -124,7 +126,7 @@ def create_app(registry: Registry, *, read_only: bool = False, token: str | None
             frame = _input_frame(function, data.get("rows") or [])
             params = _params(function, data.get("params") or {})
             started = time.perf_counter()
-            out = mv.run(frame, function_name=function.name, params=params)
+            out = await run_in_threadpool(mv.run, frame, function_name=function.name, params=params)
             seconds = time.perf_counter() - started
         except Exception as exc:  # noqa: BLE001 - every error is shown as duckreg words it
             return _error(exc)
@@ -147,7 +149,8 @@ def create_app(registry: Registry, *, read_only: bool = False, token: str | None
                 raise ValueError(f"Input {source!r} is neither a table of this database nor a stage path (@stage/...).")
             function = mv.get_function(data.get("function") or None)
             rows = int(data.get("max_batch_rows") or 1024)
-            job = mv.run_batch(
+            job = await run_in_threadpool(
+                mv.run_batch,
                 X,
                 output_spec=OutputSpec(stage_location=data.get("output") or ""),
                 input_spec=InputSpec(params=_params(function, data.get("params") or {}) or None),
@@ -162,38 +165,41 @@ def create_app(registry: Registry, *, read_only: bool = False, token: str | None
         mv = _version(registry, request)
         return JSONResponse(_plain(mv.show_files(verify=True).to_dict("records")))
 
+    def model_of(request: Request) -> Any:
+        return registry.get_model(request.path_params["model"])
+
+    def version_of(request: Request) -> Any:
+        return model_of(request).version(request.path_params["version"])
+
     async def set_default(request: Request) -> Response:
         data = await body(request)
         writable(request)
-        return _act(lambda: setattr(registry.get_model(request.path_params["model"]), "default", data.get("version")))
+        return await _act(lambda: setattr(model_of(request), "default", data.get("version")))
 
     async def set_alias(request: Request) -> Response:
         data = await body(request)
         writable(request)
-        return _act(lambda: _version(registry, request).set_alias(str(data.get("alias") or "")))
+        return await _act(lambda: version_of(request).set_alias(str(data.get("alias") or "")))
 
     async def unset_alias(request: Request) -> Response:
         data = await body(request)
         writable(request)
-        model = registry.get_model(request.path_params["model"])
-        return _act(lambda: model.version(request.path_params["version"]).unset_alias(str(data.get("alias") or "")))
+        return await _act(lambda: version_of(request).unset_alias(str(data.get("alias") or "")))
 
     async def set_tag(request: Request) -> Response:
         data = await body(request)
         writable(request)
-        model = registry.get_model(request.path_params["model"])
-        return _act(lambda: model.set_tag(str(data.get("name") or ""), str(data.get("value") or "")))
+        return await _act(lambda: model_of(request).set_tag(str(data.get("name") or ""), str(data.get("value") or "")))
 
     async def unset_tag(request: Request) -> Response:
         data = await body(request)
         writable(request)
-        return _act(lambda: registry.get_model(request.path_params["model"]).unset_tag(str(data.get("name") or "")))
+        return await _act(lambda: model_of(request).unset_tag(str(data.get("name") or "")))
 
     async def delete_version(request: Request) -> Response:
         await body(request)
         writable(request)
-        model = registry.get_model(request.path_params["model"])
-        return _act(lambda: model.delete_version(request.path_params["version"]))
+        return await _act(lambda: model_of(request).delete_version(request.path_params["version"]))
 
     async def http_error(request: Request, exc: Exception) -> Response:
         code = getattr(exc, "status_code", 500)
@@ -279,9 +285,10 @@ def _error(exc: BaseException) -> Response:
     return JSONResponse({"error": str(exc) or type(exc).__name__}, status_code=400)
 
 
-def _act(action: Any) -> Response:
+async def _act(action: Any) -> Response:
+    """Run a registry write off the event loop; its refusal is the answer's error."""
     try:
-        action()
+        await run_in_threadpool(action)
     except (ValueError, TypeError, RuntimeError) as exc:
         return _error(exc)
     return JSONResponse({"ok": True})
