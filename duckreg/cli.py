@@ -11,6 +11,7 @@ only the models a statement names, so starting is fast however many versions the
 
 from __future__ import annotations
 
+import functools
 import sys
 import time
 from pathlib import Path
@@ -268,13 +269,38 @@ def delete(model: str, version_name: str | None, yes: bool, database: str | None
     _guard(do, session)
 
 
+def listening_options(default_port: int, clients: str) -> Any:
+    """--host, --port, --token and --token-file: the options of every command that serves the database.
+
+    The command receives ``token`` already read from ``--token-file`` when one was given.
+    """
+
+    def apply(command: Any) -> Any:
+        @functools.wraps(command)
+        def with_token(*args: Any, token: str | None, token_file: Any, **kwargs: Any) -> Any:
+            if token_file is not None:
+                token = token_file.readline().strip()
+            return command(*args, token=token, **kwargs)
+
+        options = [
+            click.option("--host", default="127.0.0.1", show_default=True,
+                         help="Address to listen on (loopback by default)."),
+            click.option("--port", default=default_port, show_default=True, type=click.IntRange(1, 65535)),
+            click.option("--token", envvar="DUCKREG_TOKEN",
+                         help=f"The token {clients} must present (or $DUCKREG_TOKEN)."),
+            click.option("--token-file", type=click.File("r"), help="Read the token from this file's first line."),
+        ]  # fmt: skip
+        for option in reversed(options):
+            with_token = option(with_token)
+        return with_token
+
+    return apply
+
+
 @main.command()
 @click.argument("database", required=False)
 @db_or_argument
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (loopback by default).")
-@click.option("--port", default=9494, show_default=True, type=click.IntRange(1, 65535))
-@click.option("--token", envvar="DUCKREG_TOKEN", help="The token clients must present (or $DUCKREG_TOKEN).")
-@click.option("--token-file", type=click.File("r"), help="Read the token from this file's first line.")
+@listening_options(9494, "clients")
 @click.option("--read-only", is_flag=True, help="Open the database read-only.")
 @click.option("--client-init", type=click.Path(dir_okay=False, writable=True),
               help="Write a file for `duckdb -init FILE` that attaches this server as reg.")  # fmt: skip
@@ -286,7 +312,6 @@ def serve(
     host: str,
     port: int,
     token: str | None,
-    token_file: Any,
     read_only: bool,
     client_init: str | None,
     ui_port: int | None,
@@ -310,8 +335,6 @@ def serve(
     database = _one_database(database, db_option)
     if database is None:
         raise click.UsageError(f"Give the database to serve (duckreg serve FILE, --db FILE or ${DB_ENV}).")
-    if token_file is not None:
-        token = token_file.readline().strip()
     server = Server(database, host=host, port=port, token=token, read_only=read_only)
     with stop_requested() as stop:
         try:
@@ -354,15 +377,9 @@ def serve(
 @main.command()
 @click.argument("database", required=False)
 @db_or_argument
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (loopback by default).")
-@click.option("--port", default=9595, show_default=True, type=click.IntRange(1, 65535))
-@click.option("--token", envvar="DUCKREG_TOKEN", help="The token browsers must present (or $DUCKREG_TOKEN).")
-@click.option("--token-file", type=click.File("r"), help="Read the token from this file's first line.")
+@listening_options(9595, "browsers")
 @click.option("--read-only", is_flag=True, help="Open the database read-only and hide every write action.")
-def ui(
-    database: str | None, db_option: str | None, host: str, port: int, token: str | None, token_file: Any,
-    read_only: bool,
-) -> None:  # fmt: skip
+def ui(database: str | None, db_option: str | None, host: str, port: int, token: str | None, read_only: bool) -> None:
     """Browse DATABASE's models, versions, metrics, jobs and stages in a web browser, and try the models.
 
     Works offline (every asset ships with duckreg). Loopback only unless --host is given, which needs
@@ -381,8 +398,6 @@ def ui(
     if database != ":memory:" and not Path(database).exists():
         fail(f"No database file {database}: give the path of an existing DuckDB database.")
         sys.exit(1)
-    if token_file is not None:
-        token = token_file.readline().strip()
     try:
         web.check_address(host, token)
     except ValueError as exc:
@@ -412,12 +427,13 @@ def cache_stats(database: str | None) -> None:
     import pandas as pd
 
     from duckreg.shell import render_frame
+    from duckreg.values import human_size
 
     session = _open(database, read_only=True)
     stats = session.registry.result_cache.stats()
     click.echo(f"{stats['path']}")
     click.echo(
-        f"entries {stats['entries']}, {_size(stats['bytes'])} of {_size(stats['max_bytes'])}, "
+        f"entries {stats['entries']}, {human_size(stats['bytes'])} of {human_size(stats['max_bytes'])}, "
         f"hits {stats['hits']}, misses {stats['misses']}"
     )
     if stats["versions"]:
@@ -431,16 +447,6 @@ def cache_clear(model_name: str | None, database: str | None) -> None:
     """Delete cached results (every model's, or one model's)."""
     session = _open(database)
     _guard(lambda: click.echo(f"{session.registry.result_cache.clear(model_name)} results removed"), session)
-
-
-def _size(nbytes: float) -> str:
-    if nbytes < 1024:
-        return f"{nbytes:.0f} B"
-    for unit in ("KiB", "MiB", "GiB"):
-        nbytes /= 1024
-        if nbytes < 1024 or unit == "GiB":
-            break
-    return f"{nbytes:.1f} {unit}"
 
 
 def _guard(action: Any, session: Any = None) -> None:

@@ -138,11 +138,6 @@ class Job:
     def show_logs(self, limit: int = -1) -> None:
         print(self.get_logs(limit))
 
-    @property
-    def runs_here(self) -> bool:
-        """Whether this process runs the job (only then can ``cancel`` stop it)."""
-        return _active(self._key) is not None
-
     def cancel(self) -> None:
         """Stop the job after the part it is writing; finished parts stay, no ``_SUCCESS`` is written."""
         status = self.status
@@ -203,21 +198,27 @@ def log(catalog: Catalog, key: str, line: str) -> None:
     )
 
 
-def list_jobs(registry: Registry, limit: int = 10) -> pd.DataFrame:
-    """The newest jobs first: name, status, message, model, version, function, engine, output, times."""
+def job_records(registry: Registry, limit: int = 10, *, name: str | None = None) -> list[dict[str, Any]]:
+    """The newest jobs first (or the job ``name``), one query: ``list_jobs``' fields plus ``rows_done``,
+    ``rows_total`` and ``runs_here`` (this process runs it, so can cancel it)."""
+    where, params = ("WHERE j.job_key = ? ", [name.lower()]) if name is not None else ("", [])
     rows = registry.catalog.query(
         "SELECT j.job_key, j.name, j.status, j.message, j.pid, j.host, m.name, v.name, j.function_name, j.engine, "
-        "j.output_location, j.created_on, j.finished_on FROM {schema}.jobs j "
+        "j.output_location, j.created_on, j.finished_on, j.rows_done, j.rows_total FROM {schema}.jobs j "
         "LEFT JOIN {schema}.models m USING (model_key) "
         "LEFT JOIN {schema}.versions v ON v.model_key = j.model_key AND v.version_key = j.version_key "
-        "ORDER BY j.created_on DESC" + (f" LIMIT {int(limit)}" if limit > 0 else "")
+        + where
+        + "ORDER BY j.created_on DESC"
+        + (f" LIMIT {int(limit)}" if limit > 0 else ""),
+        params,
     )
     records = []
-    for key, name, status, message, pid, host, model, version, function, engine, output, created, completed in rows:
+    for (key, job_name, status, message, pid, host, model, version, function, engine, output, created, completed,
+         done, total) in rows:  # fmt: skip
         status, message = _effective_state(key, status, message, pid, host)
         records.append(
             {
-                "name": name,
+                "name": job_name,
                 "status": status,
                 "message": message,
                 "database_name": registry.database_name,
@@ -229,11 +230,19 @@ def list_jobs(registry: Registry, limit: int = 10) -> pd.DataFrame:
                 "output_location": output,
                 "created_time": created,
                 "completed_time": completed,
+                "rows_done": int(done or 0),
+                "rows_total": total,
+                "runs_here": _active(key) is not None,
             }
         )
+    return records
+
+
+def list_jobs(registry: Registry, limit: int = 10) -> pd.DataFrame:
+    """The newest jobs first: name, status, message, model, version, function, engine, output, times."""
     columns = ["name", "status", "message", "database_name", "schema_name", "model_name", "version_name",
                "function_name", "engine", "output_location", "created_time", "completed_time"]  # fmt: skip
-    return pd.DataFrame(records, columns=columns)
+    return pd.DataFrame(job_records(registry, limit), columns=columns)
 
 
 def get_job(registry: Registry, job_id: str) -> Job:

@@ -58,6 +58,17 @@ def freeze(value: Any) -> Any:
     return value
 
 
+def human_size(nbytes: float) -> str:
+    """A byte count as people read it: ``803 B``, ``163.7 KiB``, ``1.2 GiB``."""
+    if nbytes < 1024:
+        return f"{nbytes:.0f} B"
+    for unit in ("KiB", "MiB", "GiB"):
+        nbytes /= 1024
+        if nbytes < 1024 or unit == "GiB":
+            break
+    return f"{nbytes:.1f} {unit}"
+
+
 def drop_unset_params(params: dict[str, Any]) -> dict[str, Any]:
     """Runtime params that were actually set (None, or NULL from SQL, means 'use the default')."""
     return {k: v for k, v in params.items() if v is not None}

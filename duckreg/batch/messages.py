@@ -32,6 +32,8 @@ def data_url(path: str, data: bytes) -> str:
 
 MEDIA_PARTS = {"image_url": "url", "video_url": "url", "input_audio": "data"}
 """Content part type -> the field that names its file."""
+MEDIA_TIMEOUT_SECONDS = 60
+"""How long fetching one web picture, video or audio file may take."""
 
 
 def fetch_media(url: str, hosts: tuple[str, ...]) -> bytes:
@@ -52,9 +54,6 @@ def fetch_media(url: str, hosts: tuple[str, ...]) -> bytes:
             return response.read()
     except (urllib.error.URLError, OSError, ValueError) as exc:
         raise ValueError(f"cannot fetch {url[:80]}: {getattr(exc, 'reason', exc)}") from None
-
-
-MEDIA_TIMEOUT_SECONDS = 60
 
 
 def with_stage_media(value: Any, read: Any, hosts: tuple[str, ...] = ()) -> list[dict[str, Any]]:

@@ -91,7 +91,7 @@ class OpenAIChat(Task):
         use_params = bool(ctx.signature.params)
         requests = []
         for row in rows:
-            controls = {k: (ctx.params if use_params else row).get(k) for k in CONTROLS}
+            controls = request_controls(ctx.params, row, use_params)
             prompt_ids = tokenizer(chat_prompt(tokenizer, row["messages"]), add_special_tokens=False)["input_ids"]
             kwargs = _generate_kwargs(controls, tokenizer)
             try:
@@ -114,7 +114,7 @@ class OpenAIChat(Task):
         pipe = ctx.model
         processor, model = pipe.processor, pipe.model
         tokenizer = processor.tokenizer
-        controls = {k: (ctx.params if ctx.signature.params else row).get(k) for k in CONTROLS}
+        controls = request_controls(ctx.params, row, bool(ctx.signature.params))
         messages = [{"role": m["role"], "content": _processor_parts(m.get("content"))} for m in row["messages"] or []]
         if not messages:
             raise InputError("messages", "needs at least one message")
@@ -258,6 +258,12 @@ def chat_prompt(tokenizer: Any, messages: list[dict[str, Any]] | None) -> str:
     if getattr(tokenizer, "chat_template", None):
         return tokenizer.apply_chat_template(plain, tokenize=False, add_generation_prompt=True)
     return "".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in plain) + "<|im_start|>assistant\n"
+
+
+def request_controls(params: dict[str, Any], row: dict[str, Any], use_params: bool) -> dict[str, Any]:
+    """A request's controls (temperature, stop, ...): the call's parameters when the signature has them
+    (``OPENAI_CHAT_WITH_PARAMS_SIGNATURE``), else the row's control columns; every engine reads them here."""
+    return {k: (params if use_params else row).get(k) for k in CONTROLS}
 
 
 def core_controls(controls: dict[str, Any]) -> tuple[float, int, int]:

@@ -18,8 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from duckreg.registry.registry import Registry
-
-LOOPBACK = ("127.0.0.1", "localhost", "::1")
+from duckreg.serve import LOOPBACK
 
 
 def check_address(host: str, token: str | None) -> None:
@@ -62,16 +61,12 @@ def start(
     """
     import uvicorn
 
-    from duckreg.ui.app import create_app
-
     check_address(host, token)
     if port == 0:
         with socket.socket() as probe:
             probe.bind((host, 0))
             port = probe.getsockname()[1]
-    app = create_app(registry, read_only=read_only, token=token)
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off")
-    server = uvicorn.Server(config)
+    server = uvicorn.Server(_config(registry, host, port, read_only, token))
     thread = threading.Thread(target=server.run, name="duckreg-ui", daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
@@ -79,8 +74,7 @@ def start(
         if not thread.is_alive() or time.monotonic() > deadline:
             raise RuntimeError(f"The duckreg UI could not start on {host}:{port}.")
         time.sleep(0.02)
-    url = f"http://{'[' + host + ']' if ':' in host else host}:{port}/"
-    return UIServer(url + (f"?token={token}" if token else ""), server, thread)
+    return UIServer(_address(host, port, token), server, thread)
 
 
 def serve(
@@ -89,13 +83,12 @@ def serve(
     """Serve the UI in this thread until Ctrl-C or SIGTERM (``duckreg ui``)."""
     import uvicorn
 
-    from duckreg.ui.app import create_app, database_path
+    from duckreg.ui.app import database_path
 
     check_address(host, token)
-    app = create_app(registry, read_only=read_only, token=token)
+    config = _config(registry, host, port, read_only, token)
     database = database_path(registry)
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off")
-    shown = f"http://{'[' + host + ']' if ':' in host else host}:{port}/" + (f"?token={token}" if token else "")
+    shown = _address(host, port, token)
 
     class Announcing(uvicorn.Server):
         @contextlib.contextmanager
@@ -116,3 +109,19 @@ def serve(
 
     server = Announcing(config)
     server.run()
+
+
+def _config(registry: Registry, host: str, port: int, read_only: bool, token: str | None) -> Any:
+    """The uvicorn configuration serving the UI app for ``registry``."""
+    import uvicorn
+
+    from duckreg.ui.app import create_app
+
+    app = create_app(registry, read_only=read_only, token=token)
+    return uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off")
+
+
+def _address(host: str, port: int, token: str | None) -> str:
+    """The address to open in a browser; with a token, it carries it once (then a cookie keeps it)."""
+    shown = f"[{host}]" if ":" in host else host
+    return f"http://{shown}:{port}/" + (f"?token={token}" if token else "")

@@ -38,6 +38,7 @@ from starlette.templating import Jinja2Templates
 from duckreg.model_signature import DataType, FeatureGroupSpec
 from duckreg.registry.registry import Registry
 from duckreg.ui import pages
+from duckreg.values import human_size, to_python
 
 HERE = Path(__file__).parent
 COOKIE = "duckreg_ui_token"
@@ -47,8 +48,7 @@ CSRF_HEADER = "x-duckreg-csrf"
 def create_app(registry: Registry, *, read_only: bool = False, token: str | None = None) -> Starlette:
     """The UI as an ASGI app over an open registry (served by uvicorn in ``duckreg ui`` and ``start``)."""
     templates = Jinja2Templates(directory=str(HERE / "templates"))
-    templates.env.filters["size"] = _size
-    templates.env.filters["tojson_attr"] = lambda value: json.dumps(value)
+    templates.env.filters["size"] = lambda nbytes: "-" if nbytes is None else human_size(nbytes)
     csrf = secrets.token_urlsafe(24)
 
     database = database_path(registry)
@@ -356,15 +356,12 @@ def _params(function: Any, given: dict[str, Any]) -> dict[str, Any]:
 
 
 def _plain(value: Any) -> Any:
-    """A result value as JSON: arrays as lists, bytes as their size, NaN as null, times as text."""
-    if isinstance(value, np.ndarray):
-        return [_plain(v) for v in value.tolist()]
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
+    """A result value as JSON: arrays as lists, bytes as their size, NaN and NA as null, times as text."""
     if isinstance(value, dict):
         return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, np.generic):
-        value = value.item()
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return [_plain(v) for v in value]
+    value = to_python(value)  # numpy scalars and pd.NA
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, (bytes, bytearray)):
@@ -374,14 +371,3 @@ def _plain(value: Any) -> Any:
     if isinstance(value, decimal.Decimal):
         return float(value)
     return value
-
-
-def _size(value: Any) -> str:
-    if value is None:
-        return "-"
-    size = float(value)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{size:.1f} GiB"

