@@ -83,6 +83,27 @@ def serve_folder(folder: Path) -> Iterator[str]:
         server.server_close()
 
 
+def picture(seed: int, size: int = 40, image_format: str = "PNG") -> bytes:
+    """A random ``size``x``size`` RGB picture, encoded as ``image_format``; the same bytes for the same seed."""
+    import io
+
+    from PIL import Image
+
+    pixels = (np.random.RandomState(seed).rand(size, size, 3) * 255).astype("uint8")
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format=image_format)
+    return buffer.getvalue()
+
+
+def ask_about_picture(url: str, question: str = "What breed of cat is this?") -> list[dict]:
+    """Seed 004's chat messages about a picture: a system message, then a question with an image_url part."""
+    return [
+        {"role": "system", "content": [{"type": "text", "text": "You are an expert on cats and kitchens."}]},
+        {"role": "user", "content": [{"type": "text", "text": question},
+                                     {"type": "image_url", "image_url": {"url": url}}]},
+    ]  # fmt: skip
+
+
 def logged_database(path: Path, model_dir: Path, model_name: str = "clf") -> Path:
     """A registry file at ``path`` holding one text-classification model (version v1), closed again."""
     registry = duckreg.Registry(str(path))

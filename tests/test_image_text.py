@@ -7,33 +7,18 @@ import io
 import json
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 import torch
 import transformers
-from conftest import serve_folder
+from conftest import ask_about_picture as ask
+from conftest import picture, serve_folder
 from PIL import Image
 
 from duckreg.batch import InputSpec, JobSpec, OutputSpec
 
 GREEDY = {"temperature": 0.0, "max_completion_tokens": 8}
-
-
-def _png(seed: int) -> bytes:
-    pixels = (np.random.RandomState(seed).rand(40, 40, 3) * 255).astype("uint8")
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-def _ask(url: str, question: str = "What breed of cat is this?") -> list[dict]:
-    return [
-        {"role": "system", "content": [{"type": "text", "text": "You are an expert on cats and kitchens."}]},
-        {"role": "user", "content": [{"type": "text", "text": question},
-                                     {"type": "image_url", "image_url": {"url": url}}]},
-    ]  # fmt: skip
 
 
 def _data_url(data: bytes) -> str:
@@ -47,7 +32,7 @@ def vision(registry, model_dirs, tmp_path: Path):
     images = tmp_path / "images"
     images.mkdir()
     for i in range(3):
-        (images / f"cat{i}.png").write_bytes(_png(i))
+        (images / f"cat{i}.png").write_bytes(picture(i))
     registry.create_stage("imgs", str(images))
     registry.create_stage("out", str(tmp_path / "out"))
     return mv
@@ -72,21 +57,21 @@ def test_inferred_signature_and_answer_equal_the_model(vision, model_dirs) -> No
     signature = vision.show_functions()[0]["signature"]
     assert [s.name for s in signature.inputs] == ["messages"]
     assert [o.name for o in signature.outputs] == ["id", "object", "created", "model", "choices", "usage"]
-    out = vision.run(pd.DataFrame({"messages": [json.dumps(_ask(_data_url(_png(0))))]}), params=GREEDY)
-    expected = _direct_answer(model_dirs["llava-chat"], _png(0), "What breed of cat is this?")
+    out = vision.run(pd.DataFrame({"messages": [json.dumps(ask(_data_url(picture(0))))]}), params=GREEDY)
+    expected = _direct_answer(model_dirs["llava-chat"], picture(0), "What breed of cat is this?")
     assert out["choices"][0][0]["message"]["content"] == expected
     assert out["usage"][0]["completion_tokens"] <= 8 and out["object"][0] == "chat.completion"
 
 
 def test_run_batch_reads_images_from_the_stage(vision, tmp_path: Path) -> None:
     # Seed 004's image-text-to-text example, names adapted: stage paths in image_url parts.
-    messages = [_ask(f"@imgs/cat{i}.png") for i in range(3)]
+    messages = [ask(f"@imgs/cat{i}.png") for i in range(3)]
     input_df = pd.DataFrame([json.dumps(m) for m in messages], columns=["messages"])
     job = vision.run_batch(X=input_df, output_spec=OutputSpec(stage_location="@out/path/"),
                            input_spec=InputSpec(params=GREEDY), job_spec=JobSpec(block=True))  # fmt: skip
     assert job.status == "DONE", job.message
     got = pq.read_table(tmp_path / "out" / "path").to_pandas()
-    inline = vision.run(pd.DataFrame({"messages": [_ask(_data_url(_png(i))) for i in range(3)]}), params=GREEDY)
+    inline = vision.run(pd.DataFrame({"messages": [ask(_data_url(picture(i))) for i in range(3)]}), params=GREEDY)
     assert [c[0]["message"]["content"] for c in got["choices"]] == [
         c[0]["message"]["content"] for c in inline["choices"]
     ]
@@ -94,7 +79,14 @@ def test_run_batch_reads_images_from_the_stage(vision, tmp_path: Path) -> None:
 
 
 def test_a_missing_image_fails_the_job_naming_row_and_path(vision, tmp_path: Path) -> None:
-    frame = pd.DataFrame({"messages": [json.dumps(_ask("@imgs/cat0.png")), json.dumps(_ask("@imgs/missing.png"))]})
+    frame = pd.DataFrame(
+        {
+            "messages": [
+                json.dumps(ask("@imgs/cat0.png")),
+                json.dumps(ask("@imgs/missing.png")),
+            ]
+        }
+    )
     with pytest.raises(ValueError, match=r"Model cat_vision version v1.*column 'messages'.*row 1.*@imgs/missing.png"):
         vision.run_batch(frame, output_spec=OutputSpec("@out/miss/"), input_spec=InputSpec(params=GREEDY),
                          job_spec=JobSpec(block=True))  # fmt: skip
@@ -109,11 +101,11 @@ def test_web_urls_and_escaping_paths_are_refused(vision, registry) -> None:
     ]
     for position, (url, message) in enumerate(cases):
         with pytest.raises(ValueError, match=message):
-            vision.run_batch(pd.DataFrame({"messages": [json.dumps(_ask(url))]}),
+            vision.run_batch(pd.DataFrame({"messages": [json.dumps(ask(url))]}),
                              output_spec=OutputSpec(f"@out/w{position}/"), input_spec=InputSpec(params=GREEDY),
                              job_spec=JobSpec(block=True))  # fmt: skip
     with pytest.raises(ValueError, match=r"column 'messages', row 0: image_url 'https://example.com/cat.png': media"):
-        vision.run(pd.DataFrame({"messages": [_ask("https://example.com/cat.png")]}), params=GREEDY)
+        vision.run(pd.DataFrame({"messages": [ask("https://example.com/cat.png")]}), params=GREEDY)
     con = registry.register_functions()
     with pytest.raises(
         Exception, match=r"cat_vision.*give a data URL.*base64\(read_stage_file\('@stage/path/file'\)\)"
@@ -131,36 +123,39 @@ def test_sql_builds_the_data_url_from_a_stage_file(vision, registry) -> None:
         "max_completion_tokens := 8).choices[1].message.content"
     ).fetchone()[0]
     question = {"type": "text", "text": "What breed of cat is this?"}
-    image = {"type": "image_url", "image_url": {"url": _data_url(_png(1))}}
+    image = {"type": "image_url", "image_url": {"url": _data_url(picture(1))}}
     out = vision.run(pd.DataFrame({"messages": [[{"role": "user", "content": [question, image]}]]}), params=GREEDY)
     assert text == out["choices"][0][0]["message"]["content"]
 
 
 def test_mv_run_reads_stage_pictures_as_run_batch_does(vision) -> None:
-    staged = vision.run(pd.DataFrame({"messages": [json.dumps(_ask(f"@imgs/cat{i}.png")) for i in range(2)]}),
+    staged = vision.run(pd.DataFrame({"messages": [json.dumps(ask(f"@imgs/cat{i}.png")) for i in range(2)]}),
                         params=GREEDY)  # fmt: skip
-    inline = vision.run(pd.DataFrame({"messages": [_ask(_data_url(_png(i))) for i in range(2)]}), params=GREEDY)
+    inline = vision.run(pd.DataFrame({"messages": [ask(_data_url(picture(i))) for i in range(2)]}), params=GREEDY)
     assert [c[0]["message"]["content"] for c in staged["choices"]] == [
         c[0]["message"]["content"] for c in inline["choices"]
     ]
     with pytest.raises(
         ValueError, match=r"Model cat_vision version v1.*column 'messages', row 1: cannot read @imgs/no"
     ):
-        vision.run(pd.DataFrame({"messages": [_ask("@imgs/cat0.png"), _ask("@imgs/no.png")]}), params=GREEDY)
+        vision.run(
+            pd.DataFrame({"messages": [ask("@imgs/cat0.png"), ask("@imgs/no.png")]}),
+            params=GREEDY,
+        )
 
 
 def test_sql_answers_about_pictures_in_a_blob_column(vision, registry) -> None:
     con = registry.register_functions()
     con.execute("CREATE TABLE pictures (id INTEGER, img BLOB)")
-    con.executemany("INSERT INTO pictures VALUES (?, ?)", [(i, _png(i)) for i in range(2)])
+    con.executemany("INSERT INTO pictures VALUES (?, ?)", [(i, picture(i)) for i in range(2)])
     texts = [row[0] for row in con.execute(
         "SELECT cat_vision([{'role': 'user', 'content': [{'type': 'text', 'text': 'What breed of cat is this?'}, "
         "{'type': 'image_url', 'image_url': {'url': 'data:image/png;base64,' || base64(img)}}]}], "
         "temperature := 0.0, max_completion_tokens := 8).choices[1].message.content FROM pictures ORDER BY id"
     ).fetchall()]  # fmt: skip
     question = {"type": "text", "text": "What breed of cat is this?"}
-    rows = [[{"role": "user", "content": [question, {"type": "image_url", "image_url": {"url": _data_url(_png(i))}}]}]
-            for i in range(2)]  # fmt: skip
+    rows = [[{"role": "user", "content": [question, {"type": "image_url", "image_url": {"url": url}}]}]
+            for url in (_data_url(picture(0)), _data_url(picture(1)))]  # fmt: skip
     out = vision.run(pd.DataFrame({"messages": rows}), params=GREEDY)
     assert texts == [c[0]["message"]["content"] for c in out["choices"]]
     assert texts[0] != texts[1]
@@ -173,19 +168,19 @@ def web_images(tmp_path: Path):
 
 
 def test_run_batch_fetches_web_pictures_only_from_allowed_hosts(vision, web_images, tmp_path: Path) -> None:
-    frame = pd.DataFrame({"messages": [json.dumps(_ask(f"{web_images}/cat{i}.png")) for i in range(2)]})
+    frame = pd.DataFrame({"messages": [json.dumps(ask(f"{web_images}/cat{i}.png")) for i in range(2)]})
     allowed = {"engine": "local", "allowed_media_domains": ["127.0.0.1"]}
     job = vision.run_batch(frame, output_spec=OutputSpec("@out/web/"), input_spec=InputSpec(params=GREEDY),
                            job_spec=JobSpec(block=True), inference_engine_options=allowed)  # fmt: skip
     assert job.status == "DONE", job.message
     got = pq.read_table(tmp_path / "out" / "web").to_pandas()
-    inline = vision.run(pd.DataFrame({"messages": [_ask(_data_url(_png(i))) for i in range(2)]}), params=GREEDY)
+    inline = vision.run(pd.DataFrame({"messages": [ask(_data_url(picture(i))) for i in range(2)]}), params=GREEDY)
     assert [c[0]["message"]["content"] for c in got["choices"]] == [
         c[0]["message"]["content"] for c in inline["choices"]
     ]
     with pytest.raises(ValueError, match=r"row 0 of its part: image_url .*'allowed_media_domains': \['127.0.0.1'\]"):
         vision.run_batch(frame, output_spec=OutputSpec("@out/web2/"), job_spec=JobSpec(block=True))
-    missing = pd.DataFrame({"messages": [json.dumps(_ask(f"{web_images}/gone.png"))]})
+    missing = pd.DataFrame({"messages": [json.dumps(ask(f"{web_images}/gone.png"))]})
     with pytest.raises(ValueError, match=r"row 0 of its part: image_url cannot fetch http://127.*/gone.png: File not"):
         vision.run_batch(missing, output_spec=OutputSpec("@out/web3/"), job_spec=JobSpec(block=True),
                          inference_engine_options=allowed)  # fmt: skip

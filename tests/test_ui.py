@@ -411,19 +411,14 @@ def test_the_quickstart_database_is_browsable_and_tryable(tmp_path: Path, page) 
 
 
 def test_try_it_uploads_a_file_for_a_bytes_input(registry, model_dirs, page, tmp_path: Path) -> None:
-    import io
-
-    import numpy as np
-    from PIL import Image
+    from conftest import picture
 
     classifier = registry.log_model(
         transformers.pipeline("image-classification", model=str(model_dirs["image-classification"])),
         model_name="pets",
         version_name="v1",
     )
-    buffer = io.BytesIO()
-    Image.fromarray((np.random.RandomState(3).rand(32, 32, 3) * 255).astype("uint8")).save(buffer, format="PNG")
-    (tmp_path / "pet.png").write_bytes(buffer.getvalue())
+    (tmp_path / "pet.png").write_bytes(picture(3, 32))
     server = ui.start(registry)
     try:
         page.goto(server.url.rstrip("/") + "/models/pets/versions/v1")
@@ -432,7 +427,7 @@ def test_try_it_uploads_a_file_for_a_bytes_input(registry, model_dirs, page, tmp
         page.locator("form.try button[type=submit]").click()
         page.wait_for_selector(".result-rows")
         shown = page.locator(".result-rows tbody td").first.inner_text()
-        expected = classifier.run(pd.DataFrame({"images": [buffer.getvalue()]}))["labels"][0]
+        expected = classifier.run(pd.DataFrame({"images": [picture(3, 32)]}))["labels"][0]
         assert [item["label"] for item in json.loads(shown)] == [item["label"] for item in expected]
         assert [item["score"] for item in json.loads(shown)] == pytest.approx([x["score"] for x in expected])
     finally:

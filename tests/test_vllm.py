@@ -7,7 +7,6 @@ transformers' on this CPU.
 
 from __future__ import annotations
 
-import io
 import json
 import time
 from pathlib import Path
@@ -17,7 +16,8 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 import transformers
-from PIL import Image
+from conftest import ask_about_picture as ask
+from conftest import picture
 
 from duckreg.batch import InferenceEngine, InputSpec, JobSpec, OutputSpec
 
@@ -51,6 +51,15 @@ def chat(registry, model_dirs, tmp_path: Path):
 
 def _read(folder: Path) -> pd.DataFrame:
     return pq.read_table(folder).to_pandas()
+
+
+def _check_seed_job(job, folder: Path, model_id: str) -> None:
+    """A seed example's job: DONE, ``_SUCCESS`` written, the OpenAI chat columns, an answer from the model."""
+    assert job.status == "DONE", job.message
+    out = _read(folder)
+    assert (folder / "_SUCCESS").exists()
+    assert list(out.columns) == ["messages", "id", "object", "created", "model", "choices", "usage"]
+    assert out["model"][0] == model_id and out["usage"][0]["completion_tokens"] > 0
 
 
 def _texts(frame: pd.DataFrame) -> list[str]:
@@ -95,11 +104,7 @@ def test_seed_example_runs_on_vllm(chat, tmp_path: Path) -> None:
         inference_engine_options={"engine": InferenceEngine.VLLM},
         job_spec=JobSpec(block=True),
     )
-    assert job.status == "DONE", job.message
-    out = _read(tmp_path / "out" / "path")
-    assert (tmp_path / "out" / "path" / "_SUCCESS").exists()
-    assert list(out.columns) == ["messages", "id", "object", "created", "model", "choices", "usage"]
-    assert out["model"][0] == "qwen/v1" and out["usage"][0]["completion_tokens"] > 0
+    _check_seed_job(job, tmp_path / "out" / "path", "qwen/v1")
 
 
 @needs_vllm
@@ -200,21 +205,6 @@ def test_job_spec_fields_vllm_cannot_honour(chat, tmp_path: Path, job_spec: JobS
     assert not (tmp_path / "out" / "spec").exists()
 
 
-def _jpeg(seed: int) -> bytes:
-    pixels = (np.random.RandomState(seed).rand(48, 48, 3) * 255).astype("uint8")
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format="JPEG")
-    return buffer.getvalue()
-
-
-def _ask_about(url: str, question: str = "What breed of cat is this?") -> list[dict]:
-    return [
-        {"role": "system", "content": [{"type": "text", "text": "You are an expert on cats and kitchens."}]},
-        {"role": "user", "content": [{"type": "text", "text": question},
-                                     {"type": "image_url", "image_url": {"url": url}}]},
-    ]  # fmt: skip
-
-
 @pytest.fixture
 def vision(registry, model_dirs, tmp_path: Path):
     """A tiny Qwen2-VL logged as the seed logs it, and a stage of cat pictures (JPEG) under path/."""
@@ -222,9 +212,9 @@ def vision(registry, model_dirs, tmp_path: Path):
     mv = registry.log_model(pipe, model_name="qwen2_vl", version_name="v1")
     pictures = tmp_path / "stage" / "path"
     pictures.mkdir(parents=True)
-    (pictures / "cat.jpeg").write_bytes(_jpeg(0))
+    (pictures / "cat.jpeg").write_bytes(picture(0, 48, "JPEG"))
     for i in range(4):
-        (pictures / f"cat{i}.jpeg").write_bytes(_jpeg(i + 1))
+        (pictures / f"cat{i}.jpeg").write_bytes(picture(i + 1, 48, "JPEG"))
     (pictures / "notes.txt").write_text("not a picture")
     registry.create_stage("stage", str(tmp_path / "stage"))
     registry.create_stage("out", str(tmp_path / "out"))
@@ -234,7 +224,7 @@ def vision(registry, model_dirs, tmp_path: Path):
 @needs_vllm
 def test_seed_image_example_runs_on_vllm(vision, tmp_path: Path) -> None:
     # Seed 004's image-text-to-text example, names adapted: a stage path in the image_url part, engine VLLM.
-    messages = [_ask_about("@stage/path/cat.jpeg")]
+    messages = [ask("@stage/path/cat.jpeg")]
     input_df = pd.DataFrame([(json.dumps(m)) for m in messages], columns=["messages"])
     job = vision.run_batch(
         X=input_df,
@@ -242,16 +232,12 @@ def test_seed_image_example_runs_on_vllm(vision, tmp_path: Path) -> None:
         inference_engine_options={"engine": InferenceEngine.VLLM},
         job_spec=JobSpec(block=True),
     )
-    assert job.status == "DONE", job.message
-    out = _read(tmp_path / "out" / "path")
-    assert (tmp_path / "out" / "path" / "_SUCCESS").exists()
-    assert list(out.columns) == ["messages", "id", "object", "created", "model", "choices", "usage"]
-    assert out["model"][0] == "qwen2_vl/v1" and out["usage"][0]["completion_tokens"] > 0
+    _check_seed_job(job, tmp_path / "out" / "path", "qwen2_vl/v1")
 
 
 @needs_vllm
 def test_image_job_equals_the_local_engine_and_the_picture_matters(vision, tmp_path: Path) -> None:
-    rows = [_ask_about(f"@stage/path/cat{i}.jpeg", f"What is in picture {i % 2}?") for i in range(4)]
+    rows = [ask(f"@stage/path/cat{i}.jpeg", f"What is in picture {i % 2}?") for i in range(4)]
     frame = pd.DataFrame({"messages": [json.dumps(m) for m in rows]})
     spec = InputSpec(params={"temperature": 0.0, "max_completion_tokens": 8})
     local = vision.run_batch(frame, output_spec=OutputSpec("@out/local/"), input_spec=spec,
@@ -274,9 +260,9 @@ def test_allowed_web_pictures_equal_stage_pictures_on_vllm(vision, tmp_path: Pat
     from conftest import serve_folder
 
     spec = InputSpec(params={"temperature": 0.0, "max_completion_tokens": 8})
-    staged = pd.DataFrame({"messages": [json.dumps(_ask_about(f"@stage/path/cat{i}.jpeg")) for i in range(2)]})
+    staged = pd.DataFrame({"messages": [json.dumps(ask(f"@stage/path/cat{i}.jpeg")) for i in range(2)]})
     with serve_folder(tmp_path / "stage" / "path") as web:
-        fetched = pd.DataFrame({"messages": [json.dumps(_ask_about(f"{web}/cat{i}.jpeg")) for i in range(2)]})
+        fetched = pd.DataFrame({"messages": [json.dumps(ask(f"{web}/cat{i}.jpeg")) for i in range(2)]})
         options = {"engine": "vllm", "allowed_media_domains": ["127.0.0.1"]}
         job = vision.run_batch(fetched, output_spec=OutputSpec("@out/web/"), input_spec=spec,
                                job_spec=JobSpec(block=True), inference_engine_options=options)  # fmt: skip
@@ -299,7 +285,7 @@ def test_allowed_web_pictures_equal_stage_pictures_on_vllm(vision, tmp_path: Pat
 def test_a_missing_or_unreadable_picture_fails_the_job_naming_row_and_path(
     vision, tmp_path: Path, path: str, message: str
 ) -> None:
-    frame = pd.DataFrame({"messages": [json.dumps(_ask_about("@stage/path/cat0.jpeg")), json.dumps(_ask_about(path))]})
+    frame = pd.DataFrame({"messages": [json.dumps(ask("@stage/path/cat0.jpeg")), json.dumps(ask(path))]})
     with pytest.raises(ValueError, match=r"Model qwen2_vl version v1.*column 'messages', " + message):
         vision.run_batch(frame, output_spec=OutputSpec("@out/miss/"), job_spec=JobSpec(block=True),
                          inference_engine_options={"engine": "vllm"})  # fmt: skip

@@ -7,6 +7,7 @@ written from a small vocabulary, saved with ``save_pretrained`` into a local fol
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 import transformers
@@ -242,19 +243,29 @@ def qwen2_chat(folder: Path, seed: int = 13) -> Path:
     return _save(transformers.Qwen2ForCausalLM(config), tok, folder)
 
 
+def _media_chat_tokenizer(
+    folder: Path, media_tokens: list[str], placeholders: dict[str, str], cls: type = transformers.GPT2TokenizerFast
+) -> tuple[Any, str]:
+    """A byte-level BPE tokenizer with ChatML tokens plus ``media_tokens``, and a ChatML template that writes
+    each media part (``{"type": "image"}``, ...) as its ``placeholders`` text."""
+    special = ["<|im_start|>", "<|im_end|>", *media_tokens]
+    tok = bytelevel_bpe_tokenizer(folder, cls=cls, special=("<|endoftext|>", *special))
+    tok.add_special_tokens({"additional_special_tokens": special})
+    tok.eos_token, tok.pad_token = "<|im_end|>", "<|endoftext|>"
+    branches = [f"if p['type'] == '{kind}' %}}{text}" for kind, text in placeholders.items()]
+    branches.append("if p['type'] == 'text' %}{{ p['text'] }}")
+    template = (
+        "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{% if m['content'] is string %}{{ m['content'] }}"
+        "{% else %}{% for p in m['content'] %}{% " + "{% el".join(branches) + "{% endif %}{% endfor %}{% endif %}"
+        "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+    )
+    return tok, template
+
+
 def llava_chat(folder: Path, seed: int = 14) -> Path:
     """A tiny LLaVA (CLIP vision tower + Llama) with a ChatML template that takes image parts; PIL processing only."""
     _seed(seed)
-    special = ["<|im_start|>", "<|im_end|>", "<image>"]
-    tok = bytelevel_bpe_tokenizer(folder, special=("<|endoftext|>", *special))
-    tok.add_special_tokens({"additional_special_tokens": special})
-    tok.eos_token, tok.pad_token = "<|im_end|>", "<|endoftext|>"
-    template = (
-        "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{% if m['content'] is string %}{{ m['content'] }}"
-        "{% else %}{% for p in m['content'] %}{% if p['type'] == 'image' %}<image>{% elif p['type'] == 'text' %}"
-        "{{ p['text'] }}{% endif %}{% endfor %}{% endif %}<|im_end|>\n{% endfor %}"
-        "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-    )
+    tok, template = _media_chat_tokenizer(folder, ["<image>"], {"image": "<image>"})
     # transformers 5 names the PIL-based processor apart; on 4.x the plain one is PIL-based.
     pil_processor = getattr(transformers, "CLIPImageProcessorPil", transformers.CLIPImageProcessor)
     images = pil_processor(size={"shortest_edge": 28}, crop_size={"height": 28, "width": 28})
@@ -286,24 +297,17 @@ def qwen2_vl_chat(folder: Path, seed: int = 15) -> Path:
     Its processor includes a video processor, which needs torchvision (the vLLM environment has it).
     """
     _seed(seed)
-    special = ["<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"]
-    tok = bytelevel_bpe_tokenizer(folder, cls=transformers.Qwen2TokenizerFast, special=("<|endoftext|>", *special))
-    tok.add_special_tokens({"additional_special_tokens": special})
-    tok.eos_token, tok.pad_token = "<|im_end|>", "<|endoftext|>"
-    template = (
-        "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{% if m['content'] is string %}{{ m['content'] }}"
-        "{% else %}{% for p in m['content'] %}{% if p['type'] == 'image' %}<|vision_start|><|image_pad|><|vision_end|>"
-        "{% elif p['type'] == 'video' %}<|vision_start|><|video_pad|><|vision_end|>{% elif p['type'] == 'text' %}"
-        "{{ p['text'] }}{% endif %}{% endfor %}{% endif %}<|im_end|>\n{% endfor %}"
-        "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-    )
+    media = ["<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"]
+    placeholders = {"image": "<|vision_start|><|image_pad|><|vision_end|>",
+                    "video": "<|vision_start|><|video_pad|><|vision_end|>"}  # fmt: skip
+    tok, template = _media_chat_tokenizer(folder, media, placeholders, cls=transformers.Qwen2TokenizerFast)
     pixels = {"min_pixels": 56 * 56, "max_pixels": 56 * 56}
     processor = transformers.Qwen2VLProcessor(
         image_processor=transformers.Qwen2VLImageProcessor(**pixels),
         video_processor=transformers.Qwen2VLVideoProcessor(**pixels),
         tokenizer=tok, chat_template=template,
     )  # fmt: skip
-    ids = {name: tok.convert_tokens_to_ids(name) for name in [*special, "<|endoftext|>"]}
+    ids = {name: tok.convert_tokens_to_ids(name) for name in [*media, "<|im_end|>", "<|endoftext|>"]}
     text = {
         "vocab_size": len(tok), "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
         "num_attention_heads": 2, "num_key_value_heads": 1, "head_dim": 32, "max_position_embeddings": 512,
