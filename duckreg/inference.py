@@ -68,11 +68,7 @@ class VersionHandle:
         """A new model from this version's files, checked against their logged hashes first."""
         manifest = self.manifest
         if not self.artifact_dir.is_dir():
-            raise FileNotFoundError(
-                f"Model {self.model_name} version {self.version_name}: its folder {self.artifact_dir} is gone; another "
-                "process deleted the version or changed its engine after this one read the registry. Open the "
-                "registry again (or call register_functions() again) to use what the catalog holds now."
-            )
+            raise FileNotFoundError(self._missing_folder_message())
         if manifest.files is not None:
             verify_files(
                 self.artifact_dir / "model", manifest.files, f"Model {self.model_name} version {self.version_name}"
@@ -80,6 +76,22 @@ class VersionHandle:
         if warn_on_skew:
             warn_on_version_skew(manifest.library_versions, self.model_name, self.version_name)
         return self.handler.load(self.artifact_dir / "model", manifest, device)
+
+    def _missing_folder_message(self) -> str:
+        """Why the version's folder is not there, naming the likelier cause first."""
+        where = f"Model {self.model_name} version {self.version_name}"
+        root = self.artifact_dir.parent.parent
+        if not root.is_dir():
+            return (
+                f"{where}: the registry's artifact folder {root} does not exist. A database copied, moved or "
+                "renamed keeps its models in the folder beside it named '<database file>.artifacts': copy that "
+                "folder along, or open the registry with artifact_location= naming where it is now."
+            )
+        return (
+            f"{where}: its folder {self.artifact_dir} is not in the artifact folder {root}; another process "
+            "deleted the version or changed its engine after this one read the registry. Open the registry "
+            "again (or call register_functions() again) to use what the catalog holds now."
+        )
 
     def _load(self) -> model_cache.LoadedModel:
         model_cache.configure_torch_threads()

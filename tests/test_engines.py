@@ -230,7 +230,10 @@ def test_a_logged_version_moves_to_onnx_runtime_and_back(registry, model_dirs, d
 
     stale = mv._runner()  # what a caller holding the version from before the change would run
     agreement = mv.set_engine("onnxruntime", sample_input_data=pd.DataFrame({"text": TEXTS}))
-    with pytest.raises(FileNotFoundError, match=r"Model clf version v1: its folder .* is gone; .* Open the registry"):
+    with pytest.raises(
+        FileNotFoundError,
+        match=r"Model clf version v1: its folder .* is not in the artifact folder .* Open the registry",
+    ):
         stale.run([["a text"], [None]])
     assert agreement["engine"] == "onnxruntime" and agreement["min_cosine"] >= 0.9999
     assert mv.get_metric("engine_agreement") == agreement

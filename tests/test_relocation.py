@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import duckdb
@@ -52,6 +54,7 @@ def _build(folder: Path, model_dirs) -> tuple[Path, list[tuple], pd.DataFrame]:
 
 def _check_runs_everything(db: Path, rows: list[tuple], greeted: pd.DataFrame, read_only: bool = False) -> None:
     con = duckreg.connect(str(db), read_only=read_only)
+    con.execute("SET VARIABLE duckreg_cache = false")  # every model runs from its files, no cached result
     try:
         assert con.execute(QUERY, [TEXTS]).fetchall() == rows
         registry = duckreg.Registry(con)
@@ -69,7 +72,8 @@ def test_a_registry_copied_elsewhere_runs_every_model_after_the_original_is_gone
     with duckdb.connect(str(db), read_only=True) as raw:
         stored = [r[0] for r in raw.execute("SELECT artifact_path FROM duckreg.versions").fetchall()]
         setting = raw.execute("SELECT value FROM duckreg.settings WHERE key = 'artifact_location'").fetchone()[0]
-    assert setting == "shop.duckdb.artifacts" and not any(Path(path).is_absolute() for path in stored)
+    # The default folder is named by the database's current name; each version by its place under it.
+    assert setting == "<database>.artifacts" and all(len(Path(path).parts) == 2 for path in stored)
 
     shutil.copytree(tmp_path / "here", tmp_path / "there")
     shutil.rmtree(tmp_path / "here")
@@ -89,15 +93,95 @@ def test_a_catalog_with_absolute_paths_still_opens_in_place_and_after_a_move(tmp
     _check_runs_everything(tmp_path / "there" / "shop.duckdb", rows, greeted)
 
 
-def test_a_snapshot_in_another_folder_shares_the_registry_artifacts(tmp_path, model_dirs) -> None:
-    db, rows, _ = _build(tmp_path / "here", model_dirs)
-    registry = duckreg.Registry(str(db))
-    (tmp_path / "readers").mkdir()
-    snapshot = registry.snapshot(tmp_path / "readers" / "shop.duckdb")
-    registry.connection.close()
-    con = duckreg.connect(str(snapshot), read_only=True)
+def _as_older_catalogs_kept_it(db: Path) -> None:
+    """Version paths relative to the database's folder and the default folder named by the database's name."""
+    with duckdb.connect(str(db)) as raw:
+        raw.execute("UPDATE duckreg.versions SET artifact_path = ? || '/' || artifact_path", [f"{db.name}.artifacts"])
+        raw.execute("UPDATE duckreg.settings SET value = ? WHERE key = 'artifact_location'", [f"{db.name}.artifacts"])
+
+
+def _runs(db: Path, rows: list[tuple], read_only: bool = True) -> None:
+    con = duckreg.connect(str(db), read_only=read_only)
+    con.execute("SET VARIABLE duckreg_cache = false")  # every model runs from its files, no cached result
     try:
         assert con.execute(QUERY, [TEXTS]).fetchall() == rows
     finally:
         con.close()
-    assert not (tmp_path / "readers" / "shop.duckdb.artifacts").exists()  # shared, not copied
+
+
+def test_a_snapshot_under_another_name_in_another_folder_shares_the_registry_artifacts(tmp_path, model_dirs) -> None:
+    db, rows, _ = _build(tmp_path / "here", model_dirs)
+    registry = duckreg.Registry(str(db))
+    (tmp_path / "readers").mkdir()
+    snapshot = registry.snapshot(tmp_path / "readers" / "readers.duckdb")
+    registry.connection.close()
+    _runs(snapshot, rows)
+    assert not (tmp_path / "readers" / "readers.duckdb.artifacts").exists()  # shared, not copied
+    assert not (tmp_path / "readers" / "shop.duckdb.artifacts").exists()
+    moved = tmp_path / "elsewhere" / "moved.duckdb"  # a snapshot moved on still names the registry's folder
+    moved.parent.mkdir()
+    snapshot.rename(moved)
+    _runs(moved, rows)
+
+
+@pytest.mark.parametrize("catalog", ["current", "older"])
+def test_a_renamed_copy_runs_every_model_and_writes_only_beside_its_new_name(tmp_path, model_dirs, catalog) -> None:
+    db, rows, greeted = _build(tmp_path / "here", model_dirs)
+    if catalog == "older":
+        _as_older_catalogs_kept_it(db)
+        _check_runs_everything(db, rows, greeted)
+    (tmp_path / "there").mkdir()
+    renamed = tmp_path / "there" / "store.duckdb"
+    shutil.copy(db, renamed)
+    shutil.copytree(tmp_path / "here" / "shop.duckdb.artifacts", tmp_path / "there" / "store.duckdb.artifacts")
+    _check_runs_everything(renamed, rows, greeted)
+    assert sorted(p.name for p in (tmp_path / "there").iterdir()) == ["store.duckdb", "store.duckdb.artifacts"]
+    assert (tmp_path / "there" / "store.duckdb.artifacts" / "results.sqlite").is_file()
+    # A version logged into the copy lands beside the copy; the original is left alone.
+    before = sorted(p.name for p in (tmp_path / "here" / "shop.duckdb.artifacts").iterdir())
+    registry = duckreg.Registry(str(renamed))
+    embedder = transformers.pipeline("feature-extraction", model=str(model_dirs["feature-extraction"]))
+    mv = registry.log_model(embedder, model_name="minilm", version_name="v2", options={"pooling": "mean"})
+    assert mv._handle().artifact_dir == (tmp_path / "there" / "store.duckdb.artifacts" / "minilm" / "v2").resolve()
+    registry.connection.close()
+    assert sorted(p.name for p in (tmp_path / "here" / "shop.duckdb.artifacts").iterdir()) == before
+    shutil.rmtree(tmp_path / "here")
+    _check_runs_everything(renamed, rows, greeted)
+
+
+def test_a_registry_zipped_unpacked_renamed_and_mounted_read_only_runs_every_model(tmp_path, model_dirs) -> None:
+    _, rows, _ = _build(tmp_path / "here", model_dirs)
+    archive = shutil.make_archive(str(tmp_path / "registry"), "zip", tmp_path / "here")
+    shutil.rmtree(tmp_path / "here")
+    unpacked = tmp_path / "unpacked"
+    shutil.unpack_archive(archive, unpacked)
+    (unpacked / "shop.duckdb").rename(unpacked / "catalog.duckdb")
+    (unpacked / "shop.duckdb.artifacts").rename(unpacked / "catalog.duckdb.artifacts")
+    mount = tmp_path / "mount"
+    mount.mkdir()
+    check = (
+        "import duckreg, sys\n"
+        f"con = duckreg.connect({str(mount / 'catalog.duckdb')!r}, read_only=True)\n"
+        "con.execute('SET VARIABLE duckreg_cache = false')\n"
+        f"rows = con.execute({QUERY!r}, [{TEXTS!r}]).fetchall()\n"
+        "print(repr(rows))\n"
+    )
+    # A bind mount made read-only, in a mount namespace of its own (no root needed, nothing left mounted).
+    script = f'mount --bind {unpacked} {mount} && mount -o remount,bind,ro {mount} && {sys.executable} -c "$0"'
+    result = subprocess.run(["unshare", "-rm", "sh", "-c", script, check], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert eval(result.stdout.strip().splitlines()[-1]) == rows
+    assert not list(mount.iterdir())  # the mount lived only in that namespace
+
+
+def test_a_database_moved_without_its_folder_says_where_the_models_should_be(tmp_path, model_dirs) -> None:
+    db, _, _ = _build(tmp_path / "here", model_dirs)
+    (tmp_path / "alone").mkdir()
+    shutil.copy(db, tmp_path / "alone" / "shop.duckdb")
+    shutil.rmtree(tmp_path / "here")
+    con = duckreg.connect(str(tmp_path / "alone" / "shop.duckdb"))
+    con.execute("SET VARIABLE duckreg_cache = false")
+    with pytest.raises(duckdb.Error, match=r"Model minilm version v1: the registry's artifact folder .*alone/shop"
+                       r"\.duckdb\.artifacts does not exist\. A database copied, moved or renamed keeps"):  # fmt: skip
+        con.execute("SELECT minilm('hello')").fetchall()
+    con.close()

@@ -36,6 +36,9 @@ from duckreg.registry.model import Model
 from duckreg.registry.model_version import SYSTEM_ALIASES, ModelVersion
 from duckreg.registry.version_names import generate_version_name
 
+BESIDE_DATABASE = "<database>.artifacts"
+"""The catalog's ``artifact_location`` for the default folder, named after whatever the database is called now."""
+
 
 class Registry:
     """A model registry kept in a DuckDB database; artifacts live in a folder beside it."""
@@ -72,39 +75,57 @@ class Registry:
         self._result_cache = result_cache.for_folder(self._artifacts.root, read_only=bool(rows[0][1]))
         self._instance: connections.Instance | None = None
 
+    def _beside_database(self) -> Path | None:
+        """The default artifact folder: ``<database file>.artifacts`` beside the database, whatever its name."""
+        return self._db_path.with_name(self._db_path.name + ".artifacts") if self._db_path is not None else None
+
     def _artifact_root(self, artifact_location: str | Path | None) -> Path:
+        """Where the versions' folders are, so that a registry survives copy, move, rename and snapshots.
+
+        The catalog keeps no location for the default folder beside the database, so a renamed
+        database finds its renamed folder. A location the user chose is kept relative to the
+        database's folder when it lies under it, else absolute (a snapshot names its registry's folder
+        absolutely). A kept location that does not exist while the folder beside the database does
+        (a copy made together with its folder) gives way to that folder.
+        """
         if artifact_location is not None:
             return Path(artifact_location)
         stored = self._catalog.get_setting("artifact_location")
-        beside = self._db_path.with_name(self._db_path.name + ".artifacts") if self._db_path is not None else None
-        if stored and Path(stored).is_absolute():
-            # Older catalogs kept it absolute; one copied elsewhere finds its files beside the database.
-            if beside is not None and not Path(stored).exists() and beside.is_dir():
-                return beside
-            return Path(stored)
-        if stored and self._db_path is not None:
-            return self._db_path.parent / stored  # kept relative to the database: it travels with it
-        if beside is not None:
-            return beside
-        return Path(tempfile.mkdtemp(prefix="duckreg-artifacts-"))
-
-    def _relative_to_database(self, path: Path) -> str:
-        """``path`` as the catalog keeps it: relative to the database's folder when it lies under it, so
-        copying, zipping or mounting the two together keeps every model working; else absolute."""
-        path = path.resolve()
-        if self._db_path is not None and path.is_relative_to(self._db_path.parent):
-            return path.relative_to(self._db_path.parent).as_posix()
-        return str(path)
-
-    def _version_folder(self, stored: str) -> Path:
-        """A version folder from the catalog. An absolute path (as older catalogs kept them) that no longer
-        exists is looked up under this root by its last two parts, so an old registry can move too."""
+        beside = self._beside_database()
+        if not stored or stored == BESIDE_DATABASE:
+            return beside if beside is not None else Path(tempfile.mkdtemp(prefix="duckreg-artifacts-"))
         path = Path(stored)
         if not path.is_absolute():
-            return (self._db_path.parent if self._db_path is not None else Path.cwd()) / path
-        if not path.exists() and (self._artifacts.root / path.parent.name / path.name).is_dir():
-            return self._artifacts.root / path.parent.name / path.name
+            if self._db_path is None:
+                return Path.cwd() / path
+            if path.name.endswith(".artifacts") and len(path.parts) == 1 and beside is not None:
+                return beside  # older catalogs named the default folder by the database's name at the time
+            path = self._db_path.parent / path
+        if not path.exists() and beside is not None and beside.is_dir():
+            return beside
         return path
+
+    def _location_setting(self, root: Path) -> str:
+        """``artifact_location`` as the catalog keeps it (see ``_artifact_root``)."""
+        root = root.resolve()
+        if root == self._beside_database():
+            return BESIDE_DATABASE
+        if self._db_path is not None and root.is_relative_to(self._db_path.parent):
+            return root.relative_to(self._db_path.parent).as_posix()
+        return str(root)
+
+    def _version_folder(self, stored: str) -> Path:
+        """A version folder from the catalog: ``<model>/<folder>`` under the artifact root.
+
+        Older catalogs kept longer paths (relative to the database's folder, or absolute); their last
+        two parts name the folder under the root, so those registries move and rename too. An
+        absolute path that still exists while the root has no such folder is used as it is.
+        """
+        path = Path(stored)
+        under_root = self._artifacts.root.joinpath(*path.parts[-2:])
+        if path.is_absolute() and not under_root.is_dir() and path.is_dir():
+            return path
+        return under_root
 
     @property
     def connection(self) -> duckdb.DuckDBPyConnection:
@@ -299,7 +320,7 @@ class Registry:
                     self._models.replace_version_files(
                         version._model_key,
                         version._version_key,
-                        self._relative_to_database(published),
+                        relative,
                         manifest.to_json(),
                         {"engine_agreement": metrics.get("engine_agreement")},
                     )
@@ -362,14 +383,14 @@ class Registry:
         faults.point("log_model:after_publish")
         new = replace(
             new,
-            artifact_path=self._relative_to_database(self._artifacts.path(relative)),
+            artifact_path=relative,
             manifest=manifest.to_json(),
             metrics={**logged.metrics, **new.metrics},  # the user's own figures win over measured ones
         )
 
         def remember_artifact_location(cat: Catalog) -> None:
             if is_new_model and cat.get_setting("artifact_location") is None:
-                cat.set_setting("artifact_location", self._relative_to_database(self._artifacts.root))
+                cat.set_setting("artifact_location", self._location_setting(self._artifacts.root))
 
         try:
             self._models.insert_version(new, create_model=is_new_model, on_commit=remember_artifact_location)
