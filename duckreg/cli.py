@@ -3,7 +3,7 @@
     duckreg shell shop.duckdb                  interactive SQL (multi-line, history, dot-commands)
     duckreg sql "SELECT ..." --db shop.duckdb  one statement
     duckreg run script.sql --db shop.duckdb    a script, stopping at the first error (with its line)
-    duckreg models | versions | functions | log | delete
+    duckreg models | versions | functions | log | delete | jobs
 
 Every entry point accepts Snowflake model-call syntax (``MODEL(m, v1)!predict(x)``) and registers
 only the models a statement names, so starting is fast however many versions the registry holds.
@@ -53,8 +53,8 @@ def shell(database: str | None, db_option: str | None, read_only: bool, commands
 
     Statements end with ';' and may span lines. Tab completes keywords, tables, columns and
     functions, models included; history is kept in ~/.duckreg_history. Dot-commands: .mode,
-    .timer, .read FILE, .models, .versions MODEL, .functions MODEL [VERSION], .tables, .help,
-    .quit. Without a database the shell runs on a transient in-memory one, and says so.
+    .timer, .read FILE, .models, .versions MODEL, .functions MODEL [VERSION], .tables, .jobs,
+    .help, .quit. Without a database the shell runs on a transient in-memory one, and says so.
     """
     database = _one_database(database, db_option)
     if database is None:
@@ -413,6 +413,26 @@ def ui(database: str | None, db_option: str | None, host: str, port: int, token:
     finally:
         session.close()
     click.echo("UI stopped.")
+
+
+@main.command("jobs")
+@click.argument("action", type=click.Choice(["list", "show", "logs", "cancel"]), default="list")
+@click.argument("job", required=False)
+@db_option
+@format_option
+def jobs_command(action: str, job: str | None, database: str | None, fmt: str) -> None:
+    """Batch jobs: `list` (the newest 20), `show JOB`, `logs JOB`, `cancel JOB`.
+
+    A job runs in the process that started it (a Python process, a notebook, `duckreg shell`), and
+    only that process can cancel it; a job whose process exited reads as FAILED and resumes when the
+    same run_batch runs again.
+    """
+    from duckreg.shell import job_command
+
+    if (action == "list") != (job is None):
+        raise click.UsageError("list takes no JOB; show, logs and cancel take one.")
+    session = _open(database, read_only=True)
+    _guard(lambda: job_command(session, [action, *([job] if job else [])], _mode(fmt)), session)
 
 
 @main.group()

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from duckreg import model_cache, result_cache
+from duckreg import interrupts, model_cache, result_cache
 from duckreg.artifacts import Manifest, forget_verified, verify_files
 from duckreg.function_spec import FunctionSpec
 from duckreg.model_handlers import ModelHandler, handler_for
@@ -318,11 +318,18 @@ class FunctionRunner:
             model_id=f"{self.version.model_name}/{self.version.version_name}",
             method=self.function.target_method,
         )
+        ordered = [rows[i] for i in order]
+        predicted = []
         try:
             import torch
 
-            with model_cache.device_lock(loaded.device), torch.inference_mode():
-                predicted = task.predict(ctx, [rows[i] for i in order])
+            # One forward batch at a time, so Ctrl-C or a cancelled job stops within one batch, not one chunk.
+            for start in range(0, len(ordered), ctx.batch_size):
+                interrupts.check(self.context())
+                with model_cache.device_lock(loaded.device), torch.inference_mode():
+                    predicted.extend(task.predict(ctx, ordered[start : start + ctx.batch_size]))
+        except interrupts.Interrupted:
+            raise
         except InputError as exc:
             raise ValueError(f"{self.context(exc.column)}: {exc.message}") from None
         except Exception as exc:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import sys
 import threading
 import time
 from typing import TYPE_CHECKING, Any
@@ -35,6 +36,7 @@ TERMINAL = frozenset({DONE, FAILED, CANCELLED})
 # Jobs running in this process: job key -> (thread, cancel event).
 _ACTIVE: dict[str, tuple[threading.Thread | None, threading.Event]] = {}
 _ACTIVE_LOCK = threading.Lock()
+_CANCEL_REASONS: dict[str, str] = {}
 
 
 def track(key: str, thread: threading.Thread | None, cancel: threading.Event) -> None:
@@ -47,6 +49,45 @@ def untrack(key: str) -> None:
     """The job no longer runs in this process."""
     with _ACTIVE_LOCK:
         _ACTIVE.pop(key, None)
+
+
+def cancel_here(key: str, reason: str = "Cancelled.") -> bool:
+    """Ask a job running in this process to stop before its next forward batch; False if none runs here.
+
+    ``reason`` becomes the job's message once it has stopped.
+    """
+    entry = _active(key)
+    if entry is None:
+        return False
+    _CANCEL_REASONS.setdefault(key, reason)
+    entry[1].set()
+    return True
+
+
+def cancel_reason(key: str) -> str:
+    """Why a cancelled job was stopped (its message), forgotten once read."""
+    with _ACTIVE_LOCK:
+        return _CANCEL_REASONS.pop(key, "Cancelled.")
+
+
+def stop_background_jobs() -> None:
+    """Cancel and wait for the jobs this process runs in background threads (called as it exits).
+
+    A background job lives only as long as its process: each one stops before its next forward
+    batch and reads CANCELLED with the reason, instead of being killed half-way in a daemon thread
+    (which could take the process down in native code while it exits).
+    """
+    with _ACTIVE_LOCK:
+        running = [(key, thread) for key, (thread, _) in _ACTIVE.items() if thread is not None and thread.is_alive()]
+    for key, _ in running:
+        cancel_here(
+            key,
+            "Cancelled: the process that ran it exited (run_batch_async and block=False jobs run only as long as "
+            "their process). Run the same run_batch again to resume from the parts already written.",
+        )
+    for key, thread in running:
+        print(f"duckreg: stopping batch job {key} before this process exits ...", file=sys.stderr)
+        thread.join()
 
 
 def _active(key: str) -> tuple[threading.Thread | None, threading.Event] | None:
@@ -139,14 +180,18 @@ class Job:
         print(self.get_logs(limit))
 
     def cancel(self) -> None:
-        """Stop the job after the part it is writing; finished parts stay, no ``_SUCCESS`` is written."""
+        """Stop the job (before its next forward batch on the local engine, after the running part on Ray and
+        vLLM); finished parts stay, no ``_SUCCESS`` is written."""
         status = self.status
         if status in TERMINAL:
             return
-        entry = _active(self._key)
-        if entry is None:
-            raise RuntimeError(f"Failed to cancel job, error: job {self._name} is not running in this process.")
-        entry[1].set()
+        if not cancel_here(self._key):
+            pid, host = self._catalog.query("SELECT pid, host FROM {schema}.jobs WHERE job_key = ?", [self._key])[0]
+            raise RuntimeError(
+                f"Failed to cancel job, error: job {self._name} is not running in this process; it runs in process "
+                f"{pid} on {host}, and only that process can cancel it (.jobs cancel in its shell, job.cancel() in "
+                "Python), or stop that process."
+            )
         set_status(self._catalog, self._key, CANCELLING)
         self.wait()
 

@@ -25,6 +25,8 @@ from typing import Any, TextIO
 
 import duckdb
 
+from duckreg import interrupts
+
 MODES = ("duckbox", "box", "csv", "json", "markdown", "line")
 # Statements whose result is printed (as the DuckDB shell does); others run silently.
 QUERIES = frozenset({"SELECT", "WITH", "FROM", "VALUES", "SHOW", "DESCRIBE", "SUMMARIZE", "PRAGMA", "EXPLAIN",
@@ -40,6 +42,8 @@ HELP = """\
 .versions MODEL              versions of a model
 .functions MODEL [VERSION]   SQL functions and signatures
 .tables                      tables and views (the registry's own tables are left out)
+.jobs [list|show|logs|cancel] [JOB]
+                             batch jobs: the newest, one job's state, its log, or cancel one run here
 .quit                        leave the shell"""
 
 
@@ -76,6 +80,10 @@ class Session:
         self.con.execute(self.prepare(statement)).fetchall()
 
     def close(self) -> None:
+        """Close the database once the background jobs this process started have stopped (they use it)."""
+        from duckreg import jobs
+
+        jobs.stop_background_jobs()
         self.con.close()
 
 
@@ -289,15 +297,22 @@ def interrupt_on_ctrl_c(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
     """While a statement runs, Ctrl-C asks DuckDB to interrupt it instead of raising in Python.
 
     A KeyboardInterrupt raised inside a model call could land in the middle of ``import torch`` and
-    leave the module half-initialised for the rest of the process; DuckDB's interrupt stops the query
-    between batches, after the running Python code has finished.
+    leave the module half-initialised for the rest of the process. Instead DuckDB is interrupted and
+    the model calls of the statement stop before their next forward batch (``duckreg.interrupts``);
+    a model being loaded finishes loading first.
     """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.signal(signal.SIGINT, lambda *_: con.interrupt())
+
+    def interrupt(*_: Any) -> None:
+        interrupts.request()
+        con.interrupt()
+
+    previous = signal.signal(signal.SIGINT, interrupt)
     try:
-        yield
+        with interrupts.statement_interrupt():
+            yield
     finally:
         signal.signal(signal.SIGINT, previous)
 
@@ -386,6 +401,8 @@ class Shell:
                 print_functions(self.session, args[0], args[1] if len(args) == 2 else None, self.out)
             elif command == ".tables":
                 self._tables()
+            elif command == ".jobs" and job_command(self.session, args, self.mode, self.out):
+                pass
             else:
                 fail(f"unknown command or arguments {line!r}; .help lists the commands")
                 self.failures += 1
@@ -483,6 +500,43 @@ def print_functions(session: Session, model: str, version: str | None, out: Text
         out.write(f"{function['name']} ({function['target_method']})\n{function['signature']!r}\n")
     names = ", ".join(mv.sql_names())
     out.write(f"SQL: {names}" + ("" if version else f" (default version: {handle.name}(...))") + "\n")
+
+
+def job_command(session: Session, args: list[str], mode: str = "duckbox", out: TextIO | None = None) -> bool:
+    """``.jobs`` and ``duckreg jobs``: list, show JOB, logs JOB, cancel JOB; False for other arguments."""
+    from duckreg import jobs
+
+    out = out or sys.stdout
+    action, names = (args[0].lower(), args[1:]) if args else ("list", [])
+    if action == "list" and not names:
+        records = jobs.job_records(session.registry, 20)
+        columns = ["name", "status", "model_name", "version_name", "rows_done", "rows_total", "output_location",
+                   "created_time"]  # fmt: skip
+        import pandas as pd
+
+        frame = pd.DataFrame(records, columns=columns)
+        columns_shown = {c if c not in ("model_name", "version_name") else c.split("_")[0]: c for c in columns}
+        _render_listing(frame, columns_shown, mode, out)
+        return True
+    if len(names) != 1 or action not in ("show", "logs", "cancel"):
+        return False
+    job = jobs.get_job(session.registry, names[0])
+    if action == "logs":
+        out.write(job.get_logs() + "\n")
+    elif action == "cancel":
+        job.cancel()
+        out.write(f"{job.name}: {job.status}\n")
+    else:
+        record = jobs.job_records(session.registry, name=job.name)[0]
+        done, total = record["rows_done"], record["rows_total"]
+        fields = {"name": record["name"], "status": record["status"], "message": record["message"],
+                  "model": f"{record['model_name']} version {record['version_name']}",
+                  "function": record["function_name"], "engine": record["engine"],
+                  "output": record["output_location"], "rows": f"{done} of {total if total is not None else '?'}",
+                  "created": record["created_time"], "completed": record["completed_time"]}  # fmt: skip
+        for key, value in fields.items():
+            out.write(f"{key:>9}: {'' if value is None else value}\n")
+    return True
 
 
 # -------------------------------------------------------------------------------------- terminal

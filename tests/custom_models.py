@@ -86,3 +86,18 @@ class Gate(CustomModel):
             while not os.path.exists(path) and time.monotonic() < deadline:
                 time.sleep(0.02)
         return pd.DataFrame({"opened": [os.path.exists(path) for path in df["path"]]})
+
+
+class Plodder(CustomModel):
+    """Doubles numbers at 50 ms a row, and touches the file ``$PLODDER_STARTED`` names when it starts working."""
+
+    @inference_api
+    def predict(self, df: pd.DataFrame) -> pd.DataFrame:
+        import os
+        import pathlib
+        import time
+
+        if os.environ.get("PLODDER_STARTED"):
+            pathlib.Path(os.environ["PLODDER_STARTED"]).touch()
+        time.sleep(0.05 * len(df))
+        return pd.DataFrame({"doubled": [2 * x for x in df["x"]]})

@@ -174,7 +174,7 @@ def test_background_job_can_be_cancelled_and_deleted(registry, tmp_path) -> None
     job.cancel()
     assert job.status == "CANCELLED"
     assert not (tmp_path / "out" / "c" / "_SUCCESS").exists()
-    assert "cancelled after" in job.get_logs()
+    assert "cancelled" in job.get_logs()
     delete_job(registry, job)
     with pytest.raises(ValueError, match="does not exist"):
         job.wait()
@@ -372,55 +372,6 @@ def test_custom_model_through_every_door(registry, tmp_path) -> None:
     assert loaded.greet(pd.DataFrame({"name": ["Ed"]}))["greeting"].tolist() == ["Hello, Ed!"]
     with pytest.raises(ValueError, match="Custom models need signatures"):
         registry.log_model(model, model_name="greeter", version_name="v2")
-
-
-def test_a_job_started_from_sql_never_reads_as_failed_while_it_starts(sentiment, registry, tmp_path) -> None:
-    con = registry.register_functions()
-    job_id = con.execute(
-        "SELECT run_batch('sentiment/v1', 'SELECT * FROM reviews', '@out/polled/', max_batch_rows := 10)"
-    ).fetchall()[0][0]
-    seen = []
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:  # poll as fast as a client can, from the job's first row on
-        try:
-            status = get_job(registry, job_id).status
-        except ValueError:
-            continue  # not registered yet
-        if not seen or seen[-1] != status:
-            seen.append(status)
-        if status in ("DONE", "FAILED", "CANCELLED"):
-            break
-    assert seen[-1] == "DONE" and "FAILED" not in seen, seen
-
-
-def test_run_batch_from_sql(sentiment, registry, tmp_path) -> None:
-    con = registry.register_functions()
-    job_id = con.execute(
-        "SELECT run_batch('sentiment/v1', 'SELECT * FROM reviews WHERE id < 50', '@out/sql/', max_batch_rows := 20)"
-    ).fetchall()[0][0]
-    assert job_id.startswith("registry.duckreg.BATCH_INFERENCE_")
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            job = get_job(registry, job_id)
-            break
-        except ValueError:
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
-    assert job.wait(timeout=60) == "DONE", job.message
-    assert len(_read(tmp_path / "out" / "sql")) == 50
-    failed = con.execute("SELECT run_batch('sentiment', 'SELECT * FROM reviews', '@out/sql/')").fetchall()[0][0]
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            bad = get_job(registry, failed)
-            if bad.status == "FAILED":
-                break
-        except ValueError:
-            pass
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-    assert "is not empty" in bad.message
 
 
 def test_ray_engine_writes_the_same_rows(sentiment, registry, tmp_path) -> None:

@@ -41,8 +41,9 @@ def check_apart(stages: StageCatalog, X: Any, stage: Stage, out_path: str, outpu
 
 def input_source(
     stages: StageCatalog, connection: duckdb.DuckDBPyConnection, X: Any, rows: int
-) -> tuple[Any, Iterator[pa.RecordBatch]]:
-    """An identity for the fingerprint, and a lazy stream of record batches of the input."""
+) -> tuple[Any, list[str], Iterator[pa.RecordBatch]]:
+    """An identity for the fingerprint, the input's column names (checked before a job is registered),
+    and a lazy stream of record batches of the input."""
     import duckdb
 
     if isinstance(X, str) and X.startswith("@"):
@@ -61,23 +62,25 @@ def input_source(
                 with fs.open(path, "rb") as handle:
                     yield from pq.ParquetFile(handle).iter_batches(batch_size=rows)
 
-        return identity, from_stage()
+        with fs.open(paths[0], "rb") as handle:
+            columns = pq.ParquetFile(handle).schema_arrow.names
+        return identity, columns, from_stage()
     if isinstance(X, str):
         cursor = connection.cursor()
         relation = cursor.sql(X)
         if relation is None:
             raise ValueError("X must be a query that returns rows.")
-        return X, iter(relation.to_arrow_reader(rows))
+        return X, relation.columns, iter(relation.to_arrow_reader(rows))
     if isinstance(X, duckdb.DuckDBPyRelation):
-        return X.sql_query(), iter(X.to_arrow_reader(rows))
+        return X.sql_query(), X.columns, iter(X.to_arrow_reader(rows))
     if isinstance(X, pd.DataFrame):
         try:
             table = pa.Table.from_pandas(X, preserve_index=False)
         except UnicodeEncodeError:
             raise ValueError(_not_unicode(X)) from None
-        return _table_digest(table), iter(table.to_batches(max_chunksize=rows))
+        return _table_digest(table), table.column_names, iter(table.to_batches(max_chunksize=rows))
     if isinstance(X, pa.Table):
-        return _table_digest(X), iter(X.to_batches(max_chunksize=rows))
+        return _table_digest(X), X.column_names, iter(X.to_batches(max_chunksize=rows))
     raise TypeError(
         "X must be a DuckDB relation, a SQL query, a pandas DataFrame, a pyarrow Table or a stage path "
         f"('@stage/path/') of parquet files; got {type(X).__name__}."

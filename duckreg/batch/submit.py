@@ -1,4 +1,4 @@
-"""``ModelVersion.run_batch`` and SQL's ``run_batch(...)``: check the request, snapshot the input, start a job.
+"""``ModelVersion.run_batch`` and SQL's ``run_batch``: check the request, snapshot the input, start a job.
 
 The output folder's layout and life cycle are ``batch.plan``'s; where rows come from is
 ``batch.inputs``'; where parts are computed is ``batch.engines``'. Running the same job again (same
@@ -16,14 +16,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from duckreg import jobs
+from duckreg import interrupts, jobs
 from duckreg.batch import engines
 from duckreg.batch.inputs import check_apart, input_source, snapshot
 from duckreg.batch.plan import WORK_DIR, BatchPlan, join_path, prepare_location
 from duckreg.batch.specs import FileEncoding, InputSpec, JobSpec, OutputSpec, SaveMode
 from duckreg.batch.stages import Stage
-from duckreg.identifiers import normalize
-from duckreg.inference import FunctionRunner
+from duckreg.inference import FunctionRunner, match_columns
 
 if TYPE_CHECKING:
     from duckreg.registry import Registry
@@ -74,11 +73,12 @@ def run_batch(
     fs = stage.filesystem
     check_apart(registry.stages, X, stage, out_path, location)
     try:
-        input_id, source = input_source(registry.stages, registry.connection, X, job_spec.max_batch_rows)
+        input_id, columns, source = input_source(registry.stages, registry.connection, X, job_spec.max_batch_rows)
     except (TypeError, ValueError):
         raise
     except Exception as exc:
         raise RuntimeError(f"Failed to process input data: {exc}") from exc
+    match_columns(columns, runner)  # a missing input column is refused before the job is registered
     fingerprint = _fingerprint(target, runner, input_spec, job_spec, input_id)
     owner = prepare_location(fs, out_path, location, output_spec.mode, fingerprint)
     name = job_spec.job_name or (owner or {}).get("job_name") or new_name
@@ -170,7 +170,7 @@ def _column_handling(input_spec: InputSpec, runner: FunctionRunner) -> dict[str,
     return handling
 
 
-def start_from_sql(
+def run_from_sql(
     registry: Registry,
     model: str,
     query: str,
@@ -178,28 +178,58 @@ def start_from_sql(
     mode: str | None,
     job_name: str | None,
     max_batch_rows: int | None,
-) -> str:
-    """``run_batch('model[/version]', 'SELECT ...', '@stage/out/')`` in SQL: start a job, return its id.
+    *,
+    wait: bool,
+) -> dict[str, Any] | str:
+    """SQL's ``run_batch(...)`` (``wait``: run the job, return its summary) and ``run_batch_async(...)``.
 
-    The job reads its input on its own connection after this call returns (a UDF cannot run SQL on
-    the connection that is calling it), so its id is all the call gives back.
+    Everything that can be checked (model, version, stage, mode, the query's columns) is checked
+    before the job is registered, and a failure is the statement's error. The job reads its query on
+    a connection of its own (a UDF cannot run SQL on the connection calling it), in a thread this call
+    watches: Ctrl-C on the statement cancels a waited-for job before its next forward batch. An
+    asynchronous job runs in this process's background and is cancelled when the process exits.
     """
     if not model or not query or not output_location:
         raise ValueError("run_batch(model, query, output_location) needs all three.")
     model_name, _, version_name = model.partition("/")
     found = registry.get_model(model_name)
     mv = found.version(version_name) if version_name else found.default
+    try:
+        save_mode = SaveMode((mode or "error").lower())
+    except ValueError:
+        raise ValueError(f"run_batch mode {mode!r}: use 'error' or 'overwrite'.") from None
     name = job_name or f"BATCH_INFERENCE_{uuid.uuid4().hex.upper()}"
-    output_spec = OutputSpec(output_location, mode=SaveMode((mode or "error").lower()))
-    job_spec = JobSpec(job_name=name, max_batch_rows=int(max_batch_rows or 1024), block=True)
+    output_spec = OutputSpec(output_location, mode=save_mode)
+    job_spec = JobSpec(job_name=name, max_batch_rows=int(max_batch_rows or 1024), block=wait)
+    outcome: list[jobs.Job | BaseException] = []
 
     def start() -> None:
         try:
-            mv.run_batch(query, output_spec=output_spec, job_spec=job_spec)
-        except Exception as exc:  # noqa: BLE001 - recorded in the job, which the caller polls
-            jobs.record_failure(
-                registry.catalog, name, normalize(found.name), normalize(mv.version_name), output_location, exc
-            )
+            outcome.append(mv.run_batch(query, output_spec=output_spec, job_spec=job_spec))
+        except BaseException as exc:  # noqa: BLE001 - raised again in the calling statement
+            outcome.append(exc)
 
-    threading.Thread(target=start, name=f"duckreg-sql-job-{name}", daemon=True).start()
-    return f"{registry.database_name}.{registry.schema_name}.{name}"
+    worker = threading.Thread(target=start, name=f"duckreg-sql-job-{name}", daemon=True)
+    worker.start()
+    while worker.is_alive():
+        worker.join(0.1)
+        if interrupts.requested():
+            jobs.cancel_here(name.lower(), "Interrupted (Ctrl-C) while run_batch waited for it.")
+    if isinstance(outcome[0], BaseException):
+        raise outcome[0]
+    job = outcome[0]
+    if not wait:
+        return job.id
+    status, message = job.status, job.message
+    if status == jobs.CANCELLED and interrupts.requested():
+        raise interrupts.Interrupted(f"run_batch job {job.name}: interrupted; run the same run_batch to resume it")
+    if status != jobs.DONE:
+        raise RuntimeError(f"run_batch job {job.name} {status}: {message}")
+    files = [f for f in registry.stages.list_files(output_location) if f.endswith(".parquet") and "/_duckreg/" not in f]
+    return {
+        "job_name": job.name,
+        "status": status,
+        "rows": job.progress[0],
+        "output_location": job.output_location,
+        "files": sorted(files),
+    }

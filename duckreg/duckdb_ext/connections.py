@@ -264,7 +264,7 @@ class Instance:
                 lambda fn: True,
                 params,
                 returns,
-                side_effects=name == "duckreg_run_batch",
+                side_effects=name.startswith("duckreg_run_batch"),
             )
 
     def add_server(self, server: StageServer) -> None:

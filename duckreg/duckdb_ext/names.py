@@ -16,7 +16,15 @@ from duckreg.function_spec import FunctionSpec
 from duckreg.identifiers import quote
 
 RESERVED_SQL_NAMES = frozenset(
-    {"stage_files", "run_batch", "read_stage_file", "duckreg_list_stage_files", "duckreg_run_batch"}
+    {
+        "stage_files",
+        "run_batch",
+        "run_batch_async",
+        "read_stage_file",
+        "duckreg_list_stage_files",
+        "duckreg_run_batch",
+        "duckreg_run_batch_async",
+    }
 )
 """SQL names duckreg itself defines in every database it registers functions in."""
 _TOKEN = re.compile(r"[a-z_][a-z0-9_]*")

@@ -1,4 +1,4 @@
-"""``stage_files``, ``read_stage_file`` and ``run_batch`` in SQL, served by a registry of the instance.
+"""``stage_files``, ``read_stage_file``, ``run_batch`` and ``run_batch_async`` in SQL, served by a registry.
 
 The UDFs belong to the database instance (as model functions do); each call is answered by the most
 recently bound registry whose connection is still open. A registry takes part through a
@@ -15,6 +15,9 @@ import duckdb
 
 from duckreg.duckdb_ext.names import create_macro
 
+RUN_BATCH_RESULT = 'STRUCT(job_name VARCHAR, status VARCHAR, "rows" BIGINT, output_location VARCHAR, files VARCHAR[])'
+"""The row SQL's ``run_batch`` returns for a finished job."""
+
 if TYPE_CHECKING:
     from duckreg.batch.stages import StageCatalog
     from duckreg.duckdb_ext.connections import Instance
@@ -26,8 +29,10 @@ class StageServer:
 
     connection: duckdb.DuckDBPyConnection
     stages: StageCatalog
+    run_job: Callable[..., dict]
+    """``run_job(model, query, output_location, mode, job_name, max_batch_rows)`` -> the finished job's summary."""
     start_job: Callable[..., str]
-    """``start_job(model, query, output_location, mode, job_name, max_batch_rows)`` -> the job's id."""
+    """The same arguments -> the id of a job left running in the background."""
     closed: Callable[[], bool]
 
 
@@ -51,27 +56,45 @@ class StageFunctions:
         mode: str | None,
         job_name: str | None,
         max_batch_rows: int | None,
+    ) -> dict:
+        """``run_batch(model, query, output_location, ...)``: run the job, return its summary row."""
+        return self.instance.server().run_job(model, query, output_location, mode, job_name, max_batch_rows)
+
+    def run_batch_async(
+        self,
+        model: str,
+        query: str,
+        output_location: str,
+        mode: str | None,
+        job_name: str | None,
+        max_batch_rows: int | None,
     ) -> str:
-        """``run_batch(model, query, output_location, mode, job_name, max_batch_rows)`` -> the job's id."""
+        """``run_batch_async(...)`` -> the id of a job running in this process's background."""
         return self.instance.server().start_job(model, query, output_location, mode, job_name, max_batch_rows)
 
 
+_RUN_BATCH_PARAMS = ["VARCHAR", "VARCHAR", "VARCHAR", "VARCHAR", "VARCHAR", "BIGINT"]
 STAGE_UDFS = (
     ("duckreg_list_stage_files", "list_files", ["VARCHAR", "VARCHAR"], "VARCHAR[]"),
     ("read_stage_file", "read_file", ["VARCHAR"], "BLOB"),
-    ("duckreg_run_batch", "run_batch", ["VARCHAR", "VARCHAR", "VARCHAR", "VARCHAR", "VARCHAR", "BIGINT"], "VARCHAR"),
+    ("duckreg_run_batch", "run_batch", _RUN_BATCH_PARAMS, RUN_BATCH_RESULT),
+    ("duckreg_run_batch_async", "run_batch_async", _RUN_BATCH_PARAMS, "VARCHAR"),
 )
 """(UDF name, method of ``StageFunctions``, parameter types, return type)."""
 
 
 def stage_macro_statements(catalog: str | None = None) -> list[str]:
-    """``stage_files('@stage/path', pattern)`` and ``run_batch(model, query, output_location, ...)``.
+    """``stage_files('@stage/path', pattern)``, ``run_batch(...)`` (a table) and ``run_batch_async(...)``.
 
     TEMP macros unless ``catalog`` names where every connection of the instance should find them.
     """
+    arguments = "model, query, output_location, mode, job_name, max_batch_rows"
+    parameters = "model, query, output_location, mode := 'error', job_name := NULL, max_batch_rows := NULL"
     return [
         f"{create_macro('stage_files', catalog)}(stage_path, pattern := NULL) AS TABLE "
         "SELECT unnest(duckreg_list_stage_files(stage_path, pattern)) AS file_path",
-        f"{create_macro('run_batch', catalog)}(model, query, output_location, mode := 'error', job_name := NULL, "
-        "max_batch_rows := NULL) AS duckreg_run_batch(model, query, output_location, mode, job_name, max_batch_rows)",
+        # Materialized, so the job runs once (unnest of a struct would otherwise call it once per field).
+        f"{create_macro('run_batch', catalog)}({parameters}) AS TABLE WITH job AS MATERIALIZED "
+        f"(SELECT duckreg_run_batch({arguments}) AS summary) SELECT unnest(summary) FROM job",
+        f"{create_macro('run_batch_async', catalog)}({parameters}) AS duckreg_run_batch_async({arguments})",
     ]

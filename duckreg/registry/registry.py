@@ -19,7 +19,7 @@ import pandas as pd
 from duckreg import faults, result_cache
 from duckreg.artifacts import MANIFEST, ArtifactStore, Manifest, file_hashes, link_tree
 from duckreg.batch.stages import StageCatalog
-from duckreg.batch.submit import start_from_sql
+from duckreg.batch.submit import run_from_sql
 from duckreg.catalog import Catalog
 from duckreg.catalog.models import ModelStore, NewVersion
 from duckreg.duckdb_ext import connections, functions
@@ -503,7 +503,13 @@ class Registry:
         return con
 
     def _stage_server(self) -> StageServer:
-        return StageServer(self._con, self._stages, partial(start_from_sql, self), self.closed)
+        return StageServer(
+            self._con,
+            self._stages,
+            partial(run_from_sql, self, wait=True),
+            partial(run_from_sql, self, wait=False),
+            self.closed,
+        )
 
     def _sql_instance(self) -> connections.Instance:
         """The database instance this registry's connection belongs to (where its functions live)."""

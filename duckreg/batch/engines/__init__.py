@@ -7,6 +7,8 @@ missing parts are computed.
 
 from __future__ import annotations
 
+import atexit
+import functools
 import importlib
 import os
 import re
@@ -14,7 +16,7 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from duckreg import jobs
+from duckreg import interrupts, jobs
 from duckreg.batch.plan import BatchPlan, finish, part_rows
 from duckreg.batch.specs import JobSpec, parse_count, parse_memory
 
@@ -128,8 +130,15 @@ def start(plan: BatchPlan, engine: str, *, block: bool) -> jobs.Job:
         target=_run_in_background, args=(target, plan), name=f"duckreg-job-{plan.job_key}", daemon=True
     )
     jobs.track(plan.job_key, thread, plan.cancel)
+    _stop_jobs_at_exit()
     thread.start()
     return job
+
+
+@functools.cache
+def _stop_jobs_at_exit() -> None:
+    """Once per process, before DuckDB's connections close at exit: background jobs stop cleanly."""
+    atexit.register(jobs.stop_background_jobs)
 
 
 def _run_in_background(target: Callable[[BatchPlan], None], plan: BatchPlan) -> None:
@@ -153,9 +162,9 @@ def run_parts(plan: BatchPlan, compute_missing: Callable[[list[tuple[int, str]]]
     (index, rows) as each one is written; the job is cancelled between parts.
     """
     plan.set_status(jobs.RUNNING)
+    done_rows = 0
     try:
         chunks = plan.chunk_paths()
-        done_rows = 0
         missing = []
         for index, chunk in enumerate(chunks):
             part = plan.part_path(index)
@@ -166,16 +175,19 @@ def run_parts(plan: BatchPlan, compute_missing: Callable[[list[tuple[int, str]]]
         plan.progress_total(done_rows)
         if missing and plan.cancel.is_set():
             plan.log(f"cancelled before computing {len(missing)} parts")
-            plan.set_status(jobs.CANCELLED, "Cancelled.")
+            plan.set_status(jobs.CANCELLED, jobs.cancel_reason(plan.job_key))
             return
         for position, (index, rows) in enumerate(compute_missing(missing), 1):
             done_rows += rows
             plan.part_done(index, len(chunks), rows, done_rows)
             if position < len(missing) and plan.cancel.is_set():
                 plan.log(f"cancelled after part {index + 1} of {len(chunks)}")
-                plan.set_status(jobs.CANCELLED, "Cancelled.")
+                plan.set_status(jobs.CANCELLED, jobs.cancel_reason(plan.job_key))
                 return
         finish(plan, done_rows)
+    except interrupts.Interrupted:
+        plan.log(f"cancelled while computing a part ({done_rows} rows written)")
+        plan.set_status(jobs.CANCELLED, jobs.cancel_reason(plan.job_key))
     except Exception as exc:
         plan.fail(exc)
         raise

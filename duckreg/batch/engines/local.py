@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from duckreg import model_cache
+from duckreg import interrupts, model_cache
 from duckreg.batch.engines import run_parts
 from duckreg.batch.plan import BatchPlan, PartWriter
 
@@ -17,5 +17,5 @@ def run(plan: BatchPlan) -> None:
         for index, chunk in missing:
             yield index, writer.compute(index, chunk)
 
-    with model_cache.torch_threads(None if plan.cpus is None else int(plan.cpus)):
+    with model_cache.torch_threads(None if plan.cpus is None else int(plan.cpus)), interrupts.for_job(plan.cancel):
         run_parts(plan, compute_missing)
