@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import enum
 import json
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from decimal import Decimal
 from typing import Any
 
@@ -220,6 +220,15 @@ def _check_scalar(value: Any, dtype: DataType) -> Any:
     return value
 
 
+def _leaves(value: Any) -> Iterator[Any]:
+    """The scalars inside nested lists, tuples and arrays (``value`` itself when it is one)."""
+    if isinstance(value, (list, tuple, np.ndarray)):
+        for item in value:
+            yield from _leaves(item)
+    else:
+        yield value
+
+
 def _first_problem(values: Iterable[Any], checked: Any) -> Any:
     """``INVALID``/``NOT_UNICODE`` if any of ``values`` is one, else ``checked``."""
     return next((v for v in values if v is INVALID or v is NOT_UNICODE), checked)
@@ -288,6 +297,14 @@ class ParamSpec:
             raise TypeError(f"Parameter {name!r}: dtype must be a DataType, got {dtype!r}.")
         self.dtype = dtype
         self.shape = _check_shape(shape)
+        if dtype.is_integer and any(isinstance(v, (float, np.floating, Decimal)) for v in _leaves(default_value)):
+            # Strict, as Snowflake's specs: a float default is never an integer parameter's (a value at run time
+            # may still be SQL's DECIMAL 3.0).
+            wrong = next(v for v in _leaves(default_value) if isinstance(v, (float, np.floating, Decimal)))
+            raise ValueError(
+                f"Parameter {name!r}: default value {default_value!r} is not compatible with dtype {dtype!r}: "
+                f"value {wrong!r} (type: {type(wrong).__name__}) is not an int."
+            )
         coerced = check_value(default_value, dtype, self.shape)
         if coerced is INVALID or coerced is NOT_UNICODE:
             problem = _shape_problem(default_value, self.shape)

@@ -72,8 +72,7 @@ def test_a_registry_copied_elsewhere_runs_every_model_after_the_original_is_gone
     with duckdb.connect(str(db), read_only=True) as raw:
         stored = [r[0] for r in raw.execute("SELECT artifact_path FROM duckreg.versions").fetchall()]
         setting = raw.execute("SELECT value FROM duckreg.settings WHERE key = 'artifact_location'").fetchone()[0]
-    # The default folder is named by the database's current name; each version by its place under it.
-    assert setting == "<database>.artifacts" and all(len(Path(path).parts) == 2 for path in stored)
+    assert setting == "shop.duckdb.artifacts" and not any(Path(path).is_absolute() for path in stored)
 
     shutil.copytree(tmp_path / "here", tmp_path / "there")
     shutil.rmtree(tmp_path / "here")
@@ -83,21 +82,19 @@ def test_a_registry_copied_elsewhere_runs_every_model_after_the_original_is_gone
 
 def test_a_catalog_with_absolute_paths_still_opens_in_place_and_after_a_move(tmp_path, model_dirs) -> None:
     db, rows, greeted = _build(tmp_path / "here", model_dirs)
-    root = (tmp_path / "here" / "shop.duckdb.artifacts").resolve()
+    root = Path(f"{db}.artifacts").resolve()
     with duckdb.connect(str(db)) as raw:  # as registries written before relative paths kept them
-        raw.execute("UPDATE duckreg.versions SET artifact_path = ? || '/' || artifact_path", [str(root)])
+        raw.execute("UPDATE duckreg.versions SET artifact_path = ? || '/' || artifact_path[length(?) + 2:]",
+                    [str(root), f"{db.name}.artifacts"])  # fmt: skip
         raw.execute("UPDATE duckreg.settings SET value = ? WHERE key = 'artifact_location'", [str(root)])
+        assert all(Path(p).is_dir() for (p,) in raw.execute("SELECT artifact_path FROM duckreg.versions").fetchall())
     _check_runs_everything(db, rows, greeted)
     shutil.copytree(tmp_path / "here", tmp_path / "there")
     shutil.rmtree(tmp_path / "here")
     _check_runs_everything(tmp_path / "there" / "shop.duckdb", rows, greeted)
-
-
-def _as_older_catalogs_kept_it(db: Path) -> None:
-    """Version paths relative to the database's folder and the default folder named by the database's name."""
-    with duckdb.connect(str(db)) as raw:
-        raw.execute("UPDATE duckreg.versions SET artifact_path = ? || '/' || artifact_path", [f"{db.name}.artifacts"])
-        raw.execute("UPDATE duckreg.settings SET value = ? WHERE key = 'artifact_location'", [f"{db.name}.artifacts"])
+    (tmp_path / "there" / "shop.duckdb").rename(tmp_path / "there" / "store.duckdb")
+    (tmp_path / "there" / "shop.duckdb.artifacts").rename(tmp_path / "there" / "store.duckdb.artifacts")
+    _check_runs_everything(tmp_path / "there" / "store.duckdb", rows, greeted)
 
 
 def _runs(db: Path, rows: list[tuple], read_only: bool = True) -> None:
@@ -124,12 +121,8 @@ def test_a_snapshot_under_another_name_in_another_folder_shares_the_registry_art
     _runs(moved, rows)
 
 
-@pytest.mark.parametrize("catalog", ["current", "older"])
-def test_a_renamed_copy_runs_every_model_and_writes_only_beside_its_new_name(tmp_path, model_dirs, catalog) -> None:
+def test_a_renamed_copy_runs_every_model_and_writes_only_beside_its_new_name(tmp_path, model_dirs) -> None:
     db, rows, greeted = _build(tmp_path / "here", model_dirs)
-    if catalog == "older":
-        _as_older_catalogs_kept_it(db)
-        _check_runs_everything(db, rows, greeted)
     (tmp_path / "there").mkdir()
     renamed = tmp_path / "there" / "store.duckdb"
     shutil.copy(db, renamed)

@@ -39,6 +39,8 @@ class ResolvedFunction:
     sql_name: str
     inputs: tuple[str, ...]
     model_key: str
+    single_output: str | None = None
+    """The output's name when the function has one (SQL returns its value itself, not a struct)."""
 
 
 Resolver = Callable[[str, str | None, str], ResolvedFunction]
@@ -152,10 +154,15 @@ def _rewrite_call(text, tokens, i, aliases, resolve: Resolver, edits: list, used
             raise fail("expected a field name after ':'")
         fields.append(field)
         k += 2
+    end = tokens[k - 1].end + 1 if fields else 0
+    if fields and resolved.single_output is not None and fields[0].lower() == resolved.single_output.lower():
+        fields = fields[1:]  # `:embedding` of a one-output function is the value SQL returns already
+        if not fields:
+            edits.append((tokens[close + 1].start, end, ""))
     edits.append((ref_start, tokens[i + 2].end + 1, ("(" if fields else "") + resolved.sql_name + "("))
     if fields:
         access = ")" + "".join(f"['{f}']" for f in fields)
-        edits.append((tokens[close + 1].start, tokens[k - 1].end + 1, access))
+        edits.append((tokens[close + 1].start, end, access))
 
 
 def _strip_model_ctes(sql: str) -> tuple[str, dict[str, tuple[str, str | None]]]:

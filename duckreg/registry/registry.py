@@ -36,9 +36,6 @@ from duckreg.registry.model import Model
 from duckreg.registry.model_version import SYSTEM_ALIASES, ModelVersion
 from duckreg.registry.version_names import generate_version_name
 
-BESIDE_DATABASE = "<database>.artifacts"
-"""The catalog's ``artifact_location`` for the default folder, named after whatever the database is called now."""
-
 
 class Registry:
     """A model registry kept in a DuckDB database; artifacts live in a folder beside it."""
@@ -70,7 +67,9 @@ class Registry:
         self._models = ModelStore(self._catalog)
         self._db_path = Path(rows[0][0]).resolve() if rows[0][0] else None
         owner = {"database": str(self._db_path) if self._db_path else None, "schema": self.schema_name}
-        self._artifacts = ArtifactStore(self._artifact_root(artifact_location), owner)
+        self._home_cache: tuple[str | None, Path | None, Path] | None = None
+        home = self._location_and_home()[1]
+        self._artifacts = ArtifactStore(Path(artifact_location) if artifact_location is not None else home, owner)
         self._stages = StageCatalog(self._catalog)
         self._result_cache = result_cache.for_folder(self._artifacts.root, read_only=bool(rows[0][1]))
         self._instance: connections.Instance | None = None
@@ -79,53 +78,61 @@ class Registry:
         """The default artifact folder: ``<database file>.artifacts`` beside the database, whatever its name."""
         return self._db_path.with_name(self._db_path.name + ".artifacts") if self._db_path is not None else None
 
-    def _artifact_root(self, artifact_location: str | Path | None) -> Path:
-        """Where the versions' folders are, so that a registry survives copy, move, rename and snapshots.
+    def _location_and_home(self) -> tuple[Path | None, Path]:
+        """The catalog's ``artifact_location`` (absolute, as written; None if never set) and where that
+        folder is now, so that a registry survives copy, move, rename and snapshots.
 
-        The catalog keeps no location for the default folder beside the database, so a renamed
-        database finds its renamed folder. A location the user chose is kept relative to the
-        database's folder when it lies under it, else absolute (a snapshot names its registry's folder
-        absolutely). A kept location that does not exist while the folder beside the database does
+        The catalog keeps the location relative to the database's folder when it lies under it, else
+        absolute (a snapshot names its registry's folder absolutely). The default folder is
+        ``<database file>.artifacts``: a database renamed together with its folder finds the renamed
+        folder; one copied under a new name beside the original, without a folder of its own, shares
+        the original's. A kept location that does not exist while the folder beside the database does
         (a copy made together with its folder) gives way to that folder.
         """
-        if artifact_location is not None:
-            return Path(artifact_location)
-        stored = self._catalog.get_setting("artifact_location")
-        beside = self._beside_database()
-        if not stored or stored == BESIDE_DATABASE:
-            return beside if beside is not None else Path(tempfile.mkdtemp(prefix="duckreg-artifacts-"))
-        path = Path(stored)
-        if not path.is_absolute():
-            if self._db_path is None:
-                return Path.cwd() / path
-            if path.name.endswith(".artifacts") and len(path.parts) == 1 and beside is not None:
-                return beside  # older catalogs named the default folder by the database's name at the time
-            path = self._db_path.parent / path
-        if not path.exists() and beside is not None and beside.is_dir():
-            return beside
-        return path
+        setting = self._catalog.get_setting("artifact_location") or None
+        if self._home_cache is not None and self._home_cache[0] == setting:
+            return self._home_cache[1], self._home_cache[2]
+        beside = self._db_path.with_name(self._db_path.name + ".artifacts") if self._db_path is not None else None
+        if setting is None:
+            location = None
+            home = beside if beside is not None else Path(tempfile.mkdtemp(prefix="duckreg-artifacts-"))
+        else:
+            location = Path(setting)
+            if not location.is_absolute():
+                location = (self._db_path.parent if self._db_path is not None else Path.cwd()) / location
+            is_default = not Path(setting).is_absolute() and "/" not in setting and setting.endswith(".artifacts")
+            moved = beside is not None and beside.is_dir() and (is_default or not location.exists())
+            home = beside if moved else location
+        self._home_cache = (setting, location, home)
+        return location, home
 
-    def _location_setting(self, root: Path) -> str:
-        """``artifact_location`` as the catalog keeps it (see ``_artifact_root``)."""
-        root = root.resolve()
-        if root == self._beside_database():
-            return BESIDE_DATABASE
-        if self._db_path is not None and root.is_relative_to(self._db_path.parent):
-            return root.relative_to(self._db_path.parent).as_posix()
-        return str(root)
+    def _relative_to_database(self, path: Path) -> str:
+        """``path`` as the catalog keeps it: relative to the database's folder when it lies under it, so
+        copying, zipping or mounting the two together keeps every model working; else absolute."""
+        path = path.resolve()
+        if self._db_path is not None and path.is_relative_to(self._db_path.parent):
+            return path.relative_to(self._db_path.parent).as_posix()
+        return str(path)
 
     def _version_folder(self, stored: str) -> Path:
-        """A version folder from the catalog: ``<model>/<folder>`` under the artifact root.
+        """A version folder from the catalog (kept as ``_relative_to_database`` wrote it).
 
-        Older catalogs kept longer paths (relative to the database's folder, or absolute); their last
-        two parts name the folder under the root, so those registries move and rename too. An
-        absolute path that still exists while the root has no such folder is used as it is.
+        A folder inside the registry's artifact folder, as the catalog named it, is looked up inside
+        that folder wherever it is now (renamed, moved, or shared by a snapshot). Others (logged with
+        another ``artifact_location``) are where the catalog says; one that is gone is looked up under
+        this registry's folder by its last two parts, as catalogs that kept absolute paths need.
         """
+        location, home = self._location_and_home()
         path = Path(stored)
-        under_root = self._artifacts.root.joinpath(*path.parts[-2:])
-        if path.is_absolute() and not under_root.is_dir() and path.is_dir():
-            return path
-        return under_root
+        full = (
+            path if path.is_absolute() else (self._db_path.parent if self._db_path is not None else Path.cwd()) / path
+        )
+        if location is not None and full.is_relative_to(location):
+            return home / full.relative_to(location)
+        if full.is_dir():
+            return full
+        under_home = home.joinpath(*path.parts[-2:])
+        return under_home if under_home.is_dir() else full
 
     @property
     def connection(self) -> duckdb.DuckDBPyConnection:
@@ -320,7 +327,7 @@ class Registry:
                     self._models.replace_version_files(
                         version._model_key,
                         version._version_key,
-                        relative,
+                        self._relative_to_database(published),
                         manifest.to_json(),
                         {"engine_agreement": metrics.get("engine_agreement")},
                     )
@@ -383,14 +390,14 @@ class Registry:
         faults.point("log_model:after_publish")
         new = replace(
             new,
-            artifact_path=relative,
+            artifact_path=self._relative_to_database(self._artifacts.path(relative)),
             manifest=manifest.to_json(),
             metrics={**logged.metrics, **new.metrics},  # the user's own figures win over measured ones
         )
 
         def remember_artifact_location(cat: Catalog) -> None:
             if is_new_model and cat.get_setting("artifact_location") is None:
-                cat.set_setting("artifact_location", self._location_setting(self._artifacts.root))
+                cat.set_setting("artifact_location", self._relative_to_database(self._artifacts.root))
 
         try:
             self._models.insert_version(new, create_model=is_new_model, on_commit=remember_artifact_location)
@@ -449,8 +456,14 @@ class Registry:
                 settings = f"{alias}.{quote(self.schema_name)}.settings"
                 cursor.execute(
                     f"INSERT OR REPLACE INTO {settings} VALUES ('artifact_location', ?)",
-                    [str(self._artifacts.root.resolve())],
+                    [str(self._location_and_home()[1].resolve())],
                 )
+                versions = f"{alias}.{quote(self.schema_name)}.versions"
+                for (stored,) in cursor.execute(f"SELECT DISTINCT artifact_path FROM {versions}").fetchall():
+                    cursor.execute(
+                        f"UPDATE {versions} SET artifact_path = ? WHERE artifact_path = ?",
+                        [str(self._version_folder(stored).resolve()), stored],
+                    )
             finally:
                 cursor.execute(f"DETACH {alias}")
 
@@ -526,7 +539,8 @@ class Registry:
         name = next(n for n, f in sql_names(handle._key, version_key, mv._functions()) if f.name == function.name)
         # ``*`` passes the required inputs by name; optional ones (text_pair) are left to their default.
         required = FunctionRunner(mv._handle(), function).required_inputs()
-        return ResolvedFunction(name, tuple(required), handle._key)
+        outputs = function.signature.outputs
+        return ResolvedFunction(name, tuple(required), handle._key, outputs[0].name if len(outputs) == 1 else None)
 
     def _refresh_sql(self, model_key: str) -> None:
         """After a committed change to a model: its SQL names follow it on every bound connection.

@@ -91,6 +91,17 @@ def test_snowflake_calls_are_rewritten_in_place(sql: str, expected: str) -> None
     assert used == ({"clf"} if "clf" in sql else set())
 
 
+def test_a_field_of_a_one_output_function_is_its_value() -> None:
+    def one_output(model: str, version: str | None, method: str) -> ResolvedFunction:
+        return ResolvedFunction(model.lower(), ("body",), model.lower(), "embedding")
+
+    assert rewrite("SELECT minilm!__call__(body):embedding FROM t", one_output)[0] == "SELECT minilm(body) FROM t"
+    assert rewrite("SELECT minilm!__call__(body):EMBEDDING AS e", one_output)[0] == "SELECT minilm(body) AS e"
+    # A struct output's fields are reached through it; another name is a field of the value.
+    assert rewrite("SELECT m!f(body):embedding.x", one_output)[0] == "SELECT (m(body))['x']"
+    assert rewrite("SELECT clf!predict(text):label", resolver)[0] == "SELECT (clf(text))['label']"
+
+
 def test_a_model_cte_is_rewritten_and_an_unknown_form_is_refused() -> None:
     text, used = rewrite("WITH m AS MODEL clf VERSION v2 SELECT m!predict(text) FROM t", resolver)
     assert text.strip() == "SELECT clf__v2(text) FROM t" and used == {"clf"}
