@@ -3,7 +3,7 @@
     duckreg shell shop.duckdb                  interactive SQL (multi-line, history, dot-commands)
     duckreg sql "SELECT ..." --db shop.duckdb  one statement
     duckreg run script.sql --db shop.duckdb    a script, stopping at the first error (with its line)
-    duckreg models | versions | functions | log | delete | jobs
+    duckreg models | versions | functions | log | default | alias | delete | jobs
 
 Every entry point accepts Snowflake model-call syntax (``MODEL(m, v1)!predict(x)``) and registers
 only the models a statement names, so starting is fast however many versions the registry holds.
@@ -63,6 +63,7 @@ def shell(database: str | None, db_option: str | None, read_only: bool, commands
             "Give a file (duckreg shell FILE, or --db FILE) to use a registry.",
             err=True,
         )
+    _check_exists(database, create=True)
     started = time.perf_counter()
     session = _session(database, read_only)
     from duckreg.shell import Shell, interactive, piped
@@ -82,7 +83,7 @@ def shell(database: str | None, db_option: str | None, read_only: bool, commands
         else:
             piped(runner, sys.stdin.readline)
     finally:
-        session.close()
+        runner.session.close()  # .open may have moved the shell to another database
     if runner.failures and (commands or not sys.stdin.isatty()):
         sys.exit(1)
 
@@ -94,10 +95,23 @@ def _one_database(database: str | None, db_option: str | None) -> str | None:
     return database or db_option
 
 
-def _open(database: str | None, read_only: bool = False) -> Any:
+def _open(database: str | None, read_only: bool = False, *, create: bool = False) -> Any:
+    """A session on the database --db names; a typo there must not create a new, empty registry, so a missing
+    file is refused unless the command creates registries (``create``), which says that it does."""
     if database is None:
         raise click.UsageError(f"Give the database with --db (or set {DB_ENV}).")
+    _check_exists(database, create=create)
     return _session(database, read_only)
+
+
+def _check_exists(database: str | None, *, create: bool = False) -> None:
+    if database is None or database == ":memory:" or Path(database).exists():
+        return
+    if create:
+        click.echo(f"Creating a new database file {database} (no file had that name).", err=True)
+        return
+    fail(f"No database file {database}. `duckreg shell {database}` creates a new one.")
+    sys.exit(1)
 
 
 def _session(database: str | None, read_only: bool = False) -> Any:
@@ -126,6 +140,7 @@ def sql_command(query: str, database: str | None, fmt: str) -> None:
     """Run QUERY (one or more statements) and print the last result."""
     from duckreg.shell import interrupt_on_ctrl_c, render, split_statements
 
+    _check_exists(database)
     session = _session(database)
     try:
         statements = [statement for _, statement in split_statements(query)]
@@ -154,6 +169,7 @@ def run(script: str, database: str | None, fmt: str) -> None:
     from duckreg.shell import interrupt_on_ctrl_c, render, split_statements
 
     text = sys.stdin.read() if script == "-" else Path(script).read_text()
+    _check_exists(database)
     session = _session(database)
     try:
         for line, statement in split_statements(text):
@@ -171,35 +187,69 @@ def run(script: str, database: str | None, fmt: str) -> None:
 
 @main.command()
 @db_option
-def models(database: str | None) -> None:
+@format_option
+def models(database: str | None, fmt: str) -> None:
     """List the logged models."""
     from duckreg.shell import print_models
 
     session = _open(database, read_only=True)
-    _guard(lambda: print_models(session), session)
+    _guard(lambda: print_models(session, _mode(fmt)), session)
 
 
 @main.command()
 @click.argument("model")
 @db_option
-def versions(model: str, database: str | None) -> None:
+@format_option
+def versions(model: str, database: str | None, fmt: str) -> None:
     """List the versions of MODEL."""
     from duckreg.shell import print_versions
 
     session = _open(database, read_only=True)
-    _guard(lambda: print_versions(session, model), session)
+    _guard(lambda: print_versions(session, model, _mode(fmt)), session)
 
 
 @main.command()
 @click.argument("model")
 @click.option("--version", "version", help="A version or alias (default: the default version).")
 @db_option
-def functions(model: str, version: str | None, database: str | None) -> None:
-    """Show MODEL's functions, signatures and SQL names."""
+@format_option
+def functions(model: str, version: str | None, database: str | None, fmt: str) -> None:
+    """Show MODEL's functions: each input, output and parameter with its DuckDB type, and the SQL names."""
     from duckreg.shell import print_functions
 
     session = _open(database, read_only=True)
-    _guard(lambda: print_functions(session, model, version, sys.stdout), session)
+    _guard(lambda: print_functions(session, model, version, sys.stdout, _mode(fmt)), session)
+
+
+def _key_values(items: tuple[str, ...], hint: str) -> dict[str, Any]:
+    """``KEY=VALUE`` items as a dict; a value that parses as JSON is that JSON (2, true, [1, 2])."""
+    import json
+
+    parsed: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{item!r} is not KEY=VALUE", param_hint=hint)
+        try:
+            parsed[key] = json.loads(value)
+        except json.JSONDecodeError:
+            parsed[key] = value
+    return parsed
+
+
+def _check_task(task: str) -> None:
+    """Refuse a task duckreg does not run, listing those it does (not transformers' own list)."""
+    from duckreg.tasks import TASK_ALIASES, TASKS, get_task
+
+    if get_task(task) is None:
+        import difflib
+
+        known = sorted({*TASKS, *TASK_ALIASES})
+        close = difflib.get_close_matches(task, known, n=1)
+        raise click.BadParameter(
+            (f"did you mean {close[0]!r}? " if close else "") + f"duckreg runs these tasks: {', '.join(known)}",
+            param_hint=f"--task {task!r}",
+        )
 
 
 @main.command()
@@ -209,6 +259,11 @@ def functions(model: str, version: str | None, database: str | None) -> None:
 @click.option("--version", "version_name", help="The version name (generated when left out).")
 @click.option("--comment")
 @click.option("--set", "settings", multiple=True, metavar="KEY=VALUE", help="A pipeline setting, e.g. top_k=2.")
+@click.option("--option", "options", multiple=True, metavar="KEY=VALUE",
+              help="A log option, as log_model(options=...): pooling=mean, engine=onnxruntime, quantize=int8, "
+                   "max_batch_size=64, ... Values are JSON where they parse.")  # fmt: skip
+@click.option("--default/--no-default", "make_default", default=None,
+              help="Make the new version the model's default (a model's first version always is).")  # fmt: skip
 @db_option
 def log(
     folder: str,
@@ -217,23 +272,24 @@ def log(
     version_name: str | None,
     comment: str | None,
     settings: tuple[str, ...],
+    options: tuple[str, ...],
+    make_default: bool | None,
     database: str | None,
 ) -> None:
-    """Log the model saved in FOLDER (save_pretrained output) as a new version."""
-    import json
+    """Log the model saved in FOLDER (save_pretrained output) as a new version.
 
+    \b
+      duckreg log ./all-MiniLM-L6-v2 --task feature-extraction --name minilm --option pooling=mean
+      duckreg log ./distilbert-sst2 --task text-classification --name sentiment --set top_k=2 \\
+          --option engine=onnxruntime --option quantize=int8
+    """
     from duckreg.huggingface import TransformersPipeline
 
-    kwargs: dict[str, Any] = {}
-    for item in settings:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise click.BadParameter(f"{item!r} is not KEY=VALUE", param_hint="--set")
-        try:
-            kwargs[key] = json.loads(value)
-        except json.JSONDecodeError:
-            kwargs[key] = value
-    session = _open(database)
+    _check_task(task)
+    kwargs = _key_values(settings, "--set")
+    log_options = _key_values(options, "--option")
+    _quiet_transformers()
+    session = _open(database, create=True)
 
     def do() -> None:
         mv = session.registry.log_model(
@@ -241,8 +297,68 @@ def log(
             model_name=model_name,
             version_name=version_name,
             comment=comment,
+            options=log_options or None,
         )
+        if make_default:
+            session.registry.get_model(model_name).default = mv.version_name
         click.echo(f"Logged {mv.model_name} version {mv.version_name}: SQL {', '.join(mv.sql_names())}")
+
+    _guard(do, session)
+
+
+def _quiet_transformers() -> None:
+    """No progress bars or load reports from transformers and the hub: the command prints its own line."""
+    import os
+
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    import transformers
+
+    transformers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.set_verbosity_error()
+
+
+@main.command()
+@click.argument("model")
+@click.argument("version")
+@db_option
+def default(model: str, version: str, database: str | None) -> None:
+    """Make VERSION (a version or alias) the default version of MODEL, which `MODEL(...)` calls in SQL."""
+    session = _open(database)
+
+    def do() -> None:
+        handle = session.registry.get_model(model)
+        handle.default = handle.version(version).version_name
+        click.echo(f"{handle.name}: default version {handle.default.version_name}")
+
+    _guard(do, session)
+
+
+@main.command()
+@click.argument("model")
+@click.argument("version", required=False)
+@click.argument("alias")
+@click.option("--unset", is_flag=True, help="Remove ALIAS from MODEL instead (no VERSION).")
+@db_option
+def alias(model: str, version: str | None, alias: str, unset: bool, database: str | None) -> None:
+    """Give VERSION of MODEL the alias ALIAS (moved from another version that has it); --unset removes it.
+
+    \b
+      duckreg alias sentiment v2 prod      # MODEL(sentiment, prod) and sentiment__prod(...) call v2
+      duckreg alias sentiment --unset prod
+    """
+    if unset == (version is not None):
+        raise click.UsageError("Give MODEL VERSION ALIAS to set an alias, or MODEL --unset ALIAS to remove one.")
+    session = _open(database)
+
+    def do() -> None:
+        handle = session.registry.get_model(model)
+        if unset:
+            handle.version(alias).unset_alias(alias)
+            click.echo(f"{handle.name}: alias {alias} removed")
+        else:
+            mv = handle.version(version)
+            mv.set_alias(alias)
+            click.echo(f"{handle.name}: alias {alias} -> version {mv.version_name}")
 
     _guard(do, session)
 

@@ -195,11 +195,16 @@ class FunctionRunner:
         return [s.name for s in self.signature.inputs if s.name not in self.optional_inputs]
 
     def run(
-        self, columns: Sequence[Sequence[Any]], params: dict[str, Any] | None = None, use_cache: bool | None = None
+        self,
+        columns: Sequence[Sequence[Any]],
+        params: dict[str, Any] | None = None,
+        use_cache: bool | None = None,
+        first_row: int = 0,
     ) -> list[dict[str, Any] | None]:
         """Columns in signature input order -> one output dict per row (None for a NULL row).
 
         ``use_cache=False`` computes every row even where the result cache holds it (a session's switch).
+        Errors count rows from 1, as people do, starting at ``first_row + 1`` (where these columns begin).
         """
         resolved = self.resolve_params(params)
         specs = self.signature.inputs
@@ -207,7 +212,7 @@ class FunctionRunner:
         checked: list[list[Any]] = []
         for spec, values in zip(specs, columns, strict=True):
             out = []
-            for row, value in enumerate(values):
+            for row, value in enumerate(values, start=first_row + 1):
                 coerced = check_feature(self.task.coerce_input(spec, value), spec, spec.shape)
                 if coerced is NOT_UNICODE:
                     raise ValueError(
@@ -267,7 +272,7 @@ class FunctionRunner:
             keys = [scope.key([row[name] for name in names]) for row in rows]
         except TypeError:  # an input value with no stable form: compute without the cache
             return self._predict(rows, params)
-        found = cache.get_many(keys)
+        found = cache.get_many(keys, scope)
         missing = [i for i, key in enumerate(keys) if key not in found]
         computed = self._predict([rows[i] for i in missing], params) if missing else []
         cache.put_many(scope, [(keys[i], result) for i, result in zip(missing, computed, strict=True)])

@@ -52,6 +52,14 @@ _SCHEMA = (
     "CREATE INDEX IF NOT EXISTS results_version ON results (version)",
     "CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL)",
     "INSERT OR IGNORE INTO counters VALUES ('bytes', 0), ('hits', 0), ('misses', 0)",
+    # Hits and misses of each model version, for `duckreg cache stats`.
+    """CREATE TABLE IF NOT EXISTS version_counters (
+        model TEXT NOT NULL,
+        version_name TEXT NOT NULL,
+        hits INTEGER NOT NULL,
+        misses INTEGER NOT NULL,
+        PRIMARY KEY (model, version_name)
+    )""",
 )
 
 
@@ -197,8 +205,9 @@ class ResultCache:
                 )
                 yield None
 
-    def get_many(self, keys: Sequence[str]) -> dict[str, Any]:
-        """The cached results among ``keys`` (decoded), marking them recently used."""
+    def get_many(self, keys: Sequence[str], scope: Scope | None = None) -> dict[str, Any]:
+        """The cached results among ``keys`` (decoded), marking them recently used; hits and misses are
+        counted for ``scope``'s model version too."""
         found: dict[str, Any] = {}
         with self._using() as connection:
             if connection is None:
@@ -213,7 +222,7 @@ class ResultCache:
                 with _transaction(connection):
                     for chunk, marks in _chunks(hit_keys):
                         connection.execute(f"UPDATE results SET last_used = ? WHERE key IN ({marks})", [now, *chunk])
-                    _count(connection, hits=len(found), misses=len(unique) - len(found))
+                    _count(connection, hits=len(found), misses=len(unique) - len(found), scope=scope)
         return found
 
     def put_many(self, scope: Scope, items: Sequence[tuple[str, Any]]) -> None:
@@ -284,7 +293,8 @@ class ResultCache:
             return int(count)
 
     def stats(self) -> dict[str, Any]:
-        """Entries, bytes and the bound, hits and misses so far, and entries per model version."""
+        """Entries, bytes and the bound, hits and misses so far, and entries, bytes, hits and misses per model
+        version."""
         empty = {"path": str(self.path), "entries": 0, "bytes": 0, "max_bytes": self.max_bytes, "hits": 0,
                  "misses": 0, "versions": []}  # fmt: skip
         with self._using() as connection:
@@ -295,14 +305,23 @@ class ResultCache:
                 "SELECT model, version_name, count(*), sum(nbytes) FROM results "
                 "GROUP BY model, version_name ORDER BY model, version_name"
             ).fetchall()
+            counted = {}
+            if connection.execute("SELECT 1 FROM sqlite_master WHERE name = 'version_counters'").fetchone():
+                counted = {(m, v): (h, n) for m, v, h, n in connection.execute("SELECT * FROM version_counters")}
+        entries = {(m, v): (n, b) for m, v, n, b in versions}
         return {
             **empty,
             "entries": sum(v[2] for v in versions),
             "bytes": counters.get("bytes", 0),
             "hits": counters.get("hits", 0),
             "misses": counters.get("misses", 0),
-            "versions": [{"model": m, "version": v, "entries": n, "bytes": b} for m, v, n, b in versions],
-        }
+            "versions": [
+                {"model": m, "version": v, "entries": entries.get((m, v), (0, 0))[0],
+                 "bytes": entries.get((m, v), (0, 0))[1], "hits": counted.get((m, v), (0, 0))[0],
+                 "misses": counted.get((m, v), (0, 0))[1]}
+                for m, v in sorted(entries.keys() | counted.keys())
+            ],
+        }  # fmt: skip
 
     def close(self) -> None:
         with self._lock:
@@ -338,9 +357,15 @@ def _bytes_of(connection: sqlite3.Connection, keys: list[str]) -> int:
     return total
 
 
-def _count(connection: sqlite3.Connection, *, hits: int, misses: int) -> None:
+def _count(connection: sqlite3.Connection, *, hits: int, misses: int, scope: Scope | None = None) -> None:
     connection.execute("UPDATE counters SET value = value + ? WHERE name = 'hits'", [hits])
     connection.execute("UPDATE counters SET value = value + ? WHERE name = 'misses'", [misses])
+    if scope is not None:
+        connection.execute(
+            "INSERT INTO version_counters VALUES (?, ?, ?, ?) ON CONFLICT (model, version_name) "
+            "DO UPDATE SET hits = hits + excluded.hits, misses = misses + excluded.misses",
+            [scope.model_name, scope.version_name, hits, misses],
+        )
 
 
 _OPEN: dict[tuple[Path, bool], ResultCache] = {}

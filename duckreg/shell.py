@@ -26,6 +26,8 @@ from typing import Any, TextIO
 import duckdb
 
 from duckreg import interrupts
+from duckreg.duckdb_ext.types import OutputTypes, feature_types
+from duckreg.model_signature import FeatureSpec
 
 MODES = ("duckbox", "box", "csv", "json", "markdown", "line")
 # Statements whose result is printed (as the DuckDB shell does); others run silently.
@@ -42,6 +44,9 @@ HELP = """\
 .versions MODEL              versions of a model
 .functions MODEL [VERSION]   SQL functions and signatures
 .tables                      tables and views (the registry's own tables are left out)
+.schema [PATTERN]            their CREATE statements (names matching the LIKE pattern)
+.open [--readonly] [FILE]    close this database and open FILE (a new in-memory one without)
+.maxrows N                   rows duckbox shows (the first and last halves; 40 by default)
 .jobs [list|show|logs|cancel] [JOB]
                              batch jobs: the newest, one job's state, its log, or cancel one run here
 .quit                        leave the shell"""
@@ -141,11 +146,13 @@ def _texts(relation: duckdb.DuckDBPyRelation) -> list[tuple[str | None, ...]]:
     return relation.project(casts).fetchall()
 
 
-def render(relation: duckdb.DuckDBPyRelation, mode: str = "duckbox", out: TextIO | None = None) -> None:
-    """Write a query's rows in ``mode``, as the DuckDB CLI does."""
+def render(
+    relation: duckdb.DuckDBPyRelation, mode: str = "duckbox", out: TextIO | None = None, max_rows: int = MAX_ROWS
+) -> None:
+    """Write a query's rows in ``mode``, as the DuckDB CLI does (duckbox shows at most ``max_rows`` rows)."""
     out = out or sys.stdout
     if mode == "duckbox":
-        _duckbox(relation, out)
+        _duckbox(relation, out, max_rows)
         return
     names = list(relation.columns)
     if mode == "json":
@@ -189,14 +196,15 @@ _NUMERIC = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "
             "UHUGEINT", "FLOAT", "DOUBLE", "DECIMAL")  # fmt: skip
 
 
-def _duckbox(relation: duckdb.DuckDBPyRelation, out: TextIO) -> None:
+def _duckbox(relation: duckdb.DuckDBPyRelation, out: TextIO, max_rows: int = MAX_ROWS) -> None:
     """DuckDB's default mode: names and types, one line per row (long values end in …), first and last 20 rows,
     and the middle columns left out when the terminal is too narrow for all of them."""
     names, types = list(relation.columns), [str(t).lower() for t in relation.types]
     rows = _texts(relation)
     shown: list[tuple[str | None, ...] | None] = list(rows)
-    if len(rows) > MAX_ROWS:
-        shown = [*rows[: MAX_ROWS // 2], None, *rows[-MAX_ROWS // 2 :]]
+    if len(rows) > max_rows:
+        head = (max_rows + 1) // 2
+        shown = [*rows[:head], None, *rows[len(rows) - (max_rows - head) :]]
     width = terminal_width(out)
     natural_all = [
         max([len(name), len(kind), *(len(_text(row[c])) for row in shown if row is not None)])
@@ -204,8 +212,8 @@ def _duckbox(relation: duckdb.DuckDBPyRelation, out: TextIO) -> None:
     ]
     keep = _columns_that_fit([min(n, _READABLE_CELL) for n in natural_all], width)
     notes = []
-    if len(rows) > MAX_ROWS:
-        notes.append(f"{len(rows)} rows ({MAX_ROWS} shown)")
+    if len(rows) > max_rows:
+        notes.append(f"{len(rows)} rows ({max_rows} shown)")
     if -1 in keep:
         notes.append(f"{len(names)} columns ({len(keep) - 1} shown)")
     pick = [(names[i], types[i]) if i >= 0 else ("…", "") for i in keep]
@@ -325,6 +333,7 @@ class Shell:
         self.session = session
         self.mode = mode
         self.timer = False
+        self.max_rows = MAX_ROWS
         self.out = out or sys.stdout
         self.failures = 0
         self.buffer: list[str] = []
@@ -364,7 +373,7 @@ class Shell:
             with interrupt_on_ctrl_c(self.session.con):
                 relation = self.session.execute(statement)
                 if relation is not None:
-                    render(relation, self.mode, self.out)
+                    render(relation, self.mode, self.out, self.max_rows)
         except Exception as exc:  # noqa: BLE001 - the shell reports every error and goes on
             self.out.flush()
             fail(str(exc))
@@ -398,7 +407,16 @@ class Shell:
             elif command == ".versions" and len(args) == 1:
                 print_versions(self.session, args[0], self.mode, self.out)
             elif command == ".functions" and len(args) in (1, 2):
-                print_functions(self.session, args[0], args[1] if len(args) == 2 else None, self.out)
+                print_functions(self.session, args[0], args[1] if len(args) == 2 else None, self.out, self.mode)
+            elif command == ".schema" and len(args) <= 1:
+                self._schema(args[0] if args else None)
+            elif command == ".maxrows" and len(args) == 1 and args[0].isdigit() and int(args[0]) > 0:
+                self.max_rows = int(args[0])
+            elif command == ".open" and len(args) <= 2 and (len(args) < 2 or args[0] == "--readonly"):
+                self._open(
+                    args[-1] if args and args[-1] != "--readonly" else None,
+                    read_only=bool(args) and args[0] == "--readonly",
+                )
             elif command == ".tables":
                 self._tables()
             elif command == ".jobs" and job_command(self.session, args, self.mode, self.out):
@@ -410,6 +428,27 @@ class Shell:
             fail(str(exc))
             self.failures += 1
         return True
+
+    def _schema(self, pattern: str | None) -> None:
+        """The CREATE statements of tables and views (names matching the LIKE ``pattern``), as DuckDB's ``.schema``;
+        the registry's own tables are left out."""
+        schema = self.session.registry.schema_name
+        rows = self.session.con.execute(
+            "SELECT sql FROM (SELECT schema_name, table_name AS name, sql FROM duckdb_tables() WHERE NOT internal "
+            "UNION ALL SELECT schema_name, view_name, sql FROM duckdb_views() WHERE NOT internal) "
+            "WHERE schema_name <> ? AND (? IS NULL OR name ILIKE ?) ORDER BY schema_name, name",
+            [schema, pattern, pattern],
+        ).fetchall()
+        for (sql,) in rows:
+            self.out.write(sql.rstrip().rstrip(";") + ";\n")
+
+    def _open(self, database: str | None, *, read_only: bool) -> None:
+        """Leave this database for ``database`` (a new in-memory one when None); on failure stay where we are."""
+        opened = Session(database, read_only=read_only)
+        self.session.close()
+        self.session = opened
+        self._words = None
+        self.out.write(f"Opened {opened.database}" + (" (read-only)" if read_only else "") + "\n")
 
     def _set_mode(self, args: list[str]) -> None:
         if not args:
@@ -488,18 +527,49 @@ def _render_listing(frame: Any, columns: dict[str, str], mode: str, out: TextIO 
             return ""
         return str(value)[:16] if isinstance(value, pd.Timestamp) else str(value)
 
-    listing = pd.DataFrame({shown: [readable(v) for v in frame[source]] for shown, source in columns.items()})
+    listing = pd.DataFrame(
+        {shown: [readable(v) for v in frame[source]] for shown, source in columns.items()}, dtype="string"
+    )
     render_frame(listing, mode, out)
 
 
-def print_functions(session: Session, model: str, version: str | None, out: TextIO) -> None:
-    """A version's functions with their signatures, and the SQL names that call them."""
+def print_functions(session: Session, model: str, version: str | None, out: TextIO, mode: str = "duckbox") -> None:
+    """A version's functions: each input, output and parameter with its DuckDB type, then the SQL names."""
+    import pandas as pd
+
     handle = session.registry.get_model(model)
     mv = handle.version(version) if version else handle.default
-    for function in mv.show_functions():
-        out.write(f"{function['name']} ({function['target_method']})\n{function['signature']!r}\n")
+    rows = []
+    for function in mv._functions():
+        outputs = OutputTypes.of(function)
+        for spec in function.signature.inputs:
+            not_null = "NOT NULL" if not getattr(spec, "nullable", True) else ""
+            rows.append((function.name, "input", spec.name, feature_types(spec, shape=spec.shape)[0], not_null))
+        for name, sql_type in zip(outputs.names, _output_sql_types(function), strict=True):
+            rows.append((function.name, "output", name, sql_type, ""))
+        for param in function.signature.params:
+            default = json.dumps(param.default_value, default=str)
+            rows.append((function.name, "param", param.name, _param_type(param), f"default {default}"))
+    columns = ["function", "kind", "name", "type", "detail"]
+    render_frame(pd.DataFrame(rows, columns=columns, dtype="string"), mode, out)
     names = ", ".join(mv.sql_names())
-    out.write(f"SQL: {names}" + ("" if version else f" (default version: {handle.name}(...))") + "\n")
+    if mode == "duckbox":
+        out.write(f"SQL: {names}" + ("" if version else f" (default version: {handle.name}(...))") + "\n")
+
+
+def _output_sql_types(function: Any) -> list[str]:
+    return [
+        feature_types(o, is_json=o.name in function.json_outputs, shape=function.output_shape(o.name))[0]
+        for o in function.signature.outputs
+    ]
+
+
+def _param_type(param: Any) -> str:
+    """A parameter's DuckDB type: its scalar type with its shape, or a STRUCT of its children."""
+    if hasattr(param, "specs"):
+        inner = "STRUCT(" + ", ".join(f"{c.name} {_param_type(c)}" for c in param.specs) + ")"
+        return inner + "".join("[]" if d == -1 else f"[{d}]" for d in param.shape or ())
+    return feature_types(FeatureSpec(param.name, param.dtype), shape=param.shape)[0]
 
 
 def job_command(session: Session, args: list[str], mode: str = "duckbox", out: TextIO | None = None) -> bool:

@@ -203,10 +203,10 @@ def test_text_that_is_not_valid_unicode_is_refused_by_column_and_row(shop) -> No
     undecodable = b"caf\xe9".decode("utf-8", errors="surrogateescape")
     frame = pd.DataFrame({"text": pd.Series(["fine", undecodable], dtype=object)})  # pandas' own strings refuse it
     mv = shop.get_model("tc").default
-    with pytest.raises(ValueError, match=rf"{CONTEXT}, column 'text': row 1 is not valid Unicode text"):
+    with pytest.raises(ValueError, match=rf"{CONTEXT}, column 'text': row 2 is not valid Unicode text"):
         mv.run(frame)
     message = _batch_error(shop, "tc", frame, "@lake/unicode/")
-    assert message.startswith("Column 'text', row 1 of the input is not valid Unicode text")
+    assert message.startswith("Column 'text', row 2 of the input is not valid Unicode text")  # counted from 1
     con = shop.register_functions()
     with pytest.raises(duckdb.ConversionException, match="invalid UTF8"):  # DuckDB text is always valid UTF-8
         con.execute("SELECT tc(decode('\\xff'::BLOB))").fetchall()
@@ -420,3 +420,24 @@ def test_a_database_locked_by_another_process_gets_a_duckreg_error(tmp_path) -> 
         assert f"open for writing in process {holder.pid}" in done.stderr and "Traceback" not in done.stderr
     finally:
         holder.communicate("", timeout=30)
+
+
+def test_a_database_another_process_reads_is_refused_for_writing_naming_that_reader(tmp_path) -> None:
+    db = tmp_path / "read.duckdb"
+    duckdb.connect(str(db)).close()
+    reader = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(f"""
+            import sys, duckdb
+            con = duckdb.connect({str(db)!r}, read_only=True)
+            print("ready", flush=True)
+            sys.stdin.read()
+        """)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert reader.stdout.readline().strip() == "ready"
+        with pytest.raises(duckreg.DatabaseLocked, match=rf"is open read-only in process {reader.pid} .*Close"):
+            duckreg.connect(db)
+        duckdb.connect(str(db), read_only=True).close()  # readers share it
+    finally:
+        reader.communicate("", timeout=30)

@@ -87,7 +87,7 @@ def test_a_missing_image_fails_the_job_naming_row_and_path(vision, tmp_path: Pat
             ]
         }
     )
-    with pytest.raises(ValueError, match=r"Model cat_vision version v1.*column 'messages'.*row 1.*@imgs/missing.png"):
+    with pytest.raises(ValueError, match=r"Model cat_vision version v1.*column 'messages'.*row 2.*@imgs/missing.png"):
         vision.run_batch(frame, output_spec=OutputSpec("@out/miss/"), input_spec=InputSpec(params=GREEDY),
                          job_spec=JobSpec(block=True))  # fmt: skip
     assert not (tmp_path / "out" / "miss" / "_SUCCESS").exists()
@@ -104,7 +104,7 @@ def test_web_urls_and_escaping_paths_are_refused(vision, registry) -> None:
             vision.run_batch(pd.DataFrame({"messages": [json.dumps(ask(url))]}),
                              output_spec=OutputSpec(f"@out/w{position}/"), input_spec=InputSpec(params=GREEDY),
                              job_spec=JobSpec(block=True))  # fmt: skip
-    with pytest.raises(ValueError, match=r"column 'messages', row 0: image_url 'https://example.com/cat.png': media"):
+    with pytest.raises(ValueError, match=r"column 'messages', row 1: image_url 'https://example.com/cat.png': media"):
         vision.run(pd.DataFrame({"messages": [ask("https://example.com/cat.png")]}), params=GREEDY)
     con = registry.register_functions()
     with pytest.raises(
@@ -136,7 +136,7 @@ def test_mv_run_reads_stage_pictures_as_run_batch_does(vision) -> None:
         c[0]["message"]["content"] for c in inline["choices"]
     ]
     with pytest.raises(
-        ValueError, match=r"Model cat_vision version v1.*column 'messages', row 1: cannot read @imgs/no"
+        ValueError, match=r"Model cat_vision version v1.*column 'messages', row 2: cannot read @imgs/no"
     ):
         vision.run(
             pd.DataFrame({"messages": [ask("@imgs/cat0.png"), ask("@imgs/no.png")]}),
@@ -178,10 +178,10 @@ def test_run_batch_fetches_web_pictures_only_from_allowed_hosts(vision, web_imag
     assert [c[0]["message"]["content"] for c in got["choices"]] == [
         c[0]["message"]["content"] for c in inline["choices"]
     ]
-    with pytest.raises(ValueError, match=r"row 0 of its part: image_url .*'allowed_media_domains': \['127.0.0.1'\]"):
+    with pytest.raises(ValueError, match=r"row 1 of its part: image_url .*'allowed_media_domains': \['127.0.0.1'\]"):
         vision.run_batch(frame, output_spec=OutputSpec("@out/web2/"), job_spec=JobSpec(block=True))
     missing = pd.DataFrame({"messages": [json.dumps(ask(f"{web_images}/gone.png"))]})
-    with pytest.raises(ValueError, match=r"row 0 of its part: image_url cannot fetch http://127.*/gone.png: File not"):
+    with pytest.raises(ValueError, match=r"row 1 of its part: image_url cannot fetch http://127.*/gone.png: File not"):
         vision.run_batch(missing, output_spec=OutputSpec("@out/web3/"), job_spec=JobSpec(block=True),
                          inference_engine_options=allowed)  # fmt: skip
     one_string = {"engine": "local", "allowed_media_domains": "127.0.0.1"}

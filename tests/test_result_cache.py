@@ -56,7 +56,10 @@ def test_a_repeated_query_is_served_from_the_cache(registry, clf) -> None:
     stats = registry.result_cache.stats()
     assert stats["entries"] == len(TEXTS) + 1  # and the row that loaded the model
     assert stats["hits"] >= len(TEXTS)
-    assert stats["versions"] == [{"model": "clf", "version": "v1", "entries": 5, "bytes": stats["bytes"]}]
+    (version,) = stats["versions"]
+    assert version == {"model": "clf", "version": "v1", "entries": 5, "bytes": stats["bytes"],
+                       "hits": stats["hits"], "misses": stats["misses"]}  # fmt: skip
+    assert version["hits"] >= len(TEXTS) and version["misses"] == len(TEXTS) + 1
 
 
 def test_a_partly_cached_query_computes_only_the_new_rows(registry, clf) -> None:

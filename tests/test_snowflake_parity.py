@@ -238,11 +238,11 @@ def test_nullable_features_round_trip_and_a_non_nullable_input_refuses_null(regi
     signature = ModelSignature(inputs=[strict], outputs=[FeatureSpec("setting", DataType.STRING)])
     mv = registry.log_model(Sampler(), model_name="careful", version_name="v1", signatures={"predict": signature})
     assert mv.show_functions()[0]["signature"].inputs[0].nullable is False
-    message = "Model careful version v1, function PREDICT, column 'text': row 1 is NULL; the signature declares"
+    message = "Model careful version v1, function PREDICT, column 'text': row 2 is NULL; the signature declares"
     with pytest.raises(ValueError, match=re.escape(message)), pytest.warns(UserWarning):
         mv.run(pd.DataFrame({"text": ["a", None]}))
     con = registry.register_functions()
-    with pytest.raises(duckdb.Error, match="row 0 is NULL; the signature declares it not nullable"):
+    with pytest.raises(duckdb.Error, match="row 1 is NULL; the signature declares it not nullable"):
         con.execute("SELECT careful(NULL::VARCHAR)").fetchall()
     assert con.execute("SELECT careful('a')").fetchone() == ("a:1.0:50",)
 

@@ -160,7 +160,7 @@ def test_bad_params_are_clear_errors(chat, tmp_path: Path, params: dict, message
 @needs_vllm
 def test_bad_messages_name_the_row(chat, tmp_path: Path) -> None:
     frame = pd.DataFrame({"messages": [json.dumps(_conversation(0)), "not json", json.dumps(_conversation(2))]})
-    with pytest.raises(ValueError, match=r"column 'messages', row 1: messages is not valid JSON"):
+    with pytest.raises(ValueError, match=r"column 'messages', row 2: messages is not valid JSON"):
         chat.run_batch(frame, output_spec=OutputSpec("@out/rows/"), job_spec=JobSpec(block=True),
                        inference_engine_options=VLLM)  # fmt: skip
 
@@ -277,9 +277,9 @@ def test_allowed_web_pictures_equal_stage_pictures_on_vllm(vision, tmp_path: Pat
 @pytest.mark.parametrize(
     ("path", "message"),
     [
-        ("@stage/path/missing.jpeg", r"row 1: cannot read @stage/path/missing.jpeg"),
-        ("@stage/path/notes.txt", r"row 1: .*image_url holds no readable image"),
-        ("data:image/png;base64,%%%", r"row 1: .*image_url holds invalid base64"),
+        ("@stage/path/missing.jpeg", r"row 2: cannot read @stage/path/missing.jpeg"),
+        ("@stage/path/notes.txt", r"row 2: .*image_url holds no readable image"),
+        ("data:image/png;base64,%%%", r"row 2: .*image_url holds invalid base64"),
     ],
 )
 def test_a_missing_or_unreadable_picture_fails_the_job_naming_row_and_path(
@@ -325,7 +325,7 @@ def test_audio_parts_are_refused_by_an_image_model(vision, tmp_path: Path) -> No
     (tmp_path / "stage" / "path" / "meow.wav").write_bytes(b"RIFF....WAVE")
     audio = {"type": "input_audio", "input_audio": {"data": "@stage/path/meow.wav", "format": "wav"}}
     frame = pd.DataFrame({"messages": [json.dumps([{"role": "user", "content": [audio]}])]})
-    with pytest.raises(ValueError, match=r"row 0: .*input_audio parts are not supported by image-text-to-text"):
+    with pytest.raises(ValueError, match=r"row 1: .*input_audio parts are not supported by image-text-to-text"):
         vision.run_batch(frame, output_spec=OutputSpec("@out/audio/"), job_spec=JobSpec(block=True),
                          inference_engine_options={"engine": "vllm"})  # fmt: skip
 

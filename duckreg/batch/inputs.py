@@ -98,7 +98,7 @@ def _table_digest(table: pa.Table) -> str:
 def _not_unicode(frame: pd.DataFrame) -> str:
     """Where a DataFrame holds text that is not valid Unicode (a lone surrogate), for the error."""
     for column in frame.columns:
-        for row, value in enumerate(frame[column].tolist()):
+        for row, value in enumerate(frame[column].tolist(), start=1):
             if isinstance(value, str) and not valid_unicode(value):
                 return (
                     f"Column {column!r}, row {row} of the input is not valid Unicode text (it holds a lone "

@@ -183,7 +183,7 @@ def input_columns(plan: BatchPlan | PartWriter, table: pa.Table, first_row: int 
                 runner,
                 data,
                 lambda path: read_stage_bytes(plan.stages, path),
-                lambda row: f": row {row} of its part" if first_row is None else f", row {first_row + row}",
+                lambda row: f": row {row + 1} of its part" if first_row is None else f", row {first_row + row + 1}",
                 plan.media_hosts,
             )
         encoding = plan.handling.get(spec.name)

@@ -44,7 +44,7 @@ _BY_PATH: dict[str, str] = {}
 
 
 class DatabaseLocked(duckdb.IOException):
-    """The database file is open for writing in another process (DuckDB allows one writing process)."""
+    """The database file is open in another process: for writing, or read-only while this one wants to write."""
 
 
 _LOCK_HOLDER = re.compile(r"Conflicting lock is held in (?P<program>.*?) \(PID (?P<pid>\d+)\)")
@@ -59,11 +59,21 @@ def open_database(database: str | None, **kwargs: Any) -> duckdb.DuckDBPyConnect
         found = _LOCK_HOLDER.search(str(exc))
         if found is None:
             raise
+        how = "for writing" if kwargs.get("read_only") or _writing_elsewhere(path) else "read-only"
         raise DatabaseLocked(
-            f"{path} is open for writing in process {found['pid']} ({found['program']}). DuckDB lets one process "
+            f"{path} is open {how} in process {found['pid']} ({found['program']}). DuckDB lets one process "
             "write a database file and lets other processes open it (even read-only) only while none writes. "
             "Close the database in that process (its notebook, service or duckreg shell) and try again."
         ) from None
+
+
+def _writing_elsewhere(path: str) -> bool:
+    """Whether the process holding ``path``'s lock writes it (a read-only holder lets readers in)."""
+    try:
+        duckdb.connect(path, read_only=True).close()
+    except duckdb.IOException:
+        return True
+    return False
 
 
 class Gone(Exception):

@@ -165,15 +165,16 @@ class ModelVersion:
         columns = pandas_io.input_columns(frame, runner)
         if runner.function.implementation is Implementation.OPENAI_CHAT:
             # Stage paths in chat media parts (@stage/cat.png) are read from this registry, as run_batch reads them.
+            read = self._registry.stages.read_bytes
             columns = [
-                column_with_stage_media(runner, values, self._registry.stages.read_bytes, lambda row: f", row {row}")
+                column_with_stage_media(runner, values, read, lambda row: f", row {row + 1}")
                 if spec.name == "messages"
                 else values
                 for spec, values in zip(runner.signature.inputs, columns, strict=True)
             ]
         results: list[dict[str, Any] | None] = []
         for start in range(0, len(frame), _RUN_CHUNK_ROWS):
-            results.extend(runner.run([c[start : start + _RUN_CHUNK_ROWS] for c in columns], params))
+            results.extend(runner.run([c[start : start + _RUN_CHUNK_ROWS] for c in columns], params, first_row=start))
         if not len(frame):
             runner.resolve_params(params)
         return pandas_io.output_frame(results, runner.signature, frame.index)

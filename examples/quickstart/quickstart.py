@@ -69,7 +69,12 @@ def main() -> None:
     print("\nRegistered models:")
     print(registry.show_models()[["name", "default_version_name", "versions"]].to_string(index=False))
     con.close()
-    print(f"\nThe registry lives in {DATABASE}; reopen it with duckreg.connect({DATABASE.name!r}).")
+    shown = DATABASE.relative_to(Path.cwd()) if DATABASE.is_relative_to(Path.cwd()) else DATABASE
+    print(
+        f"\nThe registry lives in {shown}. Call its models from SQL with\n"
+        f"  .venv/bin/duckreg shell {shown}\n"
+        f"or from Python with duckreg.connect({str(shown)!r})."
+    )
 
 
 if __name__ == "__main__":

@@ -165,7 +165,7 @@ def answer(llm: Any, plan: BatchPlan, table: Any, *, first_row: int = 0) -> list
     with_media = runner.version.manifest.task == "image-text-to-text"
     requests, settings = [], []
     for row in range(table.num_rows):
-        where = f"{runner.context('messages')}, row {first_row + row}"
+        where = f"{runner.context('messages')}, row {first_row + row + 1}"
         try:
             messages = parse_messages(data["messages"][row])
             if with_media:
