@@ -3,7 +3,7 @@
     duckreg shell shop.duckdb                  interactive SQL (multi-line, history, dot-commands)
     duckreg sql "SELECT ..." --db shop.duckdb  one statement
     duckreg run script.sql --db shop.duckdb    a script, stopping at the first error (with its line)
-    duckreg models | versions | functions | log | default | alias | delete | jobs
+    duckreg models | versions | functions | log | default | alias | unalias | delete | jobs | stages
 
 Every entry point accepts Snowflake model-call syntax (``MODEL(m, v1)!predict(x)``) and registers
 only the models a statement names, so starting is fast however many versions the registry holds.
@@ -335,30 +335,38 @@ def default(model: str, version: str, database: str | None) -> None:
 
 @main.command()
 @click.argument("model")
-@click.argument("version", required=False)
+@click.argument("version")
 @click.argument("alias")
-@click.option("--unset", is_flag=True, help="Remove ALIAS from MODEL instead (no VERSION).")
 @db_option
-def alias(model: str, version: str | None, alias: str, unset: bool, database: str | None) -> None:
-    """Give VERSION of MODEL the alias ALIAS (moved from another version that has it); --unset removes it.
+def alias(model: str, version: str, alias: str, database: str | None) -> None:
+    """Give VERSION of MODEL the alias ALIAS (taken from another version that has it).
 
     \b
-      duckreg alias sentiment v2 prod      # MODEL(sentiment, prod) and sentiment__prod(...) call v2
-      duckreg alias sentiment --unset prod
+      duckreg alias sentiment v2 prod      # MODEL(sentiment, prod)!__call__(...) calls v2
     """
-    if unset == (version is not None):
-        raise click.UsageError("Give MODEL VERSION ALIAS to set an alias, or MODEL --unset ALIAS to remove one.")
     session = _open(database)
 
     def do() -> None:
         handle = session.registry.get_model(model)
-        if unset:
-            handle.version(alias).unset_alias(alias)
-            click.echo(f"{handle.name}: alias {alias} removed")
-        else:
-            mv = handle.version(version)
-            mv.set_alias(alias)
-            click.echo(f"{handle.name}: alias {alias} -> version {mv.version_name}")
+        mv = handle.version(version)
+        mv.set_alias(alias)
+        click.echo(f"{handle.name}: alias {alias} -> version {mv.version_name}")
+
+    _guard(do, session)
+
+
+@main.command()
+@click.argument("model")
+@click.argument("alias")
+@db_option
+def unalias(model: str, alias: str, database: str | None) -> None:
+    """Remove the alias ALIAS from MODEL."""
+    session = _open(database)
+
+    def do() -> None:
+        handle = session.registry.get_model(model)
+        handle.version(alias).unset_alias(alias)
+        click.echo(f"{handle.name}: alias {alias} removed")
 
     _guard(do, session)
 
@@ -549,6 +557,43 @@ def jobs_command(action: str, job: str | None, database: str | None, fmt: str) -
         raise click.UsageError("list takes no JOB; show, logs and cancel take one.")
     session = _open(database, read_only=True)
     _guard(lambda: job_command(session, [action, *([job] if job else [])], _mode(fmt)), session)
+
+
+@main.command("stages")
+@click.argument("action", type=click.Choice(["list", "create", "drop"]), default="list")
+@click.argument("name", required=False)
+@click.argument("url", required=False)
+@click.option("--comment")
+@db_option
+@format_option
+def stages_command(
+    action: str, name: str | None, url: str | None, comment: str | None, database: str | None, fmt: str
+) -> None:
+    """Stages, the named folders batch jobs read and write: `list`, `create NAME FOLDER_OR_URL`, `drop NAME`.
+
+    \b
+      duckreg stages create lake ./lake --db shop.duckdb    # @lake/... in run_batch and stage_files
+    A relative folder is taken from the current directory; its files stay when the stage is dropped.
+    """
+    from duckreg.shell import render_frame
+
+    wanted = {"list": (False, False), "create": (True, True), "drop": (True, False)}[action]
+    if (name is not None, url is not None) != wanted:
+        raise click.UsageError("list takes no arguments, create takes NAME and FOLDER_OR_URL, drop takes NAME.")
+    session = _open(database, read_only=action == "list")
+
+    def do() -> None:
+        registry = session.registry
+        if action == "create":
+            target = url if "://" in url else str(Path(url).expanduser().resolve())
+            click.echo(f"Created {registry.create_stage(name, target, comment=comment)} at {target}")
+        elif action == "drop":
+            registry.drop_stage(name)
+            click.echo(f"Dropped @{name} (its files are kept)")
+        else:
+            render_frame(registry.show_stages().astype("string"), _mode(fmt))
+
+    _guard(do, session)
 
 
 @main.group()

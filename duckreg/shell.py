@@ -26,8 +26,7 @@ from typing import Any, TextIO
 import duckdb
 
 from duckreg import interrupts
-from duckreg.duckdb_ext.types import OutputTypes, feature_types
-from duckreg.model_signature import FeatureSpec
+from duckreg.duckdb_ext.types import OutputTypes, feature_types, param_type
 
 MODES = ("duckbox", "box", "csv", "json", "markdown", "line")
 # Statements whose result is printed (as the DuckDB shell does); others run silently.
@@ -549,7 +548,7 @@ def print_functions(session: Session, model: str, version: str | None, out: Text
             rows.append((function.name, "output", name, sql_type, ""))
         for param in function.signature.params:
             default = json.dumps(param.default_value, default=str)
-            rows.append((function.name, "param", param.name, _param_type(param), f"default {default}"))
+            rows.append((function.name, "param", param.name, param_type(param), f"default {default}"))
     columns = ["function", "kind", "name", "type", "detail"]
     render_frame(pd.DataFrame(rows, columns=columns, dtype="string"), mode, out)
     names = ", ".join(mv.sql_names())
@@ -562,14 +561,6 @@ def _output_sql_types(function: Any) -> list[str]:
         feature_types(o, is_json=o.name in function.json_outputs, shape=function.output_shape(o.name))[0]
         for o in function.signature.outputs
     ]
-
-
-def _param_type(param: Any) -> str:
-    """A parameter's DuckDB type: its scalar type with its shape, or a STRUCT of its children."""
-    if hasattr(param, "specs"):
-        inner = "STRUCT(" + ", ".join(f"{c.name} {_param_type(c)}" for c in param.specs) + ")"
-        return inner + "".join("[]" if d == -1 else f"[{d}]" for d in param.shape or ())
-    return feature_types(FeatureSpec(param.name, param.dtype), shape=param.shape)[0]
 
 
 def job_command(session: Session, args: list[str], mode: str = "duckbox", out: TextIO | None = None) -> bool:

@@ -4,6 +4,7 @@ commands) and the dbt-duckdb plugin with the example project."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -104,7 +105,8 @@ def test_shell_runs_statements_and_dot_commands(shop, db_path) -> None:
     assert "missing_column" in done.stderr
     out = done.stdout
     assert "label" in out and "snow" in out and ("POSITIVE" in out or "NEGATIVE" in out)
-    assert "sentiment__v1" in out and "FeatureSpec(dtype=DataType.STRING, name='text')" in out
+    assert "sentiment__v1" in out and re.search(r"__CALL__\s*│\s*input\s*│\s*text\s*│\s*VARCHAR", out), out
+    assert "FeatureSpec(" not in out  # DuckDB types, not Python reprs
     ok = _cli("shell", str(db_path), stdin="SELECT 41 + 1 AS answer;\n")
     assert ok.returncode == 0 and "42" in ok.stdout
 
@@ -150,24 +152,77 @@ def test_sql_and_run_commands(shop, db_path, tmp_path) -> None:
     assert "never" not in tables
 
 
-def test_registry_commands(shop, db_path, model_dirs) -> None:
+def test_registry_commands(shop, db_path, model_dirs, tmp_path) -> None:
     shop.connection.close()
-    for command in ["shell", "sql", "run", "models", "versions", "functions", "log", "delete"]:
+    for command in ["shell", "sql", "run", "models", "versions", "functions", "log", "default", "alias", "unalias",
+                    "delete", "jobs", "stages"]:  # fmt: skip
         assert _cli(command, "--help").returncode == 0
     listed = _cli("models", "--db", str(db_path))
     assert listed.returncode == 0 and "sentiment" in listed.stdout
     assert "latest_try" in _cli("versions", "sentiment", "--db", str(db_path)).stdout
+    as_csv = _cli("versions", "sentiment", "--db", str(db_path), "--format", "csv").stdout.splitlines()
+    assert as_csv[0] == "name,aliases,comment,created_on" and as_csv[1].startswith("v1,")
     logged = _cli("log", str(model_dirs["text-classification"]), "--task", "text-classification", "--name", "mood",
                   "--version", "v1", "--set", "top_k=2", "--db", str(db_path))  # fmt: skip
     assert logged.returncode == 0, logged.stderr
     assert "Logged mood version v1" in logged.stdout
-    functions = _cli("functions", "mood", "--db", str(db_path))
-    assert "FeatureSpec(dtype=DataType.STRING, name='outputs')" in functions.stdout
+    assert "\x1b[" not in logged.stdout + logged.stderr and "Loading weights" not in logged.stderr
+    functions = _cli("functions", "mood", "--db", str(db_path), "--format", "csv")
+    assert "__CALL__,output,outputs,JSON," in functions.stdout, functions.stdout
+    assert "__CALL__,input,text,VARCHAR," in functions.stdout
+    # Log options from the command line: an embedding model's pooling, made the default at once.
+    embedded = _cli("log", str(model_dirs["feature-extraction"]), "--task", "feature-extraction", "--name", "mood",
+                    "--version", "emb", "--option", "pooling=mean", "--default", "--db", str(db_path))  # fmt: skip
+    assert embedded.returncode == 0, embedded.stderr
+    vector = _cli("sql", "SELECT len(mood('hi')) AS n", "--db", str(db_path), "--format", "csv")
+    assert vector.stdout == "n\n32\n", vector.stderr
+    typo = _cli("log", str(model_dirs["feature-extraction"]), "--task", "feature-extration", "--name", "x",
+                "--db", str(db_path))  # fmt: skip
+    assert typo.returncode == 2 and "did you mean 'feature-extraction'?" in typo.stderr
+    assert "question-answering" in typo.stderr and "Traceback" not in typo.stderr
+    # Default versions and aliases from the command line.
+    assert _cli("default", "mood", "v1", "--db", str(db_path)).stdout.strip() == "mood: default version v1"
+    assert _cli("alias", "mood", "emb", "vectors", "--db", str(db_path)).returncode == 0
+    by_alias = "SELECT len(MODEL(mood, vectors)!__call__('hi')) AS n"
+    assert _cli("sql", by_alias, "--db", str(db_path), "--format", "csv").stdout == "n\n32\n"
+    assert _cli("unalias", "mood", "vectors", "--db", str(db_path)).returncode == 0
+    assert "vectors" not in _cli("versions", "mood", "--db", str(db_path)).stdout
     missing = _cli("versions", "nope", "--db", str(db_path))
     assert missing.returncode == 1 and "nope" in missing.stderr
     assert _cli("delete", "mood", "--yes", "--db", str(db_path)).returncode == 0
     assert "mood" not in _cli("models", "--db", str(db_path)).stdout
     assert _cli("models").returncode != 0  # no database given
+    # Stages from the command line.
+    created = _cli("stages", "create", "lake", str(tmp_path / "lake"), "--db", str(db_path))
+    assert created.returncode == 0 and (tmp_path / "lake").is_dir(), created.stderr
+    assert "lake," in _cli("stages", "--db", str(db_path), "--format", "csv").stdout
+    # A mistyped --db is refused, not made into a new, empty registry.
+    typo_db = tmp_path / "shpo.duckdb"
+    refused = _cli("sql", "SELECT 1", "--db", str(typo_db))
+    assert refused.returncode == 1 and f"No database file {typo_db}" in refused.stderr and not typo_db.exists()
+    shell = _cli("shell", str(typo_db), stdin="SELECT 1;\n")
+    assert shell.returncode == 0 and f"Creating a new database file {typo_db}" in shell.stderr
+
+
+def test_an_empty_registry_lists_text_columns_and_the_shell_has_duckdbs_dot_commands(tmp_path) -> None:
+    db = tmp_path / "empty.duckdb"
+    duckreg.Registry(str(db)).connection.close()
+    listed = _cli("models", "--db", str(db))
+    assert listed.returncode == 0 and "double" not in listed.stdout and "varchar" in listed.stdout
+    other = tmp_path / "other.duckdb"
+    script = (
+        "CREATE TABLE t (id INTEGER, body VARCHAR);\nCREATE VIEW v AS SELECT id FROM t;\n.schema\n"
+        "INSERT INTO t SELECT i, 'x' FROM range(100) r(i);\n.maxrows 6\nSELECT id FROM t ORDER BY id;\n"
+        f".open {other}\nSELECT count(*) AS tables_here FROM duckdb_tables() WHERE table_name = 't';\n"
+    )
+    done = _cli("shell", str(db), stdin=script)
+    assert done.returncode == 0, done.stderr
+    assert (
+        "CREATE TABLE t(id INTEGER, body VARCHAR);" in done.stdout
+        and "CREATE VIEW v AS SELECT id FROM t;" in done.stdout
+    )
+    assert "100 rows" in done.stdout and re.search(r"│\s+99 │", done.stdout) and not re.search(r"│\s+50 │", done.stdout)
+    assert f"Opened {other}" in done.stdout and other.exists()
 
 
 def test_dbt_build_on_the_example_project(tmp_path) -> None:

@@ -8,7 +8,7 @@ import pyarrow as pa
 
 from duckreg.function_spec import FunctionSpec
 from duckreg.identifiers import quote
-from duckreg.model_signature import DataType, FeatureGroupSpec, FeatureSpec
+from duckreg.model_signature import DataType, FeatureGroupSpec, FeatureSpec, ParamGroupSpec, ParamSpec
 
 _SCALARS: dict[DataType, tuple[str, pa.DataType]] = {
     DataType.INT8: ("TINYINT", pa.int8()),
@@ -45,6 +45,15 @@ def feature_types(
         sql += "[]" if dim == -1 else f"[{dim}]"
         arrow = pa.list_(arrow, dim)
     return sql, arrow
+
+
+def param_type(param: ParamSpec | ParamGroupSpec) -> str:
+    """A parameter's DuckDB type: its scalar type with its shape, or a STRUCT of its children."""
+    if isinstance(param, ParamGroupSpec):
+        sql = "STRUCT(" + ", ".join(f"{quote(c.name)} {param_type(c)}" for c in param.specs) + ")"
+    else:
+        sql = _SCALARS[param.dtype][0]
+    return sql + "".join("[]" if d == -1 else f"[{d}]" for d in param.shape or ())
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,8 @@
 
 Every action goes through the registry API (``mv.run``, ``run_batch``, ``set_alias``, ...), so its
 checks and error messages are the ones users get in Python and SQL. The browser never sends SQL: a
-batch job's input is a table picked from the database's own list, quoted here.
+batch job's input is a table picked from the database's own list, quoted here, with its columns mapped
+onto the function's inputs by name.
 
 Safety: writes are refused (403) on a read-only UI; every POST must carry the page's CSRF token in a
 header, which another site's page cannot set; with a token, every request must present it once
@@ -19,6 +20,7 @@ import json
 import math
 import secrets
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -126,12 +128,12 @@ def create_app(registry: Registry, *, read_only: bool = False, token: str | None
             frame = _input_frame(function, data.get("rows") or [])
             params = _params(function, data.get("params") or {})
             started = time.perf_counter()
-            out = await run_in_threadpool(mv.run, frame, function_name=function.name, params=params)
+            out, said = await run_in_threadpool(_run_noting_warnings, mv, frame, function.name, params)
             seconds = time.perf_counter() - started
         except Exception as exc:  # noqa: BLE001 - every error is shown as duckreg words it
             return _error(exc)
         rows = [{c: _plain(v) for c, v in zip(out.columns, values, strict=True)} for values in out.itertuples(False)]
-        return JSONResponse({"columns": list(out.columns), "rows": rows, "seconds": seconds})
+        return JSONResponse({"columns": list(out.columns), "rows": rows, "seconds": seconds, "warnings": said})
 
     async def start_batch(request: Request) -> Response:
         data = await body(request)
@@ -141,13 +143,13 @@ def create_app(registry: Registry, *, read_only: bool = False, token: str | None
 
         try:
             source = data.get("input") or ""
+            function = mv.get_function(data.get("function") or None)
             if source.startswith("@"):
                 X: Any = source
             elif source in pages.tables(registry):
-                X = "SELECT * FROM " + ".".join(_quote(part) for part in source.split("."))
+                X = _mapped_query(source, pages.table_columns(registry, source), data.get("columns") or {})
             else:
                 raise ValueError(f"Input {source!r} is neither a table of this database nor a stage path (@stage/...).")
-            function = mv.get_function(data.get("function") or None)
             rows = int(data.get("max_batch_rows") or 1024)
             job = await run_in_threadpool(
                 mv.run_batch,
@@ -160,6 +162,26 @@ def create_app(registry: Registry, *, read_only: bool = False, token: str | None
         except Exception as exc:  # noqa: BLE001 - shown as duckreg words it
             return _error(exc)
         return JSONResponse({"job": job.name, "url": f"/jobs/{job.name}"})
+
+    def table_columns(request: Request) -> Response:
+        try:
+            return JSONResponse(pages.table_columns(registry, request.path_params["table"]))
+        except ValueError as exc:
+            return _error(exc)
+
+    async def create_stage(request: Request) -> Response:
+        data = await body(request)
+        writable(request)
+        url = str(data.get("url") or "").strip()
+        if url and "://" not in url and not Path(url).expanduser().is_absolute() and database != ":memory:":
+            url = str(Path(database).resolve().parent / url)  # a relative folder is beside the database
+        try:
+            await run_in_threadpool(
+                registry.create_stage, str(data.get("name") or ""), url, comment=data.get("comment") or None
+            )
+        except Exception as exc:  # noqa: BLE001 - shown as duckreg words it
+            return _error(exc)
+        return JSONResponse({"stages": pages.stages(registry)})
 
     def verify_files(request: Request) -> Response:
         mv = _version(registry, request)
@@ -219,6 +241,8 @@ def create_app(registry: Registry, *, read_only: bool = False, token: str | None
         Route("/stages", stages_page),
         Route("/stages/{name}", stage_page),
         Route("/api/jobs", jobs_json),
+        Route("/api/stages", create_stage, methods=["POST"]),
+        Route("/api/tables/{table}/columns", table_columns),
         Route("/api/jobs/{name}", job_json),
         Route("/api/jobs/{name}/cancel", cancel_job, methods=["POST"]),
         Route(f"{version_path}/run", run_version, methods=["POST"]),
@@ -326,6 +350,30 @@ def _convert(spec: Any, raw: Any, what: str) -> Any:
     return number if dtype in (DataType.FLOAT, DataType.DOUBLE) or not number.is_integer() else int(number)
 
 
+def _run_noting_warnings(mv: Any, frame: pd.DataFrame, function: str, params: dict[str, Any]) -> tuple[Any, list]:
+    """``mv.run``, with what it warns about (NULL inputs, version skew) returned for the page to show
+    instead of printed on the server's terminal."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        out = mv.run(frame, function_name=function, params=params)
+    return out, list(dict.fromkeys(str(w.message) for w in caught))
+
+
+def _mapped_query(table: str, columns: list[str], mapping: dict[str, Any]) -> str:
+    """``SELECT`` over ``table`` with each function input a mapping names fed from the column it names
+    (``{"inputs": "body"}``), so a table whose columns are named otherwise can be scored as it is."""
+    if not isinstance(mapping, dict):
+        raise ValueError("columns must map each function input to a column of the table.")
+    renamed = {str(k): str(v) for k, v in mapping.items() if v and str(v) != str(k)}
+    for source in renamed.values():
+        if source not in columns:
+            raise ValueError(f"Column {source!r} is not in {table} (columns: {columns}).")
+    replaced = [c for c in columns if c.lower() in {k.lower() for k in renamed}]
+    keep = "*" + (f" EXCLUDE ({', '.join(_quote(c) for c in replaced)})" if replaced else "")
+    extra = "".join(f", {_quote(source)} AS {_quote(target)}" for target, source in renamed.items())
+    return f"SELECT {keep}{extra} FROM " + ".".join(_quote(part) for part in table.split("."))
+
+
 def _input_frame(function: Any, rows: list[dict[str, Any]]) -> pd.DataFrame:
     """The rows the form sent, typed by the function's signature."""
     if not rows:
@@ -333,6 +381,9 @@ def _input_frame(function: Any, rows: list[dict[str, Any]]) -> pd.DataFrame:
     if not all(isinstance(row, dict) for row in rows):
         raise ValueError("Each row must be an object of column names and values.")
     specs = {s.name: s for s in function.signature.inputs}
+    for number, row in enumerate(rows, start=1):
+        if specs and all(row.get(name) in (None, "") for name in specs):
+            raise ValueError(f"Row {number} is empty: fill in {', '.join(specs)}.")
     names = list(dict.fromkeys(name for row in rows for name in row))
     # Columns the signature does not know are passed on, so the registry's own matching reports them.
     return pd.DataFrame(

@@ -14,9 +14,9 @@ from typing import Any
 
 from duckreg import jobs
 from duckreg.duckdb_ext.names import sql_names, table_macro_name
-from duckreg.duckdb_ext.types import feature_types
+from duckreg.duckdb_ext.types import feature_types, param_type
 from duckreg.function_spec import FunctionSpec
-from duckreg.model_signature import DataType, FeatureGroupSpec, FeatureSpec, ParamGroupSpec, ParamSpec
+from duckreg.model_signature import DataType, FeatureGroupSpec, ParamGroupSpec, ParamSpec
 from duckreg.registry.model_version import SYSTEM_ALIASES, ModelVersion
 from duckreg.registry.registry import Registry
 
@@ -70,13 +70,6 @@ def model(registry: Registry, model_name: str) -> dict[str, Any]:
         for r in reversed(rows)
     ]
     return {"name": handle.name, "comment": handle.comment, "tags": handle.show_tags(), "versions": versions}
-
-
-def _param_type(spec: ParamSpec | ParamGroupSpec) -> str:
-    if isinstance(spec, ParamGroupSpec):
-        return "STRUCT(" + ", ".join(f"{s.name} {_param_type(s)}" for s in spec.specs) + ")"
-    sql = feature_types(FeatureSpec(spec.name, spec.dtype))[0]
-    return sql + "[]" * len(spec.shape or ())
 
 
 def _input_kind(spec: Any) -> str:
@@ -149,7 +142,7 @@ def version(registry: Registry, model_name: str, version_name: str) -> dict[str,
             "outputs": [{"name": o.name, "type": feature_types(o, is_json=o.name in function.json_outputs,
                                                                 shape=function.output_shape(o.name))[0]}
                         for o in signature.outputs],
-            "params": [{"name": p.name, "type": _param_type(p), "kind": _param_kind(p),
+            "params": [{"name": p.name, "type": param_type(p), "kind": _param_kind(p),
                         "default": _default_text(p.default_value)} for p in signature.params],
         })  # fmt: skip
     aliases = _user_aliases(next(r for r in handle.show_versions().to_dict("records")
@@ -169,6 +162,8 @@ def version(registry: Registry, model_name: str, version_name: str) -> dict[str,
         "library_versions": mv.library_versions,
         "metrics": {k: _default_text(v) for k, v in mv.show_metrics().items()},
         "tables": tables(registry),
+        # Each function's inputs for the batch form's column mapping: name and whether it may be left out.
+        "batch_inputs": {f["name"]: [[i["name"], i["optional"]] for i in f["inputs"]] for f in functions},
         "stages": [s["name"] for s in stages(registry)],
     }
 
@@ -266,6 +261,19 @@ def stage_files(registry: Registry, name: str) -> dict[str, Any]:
             size = None
         files.append({"path": path, "size": size})
     return {"name": stage.name, "url": stage.url, "files": files}
+
+
+def table_columns(registry: Registry, table: str) -> list[str]:
+    """The columns of one of ``tables(registry)``, for mapping them onto a function's inputs."""
+    if table not in tables(registry):
+        raise ValueError(f"{table!r} is not a table of this database.")
+    schema, _, name = table.rpartition(".")
+    rows = registry.catalog.query(
+        "SELECT column_name FROM information_schema.columns WHERE table_catalog = ? AND table_schema = ? "
+        "AND table_name = ? ORDER BY ordinal_position",
+        [registry.catalog.database_name, schema or "main", name],
+    )
+    return [r[0] for r in rows]
 
 
 def tables(registry: Registry) -> list[str]:

@@ -132,6 +132,7 @@ function wireTry() {
         const data = await post(form.dataset.run, { function: form.dataset.function, rows: await tryRows(form), params });
         result.appendChild(resultTable(data));
         timing.textContent = `${data.rows.length} row(s) in ${(data.seconds * 1000).toFixed(1)} ms`;
+        if (data.warnings && data.warnings.length) toast(data.warnings.join("\n"));
       } catch (error) {
         const box = document.createElement("p");
         box.className = "error";
@@ -143,13 +144,51 @@ function wireTry() {
   }
 }
 
+// A table's columns mapped onto the chosen function's inputs: same name first, else the user's pick.
+async function refreshMapping(form) {
+  const box = form.querySelector("fieldset.mapping");
+  if (!box) return;
+  const inputs = JSON.parse(box.dataset.inputs)[form.elements.function.value] || [];
+  const source = form.elements.input.value;
+  for (const old of box.querySelectorAll("label")) old.remove();
+  const note = box.querySelector("p");
+  if (!source || source.startsWith("@")) { note.hidden = false; return; }
+  note.hidden = true;
+  let columns = [];
+  try {
+    const response = await fetch(`/api/tables/${encodeURIComponent(source)}/columns`);
+    columns = await response.json();
+    if (!response.ok) throw new Error(columns.error || response.statusText);
+  } catch (error) { toast(error.message, true); return; }
+  for (const [name, optional] of inputs) {
+    const label = document.createElement("label");
+    label.append(`${name} ← `);
+    const select = document.createElement("select");
+    select.dataset.input = name;
+    const choices = optional ? ["", ...columns] : columns;
+    for (const column of choices) select.add(new Option(column || "(none)", column));
+    const same = columns.find((c) => c.toLowerCase() === name.toLowerCase());
+    select.value = same !== undefined ? same : (optional ? "" : columns[0]);
+    label.append(select);
+    box.append(label);
+  }
+}
+
 function wireBatch() {
   for (const form of document.querySelectorAll("form[data-batch]")) {
+    form.elements.input.addEventListener("change", () => refreshMapping(form));
+    form.elements.function.addEventListener("change", () => refreshMapping(form));
+    refreshMapping(form);
     form.addEventListener("submit", async (event) => {
       event.preventDefault();
       if (!window.confirm(form.dataset.confirm)) return;
+      const body = formObject(form);
+      body.columns = {};
+      for (const select of form.querySelectorAll("fieldset.mapping select")) {
+        if (select.value) body.columns[select.dataset.input] = select.value;
+      }
       try {
-        const data = await post(form.dataset.batch, formObject(form));
+        const data = await post(form.dataset.batch, body);
         window.location.href = data.url;
       } catch (error) { toast(error.message, true); }
     });
