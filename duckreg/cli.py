@@ -3,7 +3,7 @@
     duckreg shell shop.duckdb                  interactive SQL (multi-line, history, dot-commands)
     duckreg sql "SELECT ..." --db shop.duckdb  one statement
     duckreg run script.sql --db shop.duckdb    a script, stopping at the first error (with its line)
-    duckreg models | versions | functions | log | default | alias | unalias | delete | jobs | stages
+    duckreg models | versions | functions | log | default | alias | unalias | delete | jobs | stages | snapshot
 
 Every entry point accepts Snowflake model-call syntax (``MODEL(m, v1)!predict(x)``) and registers
 only the models a statement names, so starting is fast however many versions the registry holds.
@@ -442,15 +442,18 @@ def serve(
 ) -> None:
     """Serve DATABASE over DuckDB's Quack protocol, with every model callable by remote clients.
 
-    From the DuckDB CLI (the same DuckDB version as this server):
+    The clients (the DuckDB CLI) must run the same DuckDB version as this server, down to the patch,
+    and the database file must be in a format that version reads: `duckreg snapshot DB COPY
+    --storage-version v1.5.0` writes a copy for a DuckDB 1.5 server. From the CLI:
 
     \b
       ATTACH 'quack:127.0.0.1:9494' AS reg (TOKEN '...');
-      CONNECT reg;                                            -- DuckDB 2.0: plain SQL runs here
-      FROM reg.query('SELECT sentiment(review) FROM reviews'); -- DuckDB 1.5
+      CONNECT reg;                                   -- DuckDB 2.0: plain SQL runs on the server
+      FROM reg.query('SELECT MODEL(INPUT) FROM t');  -- DuckDB 1.5: each statement as a string
 
-    Parameters by name and table functions are in the models catalog:
-    models.sentiment(review, top_k := 2), FROM models.sentiment_table('reviews').
+    The banner shows a call of one of the database's own models. Parameters by name and table
+    functions are in the models catalog: models.MODEL(INPUT, PARAM := VALUE), FROM
+    models.MODEL_table('t'); `duckreg functions MODEL` lists a model's inputs and parameters.
     """
     import duckdb
 
@@ -469,13 +472,17 @@ def serve(
         if client_init:
             Path(client_init).write_text(server.client_init())
         given = "the token from --token or --token-file" if token else f"this token: {server.token}"
+        example = _example_call(server.registry)
+        if duckdb.__version__.startswith("1."):
+            run_there = f"  FROM reg.query('SELECT {example.replace(chr(39), chr(39) * 2)}');"
+        else:
+            run_there = f"  CONNECT reg;\n  SELECT {example};"
         click.echo(
             f"Serving {database} ({server.model_count} models) at {server.uri}, "
             f"ready in {server.startup_seconds:.2f} s.\n"
-            f"Clients need DuckDB {duckdb.__version__} and {given}\n"
+            f"Clients need DuckDB {duckdb.__version__} (the CLI and its quack extension) and {given}\n"
             f"  ATTACH '{server.uri}' AS reg (TOKEN '...');\n"
-            "  CONNECT reg;                                              -- DuckDB 2.0\n"
-            "  FROM reg.query('SELECT sentiment(review) FROM reviews');  -- DuckDB 1.5"
+            f"{run_there}"
         )
         if client_init:
             click.echo(f"Client init file: duckdb -init {client_init}")
@@ -496,6 +503,34 @@ def serve(
         if page is not None:
             page.stop()
     click.echo("Server stopped.")
+
+
+def _example_call(registry: Any) -> str:
+    """A call of one of the registry's models with its inputs named, for the banner (or a placeholder)."""
+    for model in registry.models():
+        function = model.default.get_function(model.default.show_functions()[0]["name"])
+        inputs = [spec.name for spec in function.signature.inputs][:1]
+        return f"{model.name}({', '.join(inputs)}) FROM your_table"
+    return "1 -- (no models logged yet)"
+
+
+@main.command()
+@click.argument("database")
+@click.argument("target")
+@click.option("--storage-version", help="Write the copy in this DuckDB file format, e.g. v1.5.0 for DuckDB 1.5.")
+def snapshot(database: str, target: str, storage_version: str | None) -> None:
+    """Copy DATABASE's registry to TARGET, a consistent copy that shares the artifact folders.
+
+    Readers open the copy while a writer keeps the original; with --storage-version v1.5.0 a DuckDB 1.5
+    process (`duckreg serve` for the DuckDB 1.5 CLI) can open it too.
+    """
+    session = _open(database)
+
+    def do() -> None:
+        written = session.registry.snapshot(target, storage_version=storage_version)
+        click.echo(f"Wrote {written}" + (f" (DuckDB storage {storage_version})" if storage_version else ""))
+
+    _guard(do, session)
 
 
 @main.command()

@@ -8,6 +8,7 @@ both for DuckDB 1.5.5, so they run in the DuckDB 1.5 leg of ``scripts/test``. Th
 from __future__ import annotations
 
 import json
+import re
 import signal
 import socket
 import subprocess
@@ -250,6 +251,46 @@ def test_banner_names_the_address_and_start_time(served: Served) -> None:
     assert f"at quack:127.0.0.1:{served.port}, ready in " in served.banner
     assert "(2 models)" in served.banner
     assert TOKEN not in served.banner  # a token the user chose is not echoed
+    # The call shown is this DuckDB's way, with one of this database's models and its input.
+    assert re.search(r"FROM reg\.query\('SELECT (critic|sentiment)\(text\) FROM your_table'\);", served.banner)
+    assert "CONNECT" not in served.banner
+
+
+MAIN_VENV_DUCKREG = Path(__file__).resolve().parent.parent / ".venv" / "bin" / "duckreg"
+
+
+@needs_quack
+@pytest.mark.skipif(not MAIN_VENV_DUCKREG.exists(), reason="needs the DuckDB 2.0 environment (.venv) beside this one")
+def test_a_registry_written_by_duckdb_2_is_served_to_the_duckdb_15_cli_through_a_snapshot(tmp_path: Path) -> None:
+    # The README's recipe: the registry lives in DuckDB 2.0's format; a 1.5-format snapshot is what 1.5 serves.
+    (tmp_path / "main").mkdir()
+    (tmp_path / "serve").mkdir()
+    source = tmp_path / "main" / "shop.duckdb"
+    made = subprocess.run(
+        [str(MAIN_VENV_DUCKREG.with_name("python")), "-c", (
+            "import sys, transformers, duckreg\n"
+            f"sys.path.insert(0, {str(Path(__file__).parent)!r})\n"
+            "import tiny_models\n"
+            f"folder = tiny_models.bert_text_classification(__import__('pathlib').Path({str(tmp_path / 'model')!r}))\n"
+            f"registry = duckreg.Registry({str(source)!r})\n"
+            "registry.log_model(transformers.pipeline('text-classification', model=str(folder)), model_name='mood')\n"
+            "registry.connection.execute(\"CREATE TABLE notes AS SELECT 'I like you.' AS text\")\n"
+        )], capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    copy = tmp_path / "serve" / "shop15.duckdb"
+    snap = subprocess.run([str(MAIN_VENV_DUCKREG), "snapshot", str(source), str(copy), "--storage-version", "v1.5.0"],
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert snap.returncode == 0, snap.stderr
+    with pytest.raises(duckdb.Error, match="version number"):
+        duckdb.connect(str(source), read_only=True)  # this DuckDB cannot read the original
+    server = _serve(copy, tmp_path / "serve")
+    try:
+        assert "FROM reg.query('SELECT mood(text) FROM your_table');" in server.banner
+        rows = server.rows("FROM reg.query('SELECT mood(text).label AS label FROM notes')")
+        assert rows[0]["label"] in ("POSITIVE", "NEGATIVE")
+    finally:
+        assert "Server stopped." in server.stop()
 
 
 @needs_quack

@@ -26,6 +26,7 @@ import transformers
 
 import duckreg
 from duckreg import ui
+from duckreg.jobs import list_jobs
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 sync_api = pytest.importorskip("playwright.sync_api", reason="needs Playwright (pip install playwright)")
@@ -302,6 +303,60 @@ def test_read_only_hides_every_write_action_and_refuses_them(shop, page) -> None
         assert _run_in_page(page, "I like you.")["label"] in ("POSITIVE", "NEGATIVE")
     finally:
         server.stop()
+
+
+def test_a_stage_made_in_the_page_takes_a_batch_of_a_table_whose_columns_are_named_otherwise(
+    served, page, shop, tmp_path: Path
+) -> None:
+    shop.connection.execute("CREATE TABLE critiques AS SELECT id, text AS body FROM reviews WHERE id < 20")
+    page.goto(served + "/stages")
+    form = "form[data-post='/api/stages']"
+    page.fill(f"{form} input[name=name]", "made")
+    page.fill(f"{form} input[name=url]", "made_here")  # a folder beside the database
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.click(f"{form} button")
+    page.wait_for_selector("#stages a:has-text('@made')")
+    assert (tmp_path / "made_here").is_dir()
+    page.goto(served + "/models/sentiment/versions/v1")
+    page.select_option("form.batch select[name=input]", "critiques")
+    text = page.locator("fieldset.mapping select[data-input=text]")
+    text.wait_for()
+    assert text.input_value() == "body"  # no column is called text: the first VARCHAR column
+    assert page.locator("fieldset.mapping select[data-input=text_pair]").input_value() == ""  # optional: none
+    page.fill("form.batch input[name=output]", "@made/scored/")
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.click("form.batch button")
+    page.wait_for_url(re.compile(r"/jobs/"))
+    page.wait_for_function("document.querySelector('#job-status').textContent === 'DONE'")
+    out = pq.read_table(tmp_path / "made_here" / "scored").to_pandas().sort_values("id")
+    expected = shop.get_model("sentiment").version("v1").run(pd.DataFrame({"text": list(out["body"])}))
+    assert len(out) == 20 and list(out["label"]) == list(expected["label"])
+    # A column the table does not have is refused before any job exists.
+    jobs_before = len(list_jobs(shop, 100))
+    page.goto(served + "/models/sentiment/versions/v1")
+    page.select_option("form.batch select[name=input]", "critiques")
+    page.locator("fieldset.mapping select[data-input=text]").wait_for()
+    page.evaluate("document.querySelector('fieldset.mapping select[data-input=text]').add(new Option('nope', 'nope'))")
+    page.select_option("fieldset.mapping select[data-input=text]", "nope")
+    page.fill("form.batch input[name=output]", "@made/refused/")
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.click("form.batch button")
+    page.wait_for_function("document.getElementById('toast').textContent.includes('nope')")
+    assert "Column 'nope' is not in critiques" in page.inner_text("#toast")
+    assert len(list_jobs(shop, 100)) == jobs_before and not (tmp_path / "made_here" / "refused").exists()
+
+
+def test_an_empty_try_it_row_is_refused_and_a_warning_is_shown_not_printed(served, page, capfd) -> None:
+    page.goto(served + "/models/sentiment/versions/v1")
+    page.locator("form.try button[type=submit]").click()
+    error = page.locator("form.try .result .error")
+    error.wait_for()
+    assert "Row 1 is empty: fill in text" in error.inner_text()
+    page.check("form.try .as-json")
+    page.fill("form.try .json-rows", '[{"text": "I like you."}, {"text": null}]')
+    page.locator("form.try button[type=submit]").click()
+    page.wait_for_function("document.getElementById('toast').textContent.includes('Null value detected')")
+    assert "Null value detected" not in capfd.readouterr().err
 
 
 def test_a_post_without_the_pages_csrf_token_is_refused(served, shop) -> None:

@@ -139,13 +139,15 @@ def table_macro_sql(
     call = f"{quote(udf_name)}({', '.join(args)})"
     projection = f"unnest({call})" if len(output.names) > 1 else f"{call} AS {quote(output.names[0])}"
     # An output replaces a column of the same name (conversational's generated_responses).
-    hidden = [_MISSING.lower(), *sorted(runner.function.replaced_columns())]
-    keep = "COLUMNS(lambda c: lower(c) NOT IN (" + ", ".join(f"'{n}'" for n in hidden) + "))"
-    return (
-        f"{create_macro(macro_name, catalog)}({declared}) AS TABLE "
-        f"SELECT {keep}, {projection} "
-        f"FROM (SELECT *, NULL AS {_MISSING} FROM query_table(table_name))"
+    # The NULL helper column exists only where an optional input needs it: otherwise a table without an
+    # input's column gets DuckDB's own error, naming the table's columns and nothing of duckreg's.
+    has_optional = any(spec.name in runner.optional_inputs for spec in runner.signature.inputs)
+    hidden = [*([_MISSING.lower()] if has_optional else []), *sorted(runner.function.replaced_columns())]
+    keep = "COLUMNS(lambda c: lower(c) NOT IN (" + ", ".join(f"'{n}'" for n in hidden) + "))" if hidden else "*"
+    source = (
+        f"(SELECT *, NULL AS {_MISSING} FROM query_table(table_name))" if has_optional else "query_table(table_name)"
     )
+    return f"{create_macro(macro_name, catalog)}({declared}) AS TABLE SELECT {keep}, {projection} FROM {source}"
 
 
 class SqlFunction:

@@ -435,7 +435,7 @@ class Registry:
         """Forget a stage; its files stay where they are."""
         self._stages.drop(name)
 
-    def snapshot(self, target: str | Path) -> Path:
+    def snapshot(self, target: str | Path, *, storage_version: str | None = None) -> Path:
         """Copy this registry's database to ``target``, for other processes to read while this one writes.
 
         DuckDB lets one process write a database file and no other process open it meanwhile. A
@@ -443,13 +443,18 @@ class Registry:
         processes can open with ``duckreg.connect(target, read_only=True)``; its versions use the same
         artifact folders. The copy is written beside ``target`` and renamed into place, so a reader
         never sees half of one. Taking a new snapshot replaces the old one.
+
+        ``storage_version`` writes the copy in an older DuckDB file format (``"v1.5.0"``), so a process
+        on that DuckDB (``duckreg serve`` for the DuckDB 1.5 CLI) can open it; its versions still use
+        this registry's artifact folders.
         """
         target = Path(target).expanduser().resolve()
         partial_copy = target.with_name(f".{target.name}.{uuid.uuid4().hex}.partial")
         alias = f"duckreg_snapshot_{uuid.uuid4().hex[:12]}"
 
         def copy(cursor: duckdb.DuckDBPyConnection) -> None:
-            cursor.execute(f"ATTACH {quote_literal(str(partial_copy))} AS {alias}")
+            options = f" (STORAGE_VERSION {quote_literal(storage_version)})" if storage_version else ""
+            cursor.execute(f"ATTACH {quote_literal(str(partial_copy))} AS {alias}{options}")
             try:
                 cursor.execute(f"COPY FROM DATABASE {quote(self.database_name)} TO {alias}")
                 # The copy shares this registry's artifact folders wherever it is written: name them absolutely.

@@ -147,7 +147,8 @@ def create_app(registry: Registry, *, read_only: bool = False, token: str | None
             if source.startswith("@"):
                 X: Any = source
             elif source in pages.tables(registry):
-                X = _mapped_query(source, pages.table_columns(registry, source), data.get("columns") or {})
+                columns = [name for name, _ in pages.table_columns(registry, source)]
+                X = _mapped_query(source, columns, data.get("columns") or {})
             else:
                 raise ValueError(f"Input {source!r} is neither a table of this database nor a stage path (@stage/...).")
             rows = int(data.get("max_batch_rows") or 1024)
@@ -382,7 +383,7 @@ def _input_frame(function: Any, rows: list[dict[str, Any]]) -> pd.DataFrame:
         raise ValueError("Each row must be an object of column names and values.")
     specs = {s.name: s for s in function.signature.inputs}
     for number, row in enumerate(rows, start=1):
-        if specs and all(row.get(name) in (None, "") for name in specs):
+        if all(value in (None, "") for value in row.values()):
             raise ValueError(f"Row {number} is empty: fill in {', '.join(specs)}.")
     names = list(dict.fromkeys(name for row in rows for name in row))
     # Columns the signature does not know are passed on, so the registry's own matching reports them.

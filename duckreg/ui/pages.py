@@ -163,7 +163,7 @@ def version(registry: Registry, model_name: str, version_name: str) -> dict[str,
         "metrics": {k: _default_text(v) for k, v in mv.show_metrics().items()},
         "tables": tables(registry),
         # Each function's inputs for the batch form's column mapping: name and whether it may be left out.
-        "batch_inputs": {f["name"]: [[i["name"], i["optional"]] for i in f["inputs"]] for f in functions},
+        "batch_inputs": {f["name"]: [[i["name"], i["optional"], i["type"]] for i in f["inputs"]] for f in functions},
         "stages": [s["name"] for s in stages(registry)],
     }
 
@@ -263,17 +263,17 @@ def stage_files(registry: Registry, name: str) -> dict[str, Any]:
     return {"name": stage.name, "url": stage.url, "files": files}
 
 
-def table_columns(registry: Registry, table: str) -> list[str]:
-    """The columns of one of ``tables(registry)``, for mapping them onto a function's inputs."""
+def table_columns(registry: Registry, table: str) -> list[list[str]]:
+    """The columns of one of ``tables(registry)`` with their types, for mapping them onto a function's inputs."""
     if table not in tables(registry):
         raise ValueError(f"{table!r} is not a table of this database.")
     schema, _, name = table.rpartition(".")
     rows = registry.catalog.query(
-        "SELECT column_name FROM information_schema.columns WHERE table_catalog = ? AND table_schema = ? "
+        "SELECT column_name, data_type FROM information_schema.columns WHERE table_catalog = ? AND table_schema = ? "
         "AND table_name = ? ORDER BY ordinal_position",
         [registry.catalog.database_name, schema or "main", name],
     )
-    return [r[0] for r in rows]
+    return [[column, kind] for column, kind in rows]
 
 
 def tables(registry: Registry) -> list[str]:

@@ -160,15 +160,18 @@ async function refreshMapping(form) {
     columns = await response.json();
     if (!response.ok) throw new Error(columns.error || response.statusText);
   } catch (error) { toast(error.message, true); return; }
-  for (const [name, optional] of inputs) {
+  const names = columns.map(([column]) => column);
+  for (const [name, optional, type] of inputs) {
     const label = document.createElement("label");
     label.append(`${name} ← `);
     const select = document.createElement("select");
     select.dataset.input = name;
-    const choices = optional ? ["", ...columns] : columns;
+    const choices = optional ? ["", ...names] : names;
     for (const column of choices) select.add(new Option(column || "(none)", column));
-    const same = columns.find((c) => c.toLowerCase() === name.toLowerCase());
-    select.value = same !== undefined ? same : (optional ? "" : columns[0]);
+    // The column of the same name, else (for a required input) the first of the input's type, else the first.
+    const same = names.find((c) => c.toLowerCase() === name.toLowerCase());
+    const typed = columns.find(([, kind]) => kind === type);
+    select.value = same !== undefined ? same : (optional ? "" : (typed ? typed[0] : names[0]));
     label.append(select);
     box.append(label);
   }
