@@ -6,12 +6,14 @@ Each case goes through the three front doors: ``mv.run``, SQL, and ``run_batch``
 
 from __future__ import annotations
 
+import contextlib
 import json
 import pickle
 import re
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 
 import duckdb
@@ -397,12 +399,13 @@ def test_files_that_were_not_logged_are_refused_and_never_loaded(shop, model_dir
 # --------------------------------------------------------------------------- locks
 
 
-def test_a_database_locked_by_another_process_gets_a_duckreg_error(tmp_path) -> None:
-    db = tmp_path / "locked.duckdb"
+@contextlib.contextmanager
+def _held(db: Path, *, read_only: bool) -> Iterator[subprocess.Popen]:
+    """Another process holding ``db`` open (for writing, or read-only) until the block ends."""
     holder = subprocess.Popen(
         [sys.executable, "-c", textwrap.dedent(f"""
             import sys, duckdb
-            con = duckdb.connect({str(db)!r})
+            con = duckdb.connect({str(db)!r}, read_only={read_only})
             print("ready", flush=True)
             sys.stdin.read()
         """)],
@@ -410,6 +413,14 @@ def test_a_database_locked_by_another_process_gets_a_duckreg_error(tmp_path) -> 
     )  # fmt: skip
     try:
         assert holder.stdout.readline().strip() == "ready"
+        yield holder
+    finally:
+        holder.communicate("", timeout=30)
+
+
+def test_a_database_locked_by_another_process_gets_a_duckreg_error(tmp_path) -> None:
+    db = tmp_path / "locked.duckdb"
+    with _held(db, read_only=False) as holder:
         for opener in (lambda: duckreg.connect(db), lambda: duckreg.Registry(str(db)),
                        lambda: duckreg.connect(db, read_only=True)):  # fmt: skip
             with pytest.raises(duckreg.DatabaseLocked, match=rf"open for writing in process {holder.pid} .*Close"):
@@ -418,26 +429,12 @@ def test_a_database_locked_by_another_process_gets_a_duckreg_error(tmp_path) -> 
         done = subprocess.run([str(cli), "sql", "SELECT 1", "--db", str(db)], capture_output=True, text=True)
         assert done.returncode == 1
         assert f"open for writing in process {holder.pid}" in done.stderr and "Traceback" not in done.stderr
-    finally:
-        holder.communicate("", timeout=30)
 
 
 def test_a_database_another_process_reads_is_refused_for_writing_naming_that_reader(tmp_path) -> None:
     db = tmp_path / "read.duckdb"
     duckdb.connect(str(db)).close()
-    reader = subprocess.Popen(
-        [sys.executable, "-c", textwrap.dedent(f"""
-            import sys, duckdb
-            con = duckdb.connect({str(db)!r}, read_only=True)
-            print("ready", flush=True)
-            sys.stdin.read()
-        """)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    try:
-        assert reader.stdout.readline().strip() == "ready"
+    with _held(db, read_only=True) as reader:
         with pytest.raises(duckreg.DatabaseLocked, match=rf"is open read-only in process {reader.pid} .*Close"):
             duckreg.connect(db)
         duckdb.connect(str(db), read_only=True).close()  # readers share it
-    finally:
-        reader.communicate("", timeout=30)

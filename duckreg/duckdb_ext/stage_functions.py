@@ -48,29 +48,19 @@ class StageFunctions:
     def read_file(self, stage_path: str) -> bytes:
         return self.instance.server().stages.read_bytes(stage_path)
 
+    # DuckDB counts a Python function's parameters, so each takes the six SQL arguments by name.
     def run_batch(
-        self,
-        model: str,
-        query: str,
-        output_location: str,
-        mode: str | None,
-        job_name: str | None,
-        max_batch_rows: int | None,
+        self, model: str, query: str, output_location: str, mode: str | None, job_name: str | None, rows: int | None
     ) -> dict:
-        """``run_batch(model, query, output_location, ...)``: run the job, return its summary row."""
-        return self.instance.server().run_job(model, query, output_location, mode, job_name, max_batch_rows)
+        """``run_batch(model, query, output_location, mode, job_name, max_batch_rows)``: run the job, return
+        its summary row."""
+        return self.instance.server().run_job(model, query, output_location, mode, job_name, rows)
 
     def run_batch_async(
-        self,
-        model: str,
-        query: str,
-        output_location: str,
-        mode: str | None,
-        job_name: str | None,
-        max_batch_rows: int | None,
+        self, model: str, query: str, output_location: str, mode: str | None, job_name: str | None, rows: int | None
     ) -> str:
-        """``run_batch_async(...)`` -> the id of a job running in this process's background."""
-        return self.instance.server().start_job(model, query, output_location, mode, job_name, max_batch_rows)
+        """``run_batch_async(...)``, the same arguments -> the id of a job running in this process's background."""
+        return self.instance.server().start_job(model, query, output_location, mode, job_name, rows)
 
 
 _RUN_BATCH_PARAMS = ["VARCHAR", "VARCHAR", "VARCHAR", "VARCHAR", "VARCHAR", "BIGINT"]
