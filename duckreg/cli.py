@@ -19,6 +19,7 @@ from typing import Any
 
 import click
 
+from duckreg import interrupts
 from duckreg.shell import fail
 
 DB_ENV = "DUCKREG_DB"
@@ -151,7 +152,7 @@ def sql_command(query: str, database: str | None, fmt: str) -> None:
             if result is not None:
                 render(result, _mode(fmt))
     except Exception as exc:  # noqa: BLE001 - exit status carries the failure
-        fail(str(exc))
+        fail(interrupts.describe(exc))
         sys.exit(1)
     finally:
         session.close()
@@ -179,7 +180,7 @@ def run(script: str, database: str | None, fmt: str) -> None:
                     if result is not None:
                         render(result, _mode(fmt))
             except Exception as exc:  # noqa: BLE001 - exit status carries the failure
-                fail(f"{script}:{line}: {exc}")
+                fail(f"{script}:{line}: {interrupts.describe(exc)}")
                 sys.exit(1)
     finally:
         session.close()

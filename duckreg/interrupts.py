@@ -58,3 +58,11 @@ def check(where: str) -> None:
     cancel = getattr(_JOB, "cancel", None)
     if cancel.is_set() if cancel is not None else _STATEMENT.is_set():
         raise Interrupted(f"{where}: interrupted")
+
+
+def describe(exc: BaseException) -> str:
+    """An error as the shell shows it: a statement stopped by Ctrl-C reads as DuckDB's own interrupt."""
+    text = str(exc)
+    if type(exc).__name__ == "InterruptException" or "Interrupted: " in text or text.endswith(": interrupted"):
+        return "INTERRUPT Error: Interrupted!"
+    return text

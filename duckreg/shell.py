@@ -375,7 +375,7 @@ class Shell:
                     render(relation, self.mode, self.out, self.max_rows)
         except Exception as exc:  # noqa: BLE001 - the shell reports every error and goes on
             self.out.flush()
-            fail(str(exc))
+            fail(interrupts.describe(exc))
             return False
         finally:
             if self.timer:
