@@ -507,11 +507,10 @@ def serve(
 
 
 def _example_call(registry: Any) -> str:
-    """A call of one of the registry's models with its inputs named, for the banner (or a placeholder)."""
+    """A call of one of the registry's models with its first input named, for the banner (or a placeholder)."""
     for model in registry.models():
-        function = model.default.get_function(model.default.show_functions()[0]["name"])
-        inputs = [spec.name for spec in function.signature.inputs][:1]
-        return f"{model.name}({', '.join(inputs)}) FROM your_table"
+        first_input = model.default.show_functions()[0]["signature"].inputs[0].name
+        return f"{model.name}({first_input}) FROM your_table"
     return "1 -- (no models logged yet)"
 
 

@@ -49,6 +49,7 @@ def untrack(key: str) -> None:
     """The job no longer runs in this process."""
     with _ACTIVE_LOCK:
         _ACTIVE.pop(key, None)
+        _CANCEL_REASONS.pop(key, None)
 
 
 def cancel_here(key: str, reason: str = "Cancelled.") -> bool:
@@ -56,10 +57,11 @@ def cancel_here(key: str, reason: str = "Cancelled.") -> bool:
 
     ``reason`` becomes the job's message once it has stopped.
     """
-    entry = _active(key)
-    if entry is None:
-        return False
-    _CANCEL_REASONS.setdefault(key, reason)
+    with _ACTIVE_LOCK:
+        entry = _ACTIVE.get(key)
+        if entry is None:
+            return False
+        _CANCEL_REASONS.setdefault(key, reason)
     entry[1].set()
     return True
 
@@ -352,16 +354,3 @@ def set_rows_done(catalog: Catalog, key: str, rows: int) -> None:
 def rows_total(catalog: Catalog, key: str) -> int | None:
     rows = catalog.query("SELECT rows_total FROM {schema}.jobs WHERE job_key = ?", [key])
     return rows[0][0] if rows else None
-
-
-def record_failure(
-    catalog: Catalog, name: str, model_key: str, version_key: str, output_location: str, exc: BaseException
-) -> None:
-    """Make a job that failed before it started visible as FAILED, with the reason."""
-    message = f"{type(exc).__name__}: {exc}"
-    key = name.lower()
-    with catalog.transaction():  # readers see FAILED with its reason, never the PENDING row in between
-        if not catalog.query("SELECT 1 FROM {schema}.jobs WHERE job_key = ?", [key]):
-            register(catalog, name, model_key, version_key, "", "local", output_location, {})
-        set_status(catalog, key, FAILED, message)
-        log(catalog, key, f"failed: {message}")

@@ -26,7 +26,7 @@ from typing import Any, TextIO
 import duckdb
 
 from duckreg import interrupts
-from duckreg.duckdb_ext.types import OutputTypes, feature_types, param_type
+from duckreg.duckdb_ext.types import feature_types, output_types, param_type
 
 MODES = ("duckbox", "box", "csv", "json", "markdown", "line")
 # Statements whose result is printed (as the DuckDB shell does); others run silently.
@@ -540,12 +540,11 @@ def print_functions(session: Session, model: str, version: str | None, out: Text
     mv = handle.version(version) if version else handle.default
     rows = []
     for function in mv._functions():
-        outputs = OutputTypes.of(function)
         for spec in function.signature.inputs:
             not_null = "NOT NULL" if not getattr(spec, "nullable", True) else ""
             rows.append((function.name, "input", spec.name, feature_types(spec, shape=spec.shape)[0], not_null))
-        for name, sql_type in zip(outputs.names, _output_sql_types(function), strict=True):
-            rows.append((function.name, "output", name, sql_type, ""))
+        for spec, (sql_type, _) in zip(function.signature.outputs, output_types(function), strict=True):
+            rows.append((function.name, "output", spec.name, sql_type, ""))
         for param in function.signature.params:
             default = json.dumps(param.default_value, default=str)
             rows.append((function.name, "param", param.name, param_type(param), f"default {default}"))
@@ -554,13 +553,6 @@ def print_functions(session: Session, model: str, version: str | None, out: Text
     names = ", ".join(mv.sql_names())
     if mode == "duckbox":
         out.write(f"SQL: {names}" + ("" if version else f" (default version: {handle.name}(...))") + "\n")
-
-
-def _output_sql_types(function: Any) -> list[str]:
-    return [
-        feature_types(o, is_json=o.name in function.json_outputs, shape=function.output_shape(o.name))[0]
-        for o in function.signature.outputs
-    ]
 
 
 def job_command(session: Session, args: list[str], mode: str = "duckbox", out: TextIO | None = None) -> bool:

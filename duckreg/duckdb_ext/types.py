@@ -47,6 +47,14 @@ def feature_types(
     return sql, arrow
 
 
+def output_types(function: FunctionSpec) -> list[tuple[str, pa.DataType]]:
+    """DuckDB type text and Arrow type of each output of ``function`` (JSON outputs, stored shapes)."""
+    return [
+        feature_types(o, is_json=o.name in function.json_outputs, shape=function.output_shape(o.name))
+        for o in function.signature.outputs
+    ]
+
+
 def param_type(param: ParamSpec | ParamGroupSpec) -> str:
     """A parameter's DuckDB type: its scalar type with its shape, or a STRUCT of its children."""
     if isinstance(param, ParamGroupSpec):
@@ -67,10 +75,7 @@ class OutputTypes:
 
     @classmethod
     def of(cls, function: FunctionSpec) -> OutputTypes:
-        typed = [
-            feature_types(o, is_json=o.name in function.json_outputs, shape=function.output_shape(o.name))
-            for o in function.signature.outputs
-        ]
+        typed = output_types(function)
         names = tuple(o.name for o in function.signature.outputs)
         if len(typed) == 1:
             return cls(typed[0][0], typed[0][1], names, (typed[0][1],))

@@ -74,9 +74,9 @@ class Registry:
         self._result_cache = result_cache.for_folder(self._artifacts.root, read_only=bool(rows[0][1]))
         self._instance: connections.Instance | None = None
 
-    def _beside_database(self) -> Path | None:
-        """The default artifact folder: ``<database file>.artifacts`` beside the database, whatever its name."""
-        return self._db_path.with_name(self._db_path.name + ".artifacts") if self._db_path is not None else None
+    def _database_folder(self) -> Path:
+        """What relative paths in the catalog are relative to: the database's folder (in memory: here)."""
+        return self._db_path.parent if self._db_path is not None else Path.cwd()
 
     def _location_and_home(self) -> tuple[Path | None, Path]:
         """The catalog's ``artifact_location`` (absolute, as written; None if never set) and where that
@@ -89,6 +89,9 @@ class Registry:
         the original's. A kept location that does not exist while the folder beside the database does
         (a copy made together with its folder) gives way to that folder.
         """
+        if self._home_cache is not None and self._home_cache[0] is not None:
+            # The catalog sets its location once, with its first version: no need to read it again.
+            return self._home_cache[1], self._home_cache[2]
         setting = self._catalog.get_setting("artifact_location") or None
         if self._home_cache is not None and self._home_cache[0] == setting:
             return self._home_cache[1], self._home_cache[2]
@@ -99,7 +102,7 @@ class Registry:
         else:
             location = Path(setting)
             if not location.is_absolute():
-                location = (self._db_path.parent if self._db_path is not None else Path.cwd()) / location
+                location = self._database_folder() / location
             is_default = not Path(setting).is_absolute() and "/" not in setting and setting.endswith(".artifacts")
             moved = beside is not None and beside.is_dir() and (is_default or not location.exists())
             home = beside if moved else location
@@ -124,9 +127,7 @@ class Registry:
         """
         location, home = self._location_and_home()
         path = Path(stored)
-        full = (
-            path if path.is_absolute() else (self._db_path.parent if self._db_path is not None else Path.cwd()) / path
-        )
+        full = path if path.is_absolute() else self._database_folder() / path
         if location is not None and full.is_relative_to(location):
             return home / full.relative_to(location)
         if full.is_dir():

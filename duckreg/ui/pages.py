@@ -14,7 +14,7 @@ from typing import Any
 
 from duckreg import jobs
 from duckreg.duckdb_ext.names import sql_names, table_macro_name
-from duckreg.duckdb_ext.types import feature_types, param_type
+from duckreg.duckdb_ext.types import feature_types, output_types, param_type
 from duckreg.function_spec import FunctionSpec
 from duckreg.model_signature import DataType, FeatureGroupSpec, ParamGroupSpec, ParamSpec
 from duckreg.registry.model_version import SYSTEM_ALIASES, ModelVersion
@@ -139,9 +139,8 @@ def version(registry: Registry, model_name: str, version_name: str) -> dict[str,
             "target_method": function.target_method,
             "inputs": [{"name": s.name, "type": feature_types(s, shape=s.shape)[0], "kind": _input_kind(s),
                         "optional": s.name in optional[function.name]} for s in signature.inputs],
-            "outputs": [{"name": o.name, "type": feature_types(o, is_json=o.name in function.json_outputs,
-                                                                shape=function.output_shape(o.name))[0]}
-                        for o in signature.outputs],
+            "outputs": [{"name": o.name, "type": sql}
+                        for o, (sql, _) in zip(signature.outputs, output_types(function), strict=True)],
             "params": [{"name": p.name, "type": param_type(p), "kind": _param_kind(p),
                         "default": _default_text(p.default_value)} for p in signature.params],
         })  # fmt: skip
