@@ -346,12 +346,18 @@ def test_a_stage_made_in_the_page_takes_a_batch_of_a_table_whose_columns_are_nam
     assert len(list_jobs(shop, 100)) == jobs_before and not (tmp_path / "made_here" / "refused").exists()
 
 
-def test_an_empty_try_it_row_is_refused(served, page) -> None:
+def test_an_empty_try_it_row_is_refused_and_a_warning_is_shown_not_printed(served, page, capfd) -> None:
     page.goto(served + "/models/sentiment/versions/v1")
     page.locator("form.try button[type=submit]").click()
     error = page.locator("form.try .result .error")
     error.wait_for()
     assert "Row 1 is empty: fill in text" in error.inner_text()
+    page.check("form.try .as-json")
+    page.fill("form.try .json-rows", '[{"text": "I like you."}, {"text": null}]')
+    page.locator("form.try button[type=submit]").click()
+    page.wait_for_function("document.getElementById('toast').textContent.includes('Null value detected')")
+    assert page.locator("form.try .result-rows tbody tr").count() == 2
+    assert "Null value detected" not in capfd.readouterr().err
 
 
 def test_a_post_without_the_pages_csrf_token_is_refused(served, shop) -> None:

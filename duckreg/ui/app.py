@@ -382,8 +382,9 @@ def _input_frame(function: Any, rows: list[dict[str, Any]]) -> pd.DataFrame:
     if not all(isinstance(row, dict) for row in rows):
         raise ValueError("Each row must be an object of column names and values.")
     specs = {s.name: s for s in function.signature.inputs}
+    # A form row left blank arrives with no fields; a JSON row may name a NULL on purpose.
     for number, row in enumerate(rows, start=1):
-        if all(value in (None, "") for value in row.values()):
+        if all(value == "" for value in row.values()):
             raise ValueError(f"Row {number} is empty: fill in {', '.join(specs)}.")
     names = list(dict.fromkeys(name for row in rows for name in row))
     # Columns the signature does not know are passed on, so the registry's own matching reports them.
