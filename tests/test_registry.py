@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import duckdb
 import pandas as pd
 import pytest
 import transformers
@@ -278,6 +279,15 @@ def test_an_older_catalog_gains_the_new_tables(db_path, tmp_path) -> None:
         assert {"stages", "jobs", "job_logs"} <= tables
     finally:
         reopened.connection.close()
+
+
+def test_a_database_without_a_registry_opened_read_only_says_so(tmp_path) -> None:
+    path = tmp_path / "plain.duckdb"
+    duckdb.connect(str(path)).execute("CREATE TABLE t AS SELECT 1 AS a").close()
+    with pytest.raises(duckdb.InvalidInputException, match=r"has no duckreg registry .* open it once writable"):
+        duckreg.connect(str(path), read_only=True)
+    with duckreg.connect(str(path)) as con:  # writable: the registry is created, the user's table kept
+        assert con.execute("SELECT a FROM t").fetchall() == [(1,)]
 
 
 def test_a_deleted_version_is_unloaded_from_the_process(registry, model_dirs) -> None:

@@ -45,10 +45,16 @@ class Catalog:
         try:
             with self._lock:
                 self._cursor.execute(catalog_ddl().replace("{schema}", self.schema))
-        except duckdb.Error:
+        except duckdb.Error as exc:
             # A read-only database with an older catalog: the registry works without the new tables.
-            if "versions" not in present:
-                raise
+            if "versions" in present:
+                return
+            if "read-only" in str(exc):
+                raise duckdb.InvalidInputException(
+                    f"Database {self.database_name} has no duckreg registry (schema {self.schema_name}) and is "
+                    "open read-only: open it once writable to create one."
+                ) from None
+            raise
 
     def query(self, sql: str, params: list[Any] | None = None) -> list[tuple]:
         with self._lock:
