@@ -11,8 +11,8 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,9 @@ import numpy as np
 
 from duckreg import interrupts, model_cache, result_cache
 from duckreg.artifacts import Manifest, forget_verified, verify_files
-from duckreg.function_spec import FunctionSpec
+from duckreg.batch.messages import column_with_stage_media
+from duckreg.function_spec import FunctionSpec, Implementation
+from duckreg.inference_engines import engine_for
 from duckreg.model_handlers import ModelHandler, handler_for
 from duckreg.model_handlers.base import library_versions, warn_on_version_skew
 from duckreg.model_signature import INVALID, NOT_UNICODE, FeatureGroupSpec, FeatureSpec, check_feature
@@ -40,6 +42,34 @@ class VersionHandle:
     manifest: Manifest
     results: result_cache.ResultCache | None = None
     """Where results of this version's deterministic functions are kept (None: not kept)."""
+    read_media: Callable[[str], bytes] | None = None
+    """Reads a stage path (``@stage/cat.png``) named in a chat message's media part (None: no stages here)."""
+    media_hosts: tuple[str, ...] = ()
+    """Web hosts whose media a chat message may name (``allowed_media_domains``); none by default."""
+
+    def with_engine(self, engine: str | None, engine_args: dict[str, Any] | None = None) -> VersionHandle:
+        """This version computed by another engine (a batch job's ``inference_engine_options``), checked as
+        ``log_model`` checks it; results and loaded models are kept apart from the logged engine's."""
+        if engine is None or (engine == self.manifest.options.get("engine", "torch") and not engine_args):
+            return self
+        options = {**self.manifest.options, "engine": engine}
+        if engine_args:
+            options["engine_args"] = {**(options.get("engine_args") or {}), **engine_args}
+        chosen = engine_for(options)
+        where = f"Model {self.model_name} version {self.version_name}"
+        chosen.check_functions(self.manifest_functions(), where)
+        try:
+            from duckreg.model_handlers.huggingface import check_engine_serves
+
+            check_engine_serves(chosen, self.manifest.task or "")
+            chosen.check_options(options)
+        except ValueError as exc:
+            raise ValueError(f"{where}: {exc}") from None
+        return replace(self, manifest=replace(self.manifest, options=options))
+
+    def manifest_functions(self) -> list[FunctionSpec]:
+        """The functions the manifest records (what an engine is checked against)."""
+        return [FunctionSpec.from_record(f) for f in self.manifest.functions or []]
 
     @functools.cached_property
     def content_digest(self) -> str:
@@ -48,8 +78,11 @@ class VersionHandle:
 
     @property
     def cache_key(self) -> str:
-        digest = hashlib.sha256(json.dumps(self.manifest.files or {}, sort_keys=True).encode()).hexdigest()[:16]
-        return f"{self.artifact_dir.resolve()}#{digest}"
+        """The loaded model's key in the process: its folder, its files and the engine that computes with it."""
+        options = self.manifest.options
+        engine = {"engine": options.get("engine"), "engine_args": options.get("engine_args")}
+        content = json.dumps([self.manifest.files or {}, engine], sort_keys=True, default=str)
+        return f"{self.artifact_dir.resolve()}#{hashlib.sha256(content.encode()).hexdigest()[:16]}"
 
     @property
     def handler(self) -> ModelHandler:
@@ -105,6 +138,10 @@ class VersionHandle:
 def _engine_versions() -> dict[str, str]:
     """Library versions a result depends on besides the version's own files (part of every cache key)."""
     return library_versions(("duckreg", "transformers", "torch", "tokenizers", "onnxruntime"))
+
+
+def _no_stages(path: str) -> bytes:
+    raise ValueError("stage paths are read through a registry; give the picture as a data: URL here")
 
 
 def _describe(value: Any) -> str:
@@ -209,6 +246,7 @@ class FunctionRunner:
         resolved = self.resolve_params(params)
         specs = self.signature.inputs
         n_rows = len(columns[0]) if columns else 0
+        columns = self._with_stage_media(columns, first_row)
         checked: list[list[Any]] = []
         for spec, values in zip(specs, columns, strict=True):
             out = []
@@ -248,10 +286,25 @@ class FunctionRunner:
         results = self._predict_through_cache(unique_rows, resolved, use_cache) if unique_rows else []
         return [None if slot is None else results[slot] for slot in row_slot]
 
+    def _with_stage_media(self, columns: Sequence[Sequence[Any]], first_row: int) -> Sequence[Sequence[Any]]:
+        """Chat messages with the stage files their media parts name read in as ``data:`` URLs, the same for
+        every door: the result cache and every engine see the bytes, not the path."""
+        if self.function.implementation is not Implementation.OPENAI_CHAT:
+            return columns
+        version = self.version
+        read = version.read_media or _no_stages
+        return [
+            column_with_stage_media(self, list(values), read, lambda row: f", row {first_row + row + 1}",
+                                    version.media_hosts)
+            if spec.name == "messages" else values
+            for spec, values in zip(self.signature.inputs, columns, strict=True)
+        ]  # fmt: skip
+
     def _scope(self, params: dict[str, Any]) -> result_cache.Scope:
         version = self.version
         content = version.content_digest
-        namespace = result_cache.digest(content, self.function.name, params, _engine_versions())
+        libraries = {**_engine_versions(), **engine_for(version.manifest.options).library_versions()}
+        namespace = result_cache.digest(content, self.function.name, params, libraries)
         return result_cache.Scope(namespace, content, version.model_name, version.version_name)
 
     def _predict_through_cache(
@@ -259,23 +312,26 @@ class FunctionRunner:
     ) -> list[dict[str, Any]]:
         """Results for ``rows``: those of a deterministic function come from the result cache when kept there."""
         cache = self.version.results
-        if (
-            cache is None
-            or use_cache is False
-            or not cache.enabled
-            or not self.task.deterministic(params, self.version.manifest.pipeline_settings)
-        ):
+        if cache is None or use_cache is False or not cache.enabled:
+            return self._predict(rows, params)
+        cacheable = self.task.cacheable(rows, params, self.version.manifest.pipeline_settings)
+        if not any(cacheable):
             return self._predict(rows, params)
         scope = self._scope(params)
         names = [spec.name for spec in self.signature.inputs]
         try:
-            keys = [scope.key([row[name] for name in names]) for row in rows]
+            keys = [
+                scope.key([row[name] for name in names]) if kept else None
+                for row, kept in zip(rows, cacheable, strict=True)
+            ]
         except TypeError:  # an input value with no stable form: compute without the cache
             return self._predict(rows, params)
-        found = cache.get_many(keys, scope)
-        missing = [i for i, key in enumerate(keys) if key not in found]
+        found = cache.get_many([key for key in keys if key is not None], scope)
+        missing = [i for i, key in enumerate(keys) if key is None or key not in found]
         computed = self._predict([rows[i] for i in missing], params) if missing else []
-        cache.put_many(scope, [(keys[i], result) for i, result in zip(missing, computed, strict=True)])
+        cache.put_many(
+            scope, [(keys[i], result) for i, result in zip(missing, computed, strict=True) if keys[i] is not None]
+        )
         fresh = dict(zip(missing, computed, strict=True))
         return [fresh[i] if i in fresh else found[key] for i, key in enumerate(keys)]
 
@@ -319,7 +375,8 @@ class FunctionRunner:
             signature=self.signature,
             params=params,
             options=options,
-            batch_size=int(options.get("max_batch_size") or DEFAULT_BATCH_SIZE),
+            # An engine that schedules its own batches (vLLM) gets the whole chunk at once.
+            batch_size=int(options.get("max_batch_size") or getattr(loaded.model, "batch_rows", DEFAULT_BATCH_SIZE)),
             model_id=f"{self.version.model_name}/{self.version.version_name}",
             method=self.function.target_method,
         )
@@ -331,6 +388,9 @@ class FunctionRunner:
             # One forward batch at a time, so Ctrl-C or a cancelled job stops within one batch, not one chunk.
             for start in range(0, len(ordered), ctx.batch_size):
                 interrupts.check(self.context())
+                if loaded.closed:  # evicted (and released) since: load it again
+                    loaded = self.version.shared_model()
+                    ctx = replace(ctx, model=loaded.model)
                 with model_cache.device_lock(loaded.device), torch.inference_mode():
                     predicted.extend(task.predict(ctx, ordered[start : start + ctx.batch_size]))
         except interrupts.Interrupted:

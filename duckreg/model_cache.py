@@ -26,6 +26,15 @@ class LoadedModel:
     model: Any
     nbytes: int
     device: str
+    closed: bool = False
+    """Set when the cache evicted it and released what it holds (a vLLM engine): load it again to use it."""
+
+    def release(self) -> None:
+        """Free what the model holds beyond Python references (a vLLM engine's KV cache), once."""
+        self.closed = True
+        close = getattr(self.model, "close", None)
+        if callable(close):
+            close()
 
 
 class ModelCache:
@@ -36,6 +45,7 @@ class ModelCache:
         self._entries: OrderedDict[str, LoadedModel] = OrderedDict()
         self._lock = threading.Lock()
         self._loading: dict[str, threading.Lock] = {}
+        self._sizes: dict[str, int] = {}
         self.loads = 0
 
     def get(self, key: str, loader: Callable[[], LoadedModel]) -> LoadedModel:
@@ -50,34 +60,64 @@ class ModelCache:
                 entry = self._entries.get(key)
                 if entry is not None:
                     return entry
+            with self._lock:
+                # Room first: a model that holds memory outside Python (vLLM) must be gone before the next loads.
+                evicted = self._evict_over_budget(keep=None, incoming=self._estimate(key))
+            _release(evicted)
             entry = loader()
             with self._lock:
                 self.loads += 1
                 self._entries[key] = entry
                 self._loading.pop(key, None)
-                self._evict_over_budget(keep=key)
+                self._sizes[key.partition("#")[0]] = entry.nbytes
+                evicted = self._evict_over_budget(keep=key)
+            _release(evicted)
             return entry
 
-    def _evict_over_budget(self, keep: str) -> None:
-        while sum(e.nbytes for e in self._entries.values()) > self.budget_bytes and len(self._entries) > 1:
-            oldest = next(k for k in self._entries if k != keep)
-            del self._entries[oldest]
+    def _estimate(self, key: str) -> int:
+        """What loading ``key`` will take, as last measured for its folder (0 when never loaded here)."""
+        return self._sizes.get(key.partition("#")[0], 0)
+
+    def _evict_over_budget(self, keep: str | None, incoming: int = 0) -> list[LoadedModel]:
+        """Drop least recently used entries until the cache (plus ``incoming`` bytes) fits; returns them."""
+        evicted = []
+        while self._entries and sum(e.nbytes for e in self._entries.values()) + incoming > self.budget_bytes:
+            candidates = [k for k in self._entries if k != keep]
+            if not candidates:
+                break
+            evicted.append(self._entries.pop(candidates[0]))
+        return evicted
 
     def discard(self, key_prefix: str) -> None:
         """Forget every entry whose key starts with ``key_prefix`` (a deleted version)."""
         with self._lock:
-            for key in [k for k in self._entries if k.startswith(key_prefix)]:
-                del self._entries[key]
+            evicted = [self._entries.pop(k) for k in [k for k in self._entries if k.startswith(key_prefix)]]
+        _release(evicted)
 
     def clear(self) -> None:
         with self._lock:
+            evicted = list(self._entries.values())
             self._entries.clear()
+        _release(evicted)
+
+    def resident_bytes(self) -> int:
+        """The bytes the loaded models take, as measured when each loaded."""
+        with self._lock:
+            return sum(e.nbytes for e in self._entries.values())
 
     def __contains__(self, key: str) -> bool:
         return key in self._entries
 
     def __len__(self) -> int:
         return len(self._entries)
+
+
+def _release(evicted: list[LoadedModel]) -> None:
+    """Release evicted models outside the cache's lock, each on its device's lock: one running a batch
+    finishes it first."""
+    for entry in evicted:
+        with device_lock(entry.device):
+            entry.release()
 
 
 CACHE = ModelCache(int(os.environ.get("DUCKREG_CACHE_BYTES", _DEFAULT_BUDGET)))

@@ -1,4 +1,4 @@
-"""One batch job's output side: the plan engines run, part files, and the output folder's life cycle.
+"""One batch job's output side: the plan executors run, part files, and the output folder's life cycle.
 
 Layout of an output location while a job runs::
 
@@ -24,12 +24,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from duckreg import jobs
-from duckreg.batch.messages import column_with_stage_media, data_url
+from duckreg.batch.messages import data_url
 from duckreg.batch.specs import FileEncoding, SaveMode
 from duckreg.batch.stages import Stage, read_stage_bytes
 from duckreg.catalog import Catalog
 from duckreg.duckdb_ext.types import OutputTypes
-from duckreg.function_spec import Implementation
 from duckreg.inference import FunctionRunner, match_columns
 
 WORK_DIR = "_duckreg"
@@ -56,7 +55,7 @@ def write_atomically(fs: Any, path: str, table: pa.Table) -> None:
 
 @dataclass
 class BatchPlan:
-    """Everything an engine needs to run (or resume) one job."""
+    """Everything an executor needs to run (or resume) one job."""
 
     catalog: Catalog
     job_key: str
@@ -76,10 +75,6 @@ class BatchPlan:
     stages: dict[str, Stage]
     use_cache: bool | None = None
     """False computes every row afresh (``force_rebuild``); None lets the result cache serve what it holds."""
-    engine_args: dict[str, Any] | None = None
-    """``vllm.LLM`` arguments (``engine_args_override``) for the vllm engine."""
-    media_hosts: tuple[str, ...] = ()
-    """Web hosts whose media chat messages may name (``allowed_media_domains``); none by default."""
 
     @property
     def fs(self) -> Any:
@@ -134,12 +129,11 @@ class PartWriter:
     stage: Stage
     out_path: str
     use_cache: bool | None = None
-    media_hosts: tuple[str, ...] = ()
 
     @classmethod
     def of(cls, plan: BatchPlan) -> PartWriter:
         return cls(plan.runner.version, plan.runner.function, plan.params, plan.handling, plan.stages, plan.stage,
-                   plan.out_path, plan.use_cache, plan.media_hosts)  # fmt: skip
+                   plan.out_path, plan.use_cache)  # fmt: skip
 
     @property
     def runner(self) -> FunctionRunner:
@@ -151,26 +145,20 @@ class PartWriter:
     def __getstate__(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if k != "_runner"}
 
-    def compute(self, index: int, chunk: str) -> int:
-        """Predict chunk ``index`` into its part file (atomically); returns its row count."""
+    def compute(self, index: int, chunk: str, first_row: int) -> int:
+        """Predict chunk ``index`` (whose first row is the job's ``first_row``) into its part file, atomically;
+        returns its row count."""
         fs = self.stage.filesystem
         with fs.open(chunk, "rb") as handle:
             table = pq.read_table(handle)
-        write_atomically(fs, part_path(self.out_path, index), predict_table(self, table))
+        results = self.runner.run(input_columns(self, table), self.params, self.use_cache, first_row=first_row)
+        write_atomically(fs, part_path(self.out_path, index), with_outputs(self.runner, table, results))
         return table.num_rows
 
 
-def predict_table(plan: BatchPlan | PartWriter, table: pa.Table) -> pa.Table:
-    """One chunk of input rows -> the same rows plus the function's output columns."""
-    runner = plan.runner
-    return with_outputs(runner, table, runner.run(input_columns(plan, table), plan.params, plan.use_cache))
-
-
-def input_columns(plan: BatchPlan | PartWriter, table: pa.Table, first_row: int | None = None) -> list[list[Any]]:
-    """A chunk's values for each signature input, in signature order, as every engine hands them to a model:
-    NULLs for a missing optional column, stage files read per ``column_handling``, stage media in chat
-    messages turned into data URLs. An error names the row in its part, or in the job when the engine
-    knows the part's ``first_row``."""
+def input_columns(plan: BatchPlan | PartWriter, table: pa.Table) -> list[list[Any]]:
+    """A chunk's values for each signature input, in signature order, as the core takes them: NULLs for a
+    missing optional column, stage files read per ``column_handling``."""
     runner = plan.runner
     values = []
     for spec, column in zip(runner.signature.inputs, match_columns(table.column_names, runner), strict=True):
@@ -178,14 +166,6 @@ def input_columns(plan: BatchPlan | PartWriter, table: pa.Table, first_row: int 
             values.append([None] * table.num_rows)
             continue
         data = table.column(column).to_pylist()
-        if spec.name == "messages" and runner.function.implementation is Implementation.OPENAI_CHAT:
-            data = column_with_stage_media(
-                runner,
-                data,
-                lambda path: read_stage_bytes(plan.stages, path),
-                lambda row: f": row {row + 1} of its part" if first_row is None else f", row {first_row + row + 1}",
-                plan.media_hosts,
-            )
         encoding = plan.handling.get(spec.name)
         if encoding is not None:
             data = [None if path is None else _read_file(plan, runner, spec.name, path, encoding) for path in data]
@@ -196,7 +176,7 @@ def input_columns(plan: BatchPlan | PartWriter, table: pa.Table, first_row: int 
 def with_outputs(runner: FunctionRunner, table: pa.Table, results: list[dict[str, Any]]) -> pa.Table:
     """The input rows plus the function's output columns (an output replaces an input of its name).
 
-    Every engine writes its parts through this, so a job's schema does not depend on the engine.
+    Every executor writes its parts through this, so a job's schema does not depend on where it ran.
     """
     outputs = OutputTypes.of(runner.function)
     arrays = outputs.to_arrow_columns(results, json_as_text=True)

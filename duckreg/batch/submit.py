@@ -1,27 +1,28 @@
 """``ModelVersion.run_batch`` and SQL's ``run_batch``: check the request, snapshot the input, start a job.
 
 The output folder's layout and life cycle are ``batch.plan``'s; where rows come from is
-``batch.inputs``'; where parts are computed is ``batch.engines``'. Running the same job again (same
+``batch.inputs``'; where parts are computed is ``batch.executors``'. Running the same job again (same
 model version, function, params and input) into a location without ``_SUCCESS`` resumes it.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import sys
 import threading
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from duckreg import interrupts, jobs
-from duckreg.batch import engines
+from duckreg.batch import executors
 from duckreg.batch.inputs import check_apart, input_source, snapshot
 from duckreg.batch.plan import WORK_DIR, BatchPlan, join_path, prepare_location
 from duckreg.batch.specs import FileEncoding, InputSpec, JobSpec, OutputSpec, SaveMode
-from duckreg.batch.stages import Stage
+from duckreg.batch.stages import Stage, read_stage_bytes
 from duckreg.inference import FunctionRunner, match_columns
 
 if TYPE_CHECKING:
@@ -60,13 +61,21 @@ def run_batch(
     if not isinstance(input_spec, InputSpec) or not isinstance(job_spec, JobSpec):
         raise TypeError("input_spec and job_spec must be duckreg.batch.InputSpec and duckreg.batch.JobSpec")
     runner = target.runner_for(job_spec.function_name)
-    engine, address, engine_args = engines.choose(inference_engine_options, compute_pool, runner)
-    media_hosts = engines.media_hosts(inference_engine_options)
+    placement = executors.choose(inference_engine_options, compute_pool, job_spec)
+    stages = {row[0].lower(): Stage(row[0], row[1]) for row in registry.stages.rows()}
+    # The job's version: on the engine it asked for, reading chat media from the stages as they are now
+    # (a plain mapping, so Ray can ship it to its actors).
+    version = replace(
+        runner.version,
+        read_media=functools.partial(read_stage_bytes, stages),
+        media_hosts=executors.media_hosts(inference_engine_options),
+    ).with_engine(placement.engine, placement.engine_args)
+    runner = FunctionRunner(version, runner.function)
     if job_spec.force_rebuild:
         runner.version.forget()
     params = runner.resolve_params(input_spec.params)
     handling = _column_handling(input_spec, runner)
-    resources = engines.resources(engine, job_spec)
+    resources = executors.resources(placement, job_spec)
     new_name = job_spec.new_job_name()
     location = output_spec.location_for(new_name)
     stage, out_path = registry.stages.locate(location)
@@ -82,9 +91,16 @@ def run_batch(
     fingerprint = _fingerprint(target, runner, input_spec, job_spec, input_id)
     owner = prepare_location(fs, out_path, location, output_spec.mode, fingerprint)
     name = job_spec.job_name or (owner or {}).get("job_name") or new_name
-    spec = _spec_record(output_spec, input_spec, job_spec, location, engine, fingerprint)
+    spec = _spec_record(output_spec, input_spec, job_spec, location, placement.name, fingerprint)
     key = jobs.register(
-        registry.catalog, name, target.model_key, target.version_key, runner.function.name, engine, location, spec
+        registry.catalog,
+        name,
+        target.model_key,
+        target.version_key,
+        runner.function.name,
+        placement.name,
+        location,
+        spec,
     )
     cancel = threading.Event()
     # Running here from the moment its row says so: a poller in this process never takes it for a dead job.
@@ -108,20 +124,20 @@ def run_batch(
             handling=handling,
             stage=stage,
             out_path=out_path,
-            address=address,
-            engine_args=engine_args,
-            media_hosts=media_hosts,
+            address=placement.address,
             cancel=cancel,
             progress_bar=job_spec.block and sys.stderr.isatty(),
-            stages={row[0].lower(): Stage(row[0], row[1]) for row in registry.stages.rows()},
+            stages=stages,
             use_cache=False if job_spec.force_rebuild else None,
             **resources,
         )
-        plan.log(f"{'resuming' if owner else 'starting'} on the {engine} engine: {total} rows")
+        engine = runner.version.manifest.options.get("engine") or "torch"
+        where = "this process" if placement.executor == "local" else "Ray"
+        plan.log(f"{'resuming' if owner else 'starting'} on the {engine} engine in {where}: {total} rows")
     except BaseException:
         jobs.untrack(key)
         raise
-    return engines.start(plan, engine, block=job_spec.block)
+    return executors.start(plan, placement.executor, block=job_spec.block)
 
 
 def _fingerprint(

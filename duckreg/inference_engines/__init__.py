@@ -1,4 +1,4 @@
-"""Inference engines: what runs a logged encoder's forward pass (torch, or an ONNX Runtime export).
+"""Inference engines: what computes a logged version's answers (torch, an ONNX Runtime export, vLLM).
 
 A version picks its engine at log time with ``options={"engine": ...}``. The engine prepares its
 files beside the model's (an export, checked against torch on sample inputs) and, when the version
@@ -14,8 +14,9 @@ from typing import Any
 
 from duckreg.inference_engines.base import EngineReport, InferenceEngine
 from duckreg.inference_engines.onnx_runtime import OnnxRuntimeEngine
+from duckreg.inference_engines.vllm import VllmEngine
 
-ENGINE_OPTION_KEYS = frozenset({"engine", "quantize", "quality_floor"})
+ENGINE_OPTION_KEYS = frozenset({"engine", "quantize", "quality_floor", "engine_args"})
 """``log_model`` options that choose and gate an engine."""
 
 
@@ -25,6 +26,8 @@ class TorchEngine(InferenceEngine):
     name = "torch"
 
     def check_options(self, options: dict[str, Any]) -> None:
+        if options.get("engine_args") is not None:
+            raise ValueError("options['engine_args'] holds vllm.LLM arguments; it needs options['engine'] = 'vllm'")
         if options.get("quantize") is not None or options.get("quality_floor") is not None:
             raise ValueError(
                 "options['quantize'] and options['quality_floor'] need options['engine'] = 'onnxruntime'; the torch "
@@ -38,7 +41,9 @@ class TorchEngine(InferenceEngine):
         return None
 
 
-ENGINES: dict[str, InferenceEngine] = {engine.name: engine for engine in (TorchEngine(), OnnxRuntimeEngine())}
+ENGINES: dict[str, InferenceEngine] = {
+    engine.name: engine for engine in (TorchEngine(), OnnxRuntimeEngine(), VllmEngine())
+}
 
 
 def engine_for(options: dict[str, Any]) -> InferenceEngine:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,10 @@ class InferenceEngine:
     """Whether ``prepare`` checks the engine on ``sample_input_data`` (so logging it is not a wasted argument)."""
     files: tuple[str, ...] = ()
     """Names under the model folder that ``prepare`` writes (left behind when a version changes engine)."""
+    tasks: tuple[str, ...] | None = None
+    """Pipeline tasks this engine runs; None: the tasks whose ``Task.engines`` name it."""
+    option_keys: tuple[str, ...] = ()
+    """``log_model`` options this engine reads besides ``engine``."""
 
     def torch_device(self, device: str) -> str:
         """Where the torch weights load before ``attach``: the run device, unless this engine replaces them."""
@@ -29,6 +34,18 @@ class InferenceEngine:
 
     def check_options(self, options: dict[str, Any]) -> None:
         """Refuse options this engine cannot honour, before anything is saved."""
+
+    def check_functions(self, functions: Sequence[Any], where: str) -> None:
+        """Refuse, before anything is saved or run, a version whose functions this engine cannot answer."""
+
+    def load_model(self, folder: Path, task: str, options: dict[str, Any], device: str) -> Any | None:
+        """At load time: a model object that answers on its own (the task calls it), or None to load the torch
+        pipeline and ``attach`` this engine to it."""
+        return None
+
+    def library_versions(self) -> dict[str, str]:
+        """Versions of the libraries this engine computes with (part of every result cache key)."""
+        return {}
 
     def prepare(self, model: Any, folder: Path, options: dict[str, Any], sample_texts: list[str]) -> EngineReport:
         """At log time: write the engine's files under ``folder`` (the model's folder) and check them.

@@ -320,6 +320,8 @@ class OnnxRuntimeEngine(InferenceEngine):
         return "cpu"  # the torch module only hands its config over; ONNX Runtime picks its own provider
 
     def check_options(self, options: dict[str, Any]) -> None:
+        if options.get("engine_args") is not None:
+            raise ValueError("options['engine_args'] holds vllm.LLM arguments; it needs options['engine'] = 'vllm'")
         _require_onnxruntime()
         floors_for(options)
 

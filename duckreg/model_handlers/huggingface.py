@@ -19,7 +19,7 @@ from typing import Any
 from duckreg.artifacts import Manifest
 from duckreg.function_spec import FunctionSpec, Implementation
 from duckreg.huggingface import TransformersPipeline
-from duckreg.inference_engines import ENGINE_OPTION_KEYS, engine_for
+from duckreg.inference_engines import ENGINE_OPTION_KEYS, InferenceEngine, engine_for
 from duckreg.inference_engines.samples import sample_texts
 from duckreg.model_handlers.base import LoggedModel, ModelHandler
 from duckreg.model_signature import DataType, FeatureGroupSpec, ModelSignature
@@ -266,7 +266,8 @@ class HuggingFaceHandler(ModelHandler):
             )
         settings = pipeline_settings(model)
         functions = pipeline_functions(model, settings, signatures, options)
-        _check_engine_serves(engine.name, model.task)
+        check_engine_serves(engine, model.task)
+        engine.check_functions(functions, "log_model")
         return LoggedModel(
             model,
             functions,
@@ -287,12 +288,15 @@ class HuggingFaceHandler(ModelHandler):
     ) -> dict[str, Any]:
         engine = engine_for(options)
         engine.check_options(options)
-        _check_engine_serves(engine.name, task or "")
+        check_engine_serves(engine, task or "")
         texts = texts_of(sample_input_data) or sample_texts()
         return engine.prepare(model, folder, options, texts).metrics
 
     def load(self, folder: Path, manifest: Manifest, device: str) -> Any:
         engine = engine_for(manifest.options)
+        own = engine.load_model(folder, manifest.task or "", manifest.options, device)
+        if own is not None:
+            return own
         model = load_pipeline(
             folder, manifest.task, manifest.pipeline_settings, engine.torch_device(device), manifest.trust_remote_code
         )
@@ -306,13 +310,20 @@ class HuggingFaceHandler(ModelHandler):
         (get_task(manifest.task or "") or GENERIC).prepare(model)
 
 
-def _check_engine_serves(engine: str, task: str) -> None:
-    """Refuse an engine for a task it cannot run (ONNX Runtime runs the encoder tasks only)."""
+def check_engine_serves(engine: InferenceEngine, task: str) -> None:
+    """Refuse an engine for a task it cannot run (ONNX Runtime runs the encoder tasks, vLLM the chat ones)."""
+    if engine.tasks is not None:
+        serving = sorted(engine.tasks)
+    else:
+        serving = sorted(name for name, impl in TASKS.items() if engine.name in impl.engines)
     task_impl = get_task(task)
-    if engine not in (task_impl.engines if task_impl else ("torch",)):
-        serving = sorted(name for name, impl in TASKS.items() if engine in impl.engines)
+    runs = (
+        task in serving if engine.tasks is not None else engine.name in (task_impl.engines if task_impl else ("torch",))
+    )
+    if not runs:
+        kind = "chat" if engine.tasks is not None else "encoder"
         raise ValueError(
-            f"options['engine'] = {engine!r} runs the encoder tasks {serving}, not {task!r}; "
+            f"options['engine'] = {engine.name!r} runs the {kind} tasks {serving}, not {task!r}; "
             "keep it on the torch engine"
         )
 

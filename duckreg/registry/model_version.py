@@ -10,10 +10,9 @@ import pandas as pd
 
 from duckreg import pandas_io
 from duckreg.artifacts import Manifest, file_sha256
-from duckreg.batch.messages import column_with_stage_media
 from duckreg.catalog.models import VersionRow
 from duckreg.duckdb_ext.names import sql_names
-from duckreg.function_spec import FunctionSpec, Implementation
+from duckreg.function_spec import FunctionSpec
 from duckreg.identifiers import check_identifier, normalize
 from duckreg.inference import FunctionRunner, VersionHandle
 
@@ -124,7 +123,10 @@ class ModelVersion:
         row = self._row()
         manifest = Manifest.from_json(row.manifest)
         folder = self._registry._version_folder(row.artifact_path)
-        return VersionHandle(self.model_name, row.name, folder, manifest, self._registry.result_cache)
+        registry = self._registry
+        return VersionHandle(
+            self.model_name, row.name, folder, manifest, registry.result_cache, read_media=registry.stages.read_bytes
+        )
 
     def _functions(self) -> list[FunctionSpec]:
         return self._registry._models.functions(self._model_key, self._version_key)
@@ -163,15 +165,6 @@ class ModelVersion:
         runner = self._runner(function_name)
         frame = pandas_io.to_pandas(X)
         columns = pandas_io.input_columns(frame, runner)
-        if runner.function.implementation is Implementation.OPENAI_CHAT:
-            # Stage paths in chat media parts (@stage/cat.png) are read from this registry, as run_batch reads them.
-            read = self._registry.stages.read_bytes
-            columns = [
-                column_with_stage_media(runner, values, read, lambda row: f", row {row + 1}")
-                if spec.name == "messages"
-                else values
-                for spec, values in zip(runner.signature.inputs, columns, strict=True)
-            ]
         results: list[dict[str, Any] | None] = []
         for start in range(0, len(frame), _RUN_CHUNK_ROWS):
             results.extend(runner.run([c[start : start + _RUN_CHUNK_ROWS] for c in columns], params, first_row=start))
@@ -217,9 +210,11 @@ class ModelVersion:
         quantize: str | None = None,
         quality_floor: dict[str, float] | None = None,
         sample_input_data: Any = None,
+        engine_args: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         """Run this version on another inference engine from now on, as if logged with
-        ``options={"engine": engine, "quantize": ..., "quality_floor": ...}``.
+        ``options={"engine": engine, "quantize": ..., "quality_floor": ..., "engine_args": ...}``
+        (``engine_args``: ``vllm.LLM`` arguments for the vllm engine).
 
         The export is checked against the torch weights on ``sample_input_data`` (or built-in texts)
         and refused below the floors, exactly as at log time; the figures become the
@@ -227,7 +222,7 @@ class ModelVersion:
         Results cached for the old engine are dropped. Other processes see the change when they next
         open the registry.
         """
-        options = {"engine": engine, "quantize": quantize, "quality_floor": quality_floor}
+        options = {"engine": engine, "quantize": quantize, "quality_floor": quality_floor, "engine_args": engine_args}
         return self._registry._set_engine(self, options, sample_input_data)
 
     def show_metrics(self) -> dict[str, Any]:

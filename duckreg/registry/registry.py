@@ -303,6 +303,7 @@ class Registry:
         chosen = {k: v for k, v in engine_options.items() if v is not None and not (k == "engine" and v == "torch")}
         try:
             options = check_options({**kept, **chosen}, handler.option_keys)
+            engine_for(options).check_functions(version._functions(), "set_engine")
             model = replace(handle, manifest=replace(manifest, options=kept)).build_model("cpu")
             handler.prepare_loaded(model, manifest)
             engine_files = engine_for(options).files

@@ -10,7 +10,8 @@ from __future__ import annotations
 import copy
 from collections import defaultdict
 from collections.abc import Sequence
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
 
 from duckreg.model_signature import DataType, ParamGroupSpec, ParamSpec
 from duckreg.tasks.limits import positions
@@ -133,11 +134,12 @@ def greedy(params: dict[str, Any], settings: dict[str, Any]) -> bool:
 
 
 def cap_new_tokens(model: Any, prompt_length: int, requested: int) -> int:
-    """``requested`` new tokens, or fewer so that prompt plus answer fit the model's context.
+    """``requested`` new tokens, or fewer so that prompt plus answer fit the model's context
+    (``model`` a torch model, or the number of tokens it reads).
 
     Raises ``ValueError`` when the prompt alone fills the context.
     """
-    limit = positions(model)
+    limit = model if isinstance(model, int) or model is None else positions(model)
     if limit is None:
         return requested
     if prompt_length >= limit:
@@ -161,10 +163,59 @@ def generate_unpadded(
     out: list[list[list[int]]] = [[] for _ in requests]
     for (length, _), indices in groups.items():
         input_ids = torch.tensor([requests[i][0] for i in indices], device=model.device)
-        output = model.generate(
-            input_ids=input_ids, attention_mask=torch.ones_like(input_ids), **requests[indices[0]][1], **shared
-        )
+        call = dict(requests[indices[0]][1])
+        constraint = call.get("logits_processor")
+        if hasattr(constraint, "build"):  # one per call: it keeps a state for each sequence it constrains
+            call["logits_processor"] = constraint.build(len(indices) * call.get("num_return_sequences", 1), length)
+        output = model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), **call, **shared)
         per_request = output.shape[0] // len(indices)
         for n, index in enumerate(indices):
             out[index] = output[n * per_request : (n + 1) * per_request, length:].tolist()
     return out
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """One chat request as every generation backend takes it: the prompt and OpenAI's controls, checked.
+
+    A text model's prompt is its token ids (the task applies the chat template once, for every backend);
+    a model that reads media gets the ``messages`` and its processor (or vLLM's chat parser) builds it.
+    """
+
+    prompt_ids: list[int] | None
+    messages: list[dict[str, Any]] | None
+    max_new_tokens: int
+    temperature: float = 1.0
+    n: int = 1
+    top_p: float | None = None
+    stop: tuple[str, ...] = ()
+    frequency_penalty: float | None = None
+    presence_penalty: float | None = None
+    json_schema: dict[str, Any] | None = None
+    """The JSON schema every answer must follow (``{}``: any JSON object); None for free text."""
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0 and self.n == 1
+
+
+@dataclass
+class Generated:
+    """A backend's answer to one request: the prompt's length and each choice's new token ids."""
+
+    prompt_tokens: int
+    choices: list[list[int]] = field(default_factory=list)
+
+
+@runtime_checkable
+class ChatBackend(Protocol):
+    """What computes chat answers for a version (transformers ``generate``, vLLM): the task does the rest."""
+
+    name: str
+    tokenizer: Any
+    context_length: int | None
+    """The most tokens prompt plus answer may hold (None: no fixed limit)."""
+
+    def generate(self, requests: Sequence[GenerationRequest]) -> list[Generated]:
+        """Each request's answer, in order; a request this backend cannot run raises ``InputError``."""
+        ...

@@ -99,6 +99,11 @@ class Task:
         """
         return True
 
+    def cacheable(self, rows: Sequence[dict[str, Any]], params: dict[str, Any], settings: dict[str, Any]) -> list[bool]:
+        """For each row, whether its result may come from (and go to) the result cache: by default every row
+        of a deterministic call. A task whose rows carry their own controls decides row by row."""
+        return [self.deterministic(params, settings)] * len(rows)
+
     def sort_key(self, row: dict[str, Any]) -> int:
         """Rows are sorted by this before batching, so each batch pads little."""
         return sum(len(v) for v in row.values() if isinstance(v, str))

@@ -16,8 +16,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from duckreg.model_signature import FeatureGroupSpec, ModelSignature
-from duckreg.tasks._generation import cap_new_tokens, generate_unpadded
+from duckreg.tasks._generation import ChatBackend, Generated, GenerationRequest, cap_new_tokens, generate_unpadded
 from duckreg.tasks.base import InputError, RunContext, Task
+from duckreg.tasks.limits import positions
+from duckreg.tasks.structured import SchemaLogitsProcessor, grammar, requested_schema
 
 CONTROLS = (
     "temperature",
@@ -53,9 +55,6 @@ class OpenAIChat(Task):
     optional_inputs = frozenset(CONTROLS)
     needs_pad_token = True
 
-    def deterministic(self, params: dict[str, Any], settings: dict[str, Any]) -> bool:
-        return False  # each response carries its own id and creation time
-
     def sort_key(self, row: dict[str, Any]) -> int:
         return sum(len(str(m.get("content") or "")) for m in row["messages"] or [])
 
@@ -83,57 +82,174 @@ class OpenAIChat(Task):
             out.append(message)
         return out
 
+    def cacheable(self, rows: Sequence[dict[str, Any]], params: dict[str, Any], settings: dict[str, Any]) -> list[bool]:
+        """A greedy request (temperature 0, one choice) always gets the same answer: it may be cached.
+
+        A cached answer is the completion first computed, ``id`` and ``created`` included.
+        """
+        use_params = "temperature" in params
+        return [_greedy(request_controls(params, row, use_params)) for row in rows]
+
     def predict(self, ctx: RunContext, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-        pipe = ctx.model
-        if getattr(pipe, "task", None) == "image-text-to-text":
-            return [self._answer_with_images(ctx, row) for row in rows]
-        tokenizer, model = pipe.tokenizer, pipe.model
-        use_params = bool(ctx.signature.params)
-        requests = []
-        for row in rows:
-            controls = request_controls(ctx.params, row, use_params)
-            prompt_ids = tokenizer(chat_prompt(tokenizer, row["messages"]), add_special_tokens=False)["input_ids"]
-            kwargs = _generate_kwargs(controls, tokenizer)
+        backend = backend_of(ctx.model)
+        requests = [self.request(ctx, backend, row) for row in rows]
+        generated = backend.generate(requests)
+        tokenizer = backend.tokenizer
+        return [
+            completion(
+                ctx.model_id,
+                [finish_text(tokenizer, ids, request.stop, request.max_new_tokens) for ids in answer.choices],
+                answer.prompt_tokens,
+            )
+            for request, answer in zip(requests, generated, strict=True)
+        ]
+
+    def request(self, ctx: RunContext, backend: ChatBackend, row: dict[str, Any]) -> GenerationRequest:
+        """One row as a checked request: its prompt (token ids, or messages for a model that reads media) and
+        its controls. Every backend gets the same request, so a bad row fails the same way on each."""
+        controls = request_controls(ctx.params, row, bool(ctx.signature.params))
+        temperature, max_new_tokens, n = core_controls(controls)
+        messages = row["messages"]
+        if not messages:
+            raise InputError("messages", "needs at least one message")
+        prompt_ids = None
+        if getattr(backend, "task", None) == "image-text-to-text":
+            for message in messages:
+                if not message.get("role"):
+                    raise InputError("messages", "every message needs a role")
+            check_media(messages)
+        else:
+            tokenizer = backend.tokenizer
+            prompt_ids = tokenizer(chat_prompt(tokenizer, messages), add_special_tokens=False)["input_ids"]
             try:
-                kwargs["max_new_tokens"] = cap_new_tokens(model, len(prompt_ids), kwargs["max_new_tokens"])
+                max_new_tokens = cap_new_tokens(backend.context_length, len(prompt_ids), max_new_tokens)
             except ValueError as exc:
                 raise InputError("messages", str(exc)) from None
-            requests.append((prompt_ids, kwargs))
-        generated = generate_unpadded(model, requests, tokenizer=tokenizer)
-        results = []
-        for (prompt_ids, kwargs), sequences in zip(requests, generated, strict=True):
-            stop = kwargs.get("stop_strings", ())
-            answers = [finish_text(tokenizer, ids, stop, kwargs["max_new_tokens"]) for ids in sequences]
-            results.append(completion(ctx.model_id, answers, len(prompt_ids)))
-        return results
+        schema = requested_schema(controls["response_format"])
+        if schema is not None:
+            grammar(schema)  # a schema that cannot compile is this row's error, on every backend
+        if controls["stream"]:
+            warnings.warn("stream=True is ignored: each row gets its whole completion", stacklevel=2)
+        return GenerationRequest(
+            prompt_ids=prompt_ids,
+            messages=None if prompt_ids is not None else messages,
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            n=n,
+            top_p=None if controls["top_p"] is None else float(controls["top_p"]),
+            stop=tuple(controls["stop"] or ()),
+            frequency_penalty=None if controls["frequency_penalty"] is None else float(controls["frequency_penalty"]),
+            presence_penalty=None if controls["presence_penalty"] is None else float(controls["presence_penalty"]),
+            json_schema=schema,
+        )
 
-    def _answer_with_images(self, ctx: RunContext, row: dict[str, Any]) -> dict[str, Any]:
+
+def backend_of(model: Any) -> ChatBackend:
+    """The backend a loaded version answers chat requests with: its own (vLLM), else transformers ``generate``."""
+    return model if isinstance(model, ChatBackend) else TransformersChat(model)
+
+
+class TransformersChat:
+    """Chat answers from a transformers pipeline's model: unpadded batches of the same prompt length and
+    controls, JSON schemas held by a llguidance logits processor."""
+
+    name = "transformers"
+
+    def __init__(self, pipe: Any) -> None:
+        self.pipe = pipe
+        self.task = getattr(pipe, "task", None)
+        self.processor = getattr(pipe, "processor", None)
+        self.tokenizer = self.processor.tokenizer if self.task == "image-text-to-text" else pipe.tokenizer
+        self.context_length = positions(pipe.model)
+
+    def generate(self, requests: Sequence[GenerationRequest]) -> list[Generated]:
+        out: list[Generated | None] = [None] * len(requests)
+        text = [i for i, r in enumerate(requests) if r.prompt_ids is not None]
+        for i in range(len(requests)):
+            if requests[i].prompt_ids is None:
+                out[i] = self._with_media(requests[i])
+        calls = [(requests[i].prompt_ids, self._generate_kwargs(requests[i])) for i in text]
+        for i, choices in zip(text, generate_unpadded(self.pipe.model, calls, tokenizer=self.tokenizer), strict=True):
+            out[i] = Generated(len(requests[i].prompt_ids or []), choices)
+        return [g for g in out if g is not None]
+
+    def _with_media(self, request: GenerationRequest) -> Generated:
         """One request to an image-text-to-text model: its processor turns text and image parts into inputs."""
         import torch
 
-        pipe = ctx.model
-        processor, model = pipe.processor, pipe.model
-        tokenizer = processor.tokenizer
-        controls = request_controls(ctx.params, row, bool(ctx.signature.params))
-        messages = [{"role": m["role"], "content": _processor_parts(m.get("content"))} for m in row["messages"] or []]
-        if not messages:
-            raise InputError("messages", "needs at least one message")
-        inputs = processor.apply_chat_template(
+        model = self.pipe.model
+        messages = [{"role": m["role"], "content": _processor_parts(m.get("content"))} for m in request.messages or []]
+        inputs = self.processor.apply_chat_template(
             messages, add_generation_prompt=True, tokenize=True, return_dict=True, return_tensors="pt"
         )
         prompt_length = int(inputs["input_ids"].shape[1])
-        kwargs = _generate_kwargs(controls, tokenizer)
+        kwargs = self._generate_kwargs(request)
         try:
             kwargs["max_new_tokens"] = cap_new_tokens(model, prompt_length, kwargs["max_new_tokens"])
         except ValueError as exc:
             raise InputError("messages", str(exc)) from None
         kwargs.pop("stop_strings", None)  # cut from the decoded text, as the text path does
-        stop = tuple(controls["stop"] or ())
+        if request.json_schema is not None:
+            kwargs["logits_processor"] = SchemaConstraint(self, request).build(request.n, prompt_length)
         with torch.inference_mode():
             generated = model.generate(**inputs.to(model.device), **kwargs)
-        answers = [finish_text(tokenizer, ids, stop, kwargs["max_new_tokens"])
-                   for ids in generated[:, prompt_length:].tolist()]  # fmt: skip
-        return completion(ctx.model_id, answers, prompt_length)
+        return Generated(prompt_length, generated[:, prompt_length:].tolist())
+
+    def _generate_kwargs(self, request: GenerationRequest) -> dict[str, Any]:
+        do_sample = request.temperature > 0 or request.n > 1
+        kwargs: dict[str, Any] = {
+            "max_new_tokens": request.max_new_tokens,
+            "do_sample": do_sample,
+            "num_return_sequences": request.n,
+            "pad_token_id": self.tokenizer.pad_token_id,
+        }
+        if request.stop:
+            kwargs["stop_strings"] = request.stop
+        if do_sample:
+            kwargs["temperature"] = request.temperature if request.temperature > 0 else 1.0
+            if request.top_p is not None:
+                kwargs["top_p"] = request.top_p
+        else:
+            kwargs.update(temperature=None, top_p=None, top_k=None)
+        penalty = 1.0 + max(request.frequency_penalty or 0.0, 0.0)
+        if penalty != 1.0:
+            kwargs["repetition_penalty"] = penalty
+        if request.presence_penalty:
+            warnings.warn("presence_penalty is not supported by transformers generation and is ignored", stacklevel=2)
+        if request.json_schema is not None and request.prompt_ids is not None:
+            kwargs["logits_processor"] = SchemaConstraint(self, request)
+        return kwargs
+
+
+class SchemaConstraint:
+    """The logits processor of a request whose answer follows a schema, built for each ``generate`` call (one
+    grammar matcher per sequence). Equal for requests with the same schema, so their prompts batch together."""
+
+    def __init__(self, backend: TransformersChat, request: GenerationRequest) -> None:
+        self.backend, self.request = backend, request
+        self.key = json.dumps(request.json_schema, sort_keys=True)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, SchemaConstraint) and other.key == self.key
+
+    def __hash__(self) -> int:
+        return hash(self.key)
+
+    def build(self, rows: int, prompt_length: int) -> Any:
+        from transformers import LogitsProcessorList
+
+        vocab = int(self.backend.pipe.model.config.get_text_config().vocab_size)
+        compiled = grammar(self.request.json_schema or {})
+        processor = SchemaLogitsProcessor(self.backend.tokenizer, vocab, [compiled] * rows, prompt_length)
+        return LogitsProcessorList([processor])
+
+
+def _greedy(controls: dict[str, Any]) -> bool:
+    try:
+        temperature, _, n = core_controls(controls)
+    except (InputError, TypeError, ValueError):
+        return False
+    return temperature == 0 and n == 1
 
 
 def completion(model_id: str, answers: Sequence[tuple[str, int, str]], prompt_tokens: int) -> dict[str, Any]:
@@ -187,9 +303,7 @@ def _media_bytes(kind: str, url: str, example: str) -> bytes:
     if not url.startswith("data:") or ";base64," not in url:
         raise InputError(
             "messages",
-            f"{kind} {url[:60]!r}: give a data URL (data:{example};base64,...); mv.run and run_batch also read stage "
-            "paths (@stage/path/file), and in SQL 'data:...;base64,' || base64(read_stage_file('@stage/path/file')) "
-            "makes the URL",
+            f"{kind} {url[:60]!r}: give a stage path (@stage/path/file) or a data URL (data:{example};base64,...)",
         )
     try:
         return base64.b64decode(url.split(";base64,", 1)[1], validate=True)
@@ -273,37 +387,6 @@ def core_controls(controls: dict[str, Any]) -> tuple[float, int, int]:
     if n < 1:
         raise InputError("n", f"must be at least 1, got {n}")
     return temperature, int(controls.get("max_completion_tokens") or DEFAULT_MAX_COMPLETION_TOKENS), n
-
-
-def _generate_kwargs(controls: dict[str, Any], tokenizer: Any) -> dict[str, Any]:
-    temperature, max_new_tokens, n = core_controls(controls)
-    do_sample = temperature > 0 or n > 1
-    kwargs: dict[str, Any] = {
-        "max_new_tokens": max_new_tokens,
-        "do_sample": do_sample,
-        "num_return_sequences": n,
-        "pad_token_id": tokenizer.pad_token_id,
-    }
-    if controls["stop"]:
-        kwargs["stop_strings"] = tuple(controls["stop"])
-    if do_sample:
-        kwargs["temperature"] = temperature if temperature > 0 else 1.0
-        if controls["top_p"] is not None:
-            kwargs["top_p"] = float(controls["top_p"])
-    else:
-        kwargs.update(temperature=None, top_p=None, top_k=None)
-    penalty = 1.0 + max(float(controls["frequency_penalty"] or 0.0), 0.0)
-    if penalty != 1.0:
-        kwargs["repetition_penalty"] = penalty
-    if controls["presence_penalty"]:
-        warnings.warn("presence_penalty is not supported by transformers generation and is ignored", stacklevel=2)
-    if controls["stream"]:
-        warnings.warn("stream=True is ignored: each row gets its whole completion", stacklevel=2)
-    if controls["response_format"]:
-        warnings.warn(
-            "response_format is ignored: transformers generation cannot hold an answer to a format", stacklevel=2
-        )
-    return kwargs
 
 
 def finish_text(tokenizer: Any, ids: list[int], stop: tuple[str, ...], max_new_tokens: int) -> tuple[str, int, str]:

@@ -23,7 +23,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("duckreg.inference",),
     (
         "duckreg.pandas_io", "duckreg.jobs", "duckreg.duckdb_ext.functions", "duckreg.duckdb_ext.stage_functions",
-        "duckreg.duckdb_ext.connections", "duckreg.batch.plan", "duckreg.batch.inputs", "duckreg.batch.engines",
+        "duckreg.duckdb_ext.connections", "duckreg.batch.plan", "duckreg.batch.inputs", "duckreg.batch.executors",
     ),
     ("duckreg.batch.submit",),
     ("duckreg.registry",),

@@ -1,9 +1,13 @@
-"""The Ray engine: the same job on Ray Data, for when one process is not enough.
+"""The Ray executor: the same job on Ray Data, for when one process is not enough.
 
-Input chunks become a Ray dataset of chunk references; ``map_batches`` runs them on a pool of
-actors (``replicas`` x ``num_workers``), each loading the model once. An actor writes the part for
-each chunk it is given (atomically, same names as the local engine), so the output contract is the
-same: every input row once, ``_SUCCESS`` last, and a rerun resumes. Actors ask for
+Input chunks become a Ray dataset of chunk references; ``map_batches`` runs them on a pool of actors
+(``replicas`` x ``num_workers``), each loading the model once, on the job's engine (a vLLM replica with
+``inference_engine_options={"engine": "vllm"}``), after checking its files' hashes on its node. Ray Data's
+own ``ray.data.llm`` is not used: it drives vLLM's GPU engine processes and OpenAI-style prompts of its own,
+where these actors call the one inference core, so the rows get the same checks, cache and columns as in
+this process. An actor writes the part for each chunk it is given (atomically, same names as the local
+executor), so the output contract is the same: every input row once, ``_SUCCESS`` last, and a rerun
+resumes. Actors ask for
 ``cpu_requests`` CPUs (default 0.5, so a small machine keeps a CPU for Ray's own tasks and cannot
 deadlock), ``gpu_requests`` GPUs and ``memory_requests`` bytes.
 
@@ -20,7 +24,7 @@ import os
 from collections.abc import Iterator
 from typing import Any
 
-from duckreg.batch.engines import run_parts
+from duckreg.batch.executors import run_parts
 from duckreg.batch.plan import BatchPlan, PartWriter
 
 DEFAULT_ACTOR_CPUS = 0.5
@@ -34,7 +38,8 @@ class _RayPartWriter:
         self.writer.runner.version.shared_model()
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
-        rows = [self.writer.compute(int(i), str(c)) for i, c in zip(batch["index"], batch["chunk"], strict=True)]
+        parts = zip(batch["index"], batch["chunk"], batch["first_row"], strict=True)
+        rows = [self.writer.compute(int(index), str(chunk), int(first)) for index, chunk, first in parts]
         return {"index": list(batch["index"]), "rows": rows}
 
 
@@ -64,7 +69,7 @@ def run(plan: BatchPlan) -> None:
             ray.shutdown()
 
 
-def _compute_on_actors(plan: BatchPlan, missing: list[tuple[int, str]]) -> Iterator[tuple[int, int]]:
+def _compute_on_actors(plan: BatchPlan, missing: list[tuple[int, str, int]]) -> Iterator[tuple[int, int]]:
     import ray
 
     actors = plan.replicas * plan.num_workers
@@ -79,7 +84,7 @@ def _compute_on_actors(plan: BatchPlan, missing: list[tuple[int, str]]) -> Itera
         options["num_gpus"] = plan.gpus
     if plan.memory:
         options["memory"] = plan.memory
-    items = [{"index": index, "chunk": chunk} for index, chunk in missing]
+    items = [{"index": index, "chunk": chunk, "first_row": first_row} for index, chunk, first_row in missing]
     dataset = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
         _RayPartWriter,
         fn_constructor_args=(PartWriter.of(plan),),

@@ -1,8 +1,10 @@
-"""Where a batch job's parts are computed. Each engine is one module here with ``run(plan)``.
+"""Where a batch job's parts are computed: in this process, or on Ray actors. Each executor is one module here.
 
-``choose`` checks the options and ``start`` runs a plan; the loop every engine shares (skip what
-exists, compute the rest, cancel between parts, finish) is ``run_parts``, so an engine only says how
-missing parts are computed.
+An executor never answers rows itself: it hands each part to the one inference core, on the version's
+engine or the one the job asked for (``inference_engine_options={"engine": "vllm"}``). ``choose`` maps
+Snowflake's ``inference_engine_options`` onto an executor and an engine and checks them; ``start`` runs a
+plan; the loop every executor shares (skip what exists, compute the rest, cancel between parts, finish) is
+``run_parts``, so an executor only says how missing parts are computed.
 """
 
 from __future__ import annotations
@@ -14,19 +16,40 @@ import os
 import re
 import threading
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from duckreg import interrupts, jobs
 from duckreg.batch.plan import BatchPlan, finish, part_rows
 from duckreg.batch.specs import JobSpec, parse_count, parse_memory
 
-ENGINES = ("local", "ray", "vllm")
+EXECUTORS = ("local", "ray")
+ENGINE_NAMES = ("local", "ray", "vllm")
+"""The names ``inference_engine_options["engine"]`` takes (Snowflake's ``InferenceEngine``, plus ray)."""
 
 
-def choose(
-    options: dict[str, Any] | None, compute_pool: str | None, runner: Any
-) -> tuple[str, str | None, dict[str, Any] | None]:
-    """(engine, Ray address, vLLM arguments) from ``inference_engine_options`` and ``compute_pool``, checked."""
+@dataclass(frozen=True)
+class Placement:
+    """Where a job runs and what computes its rows."""
+
+    executor: str
+    """``local`` (this process) or ``ray`` (actors on a Ray cluster)."""
+    address: str | None
+    """The Ray cluster's address (None: a local Ray started for the job)."""
+    engine: str | None
+    """The engine the job computes with (None: the version's own), e.g. ``vllm``."""
+    engine_args: dict[str, Any] | None
+    """``vllm.LLM`` arguments (``engine_args_override``)."""
+    name: str
+    """What the job row records as its engine: the name the user chose."""
+
+
+def choose(options: dict[str, Any] | None, compute_pool: str | None, spec: JobSpec) -> Placement:
+    """The executor and engine ``inference_engine_options``, ``compute_pool`` and the job's replicas ask for.
+
+    ``{"engine": "vllm"}`` runs the job on the vLLM engine, in this process, or on Ray actors when it asks
+    for more than one replica or worker, or names a Ray ``address``.
+    """
     options = dict(options or {})
     unknown = set(options) - {"engine", "address", "engine_args_override", "allowed_media_domains"}
     if unknown:
@@ -36,34 +59,35 @@ def choose(
         )
     if options and "engine" not in options:
         raise ValueError("'engine' field is required in inference_engine_options")
-    engine = str(getattr(options.get("engine"), "value", options.get("engine") or "local")).lower()
-    if engine == "python_generic":
-        engine = "local"
-    if engine not in ENGINES:
-        raise ValueError(f"Unknown engine {engine!r}; duckreg runs 'local' (default), 'ray' or 'vllm'.")
+    name = str(getattr(options.get("engine"), "value", options.get("engine") or "local")).lower()
+    if name == "python_generic":
+        name = "local"
+    if name not in ENGINE_NAMES:
+        raise ValueError(f"Unknown engine {name!r}; duckreg runs 'local' (default), 'ray' or 'vllm'.")
     overrides = options.get("engine_args_override")
-    if overrides and engine != "vllm":
+    if overrides is not None and not isinstance(overrides, dict):
+        raise ValueError(f"engine_args_override must be a dict of vllm.LLM arguments, got {overrides!r}")
+    if overrides and name != "vllm":
         raise ValueError("engine_args_override holds vllm.LLM arguments; it applies to the vllm engine only.")
-    address = options.get("address")
-    if engine == "vllm":
-        if address or compute_pool not in (None, "local"):
-            raise ValueError("The vllm engine runs in this process; leave out address and compute_pool.")
-        _engine_module("vllm").check(runner, overrides)
-        return engine, None, overrides
-    if engine == "local":
-        if compute_pool not in (None, "local") or address:
+    address = options.get("address") or (compute_pool if compute_pool not in (None, "local") else None)
+    engine = "vllm" if name == "vllm" else None
+    if name == "local":
+        if address:
             raise ValueError(
                 f"compute_pool {compute_pool!r}: the local engine runs in this process. To run on a Ray "
                 "cluster pass inference_engine_options={'engine': 'ray', 'address': 'ray://host:10001'}."
             )
-        return engine, None, None
-    address = address or (compute_pool if compute_pool not in (None, "local") else None)
+        executor = "local"
+    elif name == "ray":
+        executor = "ray"
+    else:
+        executor = "ray" if address or (spec.replicas or 1) > 1 or (spec.num_workers or 1) > 1 else "local"
     if address is not None and not re.fullmatch(r"auto|ray://\S+|[\w.-]+:\d+", address):
         raise ValueError(
             f"Ray address {address!r}: use 'auto', 'ray://host:10001' or 'host:6379' (or leave it out to start a "
             "local Ray for the job)."
         )
-    return engine, address, None
+    return Placement(executor, address if executor == "ray" else None, engine, overrides or None, name)
 
 
 def media_hosts(options: dict[str, Any] | None) -> tuple[str, ...]:
@@ -76,8 +100,8 @@ def media_hosts(options: dict[str, Any] | None) -> tuple[str, ...]:
     return tuple(h.lower() for h in hosts)
 
 
-def resources(engine: str, spec: JobSpec) -> dict[str, Any]:
-    """Check every JobSpec field against what the engine can honour."""
+def resources(placement: Placement, spec: JobSpec) -> dict[str, Any]:
+    """Check every JobSpec field against what the executor and engine can honour."""
     import torch
 
     cpus = parse_count(spec.cpu_requests, "cpu_requests") if spec.cpu_requests is not None else None
@@ -85,7 +109,7 @@ def resources(engine: str, spec: JobSpec) -> dict[str, Any]:
     memory = parse_memory(spec.memory_requests) if spec.memory_requests is not None else None
     replicas = spec.replicas or 1
     num_workers = spec.num_workers or 1
-    if engine == "local":
+    if placement.executor == "local":
         if replicas > 1:
             raise ValueError("replicas > 1 needs the ray engine: inference_engine_options={'engine': 'ray'}.")
         if num_workers > 1:
@@ -100,14 +124,12 @@ def resources(engine: str, spec: JobSpec) -> dict[str, Any]:
                 raise ValueError(
                     f"memory_requests={spec.memory_requests!r}, but this machine has {available / 2**30:.1f} GiB."
                 )
-    if engine == "vllm":
-        if replicas > 1 or num_workers > 1:
-            raise ValueError("The vllm engine runs one LLM in this process: replicas and num_workers must be 1.")
-        if cpus is not None:
-            raise ValueError("cpu_requests is not used by the vllm engine, which sizes its own threads; leave it out.")
-        if gpus and not torch.cuda.is_available():
-            raise ValueError(f"gpu_requests={spec.gpu_requests!r}, but no CUDA GPU is available to this process.")
-    if engine == "ray":
+        if placement.engine == "vllm" and cpus is not None:
+            raise ValueError(
+                "cpu_requests is not used by the vllm engine in this process, which sizes its own threads; leave it "
+                "out (on Ray, with replicas > 1, it sizes each replica)."
+            )
+    if placement.executor == "ray":
         try:
             import ray  # noqa: F401
         except ImportError:
@@ -115,9 +137,9 @@ def resources(engine: str, spec: JobSpec) -> dict[str, Any]:
     return {"replicas": replicas, "num_workers": num_workers, "cpus": cpus, "gpus": gpus, "memory": memory}
 
 
-def start(plan: BatchPlan, engine: str, *, block: bool) -> jobs.Job:
-    """Run the plan on ``engine``: here and now (``block``), or in a background thread."""
-    target = _engine_module(engine).run
+def start(plan: BatchPlan, executor: str, *, block: bool) -> jobs.Job:
+    """Run the plan on ``executor``: here and now (``block``), or in a background thread."""
+    target = _executor_module(executor).run
     job = jobs.Job(plan.catalog, plan.job_key)
     if block:
         jobs.track(plan.job_key, None, plan.cancel)
@@ -144,34 +166,39 @@ def _stop_jobs_at_exit() -> None:
 def _run_in_background(target: Callable[[BatchPlan], None], plan: BatchPlan) -> None:
     try:
         target(plan)
-    except Exception:  # noqa: BLE001 - the engine has recorded the failure in the job
+    except Exception:  # noqa: BLE001 - the executor has recorded the failure in the job
         pass
     finally:
         jobs.untrack(plan.job_key)
 
 
-def _engine_module(engine: str) -> Any:
-    """Each engine is one module of this package; only the one a job uses is imported (Ray is optional)."""
-    return importlib.import_module(f"{__name__}.{engine}")
+def _executor_module(executor: str) -> Any:
+    """Each executor is one module of this package; only the one a job uses is imported (Ray is optional)."""
+    return importlib.import_module(f"{__name__}.{executor}")
 
 
-def run_parts(plan: BatchPlan, compute_missing: Callable[[list[tuple[int, str]]], Iterator[tuple[int, int]]]) -> None:
-    """The loop every engine shares: skip parts already written, compute the others, finish or cancel.
+def run_parts(
+    plan: BatchPlan, compute_missing: Callable[[list[tuple[int, str, int]]], Iterator[tuple[int, int]]]
+) -> None:
+    """The loop every executor shares: skip parts already written, compute the others, finish or cancel.
 
-    ``compute_missing`` gets the (index, chunk path) of every part to compute and yields
-    (index, rows) as each one is written; the job is cancelled between parts.
+    ``compute_missing`` gets the (index, chunk path, first row) of every part to compute (its first row
+    counted in the whole job, so an error names the row as the input counts it) and yields (index, rows) as
+    each one is written; the job is cancelled between parts.
     """
     plan.set_status(jobs.RUNNING)
     done_rows = 0
     try:
         chunks = plan.chunk_paths()
         missing = []
+        first_row = 0
         for index, chunk in enumerate(chunks):
             part = plan.part_path(index)
             if plan.fs.exists(part):
                 done_rows += part_rows(plan.fs, part)
             else:
-                missing.append((index, chunk))
+                missing.append((index, chunk, first_row))
+            first_row += part_rows(plan.fs, chunk)
         plan.progress_total(done_rows)
         if missing and plan.cancel.is_set():
             plan.log(f"cancelled before computing {len(missing)} parts")
