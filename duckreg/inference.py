@@ -365,8 +365,18 @@ class FunctionRunner:
                 results[row] = result
         return results
 
+    def _loaded(self) -> model_cache.LoadedModel:
+        """The version's loaded model; a load that fails names the model and version."""
+        try:
+            return self.version.shared_model()
+        except RuntimeError as exc:
+            where = f"Model {self.version.model_name} version {self.version.version_name}"
+            if str(exc).startswith(where):
+                raise
+            raise RuntimeError(f"{where}: {exc}") from exc
+
     def _predict(self, rows: list[dict[str, Any]], params: dict[str, Any]) -> list[dict[str, Any]]:
-        loaded = self.version.shared_model()
+        loaded = self._loaded()
         task = self.task
         order = sorted(range(len(rows)), key=lambda i: task.sort_key(rows[i]))
         options = self.version.manifest.options
@@ -389,7 +399,7 @@ class FunctionRunner:
             for start in range(0, len(ordered), ctx.batch_size):
                 interrupts.check(self.context())
                 if loaded.closed:  # evicted (and released) since: load it again
-                    loaded = self.version.shared_model()
+                    loaded = self._loaded()
                     ctx = replace(ctx, model=loaded.model)
                 with model_cache.device_lock(loaded.device), torch.inference_mode():
                     predicted.extend(task.predict(ctx, ordered[start : start + ctx.batch_size]))

@@ -297,6 +297,19 @@ def get_job(registry: Registry, job_id: str) -> Job:
     return Job(registry.catalog, job_id.split(".")[-1].strip('"'))
 
 
+def find_job(registry: Registry, text: str) -> Job:
+    """A job by its name, or by the start of it as a narrow table shows it (``BATCH_INFERENCE_8DB3…``)."""
+    name = text.split(".")[-1].strip('"').rstrip("…").lower()
+    rows = registry.catalog.query("SELECT job_key FROM {schema}.jobs WHERE job_key = ?", [name])
+    if not rows:
+        rows = registry.catalog.query(
+            "SELECT job_key FROM {schema}.jobs WHERE starts_with(job_key, ?) ORDER BY job_key LIMIT 2", [name]
+        )
+        if len(rows) > 1:
+            raise ValueError(f"Job {text} is the start of more than one job's name; give more of it.")
+    return Job(registry.catalog, rows[0][0] if rows else name)
+
+
 def delete_job(registry: Registry, job: Job | str) -> None:
     """Forget a finished job (its output files stay); a running job must be cancelled first."""
     handle = job if isinstance(job, Job) else get_job(registry, job)

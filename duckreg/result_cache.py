@@ -171,7 +171,9 @@ class ResultCache:
                 connection.close()
                 return None
         else:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            if not self.path.parent.is_dir():
+                # No artifact folder (a database moved without it): nothing to cache beside, and no stray folder.
+                return None
             connection = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
             connection.execute("PRAGMA busy_timeout=10000")
             connection.execute("PRAGMA journal_mode=WAL")

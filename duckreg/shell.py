@@ -573,7 +573,7 @@ def job_command(session: Session, args: list[str], mode: str = "duckbox", out: T
         return True
     if len(names) != 1 or action not in ("show", "logs", "cancel"):
         return False
-    job = jobs.get_job(session.registry, names[0])
+    job = jobs.find_job(session.registry, names[0])
     if action == "logs":
         out.write(job.get_logs() + "\n")
     elif action == "cancel":

@@ -92,7 +92,7 @@ def test_run_batch_writes_every_row_once_with_success_last(sentiment, registry, 
     assert result["label"].fillna("-").tolist() == expected["label"].fillna("-").tolist()
     assert job.status == "DONE" and job.progress == (2500, 2500)
     logs = job.get_logs()
-    assert "starting on the torch engine in this process: 2500 rows" in logs and "done: 2500 rows" in logs
+    assert "starting in this process: 2500 rows" in logs and "done: 2500 rows" in logs
     assert list_jobs(registry)["name"].tolist() == [job.name]
     assert get_job(registry, job.id) == job
 

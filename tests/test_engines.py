@@ -181,7 +181,10 @@ def test_int8_quantizes_weight_matmuls_and_keeps_feed_forward_outputs_fp32(regis
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ({"engine": "tensorrt"}, r"options\['engine'\] must be one of \['onnxruntime', 'torch', 'vllm'\], got 'tensorrt'"),
+        (
+            {"engine": "tensorrt"},
+            r"options\['engine'\] must be one of \['onnxruntime', 'torch', 'vllm'\], got 'tensorrt'",
+        ),
         ({"quantize": "int8"}, r"need options\['engine'\] = 'onnxruntime'"),
         ({"engine": "onnxruntime", "quantize": "int4"}, r"options\['quantize'\] must be one of \('int8',\)"),
         ({"engine": "onnxruntime", "quality_floor": {"mean_cosine": 0.9}}, "applies to a quantized export"),

@@ -121,8 +121,8 @@ def test_sql_reads_stage_pictures_as_mv_run_does(vision, registry) -> None:
         "max_completion_tokens := 8).choices[1].message.content FROM range(2) t(i) ORDER BY i"
     ).fetchall()]  # fmt: skip
     question = {"type": "text", "text": "What breed of cat is this?"}
-    rows = [[{"role": "user", "content": [question, {"type": "image_url", "image_url": {"url": _data_url(picture(i))}}]}]
-            for i in range(2)]  # fmt: skip
+    images = [{"type": "image_url", "image_url": {"url": _data_url(picture(i))}} for i in range(2)]
+    rows = [[{"role": "user", "content": [question, image]}] for image in images]
     inline = vision.run(pd.DataFrame({"messages": rows}), params=GREEDY)
     assert texts == [c[0]["message"]["content"] for c in inline["choices"]]
     with pytest.raises(duckdb.Error, match=r"column 'messages', row 1: cannot read @imgs/no.png"):

@@ -173,8 +173,25 @@ def test_a_database_moved_without_its_folder_says_where_the_models_should_be(tmp
     shutil.copy(db, tmp_path / "alone" / "shop.duckdb")
     shutil.rmtree(tmp_path / "here")
     con = duckreg.connect(str(tmp_path / "alone" / "shop.duckdb"))
-    con.execute("SET VARIABLE duckreg_cache = false")
     with pytest.raises(duckdb.Error, match=r"Model minilm version v1: the registry's artifact folder .*alone/shop"
                        r"\.duckdb\.artifacts does not exist\. A database copied, moved or renamed keeps"):  # fmt: skip
         con.execute("SELECT minilm('hello')").fetchall()
     con.close()
+    assert sorted(p.name for p in (tmp_path / "alone").iterdir()) == ["shop.duckdb"]  # nothing written beside it
+
+
+def test_a_default_registry_copied_elsewhere_without_its_folder_names_the_folder_beside_the_copy(
+    tmp_path, model_dirs
+) -> None:
+    db = tmp_path / "quickstart.duckdb"
+    registry = duckreg.Registry(str(db))
+    pipe = transformers.pipeline("feature-extraction", model=str(model_dirs["feature-extraction"]))
+    registry.log_model(pipe, model_name="minilm", version_name="v1", options={"pooling": "mean"})
+    registry.connection.close()
+    (tmp_path / "o3").mkdir()
+    shutil.copy(db, tmp_path / "o3" / "copy.duckdb")
+    con = duckreg.connect(str(tmp_path / "o3" / "copy.duckdb"))
+    with pytest.raises(duckdb.Error, match=r"the registry's artifact folder .*o3/copy\.duckdb\.artifacts does not"):
+        con.execute("SELECT minilm('hello')").fetchall()
+    con.close()
+    assert sorted(p.name for p in (tmp_path / "o3").iterdir()) == ["copy.duckdb"]

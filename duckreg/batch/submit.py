@@ -131,9 +131,11 @@ def run_batch(
             use_cache=False if job_spec.force_rebuild else None,
             **resources,
         )
-        engine = runner.version.manifest.options.get("engine") or "torch"
-        where = "this process" if placement.executor == "local" else "Ray"
-        plan.log(f"{'resuming' if owner else 'starting'} on the {engine} engine in {where}: {total} rows")
+        engine = runner.version.manifest.options.get("engine")
+        where = ("in this process" if placement.executor == "local" else "on Ray") + (
+            f" on the {engine} engine" if engine else ""
+        )
+        plan.log(f"{'resuming' if owner else 'starting'} {where}: {total} rows")
     except BaseException:
         jobs.untrack(key)
         raise

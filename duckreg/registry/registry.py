@@ -87,7 +87,8 @@ class Registry:
         ``<database file>.artifacts``: a database renamed together with its folder finds the renamed
         folder; one copied under a new name beside the original, without a folder of its own, shares
         the original's. A kept location that does not exist while the folder beside the database does
-        (a copy made together with its folder) gives way to that folder.
+        (a copy made together with its folder) gives way to that folder; a default one that does not
+        exist, to the folder beside the database even when that is missing too (its error names it).
         """
         if self._home_cache is not None and self._home_cache[0] is not None:
             # The catalog sets its location once, with its first version: no need to read it again.
@@ -105,7 +106,9 @@ class Registry:
                 location = self._database_folder() / location
             is_default = not Path(setting).is_absolute() and "/" not in setting and setting.endswith(".artifacts")
             moved = beside is not None and beside.is_dir() and (is_default or not location.exists())
-            home = beside if moved else location
+            # A database copied elsewhere without any folder looks for (and names) the one beside it.
+            orphaned = beside is not None and is_default and not location.exists()
+            home = beside if moved or orphaned else location
         self._home_cache = (setting, location, home)
         return location, home
 
