@@ -273,6 +273,17 @@ class ResultCache:
         """Delete every result of one version content; returns how many went."""
         return self._delete("WHERE version = ?", [version])
 
+    def forget_counters(self, model_name: str, version_name: str) -> None:
+        """Drop a deleted version's hit and miss counts, so ``cache stats`` lists only versions that exist."""
+        if self.read_only:
+            return
+        with self._using() as connection:
+            if connection is not None:
+                connection.execute(
+                    "DELETE FROM version_counters WHERE lower(model) = lower(?) AND lower(version_name) = lower(?)",
+                    [model_name, version_name],
+                )
+
     def clear(self, model_name: str | None = None) -> int:
         """Delete every result (of one model, when named); returns how many went."""
         if model_name is None:

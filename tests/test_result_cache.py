@@ -121,6 +121,7 @@ def test_no_stale_result_after_a_version_is_deleted_and_another_logged_under_its
     before = registry.get_model("clf").version("v1").run(frame)
     registry.delete_model("clf")
     assert registry.result_cache.stats()["entries"] == 0  # a deleted version's results go with it
+    assert registry.result_cache.stats()["versions"] == []  # and its hit and miss counts
 
     relabelled = Path(model_dirs.root) / "relabelled"
     import tiny_models

@@ -212,6 +212,8 @@ class Registry:
         """After a delete's commit: unload the versions from this process and remove their folders."""
         faults.point("delete:after_commit")
         self._discard_files(handles)
+        for handle in handles:
+            self._result_cache.forget_counters(handle.model_name, handle.version_name)
 
     def _discard_files(self, handles: list[VersionHandle]) -> None:
         """After a commit that stopped pointing at these folders: unload them, forget their cached results
