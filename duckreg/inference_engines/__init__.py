@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from duckreg.inference_engines.base import EngineReport, InferenceEngine
+from duckreg.inference_engines.base import Engine, EngineReport
 from duckreg.inference_engines.onnx_runtime import OnnxRuntimeEngine
 from duckreg.inference_engines.vllm import VllmEngine
 
@@ -20,7 +20,7 @@ ENGINE_OPTION_KEYS = frozenset({"engine", "quantize", "quality_floor", "engine_a
 """``log_model`` options that choose and gate an engine."""
 
 
-class TorchEngine(InferenceEngine):
+class TorchEngine(Engine):
     """The model's own torch forward pass: nothing to prepare or attach."""
 
     name = "torch"
@@ -41,12 +41,10 @@ class TorchEngine(InferenceEngine):
         return None
 
 
-ENGINES: dict[str, InferenceEngine] = {
-    engine.name: engine for engine in (TorchEngine(), OnnxRuntimeEngine(), VllmEngine())
-}
+ENGINES: dict[str, Engine] = {engine.name: engine for engine in (TorchEngine(), OnnxRuntimeEngine(), VllmEngine())}
 
 
-def engine_for(options: dict[str, Any]) -> InferenceEngine:
+def engine_for(options: dict[str, Any]) -> Engine:
     """The engine ``options`` name (torch when none), or a ``ValueError`` listing the known ones."""
     name = options.get("engine") or "torch"
     engine = ENGINES.get(name) if isinstance(name, str) else None
@@ -55,4 +53,4 @@ def engine_for(options: dict[str, Any]) -> InferenceEngine:
     return engine
 
 
-__all__ = ["ENGINES", "ENGINE_OPTION_KEYS", "EngineReport", "InferenceEngine", "TorchEngine", "engine_for"]
+__all__ = ["ENGINES", "ENGINE_OPTION_KEYS", "Engine", "EngineReport", "TorchEngine", "engine_for"]

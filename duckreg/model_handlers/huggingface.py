@@ -19,7 +19,7 @@ from typing import Any
 from duckreg.artifacts import Manifest
 from duckreg.function_spec import FunctionSpec, Implementation
 from duckreg.huggingface import TransformersPipeline
-from duckreg.inference_engines import ENGINE_OPTION_KEYS, InferenceEngine, engine_for
+from duckreg.inference_engines import ENGINE_OPTION_KEYS, Engine, engine_for
 from duckreg.inference_engines.samples import sample_texts
 from duckreg.model_handlers.base import LoggedModel, ModelHandler
 from duckreg.model_signature import DataType, FeatureGroupSpec, ModelSignature
@@ -310,7 +310,7 @@ class HuggingFaceHandler(ModelHandler):
         (get_task(manifest.task or "") or GENERIC).prepare(model)
 
 
-def check_engine_serves(engine: InferenceEngine, task: str) -> None:
+def check_engine_serves(engine: Engine, task: str) -> None:
     """Refuse an engine for a task it cannot run (ONNX Runtime runs the encoder tasks, vLLM the chat ones)."""
     if engine.tasks is not None:
         serving = sorted(engine.tasks)
