@@ -268,7 +268,7 @@ def test_watermarking_config_is_a_parameter_group_reaching_generate(registry, mo
         mv.run(frame, params={"watermarking_config": {"strength": 1.0}})
 
 
-def test_openai_response_format_is_declared_and_ignored_with_a_warning(registry, model_dirs) -> None:
+def test_openai_response_format_is_declared_as_in_snowflake_and_honoured(registry, model_dirs) -> None:
     inputs = [s.name for s in OPENAI_CHAT_SIGNATURE["__call__"].inputs]
     assert inputs[-1] == "response_format"
     group = next(p for p in OPENAI_CHAT_WITH_PARAMS_SIGNATURE["__call__"].params if p.name == "response_format")
@@ -279,7 +279,7 @@ def test_openai_response_format_is_declared_and_ignored_with_a_warning(registry,
     pipe = transformers.pipeline("text-generation", model=str(model_dirs["text-generation"]))
     chat = registry.log_model(pipe, model_name="chat", version_name="v1", signatures=OPENAI_CHAT_WITH_PARAMS_SIGNATURE)
     frame = pd.DataFrame({"messages": [[{"role": "user", "content": "Hello"}]]})
-    schema = {"type": "json_schema", "json_schema": {"name": "answer", "schema": '{"type": "object"}'}}
-    with pytest.warns(UserWarning, match="response_format is ignored"):
-        out = chat.run(frame, params={"temperature": 0.0, "max_completion_tokens": 2, "response_format": schema})
+    schema = {"type": "json_schema", "json_schema": {"name": "answer", "schema": '{"enum": ["yes", "no"]}'}}
+    out = chat.run(frame, params={"temperature": 0.0, "max_completion_tokens": 8, "response_format": schema})
     assert out["object"].tolist() == ["chat.completion"]
+    assert json.loads(out["choices"][0][0]["message"]["content"]) in ("yes", "no")

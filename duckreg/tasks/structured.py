@@ -83,8 +83,22 @@ class SchemaLogitsProcessor:
                     matcher.consume_token(token)
         for row, matcher in enumerate(self.matchers):
             self._torch.fill_next_token_bitmask(matcher, self.bitmask, row)
-        self._torch.apply_token_bitmask_inplace(scores, self.bitmask.to(scores.device))
-        return scores
+        return scores.masked_fill(~self._allowed(scores), float("-inf"))
+
+    def _allowed(self, scores: Any) -> Any:
+        """The bitmask (32 tokens per int32) as one boolean per token and row, shaped like ``scores``.
+
+        Plain tensor operations: llguidance's own helper compiles a kernel with ``torch.compile``, which
+        needs a C compiler at run time and costs seconds on a first call.
+        """
+        import torch
+
+        bits = torch.arange(32, dtype=torch.int32)
+        allowed = ((self.bitmask.unsqueeze(-1) >> bits) & 1).bool().reshape(self.bitmask.shape[0], -1)
+        vocab = scores.shape[-1]
+        if allowed.shape[1] < vocab:  # logits past the tokenizer's vocabulary (padding rows) are never allowed
+            allowed = torch.nn.functional.pad(allowed, (0, vocab - allowed.shape[1]), value=False)
+        return allowed[:, :vocab].to(scores.device)
 
 
 def ll_tokenizer(tokenizer: Any, vocab_size: int) -> Any:
