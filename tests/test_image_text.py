@@ -113,18 +113,28 @@ def test_web_urls_and_escaping_paths_are_refused(vision, registry) -> None:
                     "'image_url': {'url': 'https://example.com/cat.png'}}]}])").fetchall()  # fmt: skip
 
 
+def _sql_answers(con: duckdb.DuckDBPyConnection, url: str, source: str) -> list[str]:
+    """cat_vision's greedy answers to the breed question about the picture at ``url`` (SQL), for each row."""
+    return [row[0] for row in con.execute(
+        "SELECT cat_vision([{'role': 'user', 'content': [{'type': 'text', 'text': 'What breed of cat is this?'}, "
+        f"{{'type': 'image_url', 'image_url': {{'url': {url}}}}}]}}], temperature := 0.0, "
+        f"max_completion_tokens := 8).choices[1].message.content FROM {source}"
+    ).fetchall()]  # fmt: skip
+
+
+def _mv_run_answers(vision, pictures: list[bytes]) -> list[str]:
+    """The same question about each picture, through mv.run with data URLs."""
+    question = {"type": "text", "text": "What breed of cat is this?"}
+    images = [{"type": "image_url", "image_url": {"url": _data_url(data)}} for data in pictures]
+    out = vision.run(pd.DataFrame({"messages": [[{"role": "user", "content": [question, image]}] for image in images]}),
+                     params=GREEDY)  # fmt: skip
+    return [c[0]["message"]["content"] for c in out["choices"]]
+
+
 def test_sql_reads_stage_pictures_as_mv_run_does(vision, registry) -> None:
     con = registry.register_functions()
-    texts = [row[0] for row in con.execute(
-        "SELECT cat_vision([{'role': 'user', 'content': [{'type': 'text', 'text': 'What breed of cat is this?'}, "
-        "{'type': 'image_url', 'image_url': {'url': '@imgs/cat' || i || '.png'}}]}], temperature := 0.0, "
-        "max_completion_tokens := 8).choices[1].message.content FROM range(2) t(i) ORDER BY i"
-    ).fetchall()]  # fmt: skip
-    question = {"type": "text", "text": "What breed of cat is this?"}
-    images = [{"type": "image_url", "image_url": {"url": _data_url(picture(i))}} for i in range(2)]
-    rows = [[{"role": "user", "content": [question, image]}] for image in images]
-    inline = vision.run(pd.DataFrame({"messages": rows}), params=GREEDY)
-    assert texts == [c[0]["message"]["content"] for c in inline["choices"]]
+    texts = _sql_answers(con, "'@imgs/cat' || i || '.png'", "range(2) t(i) ORDER BY i")
+    assert texts == _mv_run_answers(vision, [picture(0), picture(1)])
     with pytest.raises(duckdb.Error, match=r"column 'messages', row 1: cannot read @imgs/no.png"):
         con.execute("SELECT cat_vision([{'role': 'user', 'content': [{'type': 'image_url', "
                     "'image_url': {'url': '@imgs/no.png'}}]}])").fetchall()  # fmt: skip
@@ -164,16 +174,8 @@ def test_sql_answers_about_pictures_in_a_blob_column(vision, registry) -> None:
     con = registry.register_functions()
     con.execute("CREATE TABLE pictures (id INTEGER, img BLOB)")
     con.executemany("INSERT INTO pictures VALUES (?, ?)", [(i, picture(i)) for i in range(2)])
-    texts = [row[0] for row in con.execute(
-        "SELECT cat_vision([{'role': 'user', 'content': [{'type': 'text', 'text': 'What breed of cat is this?'}, "
-        "{'type': 'image_url', 'image_url': {'url': 'data:image/png;base64,' || base64(img)}}]}], "
-        "temperature := 0.0, max_completion_tokens := 8).choices[1].message.content FROM pictures ORDER BY id"
-    ).fetchall()]  # fmt: skip
-    question = {"type": "text", "text": "What breed of cat is this?"}
-    rows = [[{"role": "user", "content": [question, {"type": "image_url", "image_url": {"url": url}}]}]
-            for url in (_data_url(picture(0)), _data_url(picture(1)))]  # fmt: skip
-    out = vision.run(pd.DataFrame({"messages": rows}), params=GREEDY)
-    assert texts == [c[0]["message"]["content"] for c in out["choices"]]
+    texts = _sql_answers(con, "'data:image/png;base64,' || base64(img)", "pictures ORDER BY id")
+    assert texts == _mv_run_answers(vision, [picture(0), picture(1)])
     assert texts[0] != texts[1]
 
 
