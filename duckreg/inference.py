@@ -90,7 +90,8 @@ class VersionHandle:
 
     def shared_model(self) -> model_cache.LoadedModel:
         """The process's one loaded copy of this version (loaded on first use)."""
-        return model_cache.CACHE.get(self.cache_key, self._load)
+        engine = engine_for(self.manifest.options)
+        return model_cache.CACHE.get(self.cache_key, self._load, solo=engine.name if engine.one_per_process else None)
 
     def forget(self) -> None:
         """Drop this version from the process (loaded model, verified hashes): the next use loads it afresh."""
@@ -283,7 +284,11 @@ class FunctionRunner:
                 slot = unique[key] = len(unique_rows)
                 unique_rows.append(record)
             row_slot.append(slot)
-        results = self._predict_through_cache(unique_rows, resolved, use_cache) if unique_rows else []
+        numbers = [0] * len(unique_rows)  # each distinct row's first row number, for errors
+        for row in reversed(range(n_rows)):
+            if row_slot[row] is not None:
+                numbers[row_slot[row]] = first_row + row + 1
+        results = self._predict_through_cache(unique_rows, resolved, use_cache, numbers) if unique_rows else []
         return [None if slot is None else results[slot] for slot in row_slot]
 
     def _with_stage_media(self, columns: Sequence[Sequence[Any]], first_row: int) -> Sequence[Sequence[Any]]:
@@ -308,15 +313,15 @@ class FunctionRunner:
         return result_cache.Scope(namespace, content, version.model_name, version.version_name)
 
     def _predict_through_cache(
-        self, rows: list[dict[str, Any]], params: dict[str, Any], use_cache: bool | None
+        self, rows: list[dict[str, Any]], params: dict[str, Any], use_cache: bool | None, numbers: list[int]
     ) -> list[dict[str, Any]]:
         """Results for ``rows``: those of a deterministic function come from the result cache when kept there."""
         cache = self.version.results
         if cache is None or use_cache is False or not cache.enabled:
-            return self._predict(rows, params)
+            return self._predict(rows, params, numbers)
         cacheable = self.task.cacheable(rows, params, self.version.manifest.pipeline_settings)
         if not any(cacheable):
-            return self._predict(rows, params)
+            return self._predict(rows, params, numbers)
         scope = self._scope(params)
         names = [spec.name for spec in self.signature.inputs]
         try:
@@ -325,10 +330,10 @@ class FunctionRunner:
                 for row, kept in zip(rows, cacheable, strict=True)
             ]
         except TypeError:  # an input value with no stable form: compute without the cache
-            return self._predict(rows, params)
+            return self._predict(rows, params, numbers)
         found = cache.get_many([key for key in keys if key is not None], scope)
         missing = [i for i, key in enumerate(keys) if key is None or key not in found]
-        computed = self._predict([rows[i] for i in missing], params) if missing else []
+        computed = self._predict([rows[i] for i in missing], params, [numbers[i] for i in missing]) if missing else []
         cache.put_many(
             scope, [(keys[i], result) for i, result in zip(missing, computed, strict=True) if keys[i] is not None]
         )
@@ -375,7 +380,10 @@ class FunctionRunner:
                 raise
             raise RuntimeError(f"{where}: {exc}") from exc
 
-    def _predict(self, rows: list[dict[str, Any]], params: dict[str, Any]) -> list[dict[str, Any]]:
+    def _predict(
+        self, rows: list[dict[str, Any]], params: dict[str, Any], numbers: list[int] | None = None
+    ) -> list[dict[str, Any]]:
+        """Results for distinct ``rows`` (the row number each was first met at: ``numbers``), in forward batches."""
         loaded = self._loaded()
         task = self.task
         order = sorted(range(len(rows)), key=lambda i: task.sort_key(rows[i]))
@@ -391,7 +399,8 @@ class FunctionRunner:
             method=self.function.target_method,
         )
         ordered = [rows[i] for i in order]
-        predicted = []
+        predicted: list[dict[str, Any]] = []
+        start = 0
         try:
             import torch
 
@@ -406,7 +415,10 @@ class FunctionRunner:
         except interrupts.Interrupted:
             raise
         except InputError as exc:
-            raise ValueError(f"{self.context(exc.column)}: {exc.message}") from None
+            where = self.context(exc.column)
+            if exc.row is not None and numbers is not None:
+                where += f", row {numbers[order[start + exc.row]]}"
+            raise ValueError(f"{where}: {exc.message}") from None
         except Exception as exc:
             raise RuntimeError(f"{self.context()} failed: {type(exc).__name__}: {exc}") from exc
         if len(predicted) != len(rows):

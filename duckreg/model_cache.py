@@ -28,6 +28,8 @@ class LoadedModel:
     device: str
     closed: bool = False
     """Set when the cache evicted it and released what it holds (a vLLM engine): load it again to use it."""
+    solo: str | None = None
+    """The kind of model a process holds one of at a time (``ModelCache.get(solo=...)``)."""
 
     def release(self) -> None:
         """Free what the model holds beyond Python references (a vLLM engine's KV cache), once."""
@@ -48,27 +50,35 @@ class ModelCache:
         self._sizes: dict[str, int] = {}
         self.loads = 0
 
-    def get(self, key: str, loader: Callable[[], LoadedModel]) -> LoadedModel:
+    def get(self, key: str, loader: Callable[[], LoadedModel], *, solo: str | None = None) -> LoadedModel:
+        """The loaded model of ``key``, loading it with ``loader`` once (whatever the number of threads asking).
+
+        ``solo`` names a kind of model of which a process holds one at a time (vLLM keeps its parallel state
+        in the process): loading one first releases the other, and loads of that kind run one at a time.
+        """
         with self._lock:
             entry = self._entries.get(key)
             if entry is not None:
                 self._entries.move_to_end(key)
                 return entry
-            key_lock = self._loading.setdefault(key, threading.Lock())
+            key_lock = self._loading.setdefault(f"solo:{solo}" if solo else key, threading.Lock())
         with key_lock:
             with self._lock:
                 entry = self._entries.get(key)
                 if entry is not None:
                     return entry
-            with self._lock:
                 # Room first: a model that holds memory outside Python (vLLM) must be gone before the next loads.
                 evicted = self._evict_over_budget(keep=None, incoming=self._estimate(key))
+                if solo:
+                    evicted += [self._entries.pop(k) for k, e in list(self._entries.items()) if e.solo == solo]
             _release(evicted)
             entry = loader()
+            entry.solo = solo
             with self._lock:
                 self.loads += 1
                 self._entries[key] = entry
-                self._loading.pop(key, None)
+                if not solo:
+                    self._loading.pop(key, None)
                 self._sizes[key.partition("#")[0]] = entry.nbytes
                 evicted = self._evict_over_budget(keep=key)
             _release(evicted)

@@ -168,7 +168,9 @@ def test_answers_stop_at_the_models_context(chat, registry) -> None:
     assert usage["total_tokens"] == 256
     assert out["choices"][0][0]["finish_reason"] == "length"
     too_long = [{"role": "user", "content": "hello " * 300}]
-    with pytest.raises(ValueError, match=r"column 'messages': the prompt has \d+ tokens; the model reads at most 256"):
+    with pytest.raises(
+        ValueError, match=r"column 'messages', row 1: the prompt has \d+ tokens; the model reads at most 256"
+    ):
         chat.run(pd.DataFrame({"messages": [too_long]}))
 
 
@@ -203,6 +205,6 @@ def test_response_format_holds_every_answer_to_the_schema_from_mv_run_and_sql(re
     assert json.loads(sql) == answers[0]
     bad = {"type": "json_schema", "json_schema": {"name": "x", "schema": '{"type": "object", "properties": {"a": 1}}'}}
     with pytest.raises(
-        ValueError, match=r"Model assistant version \w+, function __CALL__, column 'response_format': the"
+        ValueError, match=r"Model assistant version \w+, function __CALL__, column 'response_format', row 1: the"
     ):
         mv.run(pd.DataFrame({"messages": messages[:1]}), params={"temperature": 0.0, "response_format": bad})

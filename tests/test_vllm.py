@@ -154,9 +154,9 @@ def test_list_of_struct_messages_and_n_choices(chat, tmp_path: Path) -> None:
         ({"max_tokens": 3}, r"Unknown parameter\(s\): \['max_tokens'\]"),
         (
             {"response_format": {"type": "json_schema", "json_schema": {"name": "a", "schema": "{not json"}}},
-            r"column 'response_format': response_format.json_schema.schema is not valid JSON",
+            r"column 'response_format', row 1: response_format.json_schema.schema is not valid JSON",
         ),
-        ({"top_p": 1.5}, "column 'messages': vLLM refused the sampling parameters"),
+        ({"top_p": 1.5}, "column 'messages', row 1: vLLM refused the sampling parameters"),
     ],
 )
 def test_bad_params_are_clear_errors(chat, tmp_path: Path, params: dict, message: str) -> None:
@@ -467,7 +467,7 @@ def test_structured_output_is_valid_and_the_same_on_both_engines_from_every_door
     bad = {**params, "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": json.dumps(
         {"type": "object", "properties": {"a": {"type": "no-such-type"}}})}}}  # fmt: skip
     with pytest.raises(
-        ValueError, match=r"Model qwen version v2, function __CALL__, column 'response_format': the JSON"
+        ValueError, match=r"Model qwen version v2, function __CALL__, column 'response_format', row 1: the JSON"
     ):
         fast.run(frame, params=bad)
 

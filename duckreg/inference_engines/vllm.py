@@ -39,6 +39,9 @@ class VllmEngine(Engine):
     name = "vllm"
     tasks = CHAT_TASKS
     option_keys = ("engine_args",)
+    # In-process vLLM keeps its model-parallel groups in the process; shutting one engine down tears them
+    # down for every engine, so a process holds one at a time (loading another shuts the last one down).
+    one_per_process = True
 
     def check_options(self, options: dict[str, Any]) -> None:
         if options.get("quantize") is not None or options.get("quality_floor") is not None:
@@ -116,7 +119,12 @@ class VllmChat:
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[Generated]:
         """Every request in one vLLM call (its scheduler batches them); media requests through its chat parser."""
-        settings = [self._sampling(r) for r in requests]
+        settings = []
+        for position, request in enumerate(requests):
+            try:
+                settings.append(self._sampling(request))
+            except InputError as exc:
+                raise InputError(exc.column, exc.message, row=position) from None
         with self._lock:
             if self.llm is None:
                 raise RuntimeError("this vLLM engine was shut down (its version left the model cache)")

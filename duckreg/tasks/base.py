@@ -14,12 +14,14 @@ from duckreg.model_signature import ModelSignature
 
 
 class InputError(ValueError):
-    """A bad value in one input column; the runtime adds model, version and function."""
+    """A bad value in one input column; the runtime adds model, version and function, and the row when the
+    task says which of the rows it was given (``row``, counted from 0)."""
 
-    def __init__(self, column: str, message: str) -> None:
+    def __init__(self, column: str, message: str, row: int | None = None) -> None:
         super().__init__(message)
         self.column = column
         self.message = message
+        self.row = row
 
 
 @dataclass(frozen=True)

@@ -92,7 +92,12 @@ class OpenAIChat(Task):
 
     def predict(self, ctx: RunContext, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         backend = backend_of(ctx.model)
-        requests = [self.request(ctx, backend, row) for row in rows]
+        requests = []
+        for position, row in enumerate(rows):
+            try:
+                requests.append(self.request(ctx, backend, row))
+            except InputError as exc:
+                raise InputError(exc.column, exc.message, row=position) from None
         generated = backend.generate(requests)
         tokenizer = backend.tokenizer
         return [
@@ -132,7 +137,7 @@ class OpenAIChat(Task):
             warnings.warn("stream=True is ignored: each row gets its whole completion", stacklevel=2)
         return GenerationRequest(
             prompt_ids=prompt_ids,
-            messages=None if prompt_ids is not None else messages,
+            messages=None if prompt_ids is not None else _without_nulls(messages),
             max_new_tokens=max_new_tokens,
             temperature=temperature,
             n=n,
@@ -242,6 +247,15 @@ class SchemaConstraint:
         compiled = grammar(self.request.json_schema or {})
         processor = SchemaLogitsProcessor(self.backend.tokenizer, vocab, [compiled] * rows, prompt_length)
         return LogitsProcessorList([processor])
+
+
+def _without_nulls(value: Any) -> Any:
+    """Messages as OpenAI writes them: a field the signature added as NULL (``detail``, ``video_url``) left out."""
+    if isinstance(value, dict):
+        return {k: _without_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_without_nulls(v) for v in value]
+    return value
 
 
 def _greedy(controls: dict[str, Any]) -> bool:
