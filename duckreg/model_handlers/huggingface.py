@@ -255,6 +255,7 @@ class HuggingFaceHandler(ModelHandler):
             model = build_reference(model)
         model = as_task_model(model)
         engine = engine_for(options)
+        check_engine_serves(engine, model.task)
         engine.check_options(options)
         if sample_input_data is not None and signatures is None and not engine.reads_samples:
             warnings.warn(
@@ -266,7 +267,6 @@ class HuggingFaceHandler(ModelHandler):
             )
         settings = pipeline_settings(model)
         functions = pipeline_functions(model, settings, signatures, options)
-        check_engine_serves(engine, model.task)
         engine.check_functions(functions, "log_model")
         return LoggedModel(
             model,
