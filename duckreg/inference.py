@@ -128,7 +128,8 @@ class VersionHandle:
         )
 
     def _load(self) -> model_cache.LoadedModel:
-        model_cache.configure_torch_threads()
+        if not engine_for(self.manifest.options).own_threads:
+            model_cache.configure_torch_threads()
         device = self.manifest.options.get("device") or model_cache.default_device()
         model = self.build_model(device)
         self.handler.prepare_loaded(model, self.manifest)

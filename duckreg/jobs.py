@@ -45,11 +45,14 @@ def track(key: str, thread: threading.Thread | None, cancel: threading.Event) ->
         _ACTIVE[key] = (thread, cancel)
 
 
-def untrack(key: str) -> None:
-    """The job no longer runs in this process."""
+def untrack(key: str, cancel: threading.Event) -> None:
+    """The run of a job whose cancel event is ``cancel`` no longer runs in this process (a later run of the same
+    job, started while this one was winding down, stays tracked)."""
     with _ACTIVE_LOCK:
-        _ACTIVE.pop(key, None)
-        _CANCEL_REASONS.pop(key, None)
+        entry = _ACTIVE.get(key)
+        if entry is not None and entry[1] is cancel:
+            del _ACTIVE[key]
+            _CANCEL_REASONS.pop(key, None)
 
 
 def cancel_here(key: str, reason: str = "Cancelled.") -> bool:

@@ -144,13 +144,17 @@ def device_lock(device: str) -> threading.Lock:
 
 
 def configure_torch_threads() -> None:
-    """Give torch every core once (``DUCKREG_TORCH_THREADS`` overrides); batches are serialised."""
+    """Give torch every core once (``DUCKREG_TORCH_THREADS``, else ``OMP_NUM_THREADS``, overrides); batches
+    are serialised."""
     global _threads_configured
     if _threads_configured:
         return
     import torch
 
-    threads = int(os.environ.get("DUCKREG_TORCH_THREADS", "0")) or (os.cpu_count() or 1)
+    # A Ray actor's share of the CPUs arrives as OMP_NUM_THREADS; elsewhere every core.
+    threads = int(os.environ.get("DUCKREG_TORCH_THREADS") or os.environ.get("OMP_NUM_THREADS") or 0) or (
+        os.cpu_count() or 1
+    )
     torch.set_num_threads(threads)
     _threads_configured = True
 

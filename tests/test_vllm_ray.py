@@ -36,6 +36,9 @@ def cluster():
     nodes.add_node(num_cpus=1)
     nodes.wait_for_nodes()
     yield nodes
+    from duckreg import jobs
+
+    jobs.stop_background_jobs()  # a job left running by a failed test would reconnect the driver
     ray.shutdown()
     nodes.shutdown()
 
@@ -49,10 +52,16 @@ def _texts(folder: Path) -> list[str]:
     return [choices[0]["message"]["content"] for choices in frame["choices"]]
 
 
-def _replica_actors(address: str) -> list:
-    from ray.util.state import list_actors
+def _replica_processes() -> list:
+    """The processes of the job's Ray Data actors (``ray::_MapWorker``), each a child of its node's raylet."""
+    import psutil
 
-    return [a for a in list_actors(address=address, limit=1000) if "_RayPartWriter" in a.class_name]
+    found = []
+    for process in psutil.process_iter(["cmdline", "ppid"]):
+        line = " ".join(process.info["cmdline"] or [])
+        if line.startswith("ray::") and ("_MapWorker" in line or "_RayPartWriter" in line):
+            found.append(process)
+    return found
 
 
 def test_two_vllm_replicas_on_two_nodes_write_the_rows_of_the_local_engine(
@@ -64,27 +73,37 @@ def test_two_vllm_replicas_on_two_nodes_write_the_rows_of_the_local_engine(
     frame = pd.DataFrame({"i": range(24), "messages": [_conversation(i) for i in range(24)]})
     options = {"engine": "vllm", "address": cluster.address, "engine_args_override": ENGINE_ARGS}
     spec = {"replicas": 2, "cpu_requests": ACTOR_CPUS, "max_batch_rows": 1, "job_name": "replicas"}
-    job = mv.run_batch(frame, output_spec=OutputSpec("@out/ray/"), input_spec=GREEDY,
-                       job_spec=JobSpec(**spec), inference_engine_options=options)  # fmt: skip
     out = tmp_path / "out" / "ray"
     deadline = time.monotonic() + 600
-    while not list(out.glob("part-*.parquet")):
-        assert time.monotonic() < deadline and job.status in ("PENDING", "RUNNING"), job.message
-        time.sleep(0.1)
-    actors = [a for a in _replica_actors(cluster.address) if a.state == "ALIVE"]
-    assert len({a.node_id for a in actors}) == 2, actors  # one replica on each node
-    assert not (out / "_SUCCESS").exists()
-    os.kill(actors[0].pid, signal.SIGKILL)  # a replica's worker dies mid-job
-    while job.status in ("PENDING", "RUNNING", "CANCELLING"):
-        assert time.monotonic() < deadline
-        time.sleep(0.2)
-    # Ray restarts the replica and retries its part, or the job fails saying so; a rerun finishes it.
-    assert job.status == "DONE" or (job.status == "FAILED" and job.message), job.message
-    resumed = mv.run_batch(frame, output_spec=OutputSpec("@out/ray/"), input_spec=GREEDY,
-                           job_spec=JobSpec(**spec, block=True), inference_engine_options=options)  # fmt: skip
-    assert resumed.status == "DONE", resumed.message
-    assert (out / "_SUCCESS").exists() and len(list(out.glob("part-*.parquet"))) == 24
-    assert "on Ray on the vllm engine" in resumed.get_logs()
+
+    def start() -> object:
+        return mv.run_batch(frame, output_spec=OutputSpec("@out/ray/"), input_spec=GREEDY,
+                            job_spec=JobSpec(**spec), inference_engine_options=options)  # fmt: skip
+
+    def parts() -> int:
+        return len(list(out.glob("part-*.parquet")))
+
+    def wait_for(condition, job) -> None:
+        while not condition():
+            assert time.monotonic() < deadline, job.message
+            time.sleep(0.1)
+
+    job = start()
+    wait_for(lambda: parts() >= 1, job)
+    job.cancel()  # stopped after the parts running now
+    assert job.status == "CANCELLED" and not (out / "_SUCCESS").exists()
+    written = parts()
+    assert 1 <= written < 24
+    resumed = start()
+    wait_for(lambda: parts() > written and len(_replica_processes()) == 2, resumed)
+    replicas = _replica_processes()
+    assert len({p.info["ppid"] for p in replicas}) == 2, replicas  # one replica under each node's raylet
+    os.kill(replicas[0].pid, signal.SIGKILL)  # a replica's worker dies mid-job: Ray restarts it, retries its part
+    wait_for(lambda: resumed.status not in ("PENDING", "RUNNING", "CANCELLING"), resumed)
+    assert resumed.status == "DONE", (resumed.message, resumed.get_logs())
+    logs = resumed.get_logs()
+    assert "resuming on Ray on the vllm engine: 24 rows" in logs and "on 2 actor(s)" in logs
+    assert (out / "_SUCCESS").exists() and parts() == 24
     local = mv.run_batch(frame, output_spec=OutputSpec("@out/local/"), input_spec=GREEDY, job_spec=JobSpec(block=True))
     assert local.status == "DONE"
     assert _texts(out) == _texts(tmp_path / "out" / "local")

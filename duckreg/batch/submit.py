@@ -137,7 +137,7 @@ def run_batch(
         )
         plan.log(f"{'resuming' if owner else 'starting'} {where}: {total} rows")
     except BaseException:
-        jobs.untrack(key)
+        jobs.untrack(key, cancel)
         raise
     return executors.start(plan, placement.executor, block=job_spec.block)
 

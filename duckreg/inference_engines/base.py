@@ -27,6 +27,8 @@ class Engine:
     """Pipeline tasks this engine runs; None: the tasks whose ``Task.engines`` name it."""
     option_keys: tuple[str, ...] = ()
     """``log_model`` options this engine reads besides ``engine``."""
+    own_threads: bool = False
+    """Whether the engine sizes and binds its own compute threads (duckreg leaves torch's alone then)."""
     one_per_process: bool = False
     """Whether a process can hold only one loaded model of this engine at a time (vLLM's parallel state)."""
 

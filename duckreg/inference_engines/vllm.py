@@ -42,6 +42,7 @@ class VllmEngine(Engine):
     # In-process vLLM keeps its model-parallel groups in the process; shutting one engine down tears them
     # down for every engine, so a process holds one at a time (loading another shuts the last one down).
     one_per_process = True
+    own_threads = True
 
     def check_options(self, options: dict[str, Any]) -> None:
         if options.get("quantize") is not None or options.get("quality_floor") is not None:

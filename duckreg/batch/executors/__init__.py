@@ -15,7 +15,7 @@ import importlib
 import os
 import re
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import Any
 
@@ -146,7 +146,7 @@ def start(plan: BatchPlan, executor: str, *, block: bool) -> jobs.Job:
         try:
             target(plan)
         finally:
-            jobs.untrack(plan.job_key)
+            jobs.untrack(plan.job_key, plan.cancel)
         return job
     thread = threading.Thread(
         target=_run_in_background, args=(target, plan), name=f"duckreg-job-{plan.job_key}", daemon=True
@@ -169,7 +169,7 @@ def _run_in_background(target: Callable[[BatchPlan], None], plan: BatchPlan) -> 
     except Exception:  # noqa: BLE001 - the executor has recorded the failure in the job
         pass
     finally:
-        jobs.untrack(plan.job_key)
+        jobs.untrack(plan.job_key, plan.cancel)
 
 
 def _executor_module(executor: str) -> Any:
@@ -178,7 +178,7 @@ def _executor_module(executor: str) -> Any:
 
 
 def run_parts(
-    plan: BatchPlan, compute_missing: Callable[[list[tuple[int, str, int]]], Iterator[tuple[int, int]]]
+    plan: BatchPlan, compute_missing: Callable[[list[tuple[int, str, int]]], Generator[tuple[int, int]]]
 ) -> None:
     """The loop every executor shares: skip parts already written, compute the others, finish or cancel.
 
@@ -204,10 +204,12 @@ def run_parts(
             plan.log(f"cancelled before computing {len(missing)} parts")
             plan.set_status(jobs.CANCELLED, jobs.cancel_reason(plan.job_key))
             return
-        for position, (index, rows) in enumerate(compute_missing(missing), 1):
+        computed = compute_missing(missing)
+        for position, (index, rows) in enumerate(computed, 1):
             done_rows += rows
             plan.part_done(index, len(chunks), rows, done_rows)
             if position < len(missing) and plan.cancel.is_set():
+                computed.close()  # the executor stops its workers before the job reads as cancelled
                 plan.log(f"cancelled after part {index + 1} of {len(chunks)}")
                 plan.set_status(jobs.CANCELLED, jobs.cancel_reason(plan.job_key))
                 return

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Generator
 
 from duckreg import interrupts, model_cache
 from duckreg.batch.executors import run_parts
@@ -13,7 +13,7 @@ def run(plan: BatchPlan) -> None:
     """Compute every missing part here, in order, with ``cpu_requests`` torch threads when given."""
     writer = PartWriter.of(plan)
 
-    def compute_missing(missing: list[tuple[int, str, int]]) -> Iterator[tuple[int, int]]:
+    def compute_missing(missing: list[tuple[int, str, int]]) -> Generator[tuple[int, int]]:
         for index, chunk, first_row in missing:
             yield index, writer.compute(index, chunk, first_row)
 

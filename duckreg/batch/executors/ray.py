@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Generator
 from typing import Any
 
 from duckreg.batch.executors import run_parts
@@ -69,7 +69,7 @@ def run(plan: BatchPlan) -> None:
             ray.shutdown()
 
 
-def _compute_on_actors(plan: BatchPlan, missing: list[tuple[int, str, int]]) -> Iterator[tuple[int, int]]:
+def _compute_on_actors(plan: BatchPlan, missing: list[tuple[int, str, int]]) -> Generator[tuple[int, int]]:
     import ray
 
     actors = plan.replicas * plan.num_workers
@@ -92,5 +92,11 @@ def _compute_on_actors(plan: BatchPlan, missing: list[tuple[int, str, int]]) -> 
         concurrency=actors,
         **options,
     )
-    for row in dataset.iter_rows():
-        yield int(row["index"]), int(row["rows"])
+    rows = dataset.iter_rows()
+    try:
+        for row in rows:
+            yield int(row["index"]), int(row["rows"])
+    finally:
+        close = getattr(rows, "close", None)
+        if callable(close):
+            close()  # shuts the dataset's actors down now, not when the iterator is collected
