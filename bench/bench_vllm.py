@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
@@ -54,6 +55,8 @@ def main() -> None:
     parser.add_argument("--structured-rows", type=int, default=64, help="rows of the structured-output runs")
     parser.add_argument("--ray", action="store_true", help="also run the job on 1 and 2 vLLM replicas on Ray")
     args = parser.parse_args()
+    # Greedy answers are kept in the result cache; every run here must compute its rows.
+    os.environ["DUCKREG_RESULT_CACHE_BYTES"] = "0"
     import duckreg
     from duckreg.batch import InferenceEngine, InputSpec, JobSpec, OutputSpec
 
@@ -151,8 +154,6 @@ def main() -> None:
 
 def _ray_replicas(mv, frame, spec, vllm_options, root: Path, rows: int) -> None:
     """The same job on 1 and 2 vLLM replicas, Ray actors on this machine sharing its CPUs."""
-    import os
-
     import ray
 
     from duckreg.batch import JobSpec, OutputSpec
