@@ -14,13 +14,13 @@ import json
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 
 from duckreg import interrupts, model_cache, result_cache
 from duckreg.artifacts import Manifest, forget_verified, verify_files
-from duckreg.batch.messages import column_with_stage_media
+from duckreg.batch.messages import with_stage_media
 from duckreg.function_spec import FunctionSpec, Implementation
 from duckreg.inference_engines import engine_for
 from duckreg.model_handlers import ModelHandler, handler_for
@@ -210,6 +210,26 @@ def match_columns(available: Sequence[Any], runner: FunctionRunner) -> list[Any 
     return matched
 
 
+class RowFailure(ValueError):
+    """A forward batch failed because of one of its rows (``position`` among the rows it was given)."""
+
+    def __init__(self, message: str, position: int) -> None:
+        super().__init__(message)
+        self.position = position
+
+
+ON_ERROR = ("raise", "null")
+"""What a failing row does: fail the whole call (``raise``, the default) or become NULL (``null``)."""
+
+
+def check_on_error(value: Any) -> str:
+    """``on_error`` as given by a user (None: the default), checked."""
+    policy = "raise" if value is None else str(value).strip().lower()
+    if policy not in ON_ERROR:
+        raise ValueError(f"on_error must be one of {list(ON_ERROR)}, got {value!r}")
+    return policy
+
+
 class FunctionRunner:
     """Runs one function of one model version over columns of Python values."""
 
@@ -239,35 +259,43 @@ class FunctionRunner:
         params: dict[str, Any] | None = None,
         use_cache: bool | None = None,
         first_row: int = 0,
+        errors: dict[int, str] | None = None,
     ) -> list[dict[str, Any] | None]:
         """Columns in signature input order -> one output dict per row (None for a NULL row).
 
         ``use_cache=False`` computes every row even where the result cache holds it (a session's switch).
         Errors count rows from 1, as people do, starting at ``first_row + 1`` (where these columns begin).
+        With ``errors`` (a dict), a row that fails gets None and its message under its index in these
+        columns, and the other rows keep their answers (``on_error='null'``); without, the call fails.
         """
         resolved = self.resolve_params(params)
         specs = self.signature.inputs
         n_rows = len(columns[0]) if columns else 0
-        columns = self._with_stage_media(columns, first_row)
+        failed: dict[int, str] = {}
+
+        def fail(row: int, message: str) -> None:
+            if errors is None:
+                raise ValueError(message)
+            failed.setdefault(row, message)
+
+        columns = self._with_stage_media(columns, first_row, fail)
         checked: list[list[Any]] = []
         for spec, values in zip(specs, columns, strict=True):
             out = []
-            for row, value in enumerate(values, start=first_row + 1):
+            for index, value in enumerate(values):
+                row = first_row + index + 1
                 coerced = check_feature(self.task.coerce_input(spec, value), spec, spec.shape)
+                where = self.context(spec.name)
                 if coerced is NOT_UNICODE:
-                    raise ValueError(
-                        f"{self.context(spec.name)}: row {row} is not valid Unicode text (it holds a lone surrogate, "
-                        "as bytes decoded with errors='surrogateescape' do); decode it properly first"
-                    )
-                if coerced is INVALID:
-                    raise ValueError(
-                        f"{self.context(spec.name)}: expected {_type_name(spec)}, got "
-                        f"{type(value).__name__} {_describe(value)} (row {row})"
-                    )
-                if coerced is None and not getattr(spec, "nullable", True):
-                    raise ValueError(
-                        f"{self.context(spec.name)}: row {row} is NULL; the signature declares it not nullable"
-                    )
+                    fail(index, f"{where}: row {row} is not valid Unicode text (it holds a lone surrogate, as bytes "
+                                "decoded with errors='surrogateescape' do); decode it properly first")  # fmt: skip
+                    coerced = None
+                elif coerced is INVALID:
+                    fail(index, f"{where}: expected {_type_name(spec)}, got {type(value).__name__} {_describe(value)} "
+                                f"(row {row})")  # fmt: skip
+                    coerced = None
+                elif coerced is None and not getattr(spec, "nullable", True):
+                    fail(index, f"{where}: row {row} is NULL; the signature declares it not nullable")
                 out.append(coerced)
             checked.append(out)
         required = [i for i, s in enumerate(specs) if s.name not in self.optional_inputs]
@@ -275,7 +303,7 @@ class FunctionRunner:
         unique_rows: list[dict[str, Any]] = []
         row_slot: list[int | None] = []
         for row in range(n_rows):
-            if any(checked[i][row] is None for i in required):
+            if row in failed or any(checked[i][row] is None for i in required):
                 row_slot.append(None)
                 continue
             record = {spec.name: checked[i][row] for i, spec in enumerate(specs)}
@@ -289,22 +317,42 @@ class FunctionRunner:
         for row in reversed(range(n_rows)):
             if row_slot[row] is not None:
                 numbers[row_slot[row]] = first_row + row + 1
-        results = self._predict_through_cache(unique_rows, resolved, use_cache, numbers) if unique_rows else []
+        slot_errors: dict[int, str] | None = None if errors is None else {}
+        results = (
+            self._predict_through_cache(unique_rows, resolved, use_cache, numbers, slot_errors) if unique_rows else []
+        )
+        if errors is not None:
+            errors.update(failed)
+            for row, slot in enumerate(row_slot):
+                if slot is not None and slot in (slot_errors or {}):
+                    # A repeated row shares its first occurrence's error; each names its own row.
+                    errors[row] = slot_errors[slot].replace(f"row {numbers[slot]}", f"row {first_row + row + 1}")
         return [None if slot is None else results[slot] for slot in row_slot]
 
-    def _with_stage_media(self, columns: Sequence[Sequence[Any]], first_row: int) -> Sequence[Sequence[Any]]:
+    def _with_stage_media(
+        self, columns: Sequence[Sequence[Any]], first_row: int, fail: Callable[[int, str], None]
+    ) -> Sequence[Sequence[Any]]:
         """Chat messages with the stage files their media parts name read in as ``data:`` URLs, the same for
-        every door: the result cache and every engine see the bytes, not the path."""
+        every door: the result cache and every engine see the bytes, not the path. A row whose media cannot
+        be read goes to ``fail`` (and is NULL here)."""
         if self.function.implementation is not Implementation.OPENAI_CHAT:
             return columns
         version = self.version
         read = version.read_media or _no_stages
-        return [
-            column_with_stage_media(self, list(values), read, lambda row: f", row {first_row + row + 1}",
-                                    version.media_hosts)
-            if spec.name == "messages" else values
-            for spec, values in zip(self.signature.inputs, columns, strict=True)
-        ]  # fmt: skip
+        out = []
+        for spec, values in zip(self.signature.inputs, columns, strict=True):
+            if spec.name != "messages":
+                out.append(values)
+                continue
+            read_in: list[Any] = []
+            for index, value in enumerate(values):
+                try:
+                    read_in.append(None if value is None else with_stage_media(value, read, version.media_hosts))
+                except ValueError as exc:
+                    fail(index, f"{self.context('messages')}, row {first_row + index + 1}: {exc}")
+                    read_in.append(None)
+            out.append(read_in)
+        return out
 
     def _scope(self, params: dict[str, Any]) -> result_cache.Scope:
         version = self.version
@@ -314,15 +362,39 @@ class FunctionRunner:
         return result_cache.Scope(namespace, content, version.model_name, version.version_name)
 
     def _predict_through_cache(
-        self, rows: list[dict[str, Any]], params: dict[str, Any], use_cache: bool | None, numbers: list[int]
-    ) -> list[dict[str, Any]]:
-        """Results for ``rows``: those of a deterministic function come from the result cache when kept there."""
+        self,
+        rows: list[dict[str, Any]],
+        params: dict[str, Any],
+        use_cache: bool | None,
+        numbers: list[int],
+        errors: dict[int, str] | None = None,
+    ) -> list[dict[str, Any] | None]:
+        """Results for ``rows``: those of a deterministic function come from the result cache when kept there.
+
+        With ``errors``, rows that fail are isolated (``_isolate``): None here, their message in ``errors``.
+        A failed row is never cached, so the next call tries it again.
+        """
+
+        def compute(indices: list[int]) -> list[dict[str, Any] | None]:
+            chosen = [rows[i] for i in indices]
+            if errors is None:
+                try:
+                    return list(self._predict(chosen, params, [numbers[i] for i in indices]))
+                except RowFailure:
+                    raise
+                except (ValueError, RuntimeError) as exc:
+                    self._locate(chosen, params, [numbers[i] for i in indices], exc)
+            results, failed = self._isolate(chosen, params, [numbers[i] for i in indices])
+            errors.update({indices[position]: message for position, message in failed.items()})
+            return results
+
         cache = self.version.results
+        everything = list(range(len(rows)))
         if cache is None or use_cache is False or not cache.enabled:
-            return self._predict(rows, params, numbers)
+            return compute(everything)
         cacheable = self.task.cacheable(rows, params, self.version.manifest.pipeline_settings)
         if not any(cacheable):
-            return self._predict(rows, params, numbers)
+            return compute(everything)
         scope = self._scope(params)
         names = [spec.name for spec in self.signature.inputs]
         try:
@@ -331,18 +403,72 @@ class FunctionRunner:
                 for row, kept in zip(rows, cacheable, strict=True)
             ]
         except TypeError:  # an input value with no stable form: compute without the cache
-            return self._predict(rows, params, numbers)
+            return compute(everything)
         found = cache.get_many([key for key in keys if key is not None], scope)
         missing = [i for i, key in enumerate(keys) if key is None or key not in found]
-        computed = self._predict([rows[i] for i in missing], params, [numbers[i] for i in missing]) if missing else []
-        cache.put_many(
-            scope, [(keys[i], result) for i, result in zip(missing, computed, strict=True) if keys[i] is not None]
-        )
+        computed = compute(missing) if missing else []
+        cache.put_many(scope, [(keys[i], result) for i, result in zip(missing, computed, strict=True)
+                               if keys[i] is not None and result is not None])  # fmt: skip
         fresh = dict(zip(missing, computed, strict=True))
         return [fresh[i] if i in fresh else found[key] for i, key in enumerate(keys)]
 
+    def _locate(
+        self, rows: list[dict[str, Any]], params: dict[str, Any], numbers: list[int], error: Exception
+    ) -> NoReturn:
+        """Raise ``error`` for the row that caused it: halve the batch while one half fails alone (at most
+        about the batch's work again), then name the row; a failure no half shows alone is raised as it is."""
+        while len(rows) > 1:
+            half = len(rows) // 2
+            for part in (range(half), range(half, len(rows))):
+                try:
+                    self._predict([rows[i] for i in part], params, [numbers[i] for i in part])
+                except RowFailure:
+                    raise
+                except (ValueError, RuntimeError) as exc:
+                    rows, numbers, error = [rows[i] for i in part], [numbers[i] for i in part], exc
+                    break
+            else:
+                raise error
+        message = str(error)
+        if f"row {numbers[0]}" in message:
+            raise error
+        raise type(error)(f"{message} (row {numbers[0]})") from error
+
+    def _isolate(
+        self, rows: list[dict[str, Any]], params: dict[str, Any], numbers: list[int]
+    ) -> tuple[list[dict[str, Any] | None], dict[int, str]]:
+        """``_predict`` that keeps going when rows fail: a row the task names is set aside and the others
+        retried; otherwise the batch is halved until the failing rows stand alone. Returns the results
+        (None where a row failed) and each failed position's message."""
+        try:
+            return list(self._predict(rows, params, numbers)), {}
+        except interrupts.Interrupted:
+            raise
+        except RowFailure as exc:
+            if len(rows) == 1:
+                return [None], {0: str(exc)}
+            parts = [[exc.position], [i for i in range(len(rows)) if i != exc.position]]
+        except (ValueError, RuntimeError) as exc:
+            if len(rows) == 1:
+                message = str(exc)
+                return [None], {0: message if f"row {numbers[0]}" in message else f"{message} (row {numbers[0]})"}
+            half = len(rows) // 2
+            parts = [list(range(half)), list(range(half, len(rows)))]
+        results: list[dict[str, Any] | None] = [None] * len(rows)
+        failed: dict[int, str] = {}
+        for part in parts:
+            sub_results, sub_failed = self._isolate([rows[i] for i in part], params, [numbers[i] for i in part])
+            for position, result in zip(part, sub_results, strict=True):
+                results[position] = result
+            failed.update({part[position]: message for position, message in sub_failed.items()})
+        return results, failed
+
     def run_with_param_columns(
-        self, columns: Sequence[Sequence[Any]], param_columns: dict[str, Sequence[Any]], use_cache: bool | None = None
+        self,
+        columns: Sequence[Sequence[Any]],
+        param_columns: dict[str, Sequence[Any]],
+        use_cache: bool | None = None,
+        errors: dict[int, str] | None = None,
     ) -> list[dict[str, Any] | None]:
         """Like ``run``, with a value per row for each named parameter (NULL: the default).
 
@@ -358,7 +484,7 @@ class FunctionRunner:
             else:
                 varying[name] = values
         if not varying:
-            return self.run(columns, drop_unset_params(constant), use_cache)
+            return self.run(columns, drop_unset_params(constant), use_cache, errors=errors)
         groups: dict[Any, list[int]] = {}
         for row in range(n_rows):
             key = freeze([values[row] for values in varying.values()])
@@ -366,9 +492,13 @@ class FunctionRunner:
         results: list[dict[str, Any] | None] = [None] * n_rows
         for rows in groups.values():
             params = {**constant, **{name: values[rows[0]] for name, values in varying.items()}}
-            part = self.run([[column[r] for r in rows] for column in columns], drop_unset_params(params), use_cache)
+            found: dict[int, str] | None = None if errors is None else {}
+            part = self.run([[column[r] for r in rows] for column in columns], drop_unset_params(params), use_cache,
+                            errors=found)  # fmt: skip
             for row, result in zip(rows, part, strict=True):
                 results[row] = result
+            if errors is not None and found:
+                errors.update({rows[position]: message for position, message in found.items()})
         return results
 
     def _loaded(self) -> model_cache.LoadedModel:
@@ -417,9 +547,12 @@ class FunctionRunner:
             raise
         except InputError as exc:
             where = self.context(exc.column)
-            if exc.row is not None and numbers is not None:
-                where += f", row {numbers[order[start + exc.row]]}"
-            raise ValueError(f"{where}: {exc.message}") from None
+            if exc.row is None:
+                raise ValueError(f"{where}: {exc.message}") from None
+            position = order[start + exc.row]
+            if numbers is not None:
+                where += f", row {numbers[position]}"
+            raise RowFailure(f"{where}: {exc.message}", position) from None
         except Exception as exc:
             raise RuntimeError(f"{self.context()} failed: {type(exc).__name__}: {exc}") from exc
         if len(predicted) != len(rows):

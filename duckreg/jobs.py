@@ -250,11 +250,14 @@ def log(catalog: Catalog, key: str, line: str) -> None:
 
 def job_records(registry: Registry, limit: int = 10, *, name: str | None = None) -> list[dict[str, Any]]:
     """The newest jobs first (or the job ``name``), one query: ``list_jobs``' fields plus ``rows_done``,
-    ``rows_total`` and ``runs_here`` (this process runs it, so can cancel it)."""
+    ``rows_total``, ``rows_failed`` (``on_error="continue"``) and ``runs_here`` (this process runs it, so can
+    cancel it)."""
     where, params = ("WHERE j.job_key = ? ", [name.lower()]) if name is not None else ("", [])
+    failed_column = "j.rows_failed" if registry.catalog.has_column("jobs", "rows_failed") else "NULL"
     rows = registry.catalog.query(
         "SELECT j.job_key, j.name, j.status, j.message, j.pid, j.host, m.name, v.name, j.function_name, j.engine, "
-        "j.output_location, j.created_on, j.finished_on, j.rows_done, j.rows_total FROM {schema}.jobs j "
+        f"j.output_location, j.created_on, j.finished_on, j.rows_done, j.rows_total, {failed_column} "
+        "FROM {schema}.jobs j "
         "LEFT JOIN {schema}.models m USING (model_key) "
         "LEFT JOIN {schema}.versions v ON v.model_key = j.model_key AND v.version_key = j.version_key "
         + where
@@ -264,7 +267,7 @@ def job_records(registry: Registry, limit: int = 10, *, name: str | None = None)
     )
     records = []
     for (key, job_name, status, message, pid, host, model, version, function, engine, output, created, completed,
-         done, total) in rows:  # fmt: skip
+         done, total, failed) in rows:  # fmt: skip
         status, message = _effective_state(key, status, message, pid, host)
         records.append(
             {
@@ -282,6 +285,7 @@ def job_records(registry: Registry, limit: int = 10, *, name: str | None = None)
                 "completed_time": completed,
                 "rows_done": int(done or 0),
                 "rows_total": total,
+                "rows_failed": int(failed or 0),
                 "runs_here": _active(key) is not None,
             }
         )
@@ -363,8 +367,9 @@ def set_rows_total(catalog: Catalog, key: str, rows: int) -> None:
     catalog.execute("UPDATE {schema}.jobs SET rows_total = ? WHERE job_key = ?", [rows, key])
 
 
-def set_rows_done(catalog: Catalog, key: str, rows: int) -> None:
-    catalog.execute("UPDATE {schema}.jobs SET rows_done = ? WHERE job_key = ?", [rows, key])
+def set_rows_done(catalog: Catalog, key: str, rows: int, failed: int = 0) -> None:
+    """The rows written so far, and how many of them failed (``on_error="continue"``)."""
+    catalog.execute("UPDATE {schema}.jobs SET rows_done = ?, rows_failed = ? WHERE job_key = ?", [rows, failed, key])
 
 
 def rows_total(catalog: Catalog, key: str) -> int | None:

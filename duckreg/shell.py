@@ -585,7 +585,9 @@ def job_command(session: Session, args: list[str], mode: str = "duckbox", out: T
         fields = {"name": record["name"], "status": record["status"], "message": record["message"],
                   "model": f"{record['model_name']} version {record['version_name']}",
                   "function": record["function_name"], "engine": record["engine"],
-                  "output": record["output_location"], "rows": f"{done} of {total if total is not None else '?'}",
+                  "output": record["output_location"],
+                  "rows": f"{done} of {total if total is not None else '?'}"
+                          + (f", {record['rows_failed']} failed" if record["rows_failed"] else ""),
                   "created": record["created_time"], "completed": record["completed_time"]}  # fmt: skip
         for key, value in fields.items():
             out.write(f"{key:>9}: {'' if value is None else value}\n")

@@ -101,3 +101,16 @@ class Plodder(CustomModel):
             pathlib.Path(os.environ["PLODDER_STARTED"]).touch()
         time.sleep(0.05 * len(df))
         return pd.DataFrame({"doubled": [2 * x for x in df["x"]]})
+
+
+class Fragile(CustomModel):
+    """The length of each text, but a batch holding "boom" fails as a whole, as a model fails on one bad row."""
+
+    rows_seen = 0
+
+    @inference_api
+    def predict(self, df: pd.DataFrame) -> pd.DataFrame:
+        self.rows_seen += len(df)
+        if any("boom" in text for text in df["text"]):
+            raise RuntimeError("the model could not read a row")
+        return pd.DataFrame({"length": df["text"].str.len()})

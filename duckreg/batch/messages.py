@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import json
 import mimetypes
-from collections.abc import Callable
 from typing import Any
 
 
@@ -94,24 +93,4 @@ def with_stage_media(value: Any, read: Any, hosts: tuple[str, ...] = ()) -> list
             url = data_url(location, data) if field == "url" else base64.b64encode(data).decode("ascii")
             parts.append({**part, part["type"]: {**holder, field: url}})
         out.append({**message, "content": parts})
-    return out
-
-
-def column_with_stage_media(
-    runner: Any,
-    values: list[Any],
-    read: Callable[[str], bytes],
-    where: Callable[[int], str],
-    hosts: tuple[str, ...] = (),
-) -> list[Any]:
-    """A ``messages`` column with its stage media read in (``with_stage_media``); NULL rows stay NULL.
-
-    An error names the model, version, function and column, and the row as ``where(row)`` words it.
-    """
-    out = []
-    for row, value in enumerate(values):
-        try:
-            out.append(None if value is None else with_stage_media(value, read, hosts))
-        except ValueError as exc:
-            raise ValueError(f"{runner.context('messages')}{where(row)}: {exc}") from None
     return out

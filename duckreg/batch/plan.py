@@ -31,6 +31,8 @@ from duckreg.catalog import Catalog
 from duckreg.duckdb_ext.types import OutputTypes
 from duckreg.inference import FunctionRunner, match_columns
 
+ERROR_COLUMN = "_error"
+"""The column a ``JobSpec(on_error="continue")`` job writes each failed row's error into (NULL elsewhere)."""
 WORK_DIR = "_duckreg"
 SUCCESS = "_SUCCESS"
 
@@ -75,6 +77,8 @@ class BatchPlan:
     stages: dict[str, Stage]
     use_cache: bool | None = None
     """False computes every row afresh (``force_rebuild``); None lets the result cache serve what it holds."""
+    keep_going: bool = False
+    """``JobSpec(on_error="continue")``: failed rows are written with their error instead of failing the job."""
 
     @property
     def fs(self) -> Any:
@@ -100,13 +104,16 @@ class BatchPlan:
             self._bar = tqdm(total=jobs.rows_total(self.catalog, self.job_key), initial=done_rows, unit="rows",
                              desc=self.job_key)  # fmt: skip
 
-    def part_done(self, index: int, parts: int, rows: int, done_rows: int) -> None:
-        """Log a finished part and record the running row count."""
+    def part_done(
+        self, index: int, parts: int, rows: int, done_rows: int, failed: int = 0, failed_rows: int = 0
+    ) -> None:
+        """Log a finished part and record the running row counts (``failed``: of this part, ``failed_rows``:
+        of the job so far)."""
         bar = self.__dict__.get("_bar")
         if bar is not None:
             bar.update(rows)
-        self.log(f"part {index + 1}/{parts}: {rows} rows")
-        jobs.set_rows_done(self.catalog, self.job_key, done_rows)
+        self.log(f"part {index + 1}/{parts}: {rows} rows" + (f", {failed} failed" if failed else ""))
+        jobs.set_rows_done(self.catalog, self.job_key, done_rows, failed_rows)
 
     def set_status(self, status: str, message: str | None = None) -> None:
         jobs.set_status(self.catalog, self.job_key, status, message)
@@ -129,11 +136,12 @@ class PartWriter:
     stage: Stage
     out_path: str
     use_cache: bool | None = None
+    keep_going: bool = False
 
     @classmethod
     def of(cls, plan: BatchPlan) -> PartWriter:
         return cls(plan.runner.version, plan.runner.function, plan.params, plan.handling, plan.stages, plan.stage,
-                   plan.out_path, plan.use_cache)  # fmt: skip
+                   plan.out_path, plan.use_cache, plan.keep_going)  # fmt: skip
 
     @property
     def runner(self) -> FunctionRunner:
@@ -145,20 +153,30 @@ class PartWriter:
     def __getstate__(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if k != "_runner"}
 
-    def compute(self, index: int, chunk: str, first_row: int) -> int:
+    def compute(self, index: int, chunk: str, first_row: int) -> tuple[int, int]:
         """Predict chunk ``index`` (whose first row is the job's ``first_row``) into its part file, atomically;
-        returns its row count."""
+        returns its row count and how many of them failed (``on_error="continue"``)."""
         fs = self.stage.filesystem
         with fs.open(chunk, "rb") as handle:
             table = pq.read_table(handle)
-        results = self.runner.run(input_columns(self, table), self.params, self.use_cache, first_row=first_row)
-        write_atomically(fs, part_path(self.out_path, index), with_outputs(self.runner, table, results))
-        return table.num_rows
+        errors: dict[int, str] | None = {} if self.keep_going else None
+        columns = input_columns(self, table, errors)
+        results = self.runner.run(columns, self.params, self.use_cache, first_row=first_row, errors=errors)
+        out = with_outputs(self.runner, table, results)
+        if errors is not None:
+            # A row whose file could not be read, or that failed in the model: its error, by row.
+            messages = [errors.get(row) for row in range(table.num_rows)]
+            out = out.append_column(ERROR_COLUMN, pa.array(messages, pa.string()))
+        write_atomically(fs, part_path(self.out_path, index), out)
+        return table.num_rows, len(errors or {})
 
 
-def input_columns(plan: BatchPlan | PartWriter, table: pa.Table) -> list[list[Any]]:
+def input_columns(
+    plan: BatchPlan | PartWriter, table: pa.Table, errors: dict[int, str] | None = None
+) -> list[list[Any]]:
     """A chunk's values for each signature input, in signature order, as the core takes them: NULLs for a
-    missing optional column, stage files read per ``column_handling``."""
+    missing optional column, stage files read per ``column_handling``. With ``errors``, a file that cannot
+    be read is that row's error (its value NULL) instead of the chunk's."""
     runner = plan.runner
     values = []
     for spec, column in zip(runner.signature.inputs, match_columns(table.column_names, runner), strict=True):
@@ -168,7 +186,16 @@ def input_columns(plan: BatchPlan | PartWriter, table: pa.Table) -> list[list[An
         data = table.column(column).to_pylist()
         encoding = plan.handling.get(spec.name)
         if encoding is not None:
-            data = [None if path is None else _read_file(plan, runner, spec.name, path, encoding) for path in data]
+            read = []
+            for row, path in enumerate(data):
+                try:
+                    read.append(None if path is None else _read_file(plan, runner, spec.name, path, encoding))
+                except ValueError as exc:
+                    if errors is None:
+                        raise
+                    errors.setdefault(row, str(exc))
+                    read.append(None)
+            data = read
         values.append(data)
     return values
 
@@ -244,7 +271,7 @@ def prepare_location(
     return None
 
 
-def finish(plan: BatchPlan, rows: int) -> None:
+def finish(plan: BatchPlan, rows: int, failed: int = 0) -> None:
     """Remove the work folder, then write ``_SUCCESS`` last: its presence means the output is whole."""
     fs = plan.fs
     fs.rm(plan.path(WORK_DIR), recursive=True)
@@ -254,11 +281,25 @@ def finish(plan: BatchPlan, rows: int) -> None:
             fs.rm(leftover)
     with fs.open(plan.path(SUCCESS), "wb"):
         pass
-    plan.log(f"done: {rows} rows")
-    plan.set_status(jobs.DONE, f"{rows} rows written.")
+    if failed:
+        plan.log(f"done: {rows} rows, {failed} of them failed (their errors are in the {ERROR_COLUMN} column)")
+        plan.set_status(jobs.DONE, f"{rows} rows written, {failed} failed (see the {ERROR_COLUMN} column).")
+    else:
+        plan.log(f"done: {rows} rows")
+        plan.set_status(jobs.DONE, f"{rows} rows written.")
 
 
 def part_rows(fs: Any, part: str) -> int:
     """The row count of a part file already written (read from its footer)."""
     with fs.open(part, "rb") as handle:
         return pq.ParquetFile(handle).metadata.num_rows
+
+
+def part_failed_rows(fs: Any, part: str) -> int:
+    """The failed rows of a part already written (its ``_error`` values; 0 when it has none)."""
+    with fs.open(part, "rb") as handle:
+        parquet = pq.ParquetFile(handle)
+        if ERROR_COLUMN not in parquet.schema_arrow.names:
+            return 0
+        column = parquet.read(columns=[ERROR_COLUMN]).column(0)
+        return len(column) - column.null_count

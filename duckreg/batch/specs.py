@@ -174,8 +174,13 @@ class JobSpec:
     function_name: str | None = None
     block: bool = False
     force_rebuild: bool = False
+    on_error: str = "raise"
+    """``raise`` (Snowflake's behaviour): a failing row fails the job. ``continue``: every row is written,
+    a failed one with NULL outputs and its message in the ``_error`` column, and the job ends DONE."""
 
     def __post_init__(self) -> None:
+        if self.on_error not in ("raise", "continue"):
+            raise ValueError(f"on_error must be 'raise' or 'continue', got {self.on_error!r}")
         if self.job_name is not None and self.job_name_prefix is not None:
             raise ValueError("Give job_name or job_name_prefix, not both.")
         for name in ("job_name", "job_name_prefix"):

@@ -129,6 +129,7 @@ def run_batch(
             progress_bar=job_spec.block and sys.stderr.isatty(),
             stages=stages,
             use_cache=False if job_spec.force_rebuild else None,
+            keep_going=job_spec.on_error == "continue",
             **resources,
         )
         engine = runner.version.manifest.options.get("engine")
@@ -154,6 +155,7 @@ def _fingerprint(
         "handling": {k.lower(): v["convert_to"].value for k, v in (input_spec.column_handling or {}).items()},
         "max_batch_rows": job_spec.max_batch_rows,
         "input": input_id,
+        **({"on_error": job_spec.on_error} if job_spec.on_error != "raise" else {}),
     }
     return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()
 

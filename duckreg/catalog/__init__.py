@@ -41,6 +41,7 @@ class Catalog:
             )
         }
         if _TABLES <= present:
+            self._add_columns()
             return
         try:
             with self._lock:
@@ -55,6 +56,25 @@ class Catalog:
                     "open read-only: open it once writable to create one."
                 ) from None
             raise
+
+    def has_column(self, table: str, column: str) -> bool:
+        """Whether a catalog table has ``column`` (an older, read-only catalog may lack newer ones)."""
+        return bool(
+            self.query(
+                "SELECT 1 FROM duckdb_columns() WHERE database_name = ? AND schema_name = ? AND table_name = ? "
+                "AND column_name = ?",
+                [self.database_name, self.schema_name, table, column],
+            )
+        )
+
+    def _add_columns(self) -> None:
+        """Columns newer than a catalog's tables (``jobs.rows_failed``), added where the database is writable."""
+        if self.has_column("jobs", "rows_failed"):
+            return
+        try:
+            self.execute("ALTER TABLE {schema}.jobs ADD COLUMN rows_failed BIGINT")
+        except duckdb.Error:
+            pass  # read-only: the catalog is read as it is, and no job runs here
 
     def query(self, sql: str, params: list[Any] | None = None) -> list[tuple]:
         with self._lock:

@@ -89,6 +89,7 @@ CREATE TABLE IF NOT EXISTS {schema}.jobs (
     host VARCHAR,
     rows_total BIGINT,
     rows_done BIGINT,
+    rows_failed BIGINT,
     created_on TIMESTAMP NOT NULL,
     started_on TIMESTAMP,
     finished_on TIMESTAMP

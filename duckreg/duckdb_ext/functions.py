@@ -14,10 +14,11 @@ from typing import Any
 
 import pyarrow as pa
 
+from duckreg import row_errors
 from duckreg.duckdb_ext.names import create_macro, files_macro_name, table_macro_name
 from duckreg.duckdb_ext.types import OutputTypes
 from duckreg.identifiers import quote
-from duckreg.inference import FunctionRunner
+from duckreg.inference import FunctionRunner, check_on_error
 from duckreg.result_cache import SQL_SWITCH
 
 _MISSING = "__duckreg_missing"
@@ -31,7 +32,11 @@ def _param_values(array: pa.ChunkedArray) -> list:
 
 
 CACHE_SWITCH = f"getvariable('{SQL_SWITCH}')"
-"""The last argument of every macro's call: the session's ``SET VARIABLE duckreg_cache = false``, or NULL."""
+"""The next to last argument of every macro's call: the session's ``SET VARIABLE duckreg_cache = false``, or NULL."""
+ON_ERROR_VARIABLE = "duckreg_on_error"
+ON_ERROR = f"coalesce(on_error, getvariable('{ON_ERROR_VARIABLE}'))"
+"""The last argument of every macro's call: the call's ``on_error := 'null'``, else the session's
+``SET VARIABLE duckreg_on_error = 'null'``, else NULL (``raise``)."""
 
 
 def _cache_switch(array: pa.ChunkedArray) -> bool | None:
@@ -42,10 +47,20 @@ def _cache_switch(array: pa.ChunkedArray) -> bool | None:
     return str(value).strip().lower() not in ("false", "0", "off", "no")
 
 
+def _on_error(array: pa.ChunkedArray, runner: FunctionRunner) -> str:
+    """The call's error policy (one value per call: a macro argument or a session variable)."""
+    value = None if array.null_count == len(array) else array[0].as_py()
+    try:
+        return check_on_error(value)
+    except ValueError as exc:
+        raise ValueError(f"{runner.context()}: {exc}") from None
+
+
 LAYOUTS = ("call", "positional")
 """How a UDF takes its arguments.
 
-``call``: every input, every parameter in signature order, then the session's cache switch. Only
+``call``: every input, every parameter in signature order, the session's cache switch, then the error
+policy (``on_error``). Only
 duckreg's macros call it (``fn(x, max_new_tokens := 40)``, table macros), so names are checked by
 DuckDB before it runs.
 ``positional``: the required inputs alone, under the function's own SQL name. It is what a connection
@@ -62,17 +77,24 @@ def make_udf(runner: FunctionRunner, output: OutputTypes, layout: str, sql_name:
     if layout == "call":
 
         def udf_call(*arrays: pa.ChunkedArray) -> pa.Array:
-            if len(arrays) != len(specs) + len(params) + 1:
+            if len(arrays) != len(specs) + len(params) + 2:
                 raise ValueError(
-                    f"{runner.context()}: expects {len(specs) + len(params) + 1} arguments, got {len(arrays)}"
+                    f"{runner.context()}: expects {len(specs) + len(params) + 2} arguments, got {len(arrays)}"
                 )
-            inputs, values, switch = arrays[: len(specs)], arrays[len(specs) : -1], arrays[-1]
+            inputs, values, switch = arrays[: len(specs)], arrays[len(specs) : -2], arrays[-2]
             use_cache = _cache_switch(switch)
+            errors = {} if _on_error(arrays[-1], runner) == "null" else None
             columns = [a.to_pylist() for a in inputs]
             if not params:
-                return output.to_arrow(runner.run(columns, use_cache=use_cache))
-            param_columns = {p.name: _param_values(a) for p, a in zip(params, values, strict=True)}
-            return output.to_arrow(runner.run_with_param_columns(columns, param_columns, use_cache))
+                results = runner.run(columns, use_cache=use_cache, errors=errors)
+            else:
+                param_columns = {p.name: _param_values(a) for p, a in zip(params, values, strict=True)}
+                results = runner.run_with_param_columns(columns, param_columns, use_cache, errors=errors)
+            if errors:
+                version = runner.version
+                row_errors.record(version.model_name, version.version_name, runner.function.name,
+                                  [s.name for s in specs], columns, errors)  # fmt: skip
+            return output.to_arrow(results)
 
         return udf_call
 
@@ -115,8 +137,8 @@ def scalar_macro_sql(macro_name: str, udf_name: str, runner: FunctionRunner, cat
         optional = spec.name in runner.optional_inputs
         declared.append(quote(spec.name) + (" := NULL" if optional else ""))
         passed.append(quote(spec.name))
-    declared += [f"{name} := NULL" for name in _param_names(runner)]
-    passed += [*_param_names(runner), CACHE_SWITCH]
+    declared += [f"{name} := NULL" for name in _param_names(runner)] + ["on_error := NULL"]
+    passed += [*_param_names(runner), CACHE_SWITCH, ON_ERROR]
     return f"{create_macro(macro_name, catalog)}({', '.join(declared)}) AS {quote(udf_name)}({', '.join(passed)})"
 
 
@@ -134,8 +156,8 @@ def table_macro_sql(
             args.append(f"coalesce(*COLUMNS('(?i)^({spec.name}|{_MISSING})$'))")
         else:
             args.append(quote(spec.name))
-    args += [*_param_names(runner), CACHE_SWITCH]
-    declared = ", ".join(["table_name", *(f"{name} := NULL" for name in _param_names(runner))])
+    args += [*_param_names(runner), CACHE_SWITCH, ON_ERROR]
+    declared = ", ".join(["table_name", *(f"{name} := NULL" for name in _param_names(runner)), "on_error := NULL"])
     call = f"{quote(udf_name)}({', '.join(args)})"
     projection = f"unnest({call})" if len(output.names) > 1 else f"{call} AS {quote(output.names[0])}"
     # An output replaces a column of the same name (conversational's generated_responses).
@@ -162,7 +184,12 @@ class SqlFunction:
         signature = runner.signature
         arguments = {
             "positional": [runner.required_inputs(), []],
-            "call": [[s.name for s in signature.inputs], [p.name for p in signature.params], [SQL_SWITCH]],
+            "call": [
+                [s.name for s in signature.inputs],
+                [p.name for p in signature.params],
+                [SQL_SWITCH],
+                [ON_ERROR_VARIABLE],
+            ],
         }
         self._keys = {
             layout: hashlib.sha256(json.dumps([*names, self.output.sql]).encode()).hexdigest()[:12]
@@ -213,8 +240,9 @@ def files_macro_sql(
     if runner.function.single_file_input(runner.optional_inputs) is None:
         return None
     args = ["read_stage_file(file_path)"] + ["NULL"] * (len(runner.signature.inputs) - 1)
-    args += [*_param_names(runner), CACHE_SWITCH]
-    declared = ", ".join(["stage_path", "pattern := NULL", *(f"{n} := NULL" for n in _param_names(runner))])
+    args += [*_param_names(runner), CACHE_SWITCH, ON_ERROR]
+    declared = ", ".join(["stage_path", "pattern := NULL", *(f"{n} := NULL" for n in _param_names(runner)),
+                          "on_error := NULL"])  # fmt: skip
     call = f"{quote(udf_name)}({', '.join(args)})"
     projection = f"unnest({call})" if len(output.names) > 1 else f"{call} AS {quote(output.names[0])}"
     return (

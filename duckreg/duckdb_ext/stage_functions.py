@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 import duckdb
 
+from duckreg import row_errors
 from duckreg.duckdb_ext.names import create_macro
 
 RUN_BATCH_RESULT = 'STRUCT(job_name VARCHAR, status VARCHAR, "rows" BIGINT, output_location VARCHAR, files VARCHAR[])'
@@ -48,6 +49,10 @@ class StageFunctions:
     def read_file(self, stage_path: str) -> bytes:
         return self.instance.server().stages.read_bytes(stage_path)
 
+    def list_errors(self) -> list[dict]:
+        """``duckreg_errors()``: the rows that failed under ``on_error := 'null'`` in this process."""
+        return row_errors.recent()
+
     # DuckDB counts a Python function's parameters, so each takes the six SQL arguments by name.
     def run_batch(
         self, model: str, query: str, output_location: str, mode: str | None, job_name: str | None, rows: int | None
@@ -69,6 +74,7 @@ STAGE_UDFS = (
     ("read_stage_file", "read_file", ["VARCHAR"], "BLOB"),
     ("duckreg_run_batch", "run_batch", _RUN_BATCH_PARAMS, RUN_BATCH_RESULT),
     ("duckreg_run_batch_async", "run_batch_async", _RUN_BATCH_PARAMS, "VARCHAR"),
+    ("duckreg_list_errors", "list_errors", [], row_errors.ERRORS_TYPE),
 )
 """(UDF name, method of ``StageFunctions``, parameter types, return type)."""
 
@@ -87,4 +93,5 @@ def stage_macro_statements(catalog: str | None = None) -> list[str]:
         f"{create_macro('run_batch', catalog)}({parameters}) AS TABLE WITH job AS MATERIALIZED "
         f"(SELECT duckreg_run_batch({arguments}) AS summary) SELECT unnest(summary) FROM job",
         f"{create_macro('run_batch_async', catalog)}({parameters}) AS duckreg_run_batch_async({arguments})",
+        f"{create_macro('duckreg_errors', catalog)}() AS TABLE SELECT unnest(duckreg_list_errors(), recursive := true)",
     ]

@@ -14,7 +14,7 @@ from duckreg.catalog.models import VersionRow
 from duckreg.duckdb_ext.names import sql_names
 from duckreg.function_spec import FunctionSpec
 from duckreg.identifiers import check_identifier, normalize
-from duckreg.inference import FunctionRunner, VersionHandle
+from duckreg.inference import FunctionRunner, VersionHandle, check_on_error
 
 if TYPE_CHECKING:
     from duckreg.jobs import Job
@@ -160,17 +160,38 @@ class ModelVersion:
     def _runner(self, function_name: str | None = None) -> FunctionRunner:
         return FunctionRunner(self._handle(), self.get_function(function_name))
 
-    def run(self, X: Any, *, function_name: str | None = None, params: dict[str, Any] | None = None) -> pd.DataFrame:
-        """Run a function over a pandas DataFrame; returns the output columns, in input order."""
+    def run(
+        self,
+        X: Any,
+        *,
+        function_name: str | None = None,
+        params: dict[str, Any] | None = None,
+        on_error: str = "raise",
+    ) -> pd.DataFrame:
+        """Run a function over a pandas DataFrame; returns the output columns, in input order.
+
+        ``on_error="null"``: a row that fails (bad input, or a forward pass that fails on it alone) gets
+        NULL outputs and its message in an ``_error`` column, and the other rows keep their answers;
+        ``"raise"`` (the default, as Snowflake) fails the call naming the row.
+        """
+        policy = check_on_error(on_error)
         runner = self._runner(function_name)
         frame = pandas_io.to_pandas(X)
         columns = pandas_io.input_columns(frame, runner)
         results: list[dict[str, Any] | None] = []
+        errors: dict[int, str] | None = {} if policy == "null" else None
         for start in range(0, len(frame), _RUN_CHUNK_ROWS):
-            results.extend(runner.run([c[start : start + _RUN_CHUNK_ROWS] for c in columns], params, first_row=start))
+            found: dict[int, str] | None = None if errors is None else {}
+            chunk = [c[start : start + _RUN_CHUNK_ROWS] for c in columns]
+            results.extend(runner.run(chunk, params, first_row=start, errors=found))
+            if errors is not None and found:
+                errors.update({start + row: message for row, message in found.items()})
         if not len(frame):
             runner.resolve_params(params)
-        return pandas_io.output_frame(results, runner.signature, frame.index)
+        out = pandas_io.output_frame(results, runner.signature, frame.index)
+        if errors is not None:
+            out["_error"] = pd.Series([errors.get(row) for row in range(len(frame))], index=frame.index, dtype=object)
+        return out
 
     def run_batch(
         self,

@@ -222,6 +222,7 @@ def _job_info(registry: Registry, record: dict[str, Any]) -> dict[str, Any]:
         "output": record["output_location"],
         "rows_done": done,
         "rows_total": total,
+        "rows_failed": record.get("rows_failed", 0),
         "percent": round(100.0 * done / total, 1) if total else (100.0 if status == "DONE" else 0.0),
         "rows_per_second": round(done / seconds, 1) if seconds and done else None,
         "created_on": str(created)[:19] if created else None,

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from duckreg import interrupts, jobs
-from duckreg.batch.plan import BatchPlan, finish, part_rows
+from duckreg.batch.plan import BatchPlan, finish, part_failed_rows, part_rows
 from duckreg.batch.specs import JobSpec, parse_count, parse_memory
 
 EXECUTORS = ("local", "ray")
@@ -178,16 +178,16 @@ def _executor_module(executor: str) -> Any:
 
 
 def run_parts(
-    plan: BatchPlan, compute_missing: Callable[[list[tuple[int, str, int]]], Generator[tuple[int, int]]]
+    plan: BatchPlan, compute_missing: Callable[[list[tuple[int, str, int]]], Generator[tuple[int, int, int]]]
 ) -> None:
     """The loop every executor shares: skip parts already written, compute the others, finish or cancel.
 
     ``compute_missing`` gets the (index, chunk path, first row) of every part to compute (its first row
     counted in the whole job, so an error names the row as the input counts it) and yields (index, rows) as
-    each one is written; the job is cancelled between parts.
+    each one is written, with how many of its rows failed; the job is cancelled between parts.
     """
     plan.set_status(jobs.RUNNING)
-    done_rows = 0
+    done_rows = failed_rows = 0
     try:
         chunks = plan.chunk_paths()
         missing = []
@@ -196,6 +196,7 @@ def run_parts(
             part = plan.part_path(index)
             if plan.fs.exists(part):
                 done_rows += part_rows(plan.fs, part)
+                failed_rows += part_failed_rows(plan.fs, part)
             else:
                 missing.append((index, chunk, first_row))
             first_row += part_rows(plan.fs, chunk)
@@ -205,15 +206,16 @@ def run_parts(
             plan.set_status(jobs.CANCELLED, jobs.cancel_reason(plan.job_key))
             return
         computed = compute_missing(missing)
-        for position, (index, rows) in enumerate(computed, 1):
+        for position, (index, rows, failed) in enumerate(computed, 1):
             done_rows += rows
-            plan.part_done(index, len(chunks), rows, done_rows)
+            failed_rows += failed
+            plan.part_done(index, len(chunks), rows, done_rows, failed, failed_rows)
             if position < len(missing) and plan.cancel.is_set():
                 computed.close()  # the executor stops its workers before the job reads as cancelled
                 plan.log(f"cancelled after part {index + 1} of {len(chunks)}")
                 plan.set_status(jobs.CANCELLED, jobs.cancel_reason(plan.job_key))
                 return
-        finish(plan, done_rows)
+        finish(plan, done_rows, failed_rows)
     except interrupts.Interrupted:
         plan.log(f"cancelled while computing a part ({done_rows} rows written)")
         plan.set_status(jobs.CANCELLED, jobs.cancel_reason(plan.job_key))

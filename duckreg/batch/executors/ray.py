@@ -39,8 +39,8 @@ class _RayPartWriter:
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
         parts = zip(batch["index"], batch["chunk"], batch["first_row"], strict=True)
-        rows = [self.writer.compute(int(index), str(chunk), int(first)) for index, chunk, first in parts]
-        return {"index": list(batch["index"]), "rows": rows}
+        counts = [self.writer.compute(int(index), str(chunk), int(first)) for index, chunk, first in parts]
+        return {"index": list(batch["index"]), "rows": [c[0] for c in counts], "failed": [c[1] for c in counts]}
 
 
 def run(plan: BatchPlan) -> None:
@@ -69,7 +69,7 @@ def run(plan: BatchPlan) -> None:
             ray.shutdown()
 
 
-def _compute_on_actors(plan: BatchPlan, missing: list[tuple[int, str, int]]) -> Generator[tuple[int, int]]:
+def _compute_on_actors(plan: BatchPlan, missing: list[tuple[int, str, int]]) -> Generator[tuple[int, int, int]]:
     import ray
 
     actors = plan.replicas * plan.num_workers
@@ -95,7 +95,7 @@ def _compute_on_actors(plan: BatchPlan, missing: list[tuple[int, str, int]]) -> 
     rows = dataset.iter_rows()
     try:
         for row in rows:
-            yield int(row["index"]), int(row["rows"])
+            yield int(row["index"]), int(row["rows"]), int(row["failed"])
     finally:
         close = getattr(rows, "close", None)
         if callable(close):

@@ -1,0 +1,136 @@
+"""One bad row does not sink a query or a job: ``on_error`` in mv.run, SQL and run_batch, on real models.
+
+Bad rows of three kinds: an input of the wrong type (refused before the model runs), a row the task refuses
+(an empty question), and a row that makes the whole forward batch fail (``Fragile``), which the core isolates
+by retrying smaller batches. Under ``null`` / ``continue`` the good rows equal a run without the bad ones.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+from custom_models import Fragile
+
+from duckreg.batch import JobSpec, OutputSpec
+from duckreg.huggingface import TransformersPipeline
+from duckreg.jobs import job_records
+from duckreg.model_signature import DataType, FeatureSpec, ModelSignature
+
+CONTEXT = "Bob ate an apple in the kitchen."
+
+
+@pytest.fixture
+def qa(registry, model_dirs):
+    return registry.log_model(
+        TransformersPipeline(model=str(model_dirs["question-answering"]), task="question-answering"),
+        model_name="qa", version_name="v1",
+    )  # fmt: skip
+
+
+@pytest.fixture
+def fragile(registry):
+    signature = ModelSignature(inputs=[FeatureSpec("text", DataType.STRING)],
+                               outputs=[FeatureSpec("length", DataType.INT64)])  # fmt: skip
+    return registry.log_model(Fragile(), model_name="fragile", version_name="v1", signatures={"predict": signature},
+                              options={"max_batch_size": 8})  # fmt: skip
+
+
+def _questions() -> pd.DataFrame:
+    return pd.DataFrame({"question": ["Who ate?", "", "What was eaten?", "Where?", ""], "context": [CONTEXT] * 5})
+
+
+def test_mv_run_null_keeps_the_good_rows_and_says_why_the_bad_ones_failed(qa) -> None:
+    frame = _questions()
+    out = qa.run(frame, on_error="null")
+    good = [0, 2, 3]
+    alone = qa.run(frame.iloc[good].reset_index(drop=True))
+    assert out.loc[good, "answer"].tolist() == alone["answer"].tolist()
+    assert out.loc[good, "score"].tolist() == alone["score"].tolist()
+    assert out["answer"].isna().tolist() == [False, True, False, False, True]
+    assert out["_error"].isna().tolist() == [True, False, True, True, False]
+    assert "Model qa version v1, function __CALL__, column 'question'" in out["_error"][1]
+    assert "(row 2)" in out["_error"][1] and "(row 5)" in out["_error"][4]
+    with pytest.raises(ValueError, match=r"Model qa version v1, function __CALL__, column 'question': .*\(row 2\)"):
+        qa.run(frame)
+    with pytest.raises(ValueError, match=r"on_error must be one of \['raise', 'null'\], got 'skip'"):
+        qa.run(frame, on_error="skip")
+
+
+def test_a_row_that_fails_its_whole_batch_is_isolated_and_never_cached(fragile, registry) -> None:
+    texts = [f"text {i}" for i in range(20)]
+    texts[13] = "boom"
+    out = fragile.run(pd.DataFrame({"text": texts}), on_error="null")
+    assert out["length"].isna().tolist() == [i == 13 for i in range(20)]
+    assert out.loc[out.index != 13, "length"].tolist() == [len(t) for i, t in enumerate(texts) if i != 13]
+    assert (
+        "Model fragile version v1, function PREDICT failed: RuntimeError: the model could not read a row"
+        in (out["_error"][13])
+    )
+    assert "(row 14)" in out["_error"][13]
+    entries = registry.result_cache.stats()["entries"]
+    again = fragile.run(pd.DataFrame({"text": ["boom"]}), on_error="null")
+    assert again["_error"][0] is not None and registry.result_cache.stats()["entries"] == entries
+    with pytest.raises(RuntimeError, match=r"could not read a row \(row 14\)"):
+        fragile.run(pd.DataFrame({"text": texts}))
+
+
+def test_sql_on_error_null_per_call_and_per_session_and_duckreg_errors_joins_back(qa, registry) -> None:
+    con = registry.register_functions()
+    frame = _questions()
+    con.execute("CREATE TABLE asks AS SELECT row_number() OVER () AS id, question, context FROM frame")
+    with pytest.raises(duckdb.Error, match=r"Model qa version v1, function __CALL__, column 'question': .*\(row 2\)"):
+        con.execute("SELECT qa(question, context) FROM asks").fetchall()
+    rows = con.execute("SELECT id, qa(question, context, on_error := 'null').answer FROM asks ORDER BY id").fetchall()
+    alone = qa.run(frame.iloc[[0, 2, 3]].reset_index(drop=True))["answer"].tolist()
+    assert [r[1] for r in rows] == [alone[0], None, alone[1], alone[2], None]
+    con.execute("SET VARIABLE duckreg_on_error = 'null'")
+    table = con.execute("SELECT id, answer FROM qa_table('asks') ORDER BY id").fetchall()
+    assert [r[1] for r in table] == [r[1] for r in rows]
+    failed = con.execute(
+        "SELECT DISTINCT a.id FROM asks a JOIN duckreg_errors() e ON e.inputs->>'question' = a.question "
+        "AND e.inputs->>'context' = a.context AND e.model = 'qa' ORDER BY a.id"
+    ).fetchall()
+    assert failed == [(2,), (5,)]
+    errors = con.execute('SELECT DISTINCT "version", "function", error FROM duckreg_errors()').fetchall()
+    assert errors and all(v == "v1" and f == "__CALL__" and "column 'question'" in e for v, f, e in errors)
+    with pytest.raises(duckdb.Error, match=r"on_error must be one of \['raise', 'null'\], got 'skip'"):
+        con.execute("SELECT qa(question, context, on_error := 'skip') FROM asks").fetchall()
+
+
+def test_run_batch_continue_writes_every_row_and_counts_the_failed_ones(fragile, registry, tmp_path: Path) -> None:
+    registry.create_stage("out", str(tmp_path / "out"))
+    texts = [f"text {i}" for i in range(30)]
+    for bad in (4, 17, 18):
+        texts[bad] = f"boom {bad}"
+    frame = pd.DataFrame({"id": range(30), "text": texts})
+    with pytest.raises(RuntimeError, match=r"could not read a row \(row 5\)"):
+        fragile.run_batch(frame, output_spec=OutputSpec("@out/raise/"), job_spec=JobSpec(block=True))
+    assert not (tmp_path / "out" / "raise" / "_SUCCESS").exists()
+    spec = JobSpec(block=True, on_error="continue", max_batch_rows=8, job_name="kept")
+    job = fragile.run_batch(frame, output_spec=OutputSpec("@out/kept/"), job_spec=spec)
+    assert job.status == "DONE" and job.message == "30 rows written, 3 failed (see the _error column)."
+    out = pq.read_table(tmp_path / "out" / "kept").to_pandas().sort_values("id").reset_index(drop=True)
+    assert (tmp_path / "out" / "kept" / "_SUCCESS").exists() and len(out) == 30
+    assert out["_error"].notna().tolist() == [i in (4, 17, 18) for i in range(30)]
+    assert out.loc[out["_error"].isna(), "length"].tolist() == [len(t) for t in texts if not t.startswith("boom")]
+    assert "row 18" in out["_error"][17] and "row 19" in out["_error"][18]
+    record = job_records(registry, name="kept")[0]
+    assert (record["rows_done"], record["rows_failed"]) == (30, 3)
+    assert "part 1/4: 8 rows, 1 failed" in job.get_logs()
+    # Cancelled after its first part and run again: the same output, the failed count read back from the parts.
+    spec = JobSpec(on_error="continue", max_batch_rows=8, job_name="resumed")
+    first = fragile.run_batch(frame, output_spec=OutputSpec("@out/resumed/"), job_spec=spec)
+    first.cancel()
+    again = fragile.run_batch(frame, output_spec=OutputSpec("@out/resumed/"),
+                              job_spec=JobSpec(**{**vars(spec), "block": True}))  # fmt: skip
+    assert again.status == "DONE" and job_records(registry, name="resumed")[0]["rows_failed"] == 3
+    resumed = pq.read_table(tmp_path / "out" / "resumed").to_pandas().sort_values("id").reset_index(drop=True)
+    pd.testing.assert_frame_equal(resumed, out)
+    assert json.loads(json.dumps(vars(JobSpec(on_error="continue"))))["on_error"] == "continue"
+    with pytest.raises(ValueError, match=r"on_error must be 'raise' or 'continue', got 'null'"):
+        JobSpec(on_error="null")
