@@ -415,8 +415,9 @@ class FunctionRunner:
     def _locate(
         self, rows: list[dict[str, Any]], params: dict[str, Any], numbers: list[int], error: Exception
     ) -> NoReturn:
-        """Raise ``error`` for the row that caused it: halve the batch while one half fails alone (at most
-        about the batch's work again), then name the row; a failure no half shows alone is raised as it is."""
+        """Raise ``error`` for the row that caused it: halve the batch while one half fails alone with the same
+        error (at most about the batch's work again), then name the row; a failure no half shows alone is
+        raised as it is."""
         while len(rows) > 1:
             half = len(rows) // 2
             for part in (range(half), range(half, len(rows))):
@@ -425,8 +426,9 @@ class FunctionRunner:
                 except RowFailure:
                     raise
                 except (ValueError, RuntimeError) as exc:
-                    rows, numbers, error = [rows[i] for i in part], [numbers[i] for i in part], exc
-                    break
+                    if str(exc) == str(error):  # this half holds the row (another error is another story)
+                        rows, numbers = [rows[i] for i in part], [numbers[i] for i in part]
+                        break
             else:
                 raise error
         message = str(error)

@@ -38,9 +38,12 @@ def test_bad_input_errors_name_model_version_function_and_column_and_unknown_nam
         duckdb.Error, match=r"Model sentiment version v1, function __CALL__, column 'text': expected STRING"
     ):
         con.execute("SELECT sentiment(42)").fetchall()
-    for extra in ("'b', 'c', 'd'", "foo := 'bad film'", "'b', text_pair := 'c'"):
+    for extra in ("'b', 'c', 'd', 'e'", "foo := 'bad film'", "'b', text_pair := 'c'"):
         with pytest.raises(duckdb.BinderException, match=r"Candidate macros:\s+sentiment\(text, text_pair := NULL"):
             con.execute(f"SELECT sentiment('a', {extra})").fetchall()
+    # DuckDB binds extra positional arguments to a macro's named ones in order: the last is on_error.
+    with pytest.raises(duckdb.Error, match=r"on_error must be one of \['raise', 'null'\], got 'd'"):
+        con.execute("SELECT sentiment('a', 'b', 'c', 'd')").fetchall()
     with pytest.raises(duckdb.Error, match="'function_to_apply' must be one of"):
         con.execute("SELECT sentiment('a', function_to_apply := 'cubic')").fetchall()
     assert con.execute("SELECT sentiment(text_pair := 'b', text := 'a') = sentiment('a', 'b')").fetchone() == (True,)
