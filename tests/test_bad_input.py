@@ -183,6 +183,19 @@ def test_table_qa_huge_tables_fit_and_malformed_json_is_named(shop) -> None:
             con.execute("SELECT tqa('how many?', ?)", [bad]).fetchall()
 
 
+def test_table_qa_a_megabyte_question_is_refused_at_once_naming_its_row(shop) -> None:
+    con = shop.register_functions()
+    question = "how many people " * 70_000  # over a megabyte
+    table = '{"a": ["1", "2"]}'
+    # "at least": counted by its words, refused before anything encodes it with the table.
+    message = r"Model tqa version v1, function __CALL__, column 'query', row 2: an input of at least \d+ tokens"
+    with pytest.raises(duckdb.Error, match=message):
+        con.execute("SELECT tqa(q, ?) FROM (VALUES ('how many?'), (?)) v(q)", [table, question]).fetchall()
+    rows = con.execute("SELECT tqa(q, ?, on_error := 'null').answer FROM (VALUES ('how many?'), (?)) v(q)",
+                       [table, question]).fetchall()  # fmt: skip
+    assert rows[1] == (None,) and isinstance(rows[0][0], str)
+
+
 # ------------------------------------------------------------ wrong types and bytes
 
 

@@ -73,16 +73,20 @@ def check_lengths(
         size = len(text.encode("utf-8", "replace")) + len((pair or "").encode("utf-8", "replace"))
         if size + _SPECIAL_ROOM <= limit:
             continue
+        words = len(text.split()) + len((pair or "").split())
+        if words > limit:  # every word is a token at least: refused without encoding a megabyte
+            raise too_long(column, text, words, limit, what or "shorten it", at_least=True)
         count = len(tokenizer(text, pair, truncation=False)["input_ids"])
         if count > limit:
             raise too_long(column, text, count, limit, what or "shorten it")
 
 
-def too_long(column: str, text: str, count: int, limit: int, what: str) -> InputError:
-    """The error for one input of ``count`` tokens where the model reads ``limit``."""
+def too_long(column: str, text: str, count: int, limit: int, what: str, *, at_least: bool = False) -> InputError:
+    """The error for one input of ``count`` tokens (``at_least`` that many) where the model reads ``limit``."""
     snippet = text[:40] + ("..." if len(text) > 40 else "")
+    size = f"at least {count}" if at_least else str(count)
     return InputError(
-        column, f"an input of {count} tokens ({snippet!r}) is longer than the {limit} this model reads; {what}"
+        column, f"an input of {size} tokens ({snippet!r}) is longer than the {limit} this model reads; {what}"
     )
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from duckreg.model_signature import DataType, FeatureSpec, ModelSignature
 from duckreg.tasks.base import InferredFunction, InputError, RunContext, Task, as_result_list, declared
-from duckreg.tasks.limits import max_tokens
+from duckreg.tasks.limits import check_lengths, max_tokens
 from duckreg.values import drop_unset_params, to_python
 
 
@@ -82,8 +82,15 @@ class TableQuestionAnswering(Task):
         out: list[dict[str, Any]] = [{} for _ in rows]
         kwargs = drop_unset_params(ctx.params)
         for table_text, indices in groups.items():
-            table = fit_table(parse_table(table_text), ctx.model)
             queries = [rows[i]["query"] for i in indices]
+            for position, query in zip(indices, queries, strict=True):
+                try:  # a question longer than the model reads is refused before the table is encoded with it
+                    check_lengths(
+                        "query", [query], ctx.model.tokenizer, what="a question must leave room for the table"
+                    )
+                except InputError as exc:
+                    raise InputError(exc.column, exc.message, row=position) from None
+            table = fit_table(parse_table(table_text), ctx.model)
             results = as_result_list(ctx.model(table=table, query=queries, **kwargs))
             for i, r in zip(indices, results, strict=True):
                 out[i] = {
