@@ -412,6 +412,10 @@ def test_a_bad_message_gets_the_same_error_on_both_engines(engines, bad: str) ->
         errors.append(str(raised.value).replace(mv.version_name, "V"))
     assert errors[0] == errors[1]
     assert "Model qwen version V, function __CALL__, column 'messages'" in errors[0]
+    # on_error="null": the good row keeps its answer on both engines, the same text.
+    kept = [mv.run(frame, params={"temperature": 0.0, "max_completion_tokens": 4}, on_error="null") for mv in engines]
+    assert [out["_error"].isna().tolist() for out in kept] == [[True, False]] * 2
+    assert _texts(kept[0].iloc[:1]) == _texts(kept[1].iloc[:1])
 
 
 @needs_vllm
