@@ -122,7 +122,9 @@ def test_zero_rows_and_a_hundred_thousand_identical_rows(shop) -> None:
 def test_a_text_longer_than_the_model_reads_is_refused_by_name_where_the_pipeline_does_not_truncate(shop) -> None:
     mv = shop.get_model("tc").default
     megabyte = "good " * 200_000
-    expected = rf"{CONTEXT}, column 'text': an input of \d+ tokens \('good good .*'\) is longer than the 512"
+    expected = (
+        rf"{CONTEXT}, column 'text': an input of (at least )?\d+ tokens \('good good .*'\) is longer than the 512"
+    )
     with pytest.raises(ValueError, match=expected):
         mv.run(_frame(text=["fine", megabyte]))
     con = shop.register_functions()
@@ -145,7 +147,7 @@ def test_other_tasks_that_do_not_truncate_refuse_a_long_input_by_name(
     pipe = transformers.pipeline(task, model=str(model_dirs[task]))
     mv = registry.log_model(pipe, model_name="long", version_name="v1")
     context = f"Model long version v1, function __CALL__, column '{column}'"
-    expected = rf"{context}: an input of \d+ tokens .*{re.escape(why)}"
+    expected = rf"{context}: an input of (at least )?\d+ tokens .*{re.escape(why)}"
     with pytest.raises(ValueError, match=expected):
         mv.run(_frame(**{column: ["good [MASK]" if task == "fill-mask" else "good", text]}))
     with pytest.raises(duckdb.Error, match=expected):
