@@ -232,16 +232,16 @@ def test_text_that_is_not_valid_unicode_is_refused_by_column_and_row(shop) -> No
 def test_candidate_labels_empty_null_or_holding_null(shop) -> None:
     mv = shop.get_model("zs").default
     context = "Model zs version v1, function __CALL__, column 'candidate_labels'"
-    with pytest.raises(ValueError, match=f"{context}: is empty"):
+    with pytest.raises(ValueError, match=f"{context}, row 1: is empty"):
         mv.run(_frame(sequences=["good"], candidate_labels=[[]]))
-    with pytest.raises(ValueError, match=rf"{context}: holds a NULL or blank label in \['a', None\]"):
+    with pytest.raises(ValueError, match=rf"{context}, row 1: holds a NULL or blank label in \['a', None\]"):
         mv.run(_frame(sequences=["good"], candidate_labels=[["a", None]]))
     with pytest.warns(UserWarning, match="Null value detected in column candidate_labels"):
         assert mv.run(_frame(sequences=["good"], candidate_labels=[None]))["labels"].tolist() == [None]
     con = shop.register_functions()
     assert con.execute("SELECT zs('good', NULL)").fetchone() == (None,)
     for labels, why in [("[]", "is empty"), ("['a', NULL]", "holds a NULL or blank label")]:
-        with pytest.raises(duckdb.Error, match=f"{context}: {why}"):
+        with pytest.raises(duckdb.Error, match=f"{context}, row 1: {why}"):
             con.execute(f"SELECT zs('good', {labels})").fetchall()
 
 
@@ -453,3 +453,24 @@ def test_a_database_another_process_reads_is_refused_for_writing_naming_that_rea
         with pytest.raises(duckreg.DatabaseLocked, match=rf"is open read-only in process {reader.pid} .*Close"):
             duckreg.connect(db)
         duckdb.connect(str(db), read_only=True).close()  # readers share it
+
+
+def test_a_megabyte_question_or_label_is_refused_at_once_naming_column_and_row(shop, model_dirs) -> None:
+    qa = shop.log_model(
+        TransformersPipeline(model=str(model_dirs["question-answering"]), task="question-answering"),
+        model_name="qa", version_name="v1",
+    )  # fmt: skip
+    megabyte = "word " * 220_000
+    frame = _frame(question=["Who ate?", megabyte], context=["Bob ate.", "Bob ate."])
+    # "at least": counted by its words, refused before anything encodes it.
+    with pytest.raises(
+        ValueError, match=r"function __CALL__, column 'question', row 2: an input of at least \d+ tokens"
+    ):
+        qa.run(frame)
+    kept = qa.run(frame, on_error="null")
+    assert kept["_error"].isna().tolist() == [True, False] and isinstance(kept["answer"][0], str)
+    zs = shop.get_model("zs").default
+    labels = _frame(sequences=["good", "good"], candidate_labels=[["good", "bad"], ["good", megabyte]])
+    with pytest.raises(ValueError, match=r"column 'candidate_labels', row 2: an input of at least \d+ tokens"):
+        zs.run(labels)
+    assert zs.run(labels, on_error="null")["_error"].isna().tolist() == [True, False]

@@ -18,6 +18,7 @@ import numpy as np
 
 from duckreg.model_signature import DataType, FeatureSpec, ModelSignature, ParamSpec
 from duckreg.tasks.base import InferredFunction, InputError, RunContext, Task, TaskModel, declared
+from duckreg.tasks.limits import too_long
 from duckreg.values import drop_unset_params, to_json
 
 INPUTS = [FeatureSpec(name="question", dtype=DataType.STRING), FeatureSpec(name="context", dtype=DataType.STRING)]
@@ -75,11 +76,21 @@ class QuestionAnswering(Task):
         tokenizer, model = task_model.tokenizer, task_model.model
         if not tokenizer.is_fast:
             raise RuntimeError("question-answering needs a fast tokenizer (one with offset mappings)")
-        for row in rows:
+        for position, row in enumerate(rows):
             for column in ("question", "context"):
                 if not row[column]:
-                    raise InputError(column, f"`{column}` cannot be empty")
+                    raise InputError(column, f"`{column}` cannot be empty", row=position)
         max_seq_len = settings.get("max_seq_len") or min(tokenizer.model_max_length, 384)
+        room = max_seq_len - 4  # the special tokens and at least one token of context
+        for position, row in enumerate(rows):
+            question = row["question"]
+            # A word is a token at least: a megabyte question is refused without encoding it.
+            words = len(question.split())
+            count = words if words > room or len(question) <= room else len(tokenizer(question)["input_ids"])
+            if count > room:
+                error = too_long("question", question, count, room, "the context is read beside it, in spans of "
+                                 f"max_seq_len={max_seq_len} tokens", at_least=words > room)  # fmt: skip
+                raise InputError(error.column, error.message, row=position)
         doc_stride = settings.get("doc_stride") or min(max_seq_len // 2, 128)
         if doc_stride > max_seq_len:
             raise ValueError(f"`doc_stride` ({doc_stride}) is larger than `max_seq_len` ({max_seq_len})")
