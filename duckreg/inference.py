@@ -380,8 +380,8 @@ class FunctionRunner:
             if errors is None:
                 try:
                     return list(self._predict(chosen, params, [numbers[i] for i in indices]))
-                except RowFailure:
-                    raise
+                except RowFailure as exc:
+                    raise ValueError(str(exc)) from None  # a plain ValueError for the caller: it names the row
                 except (ValueError, RuntimeError) as exc:
                     self._locate(chosen, params, [numbers[i] for i in indices], exc)
             results, failed = self._isolate(chosen, params, [numbers[i] for i in indices])
@@ -423,8 +423,8 @@ class FunctionRunner:
             for part in (range(half), range(half, len(rows))):
                 try:
                     self._predict([rows[i] for i in part], params, [numbers[i] for i in part])
-                except RowFailure:
-                    raise
+                except RowFailure as exc:
+                    raise ValueError(str(exc)) from None
                 except (ValueError, RuntimeError) as exc:
                     if str(exc) == str(error):  # this half holds the row (another error is another story)
                         rows, numbers = [rows[i] for i in part], [numbers[i] for i in part]
