@@ -22,7 +22,7 @@ from duckreg import interrupts, model_cache, result_cache
 from duckreg.artifacts import Manifest, forget_verified, verify_files
 from duckreg.batch.messages import with_stage_media
 from duckreg.function_spec import FunctionSpec, Implementation
-from duckreg.inference_engines import engine_for
+from duckreg.inference_engines import Engine, engine_for
 from duckreg.model_handlers import ModelHandler, handler_for
 from duckreg.model_handlers.base import library_versions, warn_on_version_skew
 from duckreg.model_signature import INVALID, NOT_UNICODE, FeatureGroupSpec, FeatureSpec, check_feature
@@ -76,6 +76,11 @@ class VersionHandle:
         """What the version computes with (files, task, settings, options), not where it is registered."""
         return result_cache.digest({k: v for k, v in asdict(self.manifest).items() if k != "registry"})
 
+    @functools.cached_property
+    def engine(self) -> Engine:
+        """The engine that computes this version's answers (read once: every batch asks)."""
+        return engine_for(self.manifest.options)
+
     @property
     def cache_key(self) -> str:
         """The loaded model's key in the process: its folder, its files and the engine that computes with it."""
@@ -90,7 +95,7 @@ class VersionHandle:
 
     def shared_model(self) -> model_cache.LoadedModel:
         """The process's one loaded copy of this version (loaded on first use)."""
-        engine = engine_for(self.manifest.options)
+        engine = self.engine
         return model_cache.CACHE.get(self.cache_key, self._load, solo=engine.name if engine.one_per_process else None)
 
     def forget(self) -> None:
@@ -128,7 +133,7 @@ class VersionHandle:
         )
 
     def _load(self) -> model_cache.LoadedModel:
-        if not engine_for(self.manifest.options).own_threads:
+        if not self.engine.own_threads:
             model_cache.configure_torch_threads()
         device = self.manifest.options.get("device") or model_cache.default_device()
         model = self.build_model(device)
@@ -357,7 +362,7 @@ class FunctionRunner:
     def _scope(self, params: dict[str, Any]) -> result_cache.Scope:
         version = self.version
         content = version.content_digest
-        libraries = {**_engine_versions(), **engine_for(version.manifest.options).library_versions()}
+        libraries = {**_engine_versions(), **version.engine.library_versions()}
         namespace = result_cache.digest(content, self.function.name, params, libraries)
         return result_cache.Scope(namespace, content, version.model_name, version.version_name)
 
