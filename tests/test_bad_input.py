@@ -6,6 +6,7 @@ Each case goes through the three front doors: ``mv.run``, SQL, and ``run_batch``
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import pickle
@@ -26,6 +27,7 @@ import duckreg
 from duckreg.artifacts import TamperedArtifact
 from duckreg.batch import InputSpec, JobSpec, OutputSpec, SaveMode
 from duckreg.huggingface import TransformersPipeline
+from duckreg.openai_signatures import OPENAI_CHAT_SIGNATURE
 
 CONTEXT = "Model tc version v1, function __CALL__"
 
@@ -474,3 +476,103 @@ def test_a_megabyte_question_or_label_is_refused_at_once_naming_column_and_row(s
     with pytest.raises(ValueError, match=r"column 'candidate_labels', row 2: an input of at least \d+ tokens"):
         zs.run(labels)
     assert zs.run(labels, on_error="null")["_error"].isna().tolist() == [True, False]
+
+
+def test_max_new_tokens_beyond_a_decoders_positions_is_capped_by_what_the_prompt_leaves(registry, model_dirs) -> None:
+    pipe = transformers.pipeline("text-generation", model=str(model_dirs["text-generation"]))
+    mv = registry.log_model(pipe, model_name="gen", version_name="v1")
+    prompt = "good food " * 20
+    prompt_tokens = len(pipe.tokenizer(prompt, add_special_tokens=False)["input_ids"])
+    assert 100 < prompt_tokens < 256  # the decoder has positions for 256 tokens
+    out = mv.run(_frame(inputs=[prompt]), params={"max_new_tokens": 10_000_000, "do_sample": False})
+    (generated,) = json.loads(out["outputs"][0])
+    new_ids = pipe.tokenizer(generated["generated_text"][len(prompt) :], add_special_tokens=False)["input_ids"]
+    assert 0 < len(new_ids) <= 256 - prompt_tokens + 2  # decoding may split a byte-level token at the seam
+    chat = registry.log_model(pipe, model_name="chat", version_name="v1", signatures=OPENAI_CHAT_SIGNATURE)
+    answer = chat.run(_frame(messages=[[{"role": "user", "content": prompt}]], max_completion_tokens=[10_000_000]))
+    usage = answer["usage"][0]
+    assert usage["completion_tokens"] > 0 and usage["prompt_tokens"] + usage["completion_tokens"] <= 256
+
+
+def test_a_megabyte_chat_message_or_a_long_history_is_refused_before_it_is_rendered(registry, model_dirs) -> None:
+    pipe = transformers.pipeline("text-generation", model=str(model_dirs["chat-template"]))
+    chat = registry.log_model(pipe, model_name="chat", version_name="v1", signatures=OPENAI_CHAT_SIGNATURE)
+    megabyte = "word " * 220_000
+    rows = _frame(
+        messages=[[{"role": "user", "content": "hello"}], [{"role": "user", "content": megabyte}],
+                  [{"role": "user", "content": "hello there"}] * 20_000],
+        max_completion_tokens=[2, 2, 2],
+    )  # fmt: skip
+    with pytest.raises(ValueError, match=r"column 'messages', row 2: the prompt has at least 220000 tokens; the model "
+                                         r"reads at most 256"):  # fmt: skip
+        chat.run(rows)
+    kept = chat.run(rows, on_error="null")
+    assert kept["_error"].isna().tolist() == [True, False, False]
+    assert "row 3: the prompt has at least 40000 tokens" in kept["_error"][2]
+    conversational = registry.log_model(
+        TransformersPipeline(model=str(model_dirs["chat-template"]), task="conversational", max_new_tokens=2),
+        model_name="conv", version_name="v1",
+    )  # fmt: skip
+    turns = _frame(user_inputs=[["hi"], ["hello there"] * 20_000], generated_responses=[[], ["ok"] * 19_999])
+    with pytest.raises(ValueError, match=r"column 'user_inputs'.*: the prompt has at least 59999 tokens"):
+        conversational.run(turns)
+    assert conversational.run(turns, on_error="null")["_error"].isna().tolist() == [True, False]
+
+
+def test_a_model_without_positions_reads_at_most_2048_tokens_when_its_tokenizer_names_no_limit(
+    registry, model_dirs
+) -> None:
+    t5 = registry.log_model(
+        TransformersPipeline(model=str(model_dirs["t5"]), task="translation_en_to_fr", max_new_tokens=3),
+        model_name="t5", version_name="v1",
+    )  # fmt: skip
+    megabyte = "good food " * 100_000
+    out = t5.run(_frame(inputs=[megabyte]))  # truncated, as the translation pipeline truncates
+    assert isinstance(out["translation_text"][0], str)
+    with pytest.raises(ValueError, match=r"column 'inputs': an input of at least \d+ tokens .* longer than the 2048 "
+                                         r"this model reads; pass truncation := true to cut it"):  # fmt: skip
+        t5.run(_frame(inputs=["good food", megabyte]), params={"truncation": False})
+
+
+def test_an_image_whose_header_claims_billions_of_pixels_is_refused_unread(registry, model_dirs) -> None:
+    classifier = registry.log_model(
+        transformers.pipeline("image-classification", model=str(model_dirs["image-classification"])),
+        model_name="img", version_name="v1",
+    )  # fmt: skip
+    bomb = tiny_models.decompression_bomb_png(40_000, 40_000)
+    good = tiny_models.decompression_bomb_png(32, 32)
+    with pytest.raises(ValueError, match=r"column 'images'.*an image too large to decode: Image size \(1600000000 "
+                                         r"pixels\) exceeds limit"):  # fmt: skip
+        classifier.run(_frame(images=[good, bomb]))
+    kept = classifier.run(_frame(images=[good, bomb]), on_error="null")
+    assert kept["_error"].isna().tolist() == [True, False]
+    assert kept["labels"][0] == classifier.run(_frame(images=[good]))["labels"][0]
+    vision = registry.log_model(
+        transformers.pipeline("image-text-to-text", model=str(model_dirs["llava-chat"])),
+        model_name="vision", version_name="v1",
+    )  # fmt: skip
+    url = "data:image/png;base64," + base64.b64encode(bomb).decode()
+    ask = [
+        {
+            "role": "user",
+            "content": [{"type": "text", "text": "what?"}, {"type": "image_url", "image_url": {"url": url}}],
+        }
+    ]
+    with pytest.raises(ValueError, match=r"column 'messages', row 1: an image too large to decode"):
+        vision.run(_frame(messages=[ask]), params={"max_completion_tokens": 2})
+
+
+def test_audio_longer_than_one_pass_is_refused_unless_the_pipeline_reads_in_chunks(registry, model_dirs) -> None:
+    folder = str(model_dirs["speech-recognition"])
+    whole = registry.log_model(transformers.pipeline("automatic-speech-recognition", model=folder),
+                               model_name="asr", version_name="v1")  # fmt: skip
+    minute = tiny_models.silent_wav(60)
+    # The tiny model has 2 heads and a frame every 20 samples: 20 s is what 2 GiB of attention covers.
+    with pytest.raises(ValueError, match=r"column 'audio'.*row 2: 60 s of audio is longer than the 20 s this model "
+                                         r"reads in one pass; log the pipeline with chunk_length_s=30"):  # fmt: skip
+        whole.run(_frame(audio=[tiny_models.silent_wav(1), minute]))
+    chunked = registry.log_model(
+        TransformersPipeline(model=folder, task="automatic-speech-recognition", chunk_length_s=10),
+        model_name="asr_chunked", version_name="v1",
+    )  # fmt: skip
+    assert isinstance(chunked.run(_frame(audio=[minute]))["outputs"][0]["text"], str)

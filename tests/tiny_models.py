@@ -399,3 +399,31 @@ def wav2vec2_ctc(folder: Path, seed: int = 12) -> Path:
     transformers.Wav2Vec2ForCTC(config).eval().save_pretrained(str(folder))
     processor.save_pretrained(str(folder))
     return folder
+
+
+def decompression_bomb_png(width: int, height: int) -> bytes:
+    """A valid PNG of ``width`` x ``height`` black pixels that compresses to a few kilobytes per million rows:
+    an input whose header claims far more pixels than its bytes suggest."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)  # 8-bit greyscale
+    row = bytes(1 + width)  # filter byte + pixels
+    compressor = zlib.compressobj(9)
+    data = b"".join(compressor.compress(row) for _ in range(height)) + compressor.flush()
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", data) + chunk(b"IEND", b"")
+
+
+def silent_wav(seconds: float, rate: int = 16000) -> bytes:
+    """``seconds`` of 16-bit mono silence as WAV bytes."""
+    import io
+
+    import numpy as np
+    import soundfile
+
+    buffer = io.BytesIO()
+    soundfile.write(buffer, np.zeros(round(seconds * rate), dtype="int16"), rate, format="WAV", subtype="PCM_16")
+    return buffer.getvalue()

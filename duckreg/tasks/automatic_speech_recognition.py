@@ -7,6 +7,7 @@ mixed down to mono and resampled to the model's rate before the pipeline sees it
 from __future__ import annotations
 
 import io
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -27,6 +28,44 @@ OUTPUTS = FeatureGroupSpec(
         ),
     ],
 )
+
+
+# An unchunked CTC model (wav2vec2, HuBERT) attends over every frame of a clip at once, needing
+# heads x frames^2 x 4 bytes per layer; a clip whose attention would pass this is refused before decoding.
+ATTENTION_BUDGET_BYTES = 2 * 2**30
+
+
+def longest_unchunked_seconds(pipe: Any) -> float | None:
+    """The longest clip ``pipe`` reads in one pass within ``ATTENTION_BUDGET_BYTES`` (None: no such limit,
+    because the pipeline reads in ``chunk_length_s`` windows or the model is an encoder-decoder like Whisper)."""
+    config = pipe.model.config
+    params = getattr(pipe, "_preprocess_params", None) or {}
+    ratio = getattr(config, "inputs_to_logits_ratio", None)
+    heads = getattr(config, "num_attention_heads", None)
+    if params.get("chunk_length_s") or config.is_encoder_decoder or not ratio or not heads:
+        return None
+    frames = math.sqrt(ATTENTION_BUDGET_BYTES / (4 * heads))
+    return frames * ratio / int(getattr(pipe.feature_extractor, "sampling_rate", 16000))
+
+
+def check_duration(data: bytes, column: str, longest: float | None) -> None:
+    """Refuse a clip longer than ``longest`` seconds from its header alone (undecodable bytes are left to
+    ``decode_audio``, which names them)."""
+    if longest is None:
+        return
+    import soundfile
+
+    try:
+        info = soundfile.info(io.BytesIO(data))
+    except Exception:  # noqa: BLE001 - decode_audio reports bytes that are not audio
+        return
+    seconds = info.frames / info.samplerate if info.samplerate else 0.0
+    if seconds > longest:
+        raise InputError(
+            column,
+            f"{seconds:.0f} s of audio is longer than the {longest:.0f} s this model reads in one pass; log the "
+            "pipeline with chunk_length_s=30 to read long audio in chunks",
+        )
 
 
 def decode_audio(data: bytes, column: str, sampling_rate: int) -> np.ndarray:
@@ -65,6 +104,12 @@ class SpeechRecognition(Task):
     def predict(self, ctx: RunContext, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         pipe = ctx.model
         rate = int(getattr(pipe.feature_extractor, "sampling_rate", 16000))
+        longest = longest_unchunked_seconds(pipe)
+        for position, row in enumerate(rows):
+            try:
+                check_duration(row["audio"], "audio", longest)
+            except InputError as exc:
+                raise InputError(exc.column, exc.message, row=position) from None
         inputs = [{"raw": decode_audio(row["audio"], "audio", rate), "sampling_rate": rate} for row in rows]
         params = generation_params(ctx.params)
         call: dict[str, Any] = {}

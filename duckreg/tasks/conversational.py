@@ -16,6 +16,7 @@ from typing import Any
 from duckreg.model_signature import DataType, FeatureSpec, ModelSignature
 from duckreg.tasks._generation import GENERATION_PARAMS, cap_new_tokens, generate_unpadded, generation_params, greedy
 from duckreg.tasks.base import InferredFunction, InputError, RunContext, Task, TaskModel
+from duckreg.tasks.limits import check_prompt_words, positions
 from duckreg.tasks.text2text_generation import generate_texts
 
 TURNS = FeatureSpec(name="user_inputs", dtype=DataType.STRING, shape=(-1,))
@@ -86,6 +87,8 @@ def _causal_replies(
 ) -> list[str]:
     """The model's next turn for each conversation."""
     tokenizer, model = task_model.tokenizer, task_model.model
+    for messages in conversations:
+        check_prompt_words("user_inputs", [m["content"] for m in messages], positions(model))
     if getattr(tokenizer, "chat_template", None):
         prompts = [
             tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)

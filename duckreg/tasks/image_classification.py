@@ -19,7 +19,12 @@ LABELS = FeatureGroupSpec(
 )
 
 
-def open_image(data: bytes, column: str) -> Any:
+def open_image(data: bytes, column: str, what: str = "not an image pillow can read") -> Any:
+    """An RGB picture from encoded bytes; ``what`` opens the error for bytes that do not decode.
+
+    A picture whose header claims more pixels than pillow's decompression-bomb limit is refused before any
+    pixel is decoded.
+    """
     try:
         from PIL import Image
     except ImportError:
@@ -27,8 +32,10 @@ def open_image(data: bytes, column: str) -> Any:
     try:
         image = Image.open(io.BytesIO(data))
         image.load()
+    except Image.DecompressionBombError as exc:  # the header alone was read
+        raise InputError(column, f"an image too large to decode: {exc} Resize it.") from None
     except Exception as exc:  # noqa: BLE001 - any decoder error means "not an image"
-        raise InputError(column, f"not an image pillow can read ({type(exc).__name__}: {exc})") from None
+        raise InputError(column, f"{what} ({type(exc).__name__}: {exc})") from None
     return image.convert("RGB")
 
 

@@ -18,6 +18,9 @@ from duckreg.tasks.base import InputError
 _NO_LIMIT = 1_000_000
 # Model types whose position ids start after the padding index (RoBERTa's offset of 2).
 _OFFSET_POSITIONS = ("roberta", "xlm-roberta", "camembert", "longformer", "data2vec-text", "xmod", "mpnet")
+# What a model without absolute positions (T5's relative attention) reads when its tokenizer names no
+# limit either: attention's memory grows with the square of the input, so a megabyte is never encoded whole.
+UNBOUNDED_MODEL_TOKENS = 2048
 # Room for special tokens ([CLS], [SEP], </s>, ...) on top of a text's own tokens.
 _SPECIAL_ROOM = 8
 
@@ -25,6 +28,8 @@ _SPECIAL_ROOM = 8
 def positions(model: Any) -> int | None:
     """The most tokens ``model`` can take, when its config says (None: no fixed limit, e.g. T5)."""
     config = getattr(model, "config", None)
+    if hasattr(config, "get_text_config"):  # a vision-language model's positions are its language model's
+        config = config.get_text_config()
     for key in ("max_position_embeddings", "n_positions", "max_sequence_length"):
         value = getattr(config, key, None)
         if isinstance(value, int) and value > 0:
@@ -35,10 +40,19 @@ def positions(model: Any) -> int | None:
 
 
 def clamp_tokenizer(tokenizer: Any, model: Any) -> None:
-    """Give a tokenizer that knows no limit (or too high a one) the model's, so truncation works."""
+    """Give a tokenizer that knows no limit (or too high a one) the model's, so truncation works.
+
+    A model with no fixed number of positions gets ``UNBOUNDED_MODEL_TOKENS`` when its tokenizer names
+    no limit either.
+    """
+    if tokenizer is None:
+        return
     limit = positions(model)
     current = getattr(tokenizer, "model_max_length", None)
-    if tokenizer is not None and limit is not None and (not isinstance(current, int) or current > limit):
+    known = isinstance(current, int) and current < _NO_LIMIT
+    if limit is None and not known:
+        tokenizer.model_max_length = UNBOUNDED_MODEL_TOKENS
+    elif limit is not None and (not known or current > limit):
         tokenizer.model_max_length = limit
 
 
@@ -73,12 +87,27 @@ def check_lengths(
         size = len(text.encode("utf-8", "replace")) + len((pair or "").encode("utf-8", "replace"))
         if size + _SPECIAL_ROOM <= limit:
             continue
-        words = len(text.split()) + len((pair or "").split())
+        words = word_count(text) + word_count(pair or "")
         if words > limit:  # every word is a token at least: refused without encoding a megabyte
             raise too_long(column, text, words, limit, what or "shorten it", at_least=True)
         count = len(tokenizer(text, pair, truncation=False)["input_ids"])
         if count > limit:
             raise too_long(column, text, count, limit, what or "shorten it")
+
+
+def word_count(text: str) -> int:
+    """Whitespace-separated words in ``text``: a lower bound on its tokens that costs no encoding."""
+    return len(text.split())
+
+
+def check_prompt_words(column: str, texts: Sequence[str], limit: int | None) -> None:
+    """Refuse a prompt (the texts of every message or turn) whose words alone fill the model's ``limit``
+    tokens, before a chat template renders it or a tokenizer encodes it."""
+    if limit is None:
+        return
+    words = sum(word_count(text) for text in texts)
+    if words >= limit:
+        raise InputError(column, f"the prompt has at least {words} tokens; the model reads at most {limit}")
 
 
 def too_long(column: str, text: str, count: int, limit: int, what: str, *, at_least: bool = False) -> InputError:

@@ -18,7 +18,8 @@ from typing import Any
 from duckreg.model_signature import FeatureGroupSpec, ModelSignature
 from duckreg.tasks._generation import ChatBackend, Generated, GenerationRequest, cap_new_tokens, generate_unpadded
 from duckreg.tasks.base import InputError, RunContext, Task
-from duckreg.tasks.limits import positions
+from duckreg.tasks.image_classification import open_image
+from duckreg.tasks.limits import check_prompt_words, positions
 from duckreg.tasks.structured import SchemaLogitsProcessor, grammar, requested_schema
 
 CONTROLS = (
@@ -118,6 +119,7 @@ class OpenAIChat(Task):
         if not messages:
             raise InputError("messages", "needs at least one message")
         prompt_ids = None
+        check_prompt_words("messages", [_text_of(m.get("content")) for m in messages], backend.context_length)
         if getattr(backend, "task", None) == "image-text-to-text":
             for message in messages:
                 if not message.get("role"):
@@ -327,17 +329,7 @@ def _media_bytes(kind: str, url: str, example: str) -> bytes:
 
 def _image(url: str) -> Any:
     """A PIL image (RGB) from a ``data:`` URL."""
-    import io
-
-    from PIL import Image
-
-    data = _media_bytes("image_url", url, "image/png")
-    try:
-        image = Image.open(io.BytesIO(data))
-        image.load()
-    except Exception as exc:  # noqa: BLE001 - any undecodable image is the row's input error
-        raise InputError("messages", f"image_url holds no readable image ({exc})") from None
-    return image.convert("RGB")
+    return open_image(_media_bytes("image_url", url, "image/png"), "messages", "image_url holds no readable image")
 
 
 def _video(url: str) -> Any:

@@ -18,7 +18,7 @@ import numpy as np
 
 from duckreg.model_signature import DataType, FeatureSpec, ModelSignature, ParamSpec
 from duckreg.tasks.base import InferredFunction, InputError, RunContext, Task, TaskModel, declared
-from duckreg.tasks.limits import too_long
+from duckreg.tasks.limits import too_long, word_count
 from duckreg.values import drop_unset_params, to_json
 
 INPUTS = [FeatureSpec(name="question", dtype=DataType.STRING), FeatureSpec(name="context", dtype=DataType.STRING)]
@@ -85,7 +85,7 @@ class QuestionAnswering(Task):
         for position, row in enumerate(rows):
             question = row["question"]
             # A word is a token at least: a megabyte question is refused without encoding it.
-            words = len(question.split())
+            words = word_count(question)
             count = words if words > room or len(question) <= room else len(tokenizer(question)["input_ids"])
             if count > room:
                 error = too_long("question", question, count, room, "the context is read beside it, in spans of "

@@ -7,9 +7,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from duckreg.model_signature import ModelSignature
-from duckreg.tasks._generation import GENERATION_PARAMS, generation_params, greedy
+from duckreg.tasks._generation import GENERATION_PARAMS, cap_new_tokens, generation_params, greedy
 from duckreg.tasks.base import InferredFunction, RunContext, Task, string_to_json
-from duckreg.tasks.limits import positions, too_long
+from duckreg.tasks.limits import positions, too_long, word_count
 from duckreg.values import to_json
 
 
@@ -32,19 +32,28 @@ class TextGeneration(Task):
         # what the model gives for that prompt alone.
         tokenizer = ctx.model.tokenizer
         prompts = [row["inputs"] for row in rows]
-        lengths = [len(ids) for ids in tokenizer(prompts, add_special_tokens=False)["input_ids"]]
         limit = positions(ctx.model.model)
+        room = "a prompt must leave room for the answer"
+        for prompt in prompts:
+            if limit is not None and (words := word_count(prompt)) >= limit:
+                raise too_long("inputs", prompt, words, limit, room, at_least=True)
+        lengths = [len(ids) for ids in tokenizer(prompts, add_special_tokens=False)["input_ids"]]
         for prompt, length in zip(prompts, lengths, strict=True):
             if limit is not None and length >= limit:
-                raise too_long("inputs", prompt, length, limit, "a prompt must leave room for the answer")
+                raise too_long("inputs", prompt, length, limit, room)
         buckets: dict[int, list[int]] = defaultdict(list)
         for i, length in enumerate(lengths):
             buckets[length].append(i)
         out: list[dict[str, Any]] = [{} for _ in rows]
         kwargs = generation_params(ctx.params)
-        for indices in buckets.values():
+        for length, indices in buckets.items():
             batch = [prompts[i] for i in indices]
-            results = ctx.model(batch, batch_size=min(ctx.batch_size, len(batch)), **kwargs)
+            capped = dict(kwargs)
+            if capped.get("max_new_tokens") is not None:  # answers stop where the model's positions end
+                capped["max_new_tokens"] = cap_new_tokens(limit, length, int(capped["max_new_tokens"]))
+            if limit is not None and capped.get("max_length") is not None:
+                capped["max_length"] = min(int(capped["max_length"]), limit)
+            results = ctx.model(batch, batch_size=min(ctx.batch_size, len(batch)), **capped)
             for i, result in zip(indices, results, strict=True):
                 out[i] = {"outputs": to_json(result if isinstance(result, list) else [result])}
         return out
