@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import re
 from pathlib import Path
 
 import duckdb
@@ -199,9 +200,75 @@ def test_run_batch_fetches_web_pictures_only_from_allowed_hosts(vision, web_imag
     with pytest.raises(ValueError, match=r"row 1: image_url .*'allowed_media_domains': \['127.0.0.1'\]"):
         vision.run_batch(frame, output_spec=OutputSpec("@out/web2/"), job_spec=JobSpec(block=True))
     missing = pd.DataFrame({"messages": [json.dumps(ask(f"{web_images}/gone.png"))]})
-    with pytest.raises(ValueError, match=r"row 1: image_url cannot fetch http://127.*/gone.png: File not"):
+    with pytest.raises(ValueError, match=r"row 1: image_url cannot fetch http://127.*/gone.png: HTTP 404 File not"):
         vision.run_batch(missing, output_spec=OutputSpec("@out/web3/"), job_spec=JobSpec(block=True),
                          inference_engine_options=allowed)  # fmt: skip
     one_string = {"engine": "local", "allowed_media_domains": "127.0.0.1"}
     with pytest.raises(ValueError, match="allowed_media_domains must be a list of host names"):
         vision.run_batch(frame, output_spec=OutputSpec("@out/web4/"), inference_engine_options=one_string)
+
+
+@pytest.fixture
+def unsteady_web():
+    """A real HTTP server on loopback: ``/flaky/<n>.png`` answers 503 twice and then picture n, ``/down/...``
+    always 503, ``/hop/<n>.png`` redirects to ``/flaky/<n>.png`` and ``/away/...`` to another host name."""
+    import http.server
+    import threading
+
+    asked: dict[str, int] = {}
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            asked[self.path] = asked.get(self.path, 0) + 1
+            kind, name = self.path.strip("/").split("/")
+            port = self.server.server_address[1]
+            if kind == "down" or (kind == "flaky" and asked[self.path] <= 2):
+                self.send_response(503)
+                self.end_headers()
+            elif kind in ("hop", "away"):
+                host = "127.0.0.1" if kind == "hop" else "localhost"
+                self.send_response(302)
+                self.send_header("Location", f"http://{host}:{port}/flaky/{name}")
+                self.end_headers()
+            else:
+                body = picture(int(name.split(".")[0]))
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", asked
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_web_picture_that_fails_for_a_moment_is_fetched_again_and_redirects_stay_on_allowed_hosts(
+    vision, unsteady_web, registry, tmp_path: Path
+) -> None:
+    web, asked = unsteady_web
+    urls = [f"{web}/flaky/0.png", f"{web}/down/2.png", f"{web}/hop/1.png", f"{web}/away/3.png"]
+    frame = pd.DataFrame({"pic": range(4), "messages": [json.dumps(ask(url)) for url in urls]})
+    allowed = {"engine": "local", "allowed_media_domains": ["127.0.0.1"]}
+    job = vision.run_batch(frame, output_spec=OutputSpec("@out/unsteady/"), input_spec=InputSpec(params=GREEDY),
+                           job_spec=JobSpec(block=True, on_error="continue", job_name="unsteady"),
+                           inference_engine_options=allowed)  # fmt: skip
+    assert job.status == "DONE", job.message
+    got = pq.read_table(tmp_path / "out" / "unsteady").to_pandas().sort_values("pic").reset_index(drop=True)
+    assert got["_error"].isna().tolist() == [True, False, True, False]
+    inline = vision.run(pd.DataFrame({"messages": [ask(_data_url(picture(i))) for i in (0, 1)]}), params=GREEDY)
+    assert [got["choices"][i][0]["message"]["content"] for i in (0, 2)] == [
+        c[0]["message"]["content"] for c in inline["choices"]
+    ]
+    assert asked["/flaky/0.png"] == 3 and asked["/down/2.png"] == 4  # three retries, then the row's error
+    assert re.search(r"row 2: image_url cannot fetch http://127.*/down/2.png: .*503.* \(tried 4 times\)",
+                     got["_error"][1])  # fmt: skip
+    assert "/flaky/3.png" not in asked  # the redirect to another host was refused, not followed
+    assert re.search(r"row 4: image_url 'http://localhost:\d+/flaky/3.png': media are read from stages .*"
+                     r"'allowed_media_domains': \['localhost'\]", got["_error"][3])  # fmt: skip

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import mimetypes
 from typing import Any
@@ -33,26 +34,60 @@ MEDIA_PARTS = {"image_url": "url", "video_url": "url", "input_audio": "data"}
 """Content part type -> the field that names its file."""
 MEDIA_TIMEOUT_SECONDS = 60
 """How long fetching one web picture, video or audio file may take."""
+MEDIA_RETRIES = 3
+"""How often a fetch that failed for a passing reason (a dropped connection, a timeout, HTTP 408, 429 or 5xx)
+is tried again, after 0.5, 1 and 2 seconds, before it is the row's error."""
+MEDIA_REDIRECTS = 5
+"""How many redirects a fetch follows, each to an allowed host."""
+_RETRY_STATUSES = (408, 429, 500, 502, 503, 504)
+
+
+@functools.cache
+def _web() -> Any:
+    """One connection pool per process, shared by every fetching thread."""
+    import urllib3
+
+    return urllib3.PoolManager(timeout=urllib3.Timeout(connect=10, read=MEDIA_TIMEOUT_SECONDS))
+
+
+def _refuse_host(url: str, host: str) -> ValueError:
+    return ValueError(
+        f"{url[:80]!r}: media are read from stages (@stage/path/file) or given as data: URLs; a run_batch job "
+        f"fetches from {host or 'the web'} with inference_engine_options={{..., 'allowed_media_domains': "
+        f"[{host!r}]}}"
+    )
 
 
 def fetch_media(url: str, hosts: tuple[str, ...]) -> bytes:
-    """The bytes at an ``http(s)`` URL whose host is one of ``hosts``; anything else is refused."""
-    import urllib.error
+    """The bytes at an ``http(s)`` URL whose host (and every redirect's) is one of ``hosts``; anything else is
+    refused. Passing failures are retried ``MEDIA_RETRIES`` times with backoff."""
     import urllib.parse
-    import urllib.request
 
-    host = (urllib.parse.urlsplit(url).hostname or "").lower()
-    if host not in hosts:
-        raise ValueError(
-            f"{url[:80]!r}: media are read from stages (@stage/path/file) or given as data: URLs; a run_batch job "
-            f"fetches from {host or 'the web'} with inference_engine_options={{..., 'allowed_media_domains': "
-            f"[{host!r}]}}"
-        )
-    try:
-        with urllib.request.urlopen(url, timeout=MEDIA_TIMEOUT_SECONDS) as response:
-            return response.read()
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        raise ValueError(f"cannot fetch {url[:80]}: {getattr(exc, 'reason', exc)}") from None
+    import urllib3
+
+    first = url
+    for _ in range(MEDIA_REDIRECTS + 1):
+        host = (urllib.parse.urlsplit(url).hostname or "").lower()
+        if host not in hosts:
+            raise _refuse_host(url, host)
+        retry = urllib3.Retry(
+            total=MEDIA_RETRIES, backoff_factor=0.5, status_forcelist=_RETRY_STATUSES, redirect=False,
+            respect_retry_after_header=False,  # a server's "come back in an hour" would stall the whole job
+        )  # fmt: skip
+        try:
+            response = _web().request("GET", url, retries=retry, redirect=False)
+        except urllib3.exceptions.MaxRetryError as exc:
+            raise ValueError(f"cannot fetch {first[:80]}: {exc.reason} (tried {MEDIA_RETRIES + 1} times)") from None
+        except (urllib3.exceptions.HTTPError, OSError, ValueError) as exc:
+            raise ValueError(f"cannot fetch {first[:80]}: {exc}") from None
+        location = response.get_redirect_location()
+        if location:
+            url = urllib.parse.urljoin(url, location)
+            continue
+        if response.status >= 400:
+            raise ValueError(f"cannot fetch {first[:80]}: HTTP {response.status} {response.reason}")
+        return response.data
+    raise ValueError(f"cannot fetch {first[:80]}: more than {MEDIA_REDIRECTS} redirects")
 
 
 def with_stage_media(value: Any, read: Any, hosts: tuple[str, ...] = ()) -> list[dict[str, Any]]:
