@@ -576,3 +576,23 @@ def test_audio_longer_than_one_pass_is_refused_unless_the_pipeline_reads_in_chun
         model_name="asr_chunked", version_name="v1",
     )  # fmt: skip
     assert isinstance(chunked.run(_frame(audio=[minute]))["outputs"][0]["text"], str)
+
+
+def test_embeddings_logged_without_truncation_refuse_a_long_text_and_null_leaves_the_rest(registry, model_dirs) -> None:
+    pipe = transformers.pipeline("feature-extraction", model=str(model_dirs["feature-extraction"]))
+    whole = registry.log_model(pipe, model_name="whole", version_name="v1",
+                               options={"pooling": "mean", "truncation": False})  # fmt: skip
+    texts = ["good food", "good " * 600, "bad food"]
+    with pytest.raises(ValueError, match=r"function __CALL__, column 'inputs': an input of (at least )?\d+ tokens "
+                                         r".* longer than the 512 this model reads; split it"):  # fmt: skip
+        whole.run(_frame(inputs=texts))
+    kept = whole.run(_frame(inputs=texts), on_error="null")
+    alone = whole.run(_frame(inputs=[texts[0], texts[2]]))
+    assert kept["_error"].isna().tolist() == [True, False, True]
+    assert [list(v) for v in kept["embedding"][[0, 2]]] == [list(v) for v in alone["embedding"]]
+    con = registry.register_functions()
+    query = "SELECT whole(t, on_error := 'null') IS NULL FROM (VALUES (1, 'good'), (2, repeat('good ', 600))) v(i, t)"
+    nulls = con.execute(query + " ORDER BY i").fetchall()
+    assert nulls == [(False,), (True,)]
+    with pytest.raises(ValueError, match=r"options\['truncation'\] must be true or false, got 'no'"):
+        registry.log_model(pipe, model_name="whole2", options={"pooling": "mean", "truncation": "no"})

