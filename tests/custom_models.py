@@ -114,3 +114,14 @@ class Fragile(CustomModel):
         if any("boom" in text for text in df["text"]):
             raise RuntimeError("the model could not read a row")
         return pd.DataFrame({"length": df["text"].str.len()})
+
+
+class SlowFragile(Fragile):
+    """``Fragile``, slowly: long enough for a test to kill the process running it half-way."""
+
+    @inference_api
+    def predict(self, df: pd.DataFrame) -> pd.DataFrame:
+        import time
+
+        time.sleep(0.05)
+        return super().predict(df)

@@ -8,14 +8,20 @@ by retrying smaller batches. Under ``null`` / ``continue`` the good rows equal a
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import duckdb
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
-from custom_models import Fragile
+from custom_models import Fragile, SlowFragile
 
+import duckreg
 from duckreg.batch import JobSpec, OutputSpec
 from duckreg.huggingface import TransformersPipeline
 from duckreg.jobs import job_records
@@ -141,3 +147,65 @@ def test_run_batch_continue_writes_every_row_and_counts_the_failed_ones(fragile,
     assert json.loads(json.dumps(vars(JobSpec(on_error="continue"))))["on_error"] == "continue"
     with pytest.raises(ValueError, match=r"on_error must be 'raise' or 'continue', got 'null'"):
         JobSpec(on_error="null")
+
+
+_CONTINUE_WORKER = """
+import sys
+sys.path.insert(0, {tests!r})
+import duckreg
+from duckreg.batch import JobSpec, OutputSpec
+registry = duckreg.Registry({db!r})
+mv = registry.get_model("slow_fragile").default
+job = mv.run_batch("SELECT * FROM texts", output_spec=OutputSpec("@out/killed/"),
+                   job_spec=JobSpec(job_name="killed", on_error="continue", max_batch_rows=20, block=True))
+print(job.status)
+"""
+
+
+@pytest.mark.process
+def test_a_continue_job_killed_with_sigkill_resumes_to_the_output_of_a_clean_run(
+    registry, db_path: Path, tmp_path: Path
+) -> None:
+    signature = ModelSignature(inputs=[FeatureSpec("text", DataType.STRING)],
+                               outputs=[FeatureSpec("length", DataType.INT64)])  # fmt: skip
+    registry.log_model(SlowFragile(), model_name="slow_fragile", version_name="v1", signatures={"predict": signature},
+                       options={"max_batch_size": 8})  # fmt: skip
+    registry.create_stage("out", str(tmp_path / "out"))
+    registry.connection.execute(
+        "CREATE TABLE texts AS SELECT i AS id, CASE WHEN i % 37 = 5 THEN 'boom ' || i ELSE 'text ' || i END AS text "
+        "FROM range(300) t(i)"
+    )
+    registry.connection.close()
+    tests = str(Path(__file__).parent)
+    worker = subprocess.Popen([sys.executable, "-c", _CONTINUE_WORKER.format(tests=tests, db=str(db_path))])
+    out = tmp_path / "out" / "killed"
+    deadline = time.monotonic() + 120
+    while len(list(out.glob("part-*.parquet"))) < 4:
+        assert worker.poll() is None, "the worker finished before it could be killed"
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    os.kill(worker.pid, signal.SIGKILL)
+    assert worker.wait() == -signal.SIGKILL
+    assert 4 <= len(list(out.glob("part-*.parquet"))) < 15 and not (out / "_SUCCESS").exists()
+
+    reopened = duckreg.Registry(str(db_path))
+    try:
+        mv = reopened.get_model("slow_fragile").default
+        spec = {"on_error": "continue", "max_batch_rows": 20, "block": True}
+        resumed = mv.run_batch("SELECT * FROM texts", output_spec=OutputSpec("@out/killed/"),
+                               job_spec=JobSpec(job_name="killed", **spec))  # fmt: skip
+        clean = mv.run_batch("SELECT * FROM texts", output_spec=OutputSpec("@out/clean/"),
+                             job_spec=JobSpec(job_name="clean", **spec))  # fmt: skip
+        assert resumed.status == clean.status == "DONE" and "resuming" in resumed.get_logs()
+        counts = {name: (record["rows_done"], record["rows_failed"])
+                  for name in ("killed", "clean") for record in job_records(reopened, name=name)}  # fmt: skip
+    finally:
+        reopened.connection.close()
+    failing = [i for i in range(300) if i % 37 == 5]
+    assert counts["killed"] == counts["clean"] == (300, len(failing))
+    got = pq.read_table(out).to_pandas().sort_values("id").reset_index(drop=True)
+    expected = pq.read_table(tmp_path / "out" / "clean").to_pandas().sort_values("id").reset_index(drop=True)
+    pd.testing.assert_frame_equal(got, expected)
+    assert got.index[got["_error"].notna()].tolist() == failing
+    assert got.loc[got["_error"].isna(), "length"].tolist() == [len(f"text {i}") for i in range(300) if i % 37 != 5]
+    assert (out / "_SUCCESS").exists()

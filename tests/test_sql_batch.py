@@ -20,7 +20,7 @@ import duckdb
 import pandas as pd
 import pytest
 import transformers
-from custom_models import Plodder
+from custom_models import Fragile, Plodder
 
 import duckreg
 from duckreg.jobs import get_job
@@ -59,9 +59,10 @@ def test_run_batch_in_sql_runs_the_job_and_returns_its_summary(shop, tmp_path) -
     result = con.execute(
         "SELECT * FROM run_batch('sentiment/v1', 'SELECT * FROM reviews', '@out/scored/', max_batch_rows := 50)"
     )
-    assert [d[0] for d in result.description] == ["job_name", "status", "rows", "output_location", "files"]
-    ((name, status, rows, location, files),) = result.fetchall()
-    assert name.startswith("BATCH_INFERENCE_") and (status, rows, location) == ("DONE", 120, "@out/scored/")
+    assert [d[0] for d in result.description] == ["job_name", "status", "rows", "rows_failed", "output_location",
+                                                  "files"]  # fmt: skip
+    ((name, status, rows, failed, location, files),) = result.fetchall()
+    assert name.startswith("BATCH_INFERENCE_") and (status, rows, failed, location) == ("DONE", 120, 0, "@out/scored/")
     assert files == [f"@out/scored/part-00000{i}.parquet" for i in range(3)]
     assert (tmp_path / "out" / "scored" / "_SUCCESS").exists()
     scored = _parts(tmp_path / "out" / "scored")
@@ -191,3 +192,30 @@ def test_ctrl_c_cancels_a_run_batch_it_waits_for(shop, db_path, tmp_path) -> Non
     job = get_job(duckreg.Registry(con), "ctrl_c")
     assert job.status == "CANCELLED" and "Interrupted (Ctrl-C)" in job.message
     con.close()
+
+
+def test_run_batch_in_sql_continues_past_bad_rows_with_on_error_continue(shop, tmp_path) -> None:
+    signature = ModelSignature(inputs=[FeatureSpec("text", DataType.STRING)],
+                               outputs=[FeatureSpec("length", DataType.INT64)])  # fmt: skip
+    shop.log_model(Fragile(), model_name="fragile", version_name="v1", signatures={"predict": signature},
+                   options={"max_batch_size": 8})  # fmt: skip
+    shop.connection.execute(
+        "CREATE TABLE notes AS SELECT i AS id, CASE WHEN i IN (3, 40) THEN 'boom' ELSE 'note ' || i END AS text "
+        "FROM range(50) t(i)"
+    )
+    con = shop.register_functions()
+    query = "SELECT * FROM notes"
+    with pytest.raises(duckdb.Error, match=r"run_batch job raised FAILED: .*could not read a row \(row 4\)"):
+        con.execute(f"SELECT * FROM run_batch('fragile', '{query}', '@out/raised/', job_name := 'raised')").fetchall()
+    ((status, rows, failed),) = con.execute(
+        f"SELECT status, rows, rows_failed FROM run_batch('fragile', '{query}', '@out/kept/', job_name := 'kept', "
+        "on_error := 'continue')"
+    ).fetchall()
+    assert (status, rows, failed) == ("DONE", 50, 2)
+    kept = _parts(tmp_path / "out" / "kept")
+    assert kept["_error"].notna().tolist() == [i in (3, 40) for i in range(50)]
+    assert kept.loc[kept["_error"].isna(), "length"].tolist() == [
+        len(f"note {i}") for i in range(50) if i not in (3, 40)
+    ]
+    with pytest.raises(duckdb.Error, match=r"on_error must be 'raise' or 'continue', got 'null'"):
+        con.execute(f"SELECT * FROM run_batch('fragile', '{query}', '@out/x/', on_error := 'null')").fetchall()

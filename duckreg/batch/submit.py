@@ -198,6 +198,7 @@ def run_from_sql(
     mode: str | None,
     job_name: str | None,
     max_batch_rows: int | None,
+    on_error: str | None = None,
     *,
     wait: bool,
 ) -> dict[str, Any] | str:
@@ -220,7 +221,9 @@ def run_from_sql(
         raise ValueError(f"run_batch mode {mode!r}: use 'error' or 'overwrite'.") from None
     name = job_name or f"BATCH_INFERENCE_{uuid.uuid4().hex.upper()}"
     output_spec = OutputSpec(output_location, mode=save_mode)
-    job_spec = JobSpec(job_name=name, max_batch_rows=int(max_batch_rows or 1024), block=wait)
+    job_spec = JobSpec(
+        job_name=name, max_batch_rows=int(max_batch_rows or 1024), block=wait, on_error=on_error or "raise"
+    )
     outcome: list[jobs.Job | BaseException] = []
 
     def start() -> None:
@@ -236,7 +239,11 @@ def run_from_sql(
         if interrupts.requested():
             jobs.cancel_here(name.lower(), "Interrupted (Ctrl-C) while run_batch waited for it.")
     if isinstance(outcome[0], BaseException):
-        raise outcome[0]
+        failed = outcome[0]
+        records = jobs.job_records(registry, name=name) if isinstance(failed, Exception) else []
+        if records and records[0]["status"] == jobs.FAILED:  # it ran: the error names the job to look up or resume
+            raise RuntimeError(f"run_batch job {name} FAILED: {failed}") from failed
+        raise failed
     job = outcome[0]
     if not wait:
         return job.id
@@ -246,10 +253,12 @@ def run_from_sql(
     if status != jobs.DONE:
         raise RuntimeError(f"run_batch job {job.name} {status}: {message}")
     files = [f for f in registry.stages.list_files(output_location) if f.endswith(".parquet") and "/_duckreg/" not in f]
+    (record,) = jobs.job_records(registry, name=job.name)
     return {
         "job_name": job.name,
         "status": status,
         "rows": job.progress[0],
+        "rows_failed": record["rows_failed"],
         "output_location": job.output_location,
         "files": sorted(files),
     }

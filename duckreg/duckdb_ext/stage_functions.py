@@ -16,7 +16,10 @@ import duckdb
 from duckreg import row_errors
 from duckreg.duckdb_ext.names import create_macro
 
-RUN_BATCH_RESULT = 'STRUCT(job_name VARCHAR, status VARCHAR, "rows" BIGINT, output_location VARCHAR, files VARCHAR[])'
+RUN_BATCH_RESULT = (
+    'STRUCT(job_name VARCHAR, status VARCHAR, "rows" BIGINT, rows_failed BIGINT, output_location VARCHAR, '
+    "files VARCHAR[])"
+)
 """The row SQL's ``run_batch`` returns for a finished job."""
 
 if TYPE_CHECKING:
@@ -31,7 +34,8 @@ class StageServer:
     connection: duckdb.DuckDBPyConnection
     stages: StageCatalog
     run_job: Callable[..., dict]
-    """``run_job(model, query, output_location, mode, job_name, max_batch_rows)`` -> the finished job's summary."""
+    """``run_job(model, query, output_location, mode, job_name, max_batch_rows, on_error)`` -> the finished job's
+    summary."""
     start_job: Callable[..., str]
     """The same arguments -> the id of a job left running in the background."""
     closed: Callable[[], bool]
@@ -53,22 +57,36 @@ class StageFunctions:
         """``duckreg_errors()``: the rows that failed under ``on_error := 'null'`` in this process."""
         return row_errors.recent()
 
-    # DuckDB counts a Python function's parameters, so each takes the six SQL arguments by name.
+    # DuckDB counts a Python function's parameters, so each takes the seven SQL arguments by name.
     def run_batch(
-        self, model: str, query: str, output_location: str, mode: str | None, job_name: str | None, rows: int | None
+        self,
+        model: str,
+        query: str,
+        output_location: str,
+        mode: str | None,
+        job_name: str | None,
+        rows: int | None,
+        on_error: str | None,
     ) -> dict:
-        """``run_batch(model, query, output_location, mode, job_name, max_batch_rows)``: run the job, return
-        its summary row."""
-        return self.instance.server().run_job(model, query, output_location, mode, job_name, rows)
+        """``run_batch(model, query, output_location, mode, job_name, max_batch_rows, on_error)``: run the job,
+        return its summary row."""
+        return self.instance.server().run_job(model, query, output_location, mode, job_name, rows, on_error)
 
     def run_batch_async(
-        self, model: str, query: str, output_location: str, mode: str | None, job_name: str | None, rows: int | None
+        self,
+        model: str,
+        query: str,
+        output_location: str,
+        mode: str | None,
+        job_name: str | None,
+        rows: int | None,
+        on_error: str | None,
     ) -> str:
         """``run_batch_async(...)``, the same arguments -> the id of a job running in this process's background."""
-        return self.instance.server().start_job(model, query, output_location, mode, job_name, rows)
+        return self.instance.server().start_job(model, query, output_location, mode, job_name, rows, on_error)
 
 
-_RUN_BATCH_PARAMS = ["VARCHAR", "VARCHAR", "VARCHAR", "VARCHAR", "VARCHAR", "BIGINT"]
+_RUN_BATCH_PARAMS = ["VARCHAR", "VARCHAR", "VARCHAR", "VARCHAR", "VARCHAR", "BIGINT", "VARCHAR"]
 STAGE_UDFS = (
     ("duckreg_list_stage_files", "list_files", ["VARCHAR", "VARCHAR"], "VARCHAR[]"),
     ("read_stage_file", "read_file", ["VARCHAR"], "BLOB"),
@@ -84,8 +102,10 @@ def stage_macro_statements(catalog: str | None = None) -> list[str]:
 
     TEMP macros unless ``catalog`` names where every connection of the instance should find them.
     """
-    arguments = "model, query, output_location, mode, job_name, max_batch_rows"
-    parameters = "model, query, output_location, mode := 'error', job_name := NULL, max_batch_rows := NULL"
+    arguments = "model, query, output_location, mode, job_name, max_batch_rows, on_error"
+    parameters = (
+        "model, query, output_location, mode := 'error', job_name := NULL, max_batch_rows := NULL, on_error := 'raise'"
+    )
     return [
         f"{create_macro('stage_files', catalog)}(stage_path, pattern := NULL) AS TABLE "
         "SELECT unnest(duckreg_list_stage_files(stage_path, pattern)) AS file_path",
