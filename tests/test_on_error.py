@@ -17,6 +17,7 @@ from pathlib import Path
 
 import duckdb
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from custom_models import Fragile, SlowFragile
@@ -209,3 +210,105 @@ def test_a_continue_job_killed_with_sigkill_resumes_to_the_output_of_a_clean_run
     assert got.index[got["_error"].notna()].tolist() == failing
     assert got.loc[got["_error"].isna(), "length"].tolist() == [len(f"text {i}") for i in range(300) if i % 37 != 5]
     assert (out / "_SUCCESS").exists()
+
+
+def _picture(seed: int) -> bytes:
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray((np.random.RandomState(seed).rand(24, 24, 3) * 255).astype("uint8")).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def _chat(content: str, role: str = "user") -> list[dict]:
+    return [{"role": role, "content": content}]
+
+
+TABLE = json.dumps({"name": ["tokyo", "paris"], "people": ["9", "2"]})
+# kind -> (model folder, task, signatures, input columns, good rows, bad rows (column, row values), the SQL call's
+# part to compare, columns a run writes that differ between runs); rows are (values...) in input-column order.
+KINDS = {
+    "long review": ("text-classification", "text-classification", None, ["text"],
+                    [("good food",), ("bad food",), ("fine",)], ("text", [("good " * 1000,)]), "{call}", []),
+    "megabyte question": ("question-answering", "question-answering", None, ["question", "context"],
+                          [("Who ate?", CONTEXT), ("What was eaten?", CONTEXT), ("Where?", CONTEXT)],
+                          ("question", [("word " * 220_000, CONTEXT)]), "{call}", []),
+    "broken JSON table": ("table-question-answering", "table-question-answering", None, ["query", "table"],
+                          [("how many people?", TABLE), ("which name?", TABLE), ("people in paris?", TABLE)],
+                          ("table", [("how many?", '{"name": ["tokyo"'), ("how many?", "[1, 2]")]), "{call}", []),
+    "unreadable image": ("image-classification", "image-classification", None, ["images"],
+                         [(_picture(0),), (_picture(1),), (_picture(2),)],
+                         ("images", [(b"not a picture",), (_picture(3)[:40],)]), "{call}", []),
+    "invalid chat message": ("text-generation", "text-generation", "openai",
+                             ["messages", "temperature", "max_completion_tokens"],
+                             [(_chat("hello"), 0.0, 2), (_chat("good food"), 0.0, 2), (_chat("fine"), 0.0, 2)],
+                             ("messages", [(_chat("hi", role=""), 0.0, 2), ([], 0.0, 2)]), "{call}.choices",
+                             ["id", "created"]),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_each_kind_of_bad_row_through_every_door(kind: str, registry, model_dirs, tmp_path: Path) -> None:
+    """Good rows interleaved with bad ones: under null / continue the good rows equal a run without the bad ones,
+    row for row; under raise the error names model, version, function, column and row."""
+    from duckreg.openai_signatures import OPENAI_CHAT_SIGNATURE
+
+    folder, task, signatures, columns, good, (column, bad), sql_part, varying = KINDS[kind]
+    mv = registry.log_model(
+        TransformersPipeline(model=str(model_dirs[folder]), task=task), model_name="m", version_name="v1",
+        signatures=OPENAI_CHAT_SIGNATURE if signatures == "openai" else None,
+    )  # fmt: skip
+    rows = [good[0], bad[0], good[1], bad[-1], good[2]]
+    bad_ids = [2, 4]  # 1-based row numbers of the bad rows
+    frame = pd.DataFrame(rows, columns=columns)
+    alone = pd.DataFrame(good, columns=columns)
+    outputs = [c for c in mv.run(alone).columns if c not in columns and c not in varying]
+    context = rf"Model m version v1, function __CALL__, column '{column}'.*row [24]\b"
+
+    # mv.run
+    with pytest.raises(ValueError, match=context):
+        mv.run(frame)
+    kept = mv.run(frame, on_error="null")
+    assert kept["_error"].notna().tolist() == [i + 1 in bad_ids for i in range(5)]
+    assert f"column '{column}'" in kept["_error"][1] and "row 4" in kept["_error"][3]
+    expected = mv.run(alone)[outputs]
+    # Nullable dtypes where a column holds NULLs (Int64 for int64); the values are the same.
+    pd.testing.assert_frame_equal(kept.loc[[0, 2, 4], outputs].reset_index(drop=True), expected, check_dtype=False)
+    assert kept.loc[[1, 3], outputs].isna().all().all()
+
+    # SQL
+    con = registry.register_functions()
+    table = frame.assign(row=range(1, 6))  # not "id": a chat completion's own id column would replace it
+    con.register("frame_view", table)
+    con.execute("CREATE TABLE t AS SELECT * FROM frame_view")
+    call = sql_part.format(call="m({}{{}})".format(", ".join(f'"{c}"' for c in columns)))
+    with pytest.raises(duckdb.Error, match=context):
+        con.execute(f"SELECT {call.format('')} FROM t").fetchall()
+    null_call = call.format(", on_error := 'null'")
+    got = con.execute(f"SELECT row, {null_call} FROM t ORDER BY row").fetchall()
+    good_only = con.execute(f"SELECT row, {call.format('')} FROM t WHERE row NOT IN (2, 4) ORDER BY row").fetchall()
+    assert [r for r in got if r[0] not in bad_ids] == good_only
+    assert [r[1] for r in got if r[0] in bad_ids] == [None, None]
+
+    # run_batch
+    registry.create_stage("out", str(tmp_path / "out"))
+    spec = JobSpec(on_error="continue", block=True, job_name="kept")
+    job = mv.run_batch(table, output_spec=OutputSpec("@out/kept/"), job_spec=spec)
+    assert job.status == "DONE" and job.message == "5 rows written, 2 failed (see the _error column)."
+    assert (tmp_path / "out" / "kept" / "_SUCCESS").exists()
+    assert job_records(registry, name="kept")[0]["rows_failed"] == 2
+    written = pq.read_table(tmp_path / "out" / "kept").to_pandas().sort_values("row").reset_index(drop=True)
+    clean = mv.run_batch(table[~table["row"].isin(bad_ids)], output_spec=OutputSpec("@out/clean/"),
+                         job_spec=JobSpec(block=True))  # fmt: skip
+    assert clean.status == "DONE"
+    reference = pq.read_table(tmp_path / "out" / "clean").to_pandas().sort_values("row").reset_index(drop=True)
+    assert written["_error"].notna().tolist() == [i + 1 in bad_ids for i in range(5)]
+    kept_types = pq.read_schema(next((tmp_path / "out" / "kept").glob("*.parquet"))).types
+    clean_types = pq.read_schema(next((tmp_path / "out" / "clean").glob("*.parquet"))).types
+    assert kept_types == [*clean_types, pa.string()]  # the same types, NULLs where a row failed, and _error
+    pd.testing.assert_frame_equal(
+        written.loc[written["_error"].isna(), outputs].reset_index(drop=True), reference[outputs], check_dtype=False
+    )

@@ -7,6 +7,7 @@ Images are decoded with pillow (``pip install duckreg[files]``); feed stage file
 from __future__ import annotations
 
 import io
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -35,7 +36,8 @@ def open_image(data: bytes, column: str, what: str = "not an image pillow can re
     except Image.DecompressionBombError as exc:  # the header alone was read
         raise InputError(column, f"an image too large to decode: {exc} Resize it.") from None
     except Exception as exc:  # noqa: BLE001 - any decoder error means "not an image"
-        raise InputError(column, f"{what} ({type(exc).__name__}: {exc})") from None
+        reason = re.sub(r" <_io\.BytesIO object at 0x[0-9a-f]+>", "", str(exc))  # the same bytes, the same error
+        raise InputError(column, f"{what} ({type(exc).__name__}: {reason})") from None
     return image.convert("RGB")
 
 
@@ -58,7 +60,12 @@ class ImageClassification(Task):
         return 0
 
     def predict(self, ctx: RunContext, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-        images = [open_image(row["images"], "images") for row in rows]
+        images = []
+        for position, row in enumerate(rows):
+            try:
+                images.append(open_image(row["images"], "images"))
+            except InputError as exc:
+                raise InputError(exc.column, exc.message, row=position) from None
         results = as_nested_result_list(
             ctx.model(images, batch_size=ctx.batch_size, **drop_unset_params(ctx.params)), len(images)
         )

@@ -90,7 +90,10 @@ class TableQuestionAnswering(Task):
                     )
                 except InputError as exc:
                     raise InputError(exc.column, exc.message, row=position) from None
-            table = fit_table(parse_table(table_text), ctx.model)
+            try:
+                table = fit_table(parse_table(table_text), ctx.model)
+            except InputError as exc:  # the first row holding this table names it
+                raise InputError(exc.column, exc.message, row=indices[0]) from None
             results = as_result_list(ctx.model(table=table, query=queries, **kwargs))
             for i, r in zip(indices, results, strict=True):
                 out[i] = {
