@@ -104,6 +104,24 @@ def ask_about_picture(url: str, question: str = "What breed of cat is this?") ->
     ]  # fmt: skip
 
 
+def kill_when_parts_written(worker: subprocess.Popen, folder: Path, parts: int) -> int:
+    """SIGKILL ``worker`` (running a batch job into ``folder``) once it has written ``parts`` part files;
+    the number of part files left behind."""
+    import os
+    import signal
+    import time
+
+    deadline = time.monotonic() + 120
+    while len(list(folder.glob("part-*.parquet"))) < parts:
+        assert worker.poll() is None, "the worker finished before it could be killed"
+        assert time.monotonic() < deadline, f"the worker wrote fewer than {parts} parts in 120 s"
+        time.sleep(0.02)
+    os.kill(worker.pid, signal.SIGKILL)
+    assert worker.wait() == -signal.SIGKILL
+    assert not (folder / "_SUCCESS").exists()
+    return len(list(folder.glob("part-*.parquet")))
+
+
 def logged_database(path: Path, model_dir: Path, model_name: str = "clf") -> Path:
     """A registry file at ``path`` holding one text-classification model (version v1), closed again."""
     registry = duckreg.Registry(str(path))

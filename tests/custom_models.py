@@ -123,5 +123,5 @@ class SlowFragile(Fragile):
     def predict(self, df: pd.DataFrame) -> pd.DataFrame:
         import time
 
-        time.sleep(0.05)
+        time.sleep(0.02)
         return super().predict(df)

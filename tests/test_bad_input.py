@@ -180,7 +180,7 @@ def test_table_qa_huge_tables_fit_and_malformed_json_is_named(shop) -> None:
     assert isinstance(answer, str)
     for bad, why in [("{not json", "is not valid JSON"), ("[1, 2]", "must be a JSON object"),
                      ('{"a": [1], "b": [1, 2]}', "columns have different lengths")]:  # fmt: skip
-        message = r"Model tqa version v1, function __CALL__, column 'table': " + why
+        message = r"Model tqa version v1, function __CALL__, column 'table', row 1: " + why
         with pytest.raises(ValueError, match=message):
             shop.get_model("tqa").default.run(_frame(query=["how many?"], table=[bad]))
         with pytest.raises(duckdb.Error, match=message):

@@ -5,11 +5,8 @@ from __future__ import annotations
 
 import base64
 import io
-import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import duckdb
@@ -18,6 +15,7 @@ import pandas as pd
 import pytest
 import soundfile
 import transformers
+from conftest import kill_when_parts_written
 from custom_models import CustomTranscriber, Greeter, SlowDoubler
 from PIL import Image
 
@@ -203,15 +201,7 @@ def test_killed_job_reads_failed_and_resumes_to_the_same_rows(registry, db_path,
     registry.connection.close()
     worker = subprocess.Popen([sys.executable, "-c", _WORKER.format(tests=str(TESTS), db=str(db_path))])
     out = tmp_path / "out" / "kill"
-    deadline = time.monotonic() + 120
-    while len(list(out.glob("part-*.parquet"))) < 10:
-        assert worker.poll() is None, "the worker finished before it could be killed"
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
-    os.kill(worker.pid, signal.SIGKILL)
-    worker.wait()
-    written = len(list(out.glob("part-*.parquet")))
-    assert 10 <= written < 80 and not (out / "_SUCCESS").exists()
+    assert 10 <= kill_when_parts_written(worker, out, 10) < 80
 
     reopened = duckreg.Registry(str(db_path))
     try:
@@ -337,7 +327,7 @@ def test_stage_files_reach_models_as_raw_bytes_and_base64(registry, model_dirs, 
         ][0]["text"]
     )
     assert via_base64 == texts[0]["text"]
-    with pytest.raises(ValueError, match="column 'images': not an image pillow can read"):
+    with pytest.raises(ValueError, match="column 'images', row 1: not an image pillow can read"):
         classifier.run(pd.DataFrame({"images": [b"not a png"]}))
 
 

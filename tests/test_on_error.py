@@ -8,11 +8,8 @@ by retrying smaller batches. Under ``null`` / ``continue`` the good rows equal a
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import duckdb
@@ -20,6 +17,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from conftest import kill_when_parts_written
 from custom_models import Fragile, SlowFragile
 
 import duckreg
@@ -180,14 +178,7 @@ def test_a_continue_job_killed_with_sigkill_resumes_to_the_output_of_a_clean_run
     tests = str(Path(__file__).parent)
     worker = subprocess.Popen([sys.executable, "-c", _CONTINUE_WORKER.format(tests=tests, db=str(db_path))])
     out = tmp_path / "out" / "killed"
-    deadline = time.monotonic() + 120
-    while len(list(out.glob("part-*.parquet"))) < 4:
-        assert worker.poll() is None, "the worker finished before it could be killed"
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
-    os.kill(worker.pid, signal.SIGKILL)
-    assert worker.wait() == -signal.SIGKILL
-    assert 4 <= len(list(out.glob("part-*.parquet"))) < 15 and not (out / "_SUCCESS").exists()
+    assert 4 <= kill_when_parts_written(worker, out, 4) < 15
 
     reopened = duckreg.Registry(str(db_path))
     try:
