@@ -21,7 +21,7 @@ from duckreg.artifacts import process_alive
 from duckreg.catalog import Catalog
 
 if TYPE_CHECKING:
-    from duckreg.registry import Registry
+    from duckreg.store import RegistryStore
 
 PENDING, RUNNING, DONE, FAILED, CANCELLING, CANCELLED = (
     "PENDING",
@@ -248,7 +248,7 @@ def log(catalog: Catalog, key: str, line: str) -> None:
     )
 
 
-def job_records(registry: Registry, limit: int = 10, *, name: str | None = None) -> list[dict[str, Any]]:
+def job_records(registry: RegistryStore, limit: int = 10, *, name: str | None = None) -> list[dict[str, Any]]:
     """The newest jobs first (or the job ``name``), one query: ``list_jobs``' fields plus ``rows_done``,
     ``rows_total``, ``rows_failed`` (``on_error="continue"``) and ``runs_here`` (this process runs it, so can
     cancel it)."""
@@ -274,8 +274,8 @@ def job_records(registry: Registry, limit: int = 10, *, name: str | None = None)
                 "name": job_name,
                 "status": status,
                 "message": message,
-                "database_name": registry.database_name,
-                "schema_name": registry.schema_name,
+                "database_name": registry.catalog.database_name,
+                "schema_name": registry.catalog.schema_name,
                 "model_name": model,
                 "version_name": version,
                 "function_name": function,
@@ -292,19 +292,19 @@ def job_records(registry: Registry, limit: int = 10, *, name: str | None = None)
     return records
 
 
-def list_jobs(registry: Registry, limit: int = 10) -> pd.DataFrame:
+def list_jobs(registry: RegistryStore, limit: int = 10) -> pd.DataFrame:
     """The newest jobs first: name, status, message, model, version, function, engine, output, times."""
     columns = ["name", "status", "message", "database_name", "schema_name", "model_name", "version_name",
                "function_name", "engine", "output_location", "created_time", "completed_time"]  # fmt: skip
     return pd.DataFrame(job_records(registry, limit), columns=columns)
 
 
-def get_job(registry: Registry, job_id: str) -> Job:
+def get_job(registry: RegistryStore, job_id: str) -> Job:
     """A job by name or by ``db.schema.name``."""
     return Job(registry.catalog, job_id.split(".")[-1].strip('"'))
 
 
-def find_job(registry: Registry, text: str) -> Job:
+def find_job(registry: RegistryStore, text: str) -> Job:
     """A job by its name, or by the start of it as a narrow table shows it (``BATCH_INFERENCE_8DB3…``)."""
     name = text.split(".")[-1].strip('"').rstrip("…").lower()
     rows = registry.catalog.query("SELECT job_key FROM {schema}.jobs WHERE job_key = ?", [name])
@@ -317,7 +317,7 @@ def find_job(registry: Registry, text: str) -> Job:
     return Job(registry.catalog, rows[0][0] if rows else name)
 
 
-def delete_job(registry: Registry, job: Job | str) -> None:
+def delete_job(registry: RegistryStore, job: Job | str) -> None:
     """Forget a finished job (its output files stay); a running job must be cancelled first."""
     handle = job if isinstance(job, Job) else get_job(registry, job)
     if handle.status not in TERMINAL:

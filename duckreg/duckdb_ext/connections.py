@@ -130,7 +130,7 @@ class Instance:
         # For an in-memory instance duckreg opened itself: the registry on its first connection, which
         # tells when the instance has gone (closing that connection closes every other one).
         self.root: StageServer | None = None
-        self.stage_functions = StageFunctions(self)
+        self.stage_functions = StageFunctions(self.server)
 
     # -------------------------------------------------------------- calls
     def call(self, udf: UdfCallable, arrays: tuple) -> Any:

@@ -24,7 +24,6 @@ RUN_BATCH_RESULT = (
 
 if TYPE_CHECKING:
     from duckreg.batch.stages import StageCatalog
-    from duckreg.duckdb_ext.connections import Instance
 
 
 @dataclass(frozen=True)
@@ -44,14 +43,15 @@ class StageServer:
 class StageFunctions:
     """The stage and batch SQL functions of an instance, served by its most recent open registry."""
 
-    def __init__(self, instance: Instance) -> None:
-        self.instance = instance
+    def __init__(self, server: Callable[[], StageServer]) -> None:
+        """``server()`` is the registry answering now (an instance's most recent open one)."""
+        self.server = server
 
     def list_files(self, stage_path: str, pattern: str | None) -> list[str]:
-        return self.instance.server().stages.list_files(stage_path, pattern)
+        return self.server().stages.list_files(stage_path, pattern)
 
     def read_file(self, stage_path: str) -> bytes:
-        return self.instance.server().stages.read_bytes(stage_path)
+        return self.server().stages.read_bytes(stage_path)
 
     def list_errors(self) -> list[dict]:
         """``duckreg_errors()``: the rows that failed under ``on_error := 'null'`` in this process."""
@@ -70,7 +70,7 @@ class StageFunctions:
     ) -> dict:
         """``run_batch(model, query, output_location, mode, job_name, max_batch_rows, on_error)``: run the job,
         return its summary row."""
-        return self.instance.server().run_job(model, query, output_location, mode, job_name, rows, on_error)
+        return self.server().run_job(model, query, output_location, mode, job_name, rows, on_error)
 
     def run_batch_async(
         self,
@@ -83,7 +83,7 @@ class StageFunctions:
         on_error: str | None,
     ) -> str:
         """``run_batch_async(...)``, the same arguments -> the id of a job running in this process's background."""
-        return self.instance.server().start_job(model, query, output_location, mode, job_name, rows, on_error)
+        return self.server().start_job(model, query, output_location, mode, job_name, rows, on_error)
 
 
 _RUN_BATCH_PARAMS = ["VARCHAR", "VARCHAR", "VARCHAR", "VARCHAR", "VARCHAR", "BIGINT", "VARCHAR"]

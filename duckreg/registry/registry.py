@@ -19,7 +19,6 @@ import pandas as pd
 from duckreg import faults, result_cache
 from duckreg.artifacts import MANIFEST, ArtifactStore, Manifest, file_hashes, link_tree
 from duckreg.batch.stages import StageCatalog
-from duckreg.batch.submit import run_from_sql
 from duckreg.catalog import Catalog
 from duckreg.catalog.models import ModelStore, NewVersion
 from duckreg.duckdb_ext import connections, functions
@@ -34,6 +33,7 @@ from duckreg.model_handlers.base import LoggedModel, check_options, library_vers
 from duckreg.model_signature import ModelSignature
 from duckreg.registry.model import Model
 from duckreg.registry.model_version import SYSTEM_ALIASES, ModelVersion
+from duckreg.registry.sql_batch import run_from_sql
 from duckreg.registry.version_names import generate_version_name
 
 
