@@ -20,6 +20,7 @@ POINTS = (
     "delete:in_transaction",
     "delete:after_commit",
     "delete:mid_removal",
+    "set_engine:after_staging",
     "set_engine:after_publish",
     "set_engine:in_transaction",
     "set_engine:after_commit",

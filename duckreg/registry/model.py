@@ -15,7 +15,7 @@ from duckreg.inference import FunctionRunner
 from duckreg.registry.model_version import ModelVersion
 
 if TYPE_CHECKING:
-    from duckreg.registry.registry import Registry
+    from duckreg.registry.context import RegistryContext
 
 _SHOW_VERSIONS_COLUMNS = [
     "created_on", "name", "aliases", "database_name", "schema_name", "model_name", "is_default_version",
@@ -26,12 +26,12 @@ _SHOW_VERSIONS_COLUMNS = [
 class Model:
     """A named model: a set of versions, one of them the default."""
 
-    def __init__(self, registry: Registry, model_key: str) -> None:
-        self._registry = registry
+    def __init__(self, context: RegistryContext, model_key: str) -> None:
+        self._context = context
         self._key = model_key
 
     def _row(self) -> ModelRow:
-        row = self._registry._models.model(self._key)
+        row = self._context.models.model(self._key)
         if row is None:
             raise ValueError(f"Unable to find model {self._key}")
         return row
@@ -44,16 +44,16 @@ class Model:
     @property
     def fully_qualified_name(self) -> str:
         """``database.schema.model``."""
-        return f"{self._registry.location}.{self.name}"
+        return f"{self._context.location}.{self.name}"
 
     def __repr__(self) -> str:
         return f"Model(\n  name={self.name!r},\n)"
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Model) and (other._registry, other._key) == (self._registry, self._key)
+        return isinstance(other, Model) and (other._context, other._key) == (self._context, self._key)
 
     def __hash__(self) -> int:
-        return hash((id(self._registry), self._key))
+        return hash((id(self._context), self._key))
 
     @property
     def comment(self) -> str | None:
@@ -63,17 +63,17 @@ class Model:
     @comment.setter
     def comment(self, value: str | None) -> None:
         self._row()
-        self._registry._models.set_model_comment(self._key, value)
+        self._context.models.set_model_comment(self._key, value)
 
     description = comment
 
     def versions(self) -> list[ModelVersion]:
         """Every version, oldest first."""
-        return [ModelVersion(self._registry, self._key, row.key) for row in self._registry._models.versions(self._key)]
+        return [ModelVersion(self._context, self._key, row.key) for row in self._context.models.versions(self._key)]
 
     def show_versions(self) -> pd.DataFrame:
         """One row per version (Snowflake's columns), with its aliases, functions and metrics."""
-        models = self._registry._models
+        models = self._context.models
         default_key = self._row().default_version_key
         rows = models.versions(self._key)
         aliases = models.aliases_by_version(self._key)
@@ -88,8 +88,8 @@ class Model:
                 "created_on": row.created_on,
                 "name": row.name,
                 "aliases": names,
-                "database_name": self._registry.database_name,
-                "schema_name": self._registry.schema_name,
+                "database_name": self._context.database_name,
+                "schema_name": self._context.schema_name,
                 "model_name": self.name,
                 "is_default_version": row.key == default_key,
                 "functions": [f.name for f in functions.get(row.key, [])],
@@ -105,9 +105,9 @@ class Model:
         if isinstance(version_or_alias, ModelVersion):
             version_or_alias = version_or_alias.version_name
         wanted = normalize(str(version_or_alias))
-        models = self._registry._models
+        models = self._context.models
         if wanted == "default":
-            return ModelVersion(self._registry, self._key, self._row().default_version_key)
+            return ModelVersion(self._context, self._key, self._row().default_version_key)
         if wanted in ("first", "last"):
             found = models.end_version_key(self._key, last=wanted == "last")
         else:
@@ -118,7 +118,7 @@ class Model:
             raise ValueError(
                 f"Unable to find version or alias with name {version_or_alias} in model {self.fully_qualified_name}"
             )
-        return ModelVersion(self._registry, self._key, found)
+        return ModelVersion(self._context, self._key, found)
 
     def first(self) -> ModelVersion:
         """The first version logged."""
@@ -136,8 +136,8 @@ class Model:
     @default.setter
     def default(self, version: str | ModelVersion) -> None:
         target = self.version(version)
-        self._registry._models.set_default_version(self._key, target._version_key)
-        self._registry._refresh_sql(self._key)
+        self._context.models.set_default_version(self._key, target._version_key)
+        self._context.refresh_sql(self._key)
 
     def delete_version(self, version_name: str) -> None:
         """Delete one version (not the default): its catalog rows, then its files and its SQL names."""
@@ -147,22 +147,22 @@ class Model:
                 f"Version {version.version_name} is the default version of model {self.name} and cannot be deleted. "
                 "Set another default first, or delete the model."
             )
-        registry = self._registry
+        context = self._context
         names = version.sql_names()
         handle = version._handle()
-        with registry._artifacts.writing():
-            registry._reclaim()
-            registry._models.delete_version(self._key, version._version_key)
-            registry._remove_versions([handle])
-        registry._retire_sql(self._key, names, f"model {self.name} version {version.version_name} was deleted")
+        with context.artifacts.writing():
+            context.reclaim()
+            context.models.delete_version(self._key, version._version_key)
+            context.remove_versions([handle])
+        context.retire_sql(self._key, names, f"model {self.name} version {version.version_name} was deleted")
 
     def show_tags(self) -> dict[str, str]:
         """Every tag: name -> value."""
-        return self._registry._models.tags(self._key)
+        return self._context.models.tags(self._key)
 
     def get_tag(self, tag_name: str) -> str | None:
         """A tag's value (case-insensitive name), or None."""
-        return self._registry._models.tag(self._key, normalize(tag_name))
+        return self._context.models.tag(self._key, normalize(tag_name))
 
     def set_tag(self, tag_name: str, tag_value: str) -> None:
         """Set a tag: an identifier name and a string value of at most 256 characters."""
@@ -170,31 +170,31 @@ class Model:
         if not isinstance(tag_value, str) or len(tag_value) > 256:
             raise ValueError("A tag value must be a string of at most 256 characters.")
         self._row()
-        self._registry._models.set_tag(self._key, normalize(tag_name), tag_name, tag_value)
+        self._context.models.set_tag(self._key, normalize(tag_name), tag_name, tag_value)
 
     def unset_tag(self, tag_name: str) -> None:
         """Remove a tag (nothing happens when it is not set)."""
-        self._registry._models.unset_tag(self._key, normalize(tag_name))
+        self._context.models.unset_tag(self._key, normalize(tag_name))
 
     def rename(self, new_name: str) -> None:
         """Rename the model: its SQL names move to the new name (the old ones stop working)."""
         check_identifier(new_name, "model name")
         new_key = normalize(new_name)
-        registry = self._registry
+        context = self._context
         if new_key != self._key:
-            if registry._models.model(new_key) is not None:
+            if context.models.model(new_key) is not None:
                 raise ValueError(f"Model {new_name} already exists.")
-            registry._check_sql_name_free(new_name, renaming=self._key)
+            context.check_sql_name_free(new_name, renaming=self._key)
         old_names = self._sql_names()
-        registry._models.rename_model(self._key, new_key, new_name)
-        registry._retire_sql(self._key, old_names, f"model {self._key} was renamed to {new_name}")
+        context.models.rename_model(self._key, new_key, new_name)
+        context.retire_sql(self._key, old_names, f"model {self._key} was renamed to {new_name}")
         self._key = new_key
-        registry._refresh_sql(new_key)
+        context.refresh_sql(new_key)
 
     # SQL names ---------------------------------------------------------
     def _sql_names(self) -> list[str]:
         """Every function name this model owns: each version's pinned names and the default's bare ones."""
-        models = self._registry._models
+        models = self._context.models
         functions = models.functions_by_version(self._key)
         names = [n for row in models.versions(self._key) for n, _ in sql_names(self._key, row.key, functions[row.key])]
         default = functions[self._row().default_version_key]

@@ -18,7 +18,7 @@ from duckreg.inference import FunctionRunner, VersionHandle, check_on_error
 
 if TYPE_CHECKING:
     from duckreg.jobs import Job
-    from duckreg.registry.registry import Registry
+    from duckreg.registry.context import RegistryContext
 
 SYSTEM_ALIASES = ("DEFAULT", "FIRST", "LAST")
 _RUN_CHUNK_ROWS = 4096
@@ -27,15 +27,15 @@ _RUN_CHUNK_ROWS = 4096
 class ModelVersion:
     """One immutable version of a model: its artifacts, functions, metrics and aliases."""
 
-    def __init__(self, registry: Registry, model_key: str, version_key: str) -> None:
-        self._registry = registry
+    def __init__(self, context: RegistryContext, model_key: str, version_key: str) -> None:
+        self._context = context
         self._model_key = model_key
         self._version_key = version_key
         # The names as the user wrote them, read once: they stay readable after a delete (as in Snowflake).
-        self._names = registry._models.version_names(model_key, version_key)
+        self._names = context.models.version_names(model_key, version_key)
 
     def _row(self) -> VersionRow:
-        row = self._registry._models.version(self._model_key, self._version_key)
+        row = self._context.models.version(self._model_key, self._version_key)
         if row is None:
             raise ValueError(f"Unable to find version {self._version_key} in model {self._model_key}")
         return row
@@ -44,7 +44,10 @@ class ModelVersion:
     def model_name(self) -> str:
         """The model's name as it was written when logged."""
         if self._names is None:
-            return self._registry.get_model(self._model_key).name
+            row = self._context.models.model(self._model_key)
+            if row is None:
+                raise ValueError(f"Unable to find model {self._model_key}")
+            return row.name
         return self._names[0]
 
     @property
@@ -57,20 +60,20 @@ class ModelVersion:
     @property
     def fully_qualified_model_name(self) -> str:
         """``database.schema.model``."""
-        return f"{self._registry.location}.{self.model_name}"
+        return f"{self._context.location}.{self.model_name}"
 
     def __repr__(self) -> str:
         return f"ModelVersion(\n  name={self.model_name!r},\n  version={self.version_name!r},\n)"
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, ModelVersion) and (other._registry, other._model_key, other._version_key) == (
-            self._registry,
+        return isinstance(other, ModelVersion) and (other._context, other._model_key, other._version_key) == (
+            self._context,
             self._model_key,
             self._version_key,
         )
 
     def __hash__(self) -> int:
-        return hash((id(self._registry), self._model_key, self._version_key))
+        return hash((id(self._context), self._model_key, self._version_key))
 
     @property
     def comment(self) -> str | None:
@@ -80,7 +83,7 @@ class ModelVersion:
     @comment.setter
     def comment(self, value: str | None) -> None:
         self._row()
-        self._registry._models.set_version_comment(self._model_key, self._version_key, value)
+        self._context.models.set_version_comment(self._model_key, self._version_key, value)
 
     description = comment
 
@@ -122,14 +125,14 @@ class ModelVersion:
     def _handle(self) -> VersionHandle:
         row = self._row()
         manifest = Manifest.from_json(row.manifest)
-        folder = self._registry._version_folder(row.artifact_path)
-        registry = self._registry
+        folder = self._context.version_folder(row.artifact_path)
+        context = self._context
         return VersionHandle(
-            self.model_name, row.name, folder, manifest, registry.result_cache, read_media=registry.stages.read_bytes
+            self.model_name, row.name, folder, manifest, context.result_cache, read_media=context.stages.read_bytes
         )
 
     def _functions(self) -> list[FunctionSpec]:
-        return self._registry._models.functions(self._model_key, self._version_key)
+        return self._context.models.functions(self._model_key, self._version_key)
 
     def sql_names(self) -> list[str]:
         """The SQL functions that call this version by name (``m__v1``, ``m__v1_predict``)."""
@@ -211,7 +214,7 @@ class ModelVersion:
         from duckreg.batch.submit import BatchTarget, run_batch
 
         target = BatchTarget(
-            self._registry, self._runner, self._model_key, self._version_key, self.model_name, self.version_name
+            self._context, self._runner, self._model_key, self._version_key, self.model_name, self.version_name
         )
         return run_batch(
             target,
@@ -244,11 +247,11 @@ class ModelVersion:
         open the registry.
         """
         options = {"engine": engine, "quantize": quantize, "quality_floor": quality_floor, "engine_args": engine_args}
-        return self._registry._set_engine(self, options, sample_input_data)
+        return self._context.set_engine(self, options, sample_input_data)
 
     def show_metrics(self) -> dict[str, Any]:
         """Every metric of this version: name -> value (any JSON value)."""
-        return self._registry._models.metrics(self._model_key, self._version_key)
+        return self._context.models.metrics(self._model_key, self._version_key)
 
     def get_metric(self, metric_name: str) -> Any:
         """One metric's value; a ``KeyError`` when it is not set."""
@@ -260,13 +263,13 @@ class ModelVersion:
     def set_metric(self, metric_name: str, value: Any) -> None:
         """Set (or replace) a metric; the value must be JSON-serialisable."""
         self._row()
-        self._registry._models.set_metric(self._model_key, self._version_key, metric_name, value)
+        self._context.models.set_metric(self._model_key, self._version_key, metric_name, value)
 
     def delete_metric(self, metric_name: str) -> None:
         """Remove a metric; a ``KeyError`` when it is not set."""
         if metric_name not in self.show_metrics():
             raise KeyError(f"Cannot find metric with name {metric_name}.")
-        self._registry._models.delete_metric(self._model_key, self._version_key, metric_name)
+        self._context.models.delete_metric(self._model_key, self._version_key, metric_name)
 
     # aliases ----------------------------------------------------------
     def set_alias(self, alias_name: str) -> None:
@@ -278,7 +281,7 @@ class ModelVersion:
         check_identifier(alias_name, "alias")
         if alias_name.upper() in SYSTEM_ALIASES:
             raise ValueError(f"{alias_name} is a system alias and cannot be set.")
-        models = self._registry._models
+        models = self._context.models
         if models.version(self._model_key, normalize(alias_name)) is not None:
             raise ValueError(f"Alias {alias_name} clashes with a version name of model {self.model_name}.")
         current = models.alias_target(self._model_key, normalize(alias_name))
@@ -288,7 +291,7 @@ class ModelVersion:
 
     def unset_alias(self, version_or_alias: str) -> None:
         """Remove a user alias of this model."""
-        models = self._registry._models
+        models = self._context.models
         if models.alias_target(self._model_key, normalize(version_or_alias)) is None:
             raise ValueError(f"Unable to find alias {version_or_alias} in model {self.model_name}")
         models.unset_alias(self._model_key, normalize(version_or_alias))

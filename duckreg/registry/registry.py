@@ -7,7 +7,7 @@ import os
 import tempfile
 import uuid
 import warnings
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
@@ -31,6 +31,7 @@ from duckreg.inference_engines import ENGINE_OPTION_KEYS, ENGINES, engine_for
 from duckreg.model_handlers import find_handler
 from duckreg.model_handlers.base import LoggedModel, check_options, library_versions
 from duckreg.model_signature import ModelSignature
+from duckreg.registry.context import RegistryContext
 from duckreg.registry.model import Model
 from duckreg.registry.model_version import SYSTEM_ALIASES, ModelVersion
 from duckreg.registry.sql_batch import run_from_sql
@@ -73,6 +74,14 @@ class Registry:
         self._stages = StageCatalog(self._catalog)
         self._result_cache = result_cache.for_folder(self._artifacts.root, read_only=bool(rows[0][1]))
         self._instance: connections.Instance | None = None
+        self._context = RegistryContext(
+            connection=connection, catalog=self._catalog, models=self._models, artifacts=self._artifacts,
+            stages=self._stages, result_cache=self._result_cache, location=self.location,
+            database_name=self.database_name, schema_name=self.schema_name, version_folder=self._version_folder,
+            remove_versions=self._remove_versions, reclaim=self._reclaim, set_engine=self._set_engine,
+            check_sql_name_free=self._check_sql_name_free, refresh_sql=self._refresh_sql,
+            retire_sql=self._retire_sql,
+        )  # fmt: skip
 
     def _database_folder(self) -> Path:
         """What relative paths in the catalog are relative to: the database's folder (in memory: here)."""
@@ -175,11 +184,11 @@ class Registry:
         """A model by name (case-insensitive); a ``ValueError`` when there is none."""
         if not isinstance(model_name, str) or self._models.model(normalize(model_name)) is None:
             raise ValueError(f"Unable to find model {model_name}")
-        return Model(self, normalize(model_name))
+        return Model(self._context, normalize(model_name))
 
     def models(self) -> list[Model]:
         """Every model, oldest first."""
-        return [Model(self, key) for key in self._models.model_keys(by_creation=True)]
+        return [Model(self._context, key) for key in self._models.model_keys(by_creation=True)]
 
     def model_keys(self) -> list[str]:
         """Every model's key (its lower-cased name), sorted."""
@@ -291,7 +300,7 @@ class Registry:
                              handler.model_type, "", "", logged.functions, metrics or {})  # fmt: skip
             self._write_version(handler, logged, manifest, new, is_new_model)
         self._refresh_sql(model_key)
-        return ModelVersion(self, model_key, version_key)
+        return ModelVersion(self._context, model_key, version_key)
 
     def _set_engine(self, version: ModelVersion, engine_options: dict[str, Any], sample_input_data: Any) -> dict:
         """Re-publish a version's files with another engine's beside the model's, then point the catalog at them.
@@ -312,41 +321,35 @@ class Registry:
             model = replace(handle, manifest=replace(manifest, options=kept)).build_model("cpu")
             handler.prepare_loaded(model, manifest)
             engine_files = engine_for(options).files
+            measured: dict[str, Any] = {}
+
+            def write(staged: Path) -> Manifest:
+                skip = {name for engine in ENGINES.values() for name in engine.files}
+                linked = link_tree(handle.artifact_dir / "model", staged / "model", skip=skip)
+                measured.update(
+                    handler.prepare_engine(model, manifest.task, staged / "model", options, sample_input_data)
+                )
+                logged_files = manifest.files or {}
+                files = {path: logged_files[path] for path in linked if path in logged_files}
+                for name in engine_files:
+                    files.update({f"{name}/{p}": h for p, h in file_hashes(staged / "model" / name).items()})
+                return replace(manifest, options=options, files=dict(sorted(files.items())))
+
+            def commit(artifact_path: str, published: Manifest) -> None:
+                self._models.replace_version_files(
+                    version._model_key, version._version_key, artifact_path, published.to_json(),
+                    {"engine_agreement": measured.get("engine_agreement")},
+                )  # fmt: skip
+
             with self._artifacts.writing():
                 self._reclaim()
-                with self._artifacts.staging() as staged:
-                    skip = {name for engine in ENGINES.values() for name in engine.files}
-                    linked = link_tree(handle.artifact_dir / "model", staged / "model", skip=skip)
-                    metrics = handler.prepare_engine(model, manifest.task, staged / "model", options, sample_input_data)
-                    logged_files = manifest.files or {}
-                    files = {path: logged_files[path] for path in linked if path in logged_files}
-                    for name in engine_files:
-                        files.update({f"{name}/{p}": h for p, h in file_hashes(staged / "model" / name).items()})
-                    manifest = replace(manifest, options=options, files=dict(sorted(files.items())))
-                    (staged / MANIFEST).write_text(manifest.to_json())
-                    folder_name = f"{version._version_key}.{uuid.uuid4().hex[:8]}"
-                    relative = self._artifacts.publish(
-                        staged, version._model_key, folder_name, self._referenced_folders().__contains__
-                    )
-                faults.point("set_engine:after_publish")
-                published = self._artifacts.path(relative)
-                try:
-                    self._models.replace_version_files(
-                        version._model_key,
-                        version._version_key,
-                        self._relative_to_database(published),
-                        manifest.to_json(),
-                        {"engine_agreement": metrics.get("engine_agreement")},
-                    )
-                except BaseException:
-                    self._artifacts.remove(published)
-                    raise
-                faults.point("set_engine:after_commit")
+                folder_name = f"{version._version_key}.{uuid.uuid4().hex[:8]}"
+                self._publish_version(version._model_key, folder_name, write, commit, "set_engine")
                 self._discard_files([handle])
         except ValueError as exc:
             raise ValueError(f"{where}: {exc}") from None
         self._refresh_sql(version._model_key)
-        return metrics.get("engine_agreement") or {}
+        return measured.get("engine_agreement") or {}
 
     def _check_new_version(self, model_name: str, version_name: str | None) -> tuple[str, str | None, bool]:
         """(model key, version key or None, whether the model is new), or a ``ValueError`` saying what is wrong."""
@@ -386,32 +389,52 @@ class Registry:
         write reclaims) or a complete one.
         """
         faults.point("log_model:before_staging")
-        with self._artifacts.staging() as staged:
+
+        def write(staged: Path) -> Manifest:
             handler_data = handler.save(logged, staged / "model")
-            manifest = replace(manifest, handler_data=handler_data, files=file_hashes(staged / "model"))
-            (staged / MANIFEST).write_text(manifest.to_json())
-            faults.point("log_model:after_staging")
-            relative = self._artifacts.publish(
-                staged, new.model_key, new.version_key, self._referenced_folders().__contains__
-            )
-        faults.point("log_model:after_publish")
-        new = replace(
-            new,
-            artifact_path=self._relative_to_database(self._artifacts.path(relative)),
-            manifest=manifest.to_json(),
-            metrics={**logged.metrics, **new.metrics},  # the user's own figures win over measured ones
-        )
+            return replace(manifest, handler_data=handler_data, files=file_hashes(staged / "model"))
 
         def remember_artifact_location(cat: Catalog) -> None:
             if is_new_model and cat.get_setting("artifact_location") is None:
                 cat.set_setting("artifact_location", self._relative_to_database(self._artifacts.root))
 
+        def commit(artifact_path: str, published: Manifest) -> None:
+            row = replace(
+                new,
+                artifact_path=artifact_path,
+                manifest=published.to_json(),
+                metrics={**logged.metrics, **new.metrics},
+            )  # the user's own figures win over measured ones
+            self._models.insert_version(row, create_model=is_new_model, on_commit=remember_artifact_location)
+
+        self._publish_version(new.model_key, new.version_key, write, commit, "log_model")
+
+    def _publish_version(
+        self,
+        model_key: str,
+        folder_name: str,
+        write: Callable[[Path], Manifest],
+        commit: Callable[[str, Manifest], None],
+        operation: str,
+    ) -> None:
+        """The one way a version's files reach the registry: ``write`` fills a staging folder and returns its
+        manifest, the folder is published by one rename, then ``commit`` points the catalog at it (given its
+        path as stored, and the manifest). A failed commit removes the published folder; a process killed
+        anywhere leaves the registry as it was, or the new state whole, and the next write reclaims the rest.
+        """
+        with self._artifacts.staging() as staged:
+            manifest = write(staged)
+            (staged / MANIFEST).write_text(manifest.to_json())
+            faults.point(f"{operation}:after_staging")
+            relative = self._artifacts.publish(staged, model_key, folder_name, self._referenced_folders().__contains__)
+        faults.point(f"{operation}:after_publish")
+        published = self._artifacts.path(relative)
         try:
-            self._models.insert_version(new, create_model=is_new_model, on_commit=remember_artifact_location)
+            commit(self._relative_to_database(published), manifest)
         except BaseException:
-            self._artifacts.remove(self._artifacts.path(relative))
+            self._artifacts.remove(published)
             raise
-        faults.point("log_model:after_commit")
+        faults.point(f"{operation}:after_commit")
 
     def _check_sql_name_free(self, model_name: str, *, renaming: str | None = None) -> None:
         """Refuse a model name whose SQL names would shadow a function or collide with another model's."""
@@ -420,7 +443,7 @@ class Registry:
         taken = {name: other.name for other in others for name in other._all_sql_names()}
         ours = set(taken) | self._sql_instance().known_names()
         if renaming:
-            ours |= set(Model(self, renaming)._all_sql_names())
+            ours |= set(Model(self._context, renaming)._all_sql_names())
         check_model_name_free(self._con, model_name, taken, ours)
 
     # ---------------------------------------------------------------- stages
@@ -562,7 +585,7 @@ class Registry:
         """
         try:
             instance = self._sql_instance()
-            sql_functions = Model(self, model_key)._sql_functions()
+            sql_functions = Model(self._context, model_key)._sql_functions()
             with instance.lock:
                 instance.set_targets(self._catalog, sql_functions)
                 instance.update_macros(model_key, [s for f in sql_functions for s in f.macro_statements()])

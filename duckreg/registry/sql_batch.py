@@ -8,17 +8,24 @@ from __future__ import annotations
 
 import threading
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from duckreg import interrupts, jobs
 from duckreg.batch.specs import JobSpec, OutputSpec, SaveMode
+from duckreg.store import RegistryStore
 
 if TYPE_CHECKING:
-    from duckreg.registry.registry import Registry
+    from duckreg.registry.model import Model
+
+
+class ModelFinder(RegistryStore, Protocol):
+    """A registry as SQL's run_batch needs it: its storage, and its models by name."""
+
+    def get_model(self, model_name: str) -> Model: ...
 
 
 def run_from_sql(
-    registry: Registry,
+    registry: ModelFinder,
     model: str,
     query: str,
     output_location: str,
