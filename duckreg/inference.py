@@ -183,17 +183,21 @@ def _format_output(value: Any, spec: FeatureSpec | FeatureGroupSpec, shape: tupl
             raise ValueError(f"expected a list for {spec.name!r}, got {type(value).__name__}")
         return [_format_output(v, spec, shape[1:] or None) for v in value]
     if isinstance(spec, FeatureGroupSpec):
-        if isinstance(value, list) and len(value) == 1:
-            value = value[0]  # one result where the signature asks for one struct
-        if not isinstance(value, dict):
-            raise ValueError(f"expected a struct for {spec.name!r}, got {type(value).__name__}")
-        return {child.name: _format_output(value.get(child.name), child, child.shape) for child in spec.specs}
+        return _format_struct(value, spec)
     value = to_python(value)
     if spec.dtype.is_float:
         return float(value)
     if spec.dtype.is_integer:
         return int(value)
     return value
+
+
+def _format_struct(value: Any, spec: FeatureGroupSpec) -> dict[str, Any]:
+    if isinstance(value, list) and len(value) == 1:
+        value = value[0]  # one result where the signature asks for one struct
+    if not isinstance(value, dict):
+        raise ValueError(f"expected a struct for {spec.name!r}, got {type(value).__name__}")
+    return {child.name: _format_output(value.get(child.name), child, child.shape) for child in spec.specs}
 
 
 def match_columns(available: Sequence[Any], runner: FunctionRunner) -> list[Any | None]:
@@ -274,7 +278,6 @@ class FunctionRunner:
         columns, and the other rows keep their answers (``on_error='null'``); without, the call fails.
         """
         resolved = self.resolve_params(params)
-        specs = self.signature.inputs
         n_rows = len(columns[0]) if columns else 0
         failed: dict[int, str] = {}
 
@@ -284,13 +287,31 @@ class FunctionRunner:
             failed.setdefault(row, message)
 
         columns = self._with_stage_media(columns, first_row, fail)
+        checked = self._checked_inputs(columns, first_row, fail)
+        unique_rows, row_slot, numbers = self._distinct_rows(checked, n_rows, failed, first_row)
+        slot_errors: dict[int, str] | None = None if errors is None else {}
+        results = (
+            self._predict_through_cache(unique_rows, resolved, use_cache, numbers, slot_errors) if unique_rows else []
+        )
+        if errors is not None:
+            errors.update(failed)
+            for row, slot in enumerate(row_slot):
+                if slot is not None and slot in (slot_errors or {}):
+                    # A repeated row shares its first occurrence's error; each names its own row.
+                    errors[row] = slot_errors[slot].replace(f"row {numbers[slot]}", f"row {first_row + row + 1}")
+        return [None if slot is None else results[slot] for slot in row_slot]
+
+    def _checked_inputs(
+        self, columns: Sequence[Sequence[Any]], first_row: int, fail: Callable[[int, str], None]
+    ) -> list[list[Any]]:
+        """Every value coerced to its input's type; a value that cannot be is ``fail``ed and becomes None."""
         checked: list[list[Any]] = []
-        for spec, values in zip(specs, columns, strict=True):
+        for spec, values in zip(self.signature.inputs, columns, strict=True):
+            where = self.context(spec.name)
             out = []
             for index, value in enumerate(values):
                 row = first_row + index + 1
                 coerced = check_feature(self.task.coerce_input(spec, value), spec, spec.shape)
-                where = self.context(spec.name)
                 if coerced is NOT_UNICODE:
                     fail(index, f"{where}: row {row} is not valid Unicode text (it holds a lone surrogate, as bytes "
                                 "decoded with errors='surrogateescape' do); decode it properly first")  # fmt: skip
@@ -303,6 +324,14 @@ class FunctionRunner:
                     fail(index, f"{where}: row {row} is NULL; the signature declares it not nullable")
                 out.append(coerced)
             checked.append(out)
+        return checked
+
+    def _distinct_rows(
+        self, checked: list[list[Any]], n_rows: int, failed: dict[int, str], first_row: int
+    ) -> tuple[list[dict[str, Any]], list[int | None], list[int]]:
+        """The distinct rows to compute (failed rows and rows with a NULL required input left out), each row's
+        slot among them (None: not computed), and each distinct row's first row number, for errors."""
+        specs = self.signature.inputs
         required = [i for i, s in enumerate(specs) if s.name not in self.optional_inputs]
         unique: dict[Any, int] = {}
         unique_rows: list[dict[str, Any]] = []
@@ -311,28 +340,17 @@ class FunctionRunner:
             if row in failed or any(checked[i][row] is None for i in required):
                 row_slot.append(None)
                 continue
-            record = {spec.name: checked[i][row] for i, spec in enumerate(specs)}
             key = freeze([checked[i][row] for i in range(len(specs))])
             slot = unique.get(key)
             if slot is None:
                 slot = unique[key] = len(unique_rows)
-                unique_rows.append(record)
+                unique_rows.append({spec.name: checked[i][row] for i, spec in enumerate(specs)})
             row_slot.append(slot)
-        numbers = [0] * len(unique_rows)  # each distinct row's first row number, for errors
+        numbers = [0] * len(unique_rows)
         for row in reversed(range(n_rows)):
             if row_slot[row] is not None:
                 numbers[row_slot[row]] = first_row + row + 1
-        slot_errors: dict[int, str] | None = None if errors is None else {}
-        results = (
-            self._predict_through_cache(unique_rows, resolved, use_cache, numbers, slot_errors) if unique_rows else []
-        )
-        if errors is not None:
-            errors.update(failed)
-            for row, slot in enumerate(row_slot):
-                if slot is not None and slot in (slot_errors or {}):
-                    # A repeated row shares its first occurrence's error; each names its own row.
-                    errors[row] = slot_errors[slot].replace(f"row {numbers[slot]}", f"row {first_row + row + 1}")
-        return [None if slot is None else results[slot] for slot in row_slot]
+        return unique_rows, row_slot, numbers
 
     def _with_stage_media(
         self, columns: Sequence[Sequence[Any]], first_row: int, fail: Callable[[int, str], None]

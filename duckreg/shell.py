@@ -390,42 +390,57 @@ class Shell:
         """A dot-command; False for ``.quit``."""
         parts = line.split()
         command, args = parts[0].lower(), parts[1:]
+        if command in (".quit", ".exit", ".q"):
+            return False
         try:
-            if command in (".quit", ".exit", ".q"):
-                return False
-            if command == ".help":
-                self.out.write(HELP + "\n")
-            elif command == ".mode":
-                self._set_mode(args)
-            elif command == ".timer" and len(args) == 1 and args[0].lower() in ("on", "off"):
-                self.timer = args[0].lower() == "on"
-            elif command == ".read" and len(args) == 1:
-                return self.run_text(Path(args[0]).expanduser().read_text())
-            elif command == ".models":
-                print_models(self.session, self.mode, self.out)
-            elif command == ".versions" and len(args) == 1:
-                print_versions(self.session, args[0], self.mode, self.out)
-            elif command == ".functions" and len(args) in (1, 2):
-                print_functions(self.session, args[0], args[1] if len(args) == 2 else None, self.out, self.mode)
-            elif command == ".schema" and len(args) <= 1:
-                self._schema(args[0] if args else None)
-            elif command == ".maxrows" and len(args) == 1 and args[0].isdigit() and int(args[0]) > 0:
-                self.max_rows = int(args[0])
-            elif command == ".open" and len(args) <= 2 and (len(args) < 2 or args[0] == "--readonly"):
-                self._open(
-                    args[-1] if args and args[-1] != "--readonly" else None,
-                    read_only=bool(args) and args[0] == "--readonly",
-                )
-            elif command == ".tables":
-                self._tables()
-            elif command == ".jobs" and job_command(self.session, args, self.mode, self.out):
-                pass
-            else:
-                fail(f"unknown command or arguments {line!r}; .help lists the commands")
-                self.failures += 1
+            outcome = self._session_command(command, args)
+            if outcome is None:
+                outcome = self._catalog_command(command, args)
         except Exception as exc:  # noqa: BLE001 - report and stay in the shell
             fail(str(exc))
             self.failures += 1
+            return True
+        if outcome is None:
+            fail(f"unknown command or arguments {line!r}; .help lists the commands")
+            self.failures += 1
+            return True
+        return outcome
+
+    def _session_command(self, command: str, args: list[str]) -> bool | None:
+        """The commands that set up the session; True when done, False to quit, None when none fits."""
+        if command == ".help":
+            self.out.write(HELP + "\n")
+        elif command == ".mode":
+            self._set_mode(args)
+        elif command == ".timer" and len(args) == 1 and args[0].lower() in ("on", "off"):
+            self.timer = args[0].lower() == "on"
+        elif command == ".read" and len(args) == 1:
+            return self.run_text(Path(args[0]).expanduser().read_text())
+        elif command == ".maxrows" and len(args) == 1 and args[0].isdigit() and int(args[0]) > 0:
+            self.max_rows = int(args[0])
+        elif command == ".open" and len(args) <= 2 and (len(args) < 2 or args[0] == "--readonly"):
+            self._open(
+                args[-1] if args and args[-1] != "--readonly" else None,
+                read_only=bool(args) and args[0] == "--readonly",
+            )
+        else:
+            return None
+        return True
+
+    def _catalog_command(self, command: str, args: list[str]) -> bool | None:
+        """The commands that show what the database holds; True when done, None when none fits."""
+        if command == ".models":
+            print_models(self.session, self.mode, self.out)
+        elif command == ".versions" and len(args) == 1:
+            print_versions(self.session, args[0], self.mode, self.out)
+        elif command == ".functions" and len(args) in (1, 2):
+            print_functions(self.session, args[0], args[1] if len(args) == 2 else None, self.out, self.mode)
+        elif command == ".schema" and len(args) <= 1:
+            self._schema(args[0] if args else None)
+        elif command == ".tables":
+            self._tables()
+        elif not (command == ".jobs" and job_command(self.session, args, self.mode, self.out)):
+            return None
         return True
 
     def _schema(self, pattern: str | None) -> None:

@@ -19,8 +19,12 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from duckreg.identifiers import IDENTIFIER, is_identifier, quote
+
+if TYPE_CHECKING:
+    from sqlglot.tokens import Token, TokenType
 
 # Cheap test before tokenizing: a '!' followed by a name (not '!='), or a model CTE.
 _ID = IDENTIFIER.pattern
@@ -77,92 +81,130 @@ def rewrite(sql: str, resolve: Resolver) -> tuple[str, set[str]]:
     return text, used
 
 
-def _name(token) -> str | None:
+def _name(token: Token) -> str | None:
     text = token.text.strip('"')
     return text if is_identifier(text) else None
 
 
-def _rewrite_call(text, tokens, i, aliases, resolve: Resolver, edits: list, used: set[str]) -> None:
+def _rewrite_call(
+    text: str, tokens: list[Token], i: int, aliases: dict[str, tuple[str, str | None]], resolve: Resolver,
+    edits: list[tuple[int, int, str]], used: set[str],
+) -> None:  # fmt: skip
     """Record the edits that turn the model call whose ``!`` is token ``i`` into a function call."""
-    from sqlglot.tokens import TokenType
+    _CallRewrite(text, tokens, i, edits).rewrite(aliases, resolve, used)
 
-    def fail(why: str) -> ValueError:
-        near = text[tokens[max(i - 4, 0)].start : tokens[min(i + 3, len(tokens) - 1)].end + 1]
+
+@dataclass
+class _CallRewrite:
+    """One ``model!method(...)`` call: where its parts are among the tokens, and the edits that replace them."""
+
+    text: str
+    tokens: list[Token]
+    bang: int
+    """The index of the call's ``!``."""
+    edits: list[tuple[int, int, str]]
+
+    def fail(self, why: str) -> ValueError:
+        tokens, i = self.tokens, self.bang
+        near = self.text[tokens[max(i - 4, 0)].start : tokens[min(i + 3, len(tokens) - 1)].end + 1]
         return ValueError(f"Unsupported model call syntax near {near!r}: {why}")
 
-    def matching(index: int, step: int) -> int:
-        opening, closing = (
-            (TokenType.L_PAREN, TokenType.R_PAREN) if step > 0 else (TokenType.R_PAREN, TokenType.L_PAREN)
-        )
+    def kind(self, index: int) -> TokenType:
+        return self.tokens[index].token_type
+
+    def matching(self, index: int, step: int) -> int:
+        """The index of the parenthesis that closes (``step`` 1) or opens (-1) the one at ``index``."""
+        from sqlglot.tokens import TokenType
+
+        opening, closing = (TokenType.L_PAREN, TokenType.R_PAREN)[::step]
         depth = 0
-        while 0 <= index < len(tokens):
-            if tokens[index].token_type == opening:
+        while 0 <= index < len(self.tokens):
+            if self.kind(index) == opening:
                 depth += 1
-            elif tokens[index].token_type == closing:
+            elif self.kind(index) == closing:
                 depth -= 1
                 if depth == 0:
                     return index
             index += step
-        raise fail("unbalanced parentheses")
+        raise self.fail("unbalanced parentheses")
 
-    if i == 0:
-        raise fail("'!' needs a model before it")
-    before = tokens[i - 1]
-    if before.token_type == TokenType.R_PAREN:
-        opening = matching(i - 1, -1)
-        if opening == 0 or tokens[opening - 1].text.upper() != "MODEL":
-            raise fail("use MODEL(name, version)!method(...) or name!method(...)")
-        inner = tokens[opening + 1 : i - 1]
-        parts = [_name(t) for t in inner if t.token_type != TokenType.COMMA]
-        commas = sum(t.token_type == TokenType.COMMA for t in inner)
-        if len(parts) not in (1, 2) or commas != len(parts) - 1 or None in parts:
-            raise fail("MODEL() takes a model name and optionally a version or alias")
-        model, version = parts[0], parts[1] if len(parts) == 2 else None
-        ref_start = tokens[opening - 1].start
-    elif _name(before):
-        if i >= 2 and tokens[i - 2].token_type == TokenType.DOT:
-            raise fail("qualified model names are not supported; use MODEL(name, version)")
-        model, version = aliases.get(_name(before).lower(), (_name(before), None))
-        ref_start = before.start
-    else:
-        raise fail("use MODEL(name, version)!method(...) or name!method(...)")
-    if i + 2 >= len(tokens) or not _name(tokens[i + 1]) or tokens[i + 2].token_type != TokenType.L_PAREN:
-        raise fail("expected !method(arguments)")
-    resolved = resolve(model, version, _name(tokens[i + 1]))
-    used.add(resolved.model_key)
-    close = matching(i + 2, 1)
-    depth = 0
-    for k in range(i + 3, close):
-        kind = tokens[k].token_type
-        if kind in (TokenType.L_PAREN, TokenType.L_BRACKET, TokenType.L_BRACE):
-            depth += 1
-        elif kind in (TokenType.R_PAREN, TokenType.R_BRACKET, TokenType.R_BRACE):
-            depth -= 1
-        elif depth == 0 and kind == TokenType.STAR:
-            columns = ", ".join(quote(name) for name in resolved.inputs)
-            edits.append((tokens[k].start, tokens[k].end + 1, columns))
-        elif depth == 0 and kind == TokenType.FARROW:
-            edits.append((tokens[k].start, tokens[k].end + 1, ":="))
-    # `:field` (and `:a.b`) on the result become struct field access.
-    fields: list[str] = []
-    k = close + 1
-    while k + 1 < len(tokens) and (
-        tokens[k].token_type == TokenType.COLON or (fields and tokens[k].token_type == TokenType.DOT)
-    ):
-        field = _name(tokens[k + 1])
-        if field is None:
-            raise fail("expected a field name after ':'")
-        fields.append(field)
-        k += 2
-    end = tokens[k - 1].end + 1 if fields else 0
-    if fields and resolved.single_output is not None and fields[0].lower() == resolved.single_output.lower():
-        fields = fields[1:]  # `:embedding` of a one-output function is the value SQL returns already
-        if not fields:
-            edits.append((tokens[close + 1].start, end, ""))
-    edits.append((ref_start, tokens[i + 2].end + 1, ("(" if fields else "") + resolved.sql_name + "("))
-    if fields:
-        access = ")" + "".join(f"['{f}']" for f in fields)
-        edits.append((tokens[close + 1].start, end, access))
+    def rewrite(self, aliases: dict[str, tuple[str, str | None]], resolve: Resolver, used: set[str]) -> None:
+        from sqlglot.tokens import TokenType
+
+        tokens, i = self.tokens, self.bang
+        model, version, ref_start = self.target(aliases)
+        if i + 2 >= len(tokens) or not _name(tokens[i + 1]) or self.kind(i + 2) != TokenType.L_PAREN:
+            raise self.fail("expected !method(arguments)")
+        resolved = resolve(model, version, _name(tokens[i + 1]))
+        used.add(resolved.model_key)
+        close = self.matching(i + 2, 1)
+        self.arguments(i + 3, close, resolved)
+        fields, end = self.fields(close + 1)
+        if fields and resolved.single_output is not None and fields[0].lower() == resolved.single_output.lower():
+            fields = fields[1:]  # `:embedding` of a one-output function is the value SQL returns already
+            if not fields:
+                self.edits.append((tokens[close + 1].start, end, ""))
+        self.edits.append((ref_start, tokens[i + 2].end + 1, ("(" if fields else "") + resolved.sql_name + "("))
+        if fields:
+            self.edits.append((tokens[close + 1].start, end, ")" + "".join(f"['{f}']" for f in fields)))
+
+    def target(self, aliases: dict[str, tuple[str, str | None]]) -> tuple[str, str | None, int]:
+        """(model, version or None, where the reference starts) of ``MODEL(m[, v])!`` or ``name!``."""
+        from sqlglot.tokens import TokenType
+
+        tokens, i = self.tokens, self.bang
+        if i == 0:
+            raise self.fail("'!' needs a model before it")
+        before = tokens[i - 1]
+        if before.token_type == TokenType.R_PAREN:
+            opening = self.matching(i - 1, -1)
+            if opening == 0 or tokens[opening - 1].text.upper() != "MODEL":
+                raise self.fail("use MODEL(name, version)!method(...) or name!method(...)")
+            inner = tokens[opening + 1 : i - 1]
+            parts = [_name(t) for t in inner if t.token_type != TokenType.COMMA]
+            commas = sum(t.token_type == TokenType.COMMA for t in inner)
+            if len(parts) not in (1, 2) or commas != len(parts) - 1 or None in parts:
+                raise self.fail("MODEL() takes a model name and optionally a version or alias")
+            return parts[0], parts[1] if len(parts) == 2 else None, tokens[opening - 1].start
+        name = _name(before)
+        if not name:
+            raise self.fail("use MODEL(name, version)!method(...) or name!method(...)")
+        if i >= 2 and self.kind(i - 2) == TokenType.DOT:
+            raise self.fail("qualified model names are not supported; use MODEL(name, version)")
+        model, version = aliases.get(name.lower(), (name, None))
+        return model, version, before.start
+
+    def arguments(self, start: int, close: int, resolved: ResolvedFunction) -> None:
+        """A top-level ``*`` becomes the function's input columns; ``=>`` becomes ``:=``."""
+        from sqlglot.tokens import TokenType
+
+        depth = 0
+        for k in range(start, close):
+            kind = self.kind(k)
+            if kind in (TokenType.L_PAREN, TokenType.L_BRACKET, TokenType.L_BRACE):
+                depth += 1
+            elif kind in (TokenType.R_PAREN, TokenType.R_BRACKET, TokenType.R_BRACE):
+                depth -= 1
+            elif depth == 0 and kind == TokenType.STAR:
+                columns = ", ".join(quote(name) for name in resolved.inputs)
+                self.edits.append((self.tokens[k].start, self.tokens[k].end + 1, columns))
+            elif depth == 0 and kind == TokenType.FARROW:
+                self.edits.append((self.tokens[k].start, self.tokens[k].end + 1, ":="))
+
+    def fields(self, k: int) -> tuple[list[str], int]:
+        """The ``:field`` (and ``:a.b``) accesses after the call from token ``k``, and where they end."""
+        from sqlglot.tokens import TokenType
+
+        fields: list[str] = []
+        while k + 1 < len(self.tokens) and (
+            self.kind(k) == TokenType.COLON or (fields and self.kind(k) == TokenType.DOT)
+        ):
+            field = _name(self.tokens[k + 1])
+            if field is None:
+                raise self.fail("expected a field name after ':'")
+            fields.append(field)
+            k += 2
+        return fields, (self.tokens[k - 1].end + 1 if fields else 0)
 
 
 def _strip_model_ctes(sql: str) -> tuple[str, dict[str, tuple[str, str | None]]]:

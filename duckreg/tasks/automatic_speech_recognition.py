@@ -90,7 +90,7 @@ def decode_audio(data: bytes, column: str, sampling_rate: int) -> np.ndarray:
 class SpeechRecognition(Task):
     names = ("automatic-speech-recognition",)
 
-    def infer(self, task, pipeline, settings, options) -> InferredFunction:
+    def infer(self, task: str, pipeline: Any, settings: dict[str, Any], options: dict[str, Any]) -> InferredFunction:
         signature = ModelSignature(
             inputs=[FeatureSpec("audio", DataType.BYTES)],
             outputs=[OUTPUTS],

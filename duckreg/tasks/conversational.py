@@ -36,7 +36,7 @@ class Conversational(Task):
     def model_class(self, config: Any) -> str:
         return "AutoModelForSeq2SeqLM" if getattr(config, "is_encoder_decoder", False) else "AutoModelForCausalLM"
 
-    def infer(self, task, pipeline, settings, options) -> InferredFunction:
+    def infer(self, task: str, pipeline: Any, settings: dict[str, Any], options: dict[str, Any]) -> InferredFunction:
         signature = ModelSignature(inputs=[TURNS, RESPONSES], outputs=[RESPONSES], params=GENERATION_PARAMS)
         return InferredFunction(signature)
 

@@ -27,7 +27,9 @@ class FeatureExtraction(Task):
     option_keys = ("pooling", "normalize", "truncation")
     no_signature_hint = " Log it with options={'pooling': 'mean'} to get one vector per row."
 
-    def infer(self, task, pipeline, settings, options) -> InferredFunction | None:
+    def infer(
+        self, task: str, pipeline: Any, settings: dict[str, Any], options: dict[str, Any]
+    ) -> InferredFunction | None:
         pooling = options.get("pooling")
         if pooling is None:
             return None

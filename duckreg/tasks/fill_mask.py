@@ -23,7 +23,7 @@ class FillMask(Task):
     names = ("fill-mask",)
     engines = ("torch", "onnxruntime")
 
-    def infer(self, task, pipeline, settings, options) -> InferredFunction:
+    def infer(self, task: str, pipeline: Any, settings: dict[str, Any], options: dict[str, Any]) -> InferredFunction:
         inferred = string_to_json()
         signature = ModelSignature(
             inputs=inferred.signature.inputs,

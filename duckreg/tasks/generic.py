@@ -21,7 +21,9 @@ class Generic(Task):
     def deterministic(self, params: dict[str, Any], settings: dict[str, Any]) -> bool:
         return False  # a signature of the user's own may wrap any call, sampling ones too
 
-    def infer(self, task, pipeline, settings, options) -> InferredFunction | None:
+    def infer(
+        self, task: str, pipeline: Any, settings: dict[str, Any], options: dict[str, Any]
+    ) -> InferredFunction | None:
         return None
 
     def predict(self, ctx: RunContext, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -44,7 +44,7 @@ def open_image(data: bytes, column: str, what: str = "not an image pillow can re
 class ImageClassification(Task):
     names = ("image-classification",)
 
-    def infer(self, task, pipeline, settings, options) -> InferredFunction:
+    def infer(self, task: str, pipeline: Any, settings: dict[str, Any], options: dict[str, Any]) -> InferredFunction:
         signature = ModelSignature(
             inputs=[FeatureSpec("images", DataType.BYTES)],
             outputs=[LABELS],

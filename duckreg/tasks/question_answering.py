@@ -52,7 +52,7 @@ class QuestionAnswering(Task):
     def model_class(self, config: Any) -> str:
         return "AutoModelForQuestionAnswering"
 
-    def infer(self, task, pipeline, settings, options) -> InferredFunction:
+    def infer(self, task: str, pipeline: Any, settings: dict[str, Any], options: dict[str, Any]) -> InferredFunction:
         top_k = _top_k(settings)
         if top_k < 1:
             raise ValueError(f"top_k parameter should be >= 1 (got {top_k})")
@@ -76,24 +76,16 @@ class QuestionAnswering(Task):
         tokenizer, model = task_model.tokenizer, task_model.model
         if not tokenizer.is_fast:
             raise RuntimeError("question-answering needs a fast tokenizer (one with offset mappings)")
-        for position, row in enumerate(rows):
-            for column in ("question", "context"):
-                if not row[column]:
-                    raise InputError(column, f"`{column}` cannot be empty", row=position)
         max_seq_len = settings.get("max_seq_len") or min(tokenizer.model_max_length, 384)
-        room = max_seq_len - 4  # the special tokens and at least one token of context
-        for position, row in enumerate(rows):
-            question = row["question"]
-            # A word is a token at least: a megabyte question is refused without encoding it.
-            words = word_count(question)
-            count = words if words > room or len(question) <= room else len(tokenizer(question)["input_ids"])
-            if count > room:
-                error = too_long("question", question, count, room, "the context is read beside it, in spans of "
-                                 f"max_seq_len={max_seq_len} tokens", at_least=words > room)  # fmt: skip
-                raise InputError(error.column, error.message, row=position)
+        _check_rows(rows, tokenizer, max_seq_len)
         doc_stride = settings.get("doc_stride") or min(max_seq_len // 2, 128)
         if doc_stride > max_seq_len:
             raise ValueError(f"`doc_stride` ({doc_stride}) is larger than `max_seq_len` ({max_seq_len})")
+        top_k = _top_k(settings)
+        max_answer_len = int(settings.get("max_answer_len") or 15)
+        if max_answer_len < 1:
+            raise ValueError(f"max_answer_len parameter should be >= 1 (got {max_answer_len})")
+        align_to_words = settings.get("align_to_words", True) is not False
         question_first = tokenizer.padding_side == "right"
         questions = [row["question"] for row in rows]
         contexts = [row["context"] for row in rows]
@@ -107,30 +99,10 @@ class QuestionAnswering(Task):
             return_overflowing_tokens=True,
             return_offsets_mapping=True,
         )
-        n_spans = len(encoded["input_ids"])
-        sample_of_span = encoded.get("overflow_to_sample_mapping", list(range(n_spans)))
-        start_logits, end_logits = _span_logits(model, tokenizer, encoded, ctx.batch_size)
-        candidates: dict[int, list[tuple[int, int, int, float]]] = defaultdict(list)
-        null_scores: dict[int, float] = {}
-        top_k = _top_k(settings)
-        max_answer_len = int(settings.get("max_answer_len") or 15)
-        if max_answer_len < 1:
-            raise ValueError(f"max_answer_len parameter should be >= 1 (got {max_answer_len})")
-        handle_impossible = bool(settings.get("handle_impossible_answer", False))
-        align_to_words = settings.get("align_to_words", True) is not False
         pre_top_k = top_k * 2 + 10 if align_to_words else top_k
-        for span in range(n_spans):
-            sequence_ids = encoded.sequence_ids(span)
-            context_id = 1 if question_first else 0
-            # Only context tokens (and CLS, for the null answer) can be picked.
-            allowed = np.array([s == context_id for s in sequence_ids], dtype=np.int64)
-            if tokenizer.cls_token_id is not None:
-                allowed[np.array(encoded["input_ids"][span]) == tokenizer.cls_token_id] = 1
-            start, end, null = _normalise(start_logits[span], end_logits[span], allowed)
-            sample = sample_of_span[span]
-            null_scores[sample] = min(null_scores.get(sample, 1e6), null)
-            for s, e, score in _best_spans(start, end, pre_top_k, max_answer_len, allowed):
-                candidates[sample].append((span, s, e, score))
+        candidates, null_scores = _candidates(model, tokenizer, encoded, ctx.batch_size, question_first, pre_top_k,
+                                              max_answer_len)  # fmt: skip
+        handle_impossible = bool(settings.get("handle_impossible_answer", False))
         out = []
         for sample, row in enumerate(rows):
             answers = _answers(encoded, candidates[sample], row["context"], 1 if question_first else 0, align_to_words)
@@ -138,11 +110,52 @@ class QuestionAnswering(Task):
                 answers.append({"score": null_scores.get(sample, 0.0), "start": 0, "end": 0, "answer": ""})
             answers = sorted(answers, key=lambda a: a["score"], reverse=True)[:top_k]
             if top_k == 1:
-                best = answers[0] if answers else {"score": 0.0, "start": 0, "end": 0, "answer": ""}
-                out.append(best)
+                out.append(answers[0] if answers else {"score": 0.0, "start": 0, "end": 0, "answer": ""})
             else:
                 out.append({"outputs": to_json(answers)})
         return out
+
+
+def _check_rows(rows: Sequence[dict[str, Any]], tokenizer: Any, max_seq_len: int) -> None:
+    """Refuse an empty question or context, and a question that leaves no room for its context."""
+    for position, row in enumerate(rows):
+        for column in ("question", "context"):
+            if not row[column]:
+                raise InputError(column, f"`{column}` cannot be empty", row=position)
+    room = max_seq_len - 4  # the special tokens and at least one token of context
+    for position, row in enumerate(rows):
+        question = row["question"]
+        # A word is a token at least: a megabyte question is refused without encoding it.
+        words = word_count(question)
+        count = words if words > room or len(question) <= room else len(tokenizer(question)["input_ids"])
+        if count > room:
+            error = too_long("question", question, count, room, "the context is read beside it, in spans of "
+                             f"max_seq_len={max_seq_len} tokens", at_least=words > room)  # fmt: skip
+            raise InputError(error.column, error.message, row=position)
+
+
+def _candidates(
+    model: Any, tokenizer: Any, encoded: Any, batch_size: int, question_first: bool, pre_top_k: int,
+    max_answer_len: int,
+) -> tuple[dict[int, list[tuple[int, int, int, float]]], dict[int, float]]:  # fmt: skip
+    """The best (span, start, end, score) answers of every row across its windows, and each row's null score."""
+    n_spans = len(encoded["input_ids"])
+    sample_of_span = encoded.get("overflow_to_sample_mapping", list(range(n_spans)))
+    start_logits, end_logits = _span_logits(model, tokenizer, encoded, batch_size)
+    candidates: dict[int, list[tuple[int, int, int, float]]] = defaultdict(list)
+    null_scores: dict[int, float] = {}
+    context_id = 1 if question_first else 0
+    for span in range(n_spans):
+        # Only context tokens (and CLS, for the null answer) can be picked.
+        allowed = np.array([s == context_id for s in encoded.sequence_ids(span)], dtype=np.int64)
+        if tokenizer.cls_token_id is not None:
+            allowed[np.array(encoded["input_ids"][span]) == tokenizer.cls_token_id] = 1
+        start, end, null = _normalise(start_logits[span], end_logits[span], allowed)
+        sample = sample_of_span[span]
+        null_scores[sample] = min(null_scores.get(sample, 1e6), null)
+        for s, e, score in _best_spans(start, end, pre_top_k, max_answer_len, allowed):
+            candidates[sample].append((span, s, e, score))
+    return candidates, null_scores
 
 
 def _span_logits(model: Any, tokenizer: Any, encoded: Any, batch_size: int) -> tuple[list, list]:

@@ -56,7 +56,7 @@ def fit_table(table: dict[str, list[str]], pipeline: Any) -> dict[str, list[str]
 class TableQuestionAnswering(Task):
     names = ("table-question-answering",)
 
-    def infer(self, task, pipeline, settings, options) -> InferredFunction:
+    def infer(self, task: str, pipeline: Any, settings: dict[str, Any], options: dict[str, Any]) -> InferredFunction:
         signature = ModelSignature(
             inputs=[FeatureSpec(name="query", dtype=DataType.STRING), FeatureSpec(name="table", dtype=DataType.STRING)],
             outputs=[

@@ -62,7 +62,7 @@ class Seq2SeqGeneration(Task):
                 return key
         return task
 
-    def infer(self, task, pipeline, settings, options) -> InferredFunction:
+    def infer(self, task: str, pipeline: Any, settings: dict[str, Any], options: dict[str, Any]) -> InferredFunction:
         signature = ModelSignature(
             inputs=[FeatureSpec(name=self.input_name, dtype=DataType.STRING)],
             outputs=[FeatureSpec(name=self.output_name, dtype=DataType.STRING)],

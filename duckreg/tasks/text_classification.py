@@ -23,7 +23,7 @@ class TextClassification(Task):
     aliases = ("sentiment-analysis",)
     optional_inputs = frozenset({"text_pair"})
 
-    def infer(self, task, pipeline, settings, options) -> InferredFunction:
+    def infer(self, task: str, pipeline: Any, settings: dict[str, Any], options: dict[str, Any]) -> InferredFunction:
         function_to_apply = declared("function_to_apply", DataType.STRING, None, settings)
         if settings.get("top_k") is not None:
             # Any explicit top_k, even 1, asks for a list of labels per row; top_k may change per call.

@@ -20,7 +20,7 @@ class TextGeneration(Task):
     def deterministic(self, params: dict[str, Any], settings: dict[str, Any]) -> bool:
         return greedy(params, settings)
 
-    def infer(self, task, pipeline, settings, options) -> InferredFunction:
+    def infer(self, task: str, pipeline: Any, settings: dict[str, Any], options: dict[str, Any]) -> InferredFunction:
         inferred = string_to_json()
         signature = ModelSignature(
             inputs=inferred.signature.inputs, outputs=inferred.signature.outputs, params=GENERATION_PARAMS

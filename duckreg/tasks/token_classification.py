@@ -15,7 +15,7 @@ class TokenClassification(Task):
     engines = ("torch", "onnxruntime")
     aliases = ("ner",)
 
-    def infer(self, task, pipeline, settings, options) -> InferredFunction:
+    def infer(self, task: str, pipeline: Any, settings: dict[str, Any], options: dict[str, Any]) -> InferredFunction:
         return string_to_json()
 
     def predict(self, ctx: RunContext, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:

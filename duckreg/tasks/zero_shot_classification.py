@@ -16,7 +16,7 @@ class ZeroShotClassification(Task):
     names = ("zero-shot-classification",)
     engines = ("torch", "onnxruntime")
 
-    def infer(self, task, pipeline, settings, options) -> InferredFunction:
+    def infer(self, task: str, pipeline: Any, settings: dict[str, Any], options: dict[str, Any]) -> InferredFunction:
         signature = ModelSignature(
             inputs=[
                 FeatureSpec(name="sequences", dtype=DataType.STRING),
