@@ -472,38 +472,48 @@ def serve(
             sys.exit(1)
         if client_init:
             Path(client_init).write_text(server.client_init())
-        given = "the token from --token or --token-file" if token else f"this token: {server.token}"
-        example = _example_call(server.registry)
-        if duckdb.__version__.startswith("1."):
-            run_there = f"  FROM reg.query('SELECT {example.replace(chr(39), chr(39) * 2)}');"
-        else:
-            run_there = f"  CONNECT reg;\n  SELECT {example};"
-        click.echo(
-            f"Serving {database} ({server.model_count} models) at {server.uri}, "
-            f"ready in {server.startup_seconds:.2f} s.\n"
-            f"Clients need DuckDB {duckdb.__version__} (the CLI and its quack extension) and {given}\n"
-            f"  ATTACH '{server.uri}' AS reg (TOKEN '...');\n"
-            f"{run_there}"
-        )
+        click.echo(_serve_banner(server, database, token is not None))
         if client_init:
             click.echo(f"Client init file: duckdb -init {client_init}")
-        page = None
-        if ui_port:
-            from duckreg import ui as web
-
-            try:
-                page = web.start(server.registry, host=host, port=ui_port, read_only=read_only, token=server.token)
-            except (ImportError, OSError, RuntimeError) as exc:
-                fail(f"Cannot serve the UI on port {ui_port}: {exc}")
-            else:
-                shown = page.url if token is None else page.url.split("?")[0] + "?token=..."
-                click.echo(f"UI at {shown}")
+        page = _serve_ui(server, host, ui_port, read_only, token is not None) if ui_port else None
         click.echo("Ctrl-C stops the server.")
         sys.stdout.flush()
         server.wait(stop)
         if page is not None:
             page.stop()
     click.echo("Server stopped.")
+
+
+def _serve_banner(server: Any, database: str, token_given: bool) -> str:
+    """What a client needs: the address, the DuckDB version to match, the token, and a call to paste."""
+    import duckdb
+
+    given = "the token from --token or --token-file" if token_given else f"this token: {server.token}"
+    example = _example_call(server.registry)
+    if duckdb.__version__.startswith("1."):
+        run_there = f"  FROM reg.query('SELECT {example.replace(chr(39), chr(39) * 2)}');"
+    else:
+        run_there = f"  CONNECT reg;\n  SELECT {example};"
+    return (
+        f"Serving {database} ({server.model_count} models) at {server.uri}, "
+        f"ready in {server.startup_seconds:.2f} s.\n"
+        f"Clients need DuckDB {duckdb.__version__} (the CLI and its quack extension) and {given}\n"
+        f"  ATTACH '{server.uri}' AS reg (TOKEN '...');\n"
+        f"{run_there}"
+    )
+
+
+def _serve_ui(server: Any, host: str, port: int, read_only: bool, token_given: bool) -> Any:
+    """The UI beside the server, on the server's token; None (having said why) when it cannot start."""
+    from duckreg import ui as web
+
+    try:
+        page = web.start(server.registry, host=host, port=port, read_only=read_only, token=server.token)
+    except (ImportError, OSError, RuntimeError) as exc:
+        fail(f"Cannot serve the UI on port {port}: {exc}")
+        return None
+    click.echo(f"UI at {page.url if not token_given else page.url.split('?')[0] + '?token=...'}")
+    return page
 
 
 def _example_call(registry: Any) -> str:

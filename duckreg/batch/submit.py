@@ -25,6 +25,7 @@ from duckreg.batch.stages import Stage, read_stage_bytes
 from duckreg.inference import FunctionRunner, match_columns
 
 if TYPE_CHECKING:
+    from duckreg.catalog import Catalog
     from duckreg.store import RegistryStore
 
 
@@ -53,25 +54,10 @@ def run_batch(
 ) -> jobs.Job:
     """Check the request, take the input once into the output folder, register the job and start it."""
     registry = target.registry
-    input_spec = input_spec or InputSpec()
-    job_spec = job_spec or JobSpec()
-    if not isinstance(output_spec, OutputSpec):
-        raise TypeError("output_spec must be a duckreg.batch.OutputSpec")
-    if not isinstance(input_spec, InputSpec) or not isinstance(job_spec, JobSpec):
-        raise TypeError("input_spec and job_spec must be duckreg.batch.InputSpec and duckreg.batch.JobSpec")
-    runner = target.runner_for(job_spec.function_name)
+    input_spec, job_spec = _checked_specs(output_spec, input_spec, job_spec)
     placement = executors.choose(inference_engine_options, compute_pool, job_spec)
     stages = {row[0].lower(): Stage(row[0], row[1]) for row in registry.stages.rows()}
-    # The job's version: on the engine it asked for, reading chat media from the stages as they are now
-    # (a plain mapping, so Ray can ship it to its actors).
-    version = replace(
-        runner.version,
-        read_media=functools.partial(read_stage_bytes, stages),
-        media_hosts=executors.media_hosts(inference_engine_options),
-    ).with_engine(placement.engine, placement.engine_args)
-    runner = FunctionRunner(version, runner.function)
-    if job_spec.force_rebuild:
-        runner.version.forget()
+    runner = _job_runner(target, job_spec, placement, stages, inference_engine_options)
     params = runner.resolve_params(input_spec.params)
     handling = _column_handling(input_spec, runner)
     resources = executors.resources(placement, job_spec)
@@ -80,41 +66,19 @@ def run_batch(
     stage, out_path = registry.stages.locate(location)
     fs = stage.filesystem
     check_apart(registry.stages, X, stage, out_path, location)
-    try:
-        input_id, columns, source = input_source(registry.stages, registry.connection, X, job_spec.max_batch_rows)
-    except (TypeError, ValueError):
-        raise
-    except Exception as exc:
-        raise RuntimeError(f"Failed to process input data: {exc}") from exc
-    match_columns(columns, runner)  # a missing input column is refused before the job is registered
+    input_id, source = _checked_input(registry, X, job_spec, runner)
     fingerprint = _fingerprint(target, runner, input_spec, job_spec, input_id)
     owner = prepare_location(fs, out_path, location, output_spec.mode, fingerprint)
     name = job_spec.job_name or (owner or {}).get("job_name") or new_name
     spec = _spec_record(output_spec, input_spec, job_spec, location, placement.name, fingerprint)
-    key = jobs.register(
-        registry.catalog,
-        name,
-        target.model_key,
-        target.version_key,
-        runner.function.name,
-        placement.name,
-        location,
-        spec,
-    )
+    key = jobs.register(registry.catalog, name, target.model_key, target.version_key, runner.function.name,
+                        placement.name, location, spec)  # fmt: skip
     cancel = threading.Event()
     # Running here from the moment its row says so: a poller in this process never takes it for a dead job.
     jobs.track(key, None, cancel)
     try:
-        try:
-            if owner is None:
-                fs.makedirs(join_path(out_path, WORK_DIR), exist_ok=True)
-                with fs.open(join_path(out_path, WORK_DIR, "job.json"), "w") as handle:
-                    json.dump({"job_name": name, "fingerprint": fingerprint}, handle)
-            total = snapshot(fs, out_path, source, job_spec.max_batch_rows)
-        except Exception as exc:
-            jobs.set_status(registry.catalog, key, jobs.FAILED, f"Failed to process input data: {exc}")
-            raise RuntimeError(f"Failed to process input data: {exc}") from exc
-        jobs.set_rows_total(registry.catalog, key, total)
+        first_run = None if owner else {"job_name": name, "fingerprint": fingerprint}
+        total = _take_input(registry.catalog, key, fs, out_path, source, job_spec.max_batch_rows, first_run)
         plan = BatchPlan(
             catalog=registry.catalog,
             job_key=key,
@@ -131,15 +95,84 @@ def run_batch(
             keep_going=job_spec.on_error == "continue",
             **resources,
         )
-        engine = runner.version.manifest.options.get("engine")
-        where = ("in this process" if placement.executor == "local" else "on Ray") + (
-            f" on the {engine} engine" if engine else ""
-        )
-        plan.log(f"{'resuming' if owner else 'starting'} {where}: {total} rows")
+        plan.log(f"{'resuming' if owner else 'starting'} {_where(runner, placement)}: {total} rows")
     except BaseException:
         jobs.untrack(key, cancel)
         raise
     return executors.start(plan, placement.executor, block=job_spec.block)
+
+
+def _checked_specs(
+    output_spec: OutputSpec, input_spec: InputSpec | None, job_spec: JobSpec | None
+) -> tuple[InputSpec, JobSpec]:
+    """The input and job specs (their defaults where not given), each of its class."""
+    input_spec = input_spec or InputSpec()
+    job_spec = job_spec or JobSpec()
+    if not isinstance(output_spec, OutputSpec):
+        raise TypeError("output_spec must be a duckreg.batch.OutputSpec")
+    if not isinstance(input_spec, InputSpec) or not isinstance(job_spec, JobSpec):
+        raise TypeError("input_spec and job_spec must be duckreg.batch.InputSpec and duckreg.batch.JobSpec")
+    return input_spec, job_spec
+
+
+def _where(runner: FunctionRunner, placement: executors.Placement) -> str:
+    """Where a job runs, as its log says: in this process or on Ray, and on which engine."""
+    engine = runner.version.manifest.options.get("engine")
+    return ("in this process" if placement.executor == "local" else "on Ray") + (
+        f" on the {engine} engine" if engine else ""
+    )
+
+
+def _take_input(
+    catalog: Catalog, key: str, fs: Any, out_path: str, source: Any, max_batch_rows: int,
+    first_run: dict[str, str] | None,
+) -> int:  # fmt: skip
+    """Snapshot the input into the job's folder (after writing ``first_run``, the folder's job record, on a first
+    run) and record its row count; a failure fails the job with the reason."""
+    try:
+        if first_run is not None:
+            fs.makedirs(join_path(out_path, WORK_DIR), exist_ok=True)
+            with fs.open(join_path(out_path, WORK_DIR, "job.json"), "w") as handle:
+                json.dump(first_run, handle)
+        total = snapshot(fs, out_path, source, max_batch_rows)
+    except Exception as exc:
+        jobs.set_status(catalog, key, jobs.FAILED, f"Failed to process input data: {exc}")
+        raise RuntimeError(f"Failed to process input data: {exc}") from exc
+    jobs.set_rows_total(catalog, key, total)
+    return total
+
+
+def _job_runner(
+    target: BatchTarget,
+    job_spec: JobSpec,
+    placement: executors.Placement,
+    stages: dict[str, Stage],
+    inference_engine_options: dict[str, Any] | None,
+) -> FunctionRunner:
+    """The job's runner: its version on the engine the job asked for, reading chat media from the stages as
+    they are now (a plain mapping, so Ray can ship it to its actors)."""
+    runner = target.runner_for(job_spec.function_name)
+    version = replace(
+        runner.version,
+        read_media=functools.partial(read_stage_bytes, stages),
+        media_hosts=executors.media_hosts(inference_engine_options),
+    ).with_engine(placement.engine, placement.engine_args)
+    if job_spec.force_rebuild:
+        version.forget()
+    return FunctionRunner(version, runner.function)
+
+
+def _checked_input(registry: RegistryStore, X: Any, job_spec: JobSpec, runner: FunctionRunner) -> tuple[Any, Any]:
+    """(what identifies the input, where its rows come from), once its columns are found to feed the function:
+    a missing input column is refused before the job is registered."""
+    try:
+        input_id, columns, source = input_source(registry.stages, registry.connection, X, job_spec.max_batch_rows)
+    except (TypeError, ValueError):
+        raise
+    except Exception as exc:
+        raise RuntimeError(f"Failed to process input data: {exc}") from exc
+    match_columns(columns, runner)
+    return input_id, source
 
 
 def _fingerprint(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import pyarrow as pa
@@ -70,7 +70,7 @@ could land in.
 """
 
 
-def make_udf(runner: FunctionRunner, output: OutputTypes, layout: str, sql_name: str):
+def make_udf(runner: FunctionRunner, output: OutputTypes, layout: str, sql_name: str) -> Callable[..., pa.Array]:
     """An Arrow UDF over the shared ``FunctionRunner`` taking its arguments as ``layout`` says."""
     specs = runner.signature.inputs
     params = runner.signature.params

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 import uuid
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from duckreg import interrupts, jobs
@@ -58,15 +59,23 @@ def run_from_sql(
     job_spec = JobSpec(
         job_name=name, max_batch_rows=int(max_batch_rows or 1024), block=wait, on_error=on_error or "raise"
     )
+    job = _run_watched(registry, name, lambda: mv.run_batch(query, output_spec=output_spec, job_spec=job_spec))
+    if not wait:
+        return job.id
+    return _summary(registry, job, output_location)
+
+
+def _run_watched(registry: ModelFinder, name: str, start: Callable[[], jobs.Job]) -> jobs.Job:
+    """``start()`` in a thread this statement watches: Ctrl-C cancels the job before its next forward batch."""
     outcome: list[jobs.Job | BaseException] = []
 
-    def start() -> None:
+    def run() -> None:
         try:
-            outcome.append(mv.run_batch(query, output_spec=output_spec, job_spec=job_spec))
+            outcome.append(start())
         except BaseException as exc:  # noqa: BLE001 - raised again in the calling statement
             outcome.append(exc)
 
-    worker = threading.Thread(target=start, name=f"duckreg-sql-job-{name}", daemon=True)
+    worker = threading.Thread(target=run, name=f"duckreg-sql-job-{name}", daemon=True)
     worker.start()
     while worker.is_alive():
         worker.join(0.1)
@@ -78,9 +87,11 @@ def run_from_sql(
         if records and records[0]["status"] == jobs.FAILED:  # it ran: the error names the job to look up or resume
             raise RuntimeError(f"run_batch job {name} FAILED: {failed}") from failed
         raise failed
-    job = outcome[0]
-    if not wait:
-        return job.id
+    return outcome[0]
+
+
+def _summary(registry: ModelFinder, job: jobs.Job, output_location: str) -> dict[str, Any]:
+    """The row SQL's run_batch returns for a job that ran to its end; any other end is the statement's error."""
     status, message = job.status, job.message
     if status == jobs.CANCELLED and interrupts.requested():
         raise interrupts.Interrupted(f"run_batch job {job.name}: interrupted; run the same run_batch to resume it")

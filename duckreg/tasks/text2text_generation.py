@@ -35,7 +35,9 @@ class Seq2SeqGeneration(Task):
     def deterministic(self, params: dict[str, Any], settings: dict[str, Any]) -> bool:
         return greedy(params, settings)
 
-    def __init__(self, names: tuple[str, ...], input_name: str, output_name: str, extra_params=()) -> None:
+    def __init__(
+        self, names: tuple[str, ...], input_name: str, output_name: str, extra_params: Sequence[ParamSpec] = ()
+    ) -> None:
         self.names = names
         self.input_name = input_name
         self.output_name = output_name
