@@ -20,13 +20,13 @@ import numpy as np
 
 from duckreg import interrupts, model_cache, result_cache
 from duckreg.artifacts import Manifest, forget_verified, verify_files
-from duckreg.batch.messages import with_stage_media
 from duckreg.function_spec import FunctionSpec, Implementation
 from duckreg.inference_engines import Engine, engine_for
 from duckreg.model_handlers import ModelHandler, handler_for
 from duckreg.model_handlers.base import library_versions, warn_on_version_skew
 from duckreg.model_signature import INVALID, NOT_UNICODE, FeatureGroupSpec, FeatureSpec, check_feature
 from duckreg.tasks import InputError, RunContext
+from duckreg.tasks.messages import with_stage_media
 from duckreg.values import drop_unset_params, freeze, to_python
 
 DEFAULT_BATCH_SIZE = 32

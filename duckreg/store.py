@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING, Protocol
 if TYPE_CHECKING:
     import duckdb
 
-    from duckreg.batch.stages import StageCatalog
     from duckreg.catalog import Catalog
+    from duckreg.stages import StageCatalog
 
 
 class RegistryStore(Protocol):

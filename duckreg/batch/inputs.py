@@ -13,8 +13,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from duckreg.batch.plan import WORK_DIR, join_path, write_atomically
-from duckreg.batch.stages import Stage, StageCatalog, parse_stage_path
 from duckreg.model_signature import valid_unicode
+from duckreg.stages import Stage, StageCatalog, parse_stage_path
 
 if TYPE_CHECKING:
     import duckdb

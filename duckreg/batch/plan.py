@@ -24,12 +24,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from duckreg import jobs
-from duckreg.batch.messages import data_url
 from duckreg.batch.specs import FileEncoding, SaveMode
-from duckreg.batch.stages import Stage, read_stage_bytes
 from duckreg.catalog import Catalog
 from duckreg.duckdb_ext.types import OutputTypes
 from duckreg.inference import FunctionRunner, match_columns
+from duckreg.stages import Stage, read_stage_bytes
+from duckreg.tasks.messages import data_url
 
 ERROR_COLUMN = "_error"
 """The column a ``JobSpec(on_error="continue")`` job writes each failed row's error into (NULL elsewhere)."""

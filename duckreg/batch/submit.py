@@ -21,8 +21,8 @@ from duckreg.batch import executors
 from duckreg.batch.inputs import check_apart, input_source, snapshot
 from duckreg.batch.plan import WORK_DIR, BatchPlan, join_path, prepare_location
 from duckreg.batch.specs import FileEncoding, InputSpec, JobSpec, OutputSpec
-from duckreg.batch.stages import Stage, read_stage_bytes
 from duckreg.inference import FunctionRunner, match_columns
+from duckreg.stages import Stage, read_stage_bytes
 
 if TYPE_CHECKING:
     from duckreg.catalog import Catalog

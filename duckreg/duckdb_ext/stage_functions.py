@@ -23,7 +23,7 @@ RUN_BATCH_RESULT = (
 """The row SQL's ``run_batch`` returns for a finished job."""
 
 if TYPE_CHECKING:
-    from duckreg.batch.stages import StageCatalog
+    from duckreg.stages import StageCatalog
 
 
 @dataclass(frozen=True)

@@ -18,11 +18,11 @@ if TYPE_CHECKING:
     import duckdb
 
     from duckreg.artifacts import ArtifactStore
-    from duckreg.batch.stages import StageCatalog
     from duckreg.catalog import Catalog
     from duckreg.catalog.models import ModelStore
     from duckreg.inference import VersionHandle
     from duckreg.result_cache import ResultCache
+    from duckreg.stages import StageCatalog
 
 
 @dataclass(frozen=True, eq=False)

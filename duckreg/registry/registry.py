@@ -18,7 +18,6 @@ import pandas as pd
 
 from duckreg import faults, result_cache
 from duckreg.artifacts import MANIFEST, ArtifactStore, Manifest, file_hashes, link_tree
-from duckreg.batch.stages import StageCatalog
 from duckreg.catalog import Catalog
 from duckreg.catalog.models import ModelStore, NewVersion
 from duckreg.duckdb_ext import connections, functions
@@ -36,6 +35,7 @@ from duckreg.registry.model import Model
 from duckreg.registry.model_version import SYSTEM_ALIASES, ModelVersion
 from duckreg.registry.sql_batch import run_from_sql
 from duckreg.registry.version_names import generate_version_name
+from duckreg.stages import StageCatalog
 
 
 class Registry:

@@ -2,52 +2,37 @@
 
 Each module in this package exports ``TASK`` (a ``Task``, or a tuple for a family such as
 text2text-generation) whose ``names`` build the table below, so adding a task is adding one module
-to ``_MODULES``. Aliases transformers accepts (``sentiment-analysis``) are kept apart, as
+to this package. Aliases transformers accepts (``sentiment-analysis``) are kept apart, as
 transformers keeps ``TASK_ALIASES``.
 """
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
+from types import ModuleType
+
 from duckreg.function_spec import Implementation
 from duckreg.model_signature import ModelSignature
-from duckreg.tasks import (
-    automatic_speech_recognition,
-    conversational,
-    feature_extraction,
-    fill_mask,
-    generic,
-    image_classification,
-    openai_chat,
-    question_answering,
-    table_question_answering,
-    text2text_generation,
-    text_classification,
-    text_generation,
-    token_classification,
-    zero_shot_classification,
-)
+from duckreg.tasks import generic, openai_chat
 from duckreg.tasks.base import InferredFunction, InputError, RunContext, Task, TaskModel
 
-_MODULES = (
-    automatic_speech_recognition,
-    conversational,
-    feature_extraction,
-    fill_mask,
-    image_classification,
-    question_answering,
-    table_question_answering,
-    text2text_generation,
-    text_classification,
-    text_generation,
-    token_classification,
-    zero_shot_classification,
-)
+
+def _task_modules() -> list[ModuleType]:
+    """Every module of this package that exports a ``TASK`` (helpers start with ``_`` or export none)."""
+    found = []
+    for info in pkgutil.iter_modules(__path__):
+        if not info.name.startswith("_"):
+            module = importlib.import_module(f"{__name__}.{info.name}")
+            if hasattr(module, "TASK"):
+                found.append(module)
+    return found
 
 
 def _build_table() -> tuple[dict[str, Task], dict[str, str]]:
     tasks: dict[str, Task] = {}
     aliases: dict[str, str] = {}
-    for module in _MODULES:
+    for module in _task_modules():
         served = module.TASK if isinstance(module.TASK, tuple) else (module.TASK,)
         for task in served:
             for name in task.names:

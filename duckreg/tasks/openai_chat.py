@@ -20,6 +20,7 @@ from duckreg.tasks._generation import ChatBackend, Generated, GenerationRequest,
 from duckreg.tasks.base import InputError, RunContext, Task
 from duckreg.tasks.image_classification import open_image
 from duckreg.tasks.limits import check_prompt_words, positions
+from duckreg.tasks.messages import decode_messages
 from duckreg.tasks.structured import SchemaLogitsProcessor, grammar, requested_schema
 
 CONTROLS = (
@@ -62,9 +63,9 @@ class OpenAIChat(Task):
     def coerce_input(self, spec: Any, value: Any) -> Any:
         """``messages`` may be a JSON string (Snowflake's batch examples); a message's content may be a string
         or a list of parts, whichever the signature declares."""
-        if spec.name == "messages" and isinstance(value, str):
+        if spec.name == "messages":
             try:
-                value = json.loads(value)
+                value = decode_messages(value)
             except json.JSONDecodeError:
                 return value  # reported as not a list of messages
         if spec.name != "messages" or not isinstance(value, list):

@@ -16,9 +16,9 @@ LAYERS: list[tuple[str, ...]] = [
         "duckreg.identifiers", "duckreg.values", "duckreg.faults", "duckreg.model_signature", "duckreg.custom",
         "duckreg.huggingface", "duckreg.batch.specs", "duckreg.duckdb_ext.snowflake_syntax",
         "duckreg.openai_signatures", "duckreg.function_spec", "duckreg.artifacts", "duckreg.model_cache",
-        "duckreg.result_cache", "duckreg.batch.messages", "duckreg.interrupts", "duckreg.row_errors", "duckreg.store",
+        "duckreg.result_cache", "duckreg.interrupts", "duckreg.row_errors", "duckreg.store",
     ),
-    ("duckreg.tasks", "duckreg.catalog", "duckreg.batch.stages", "duckreg.inference_engines"),
+    ("duckreg.tasks", "duckreg.catalog", "duckreg.stages", "duckreg.inference_engines"),
     ("duckreg.model_handlers", "duckreg.duckdb_ext.names", "duckreg.duckdb_ext.types"),
     ("duckreg.inference",),
     (

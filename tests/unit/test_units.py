@@ -15,7 +15,6 @@ from duckreg import model_cache
 from duckreg.artifacts import Manifest
 from duckreg.batch.inputs import rechunk
 from duckreg.batch.specs import JobSpec, OutputSpec, parse_memory
-from duckreg.batch.stages import Stage, parse_stage_path
 from duckreg.duckdb_ext.names import models_named_in, sql_names, with_macros
 from duckreg.duckdb_ext.snowflake_syntax import ResolvedFunction, rewrite
 from duckreg.duckdb_ext.types import OutputTypes, feature_types
@@ -32,6 +31,7 @@ from duckreg.model_signature import (
     check_feature,
     check_value,
 )
+from duckreg.stages import Stage, parse_stage_path
 from duckreg.tasks import GENERIC, TASK_ALIASES, TASKS, get_task, task_for
 from duckreg.values import cell_to_python, drop_unset_params, freeze, to_json, to_python
 

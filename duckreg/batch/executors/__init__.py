@@ -12,7 +12,6 @@ from __future__ import annotations
 import atexit
 import functools
 import importlib
-import os
 import re
 import threading
 from collections.abc import Callable, Generator
@@ -100,41 +99,29 @@ def media_hosts(options: dict[str, Any] | None) -> tuple[str, ...]:
     return tuple(h.lower() for h in hosts)
 
 
-def resources(placement: Placement, spec: JobSpec) -> dict[str, Any]:
-    """Check every JobSpec field against what the executor and engine can honour."""
-    import torch
+@dataclass(frozen=True)
+class Resources:
+    """What a job asks of the machines that run it, parsed from its ``JobSpec``."""
 
-    cpus = parse_count(spec.cpu_requests, "cpu_requests") if spec.cpu_requests is not None else None
-    gpus = parse_count(spec.gpu_requests, "gpu_requests") if spec.gpu_requests is not None else None
-    memory = parse_memory(spec.memory_requests) if spec.memory_requests is not None else None
-    replicas = spec.replicas or 1
-    num_workers = spec.num_workers or 1
-    if placement.executor == "local":
-        if replicas > 1:
-            raise ValueError("replicas > 1 needs the ray engine: inference_engine_options={'engine': 'ray'}.")
-        if num_workers > 1:
-            raise ValueError("num_workers > 1 needs the ray engine; the local engine runs one model in this process.")
-        if gpus and not torch.cuda.is_available():
-            raise ValueError(f"gpu_requests={spec.gpu_requests!r}, but no CUDA GPU is available to this process.")
-        if cpus is not None and cpus > (os.cpu_count() or 1):
-            raise ValueError(f"cpu_requests={spec.cpu_requests!r}, but this machine has {os.cpu_count()} CPUs.")
-        if memory is not None:
-            available = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-            if memory > available:
-                raise ValueError(
-                    f"memory_requests={spec.memory_requests!r}, but this machine has {available / 2**30:.1f} GiB."
-                )
-        if placement.engine == "vllm" and cpus is not None:
-            raise ValueError(
-                "cpu_requests is not used by the vllm engine in this process, which sizes its own threads; leave it "
-                "out (on Ray, with replicas > 1, it sizes each replica)."
-            )
-    if placement.executor == "ray":
-        try:
-            import ray  # noqa: F401
-        except ImportError:
-            raise ValueError("The ray engine needs Ray: pip install 'duckreg[ray]'.") from None
-    return {"replicas": replicas, "num_workers": num_workers, "cpus": cpus, "gpus": gpus, "memory": memory}
+    replicas: int
+    num_workers: int
+    cpus: float | None
+    gpus: float | None
+    memory: int | None
+    """Bytes."""
+
+
+def resources(placement: Placement, spec: JobSpec) -> dict[str, Any]:
+    """Every JobSpec field parsed, and checked by the executor (and engine) the job runs on."""
+    asked = Resources(
+        replicas=spec.replicas or 1,
+        num_workers=spec.num_workers or 1,
+        cpus=parse_count(spec.cpu_requests, "cpu_requests") if spec.cpu_requests is not None else None,
+        gpus=parse_count(spec.gpu_requests, "gpu_requests") if spec.gpu_requests is not None else None,
+        memory=parse_memory(spec.memory_requests) if spec.memory_requests is not None else None,
+    )
+    _executor_module(placement.executor).check(placement, spec, asked)
+    return vars(asked)
 
 
 def start(plan: BatchPlan, executor: str, *, block: bool) -> jobs.Job:

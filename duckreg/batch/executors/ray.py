@@ -24,10 +24,19 @@ import os
 from collections.abc import Generator
 from typing import Any
 
-from duckreg.batch.executors import run_parts
+from duckreg.batch.executors import Placement, Resources, run_parts
 from duckreg.batch.plan import BatchPlan, PartWriter
+from duckreg.batch.specs import JobSpec
 
 DEFAULT_ACTOR_CPUS = 0.5
+
+
+def check(placement: Placement, spec: JobSpec, asked: Resources) -> None:
+    """Refuse a Ray job where Ray is not installed; the cluster itself sizes replicas against what it has."""
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        raise ValueError("The ray engine needs Ray: pip install 'duckreg[ray]'.") from None
 
 
 class _RayPartWriter:

@@ -1,4 +1,5 @@
-"""Stages: named folders or object-store prefixes (any fsspec URL) that batch jobs read and write.
+"""Stages: named folders or object-store prefixes (any fsspec URL) a registry reads and writes files in
+(batch jobs' input and output, stage files read from SQL, chat media).
 
 A path ``@name/sub/path`` resolves inside the stage root and can never leave it: ``..`` segments,
 absolute sub-paths and (for local stages) symlinks pointing outside are refused.

@@ -1,4 +1,5 @@
-"""OpenAI chat ``messages`` as a job's rows hold them: a JSON string (Snowflake's examples) or a list of structs."""
+"""OpenAI chat ``messages`` as rows hold them (a JSON string, as in Snowflake's examples, or a list of structs),
+and the media their parts name, read in before a model sees them."""
 
 from __future__ import annotations
 
@@ -9,13 +10,18 @@ import mimetypes
 from typing import Any
 
 
+def decode_messages(value: Any) -> Any:
+    """A row's messages as Python values: a JSON string (Snowflake's batch examples) is parsed
+    (``json.JSONDecodeError`` when it is not JSON); anything else is returned as given."""
+    return json.loads(value) if isinstance(value, (str, bytes)) else value
+
+
 def parse_messages(value: Any) -> list[dict[str, Any]]:
     """The messages of one row as a list of dicts; a message without a role, or anything else, is an error."""
-    if isinstance(value, (str, bytes)):
-        try:
-            value = json.loads(value)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"messages is not valid JSON ({exc.msg} at character {exc.pos})") from None
+    try:
+        value = decode_messages(value)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"messages is not valid JSON ({exc.msg} at character {exc.pos})") from None
     if not isinstance(value, list) or not value:
         raise ValueError(f"messages must be a non-empty list of {{role, content}} objects, got {value!r}")
     for message in value:
