@@ -1,4 +1,4 @@
-"""The package's import graph: no cycle, and every import points down the layers the README draws."""
+"""The package's import graph: no cycle, and every import points down the layers (docs/contributing.md shows them)."""
 
 from __future__ import annotations
 
@@ -86,7 +86,7 @@ def layer_of(module: str) -> int:
         for name in names:
             if (module == name or module.startswith(name + ".")) and len(name) > len(best):
                 best, layer = name, index
-    assert layer is not None, f"{module} is in no layer: add it to LAYERS (and the README's Layout)"
+    assert layer is not None, f"{module} is in no layer: add it to LAYERS (the contributing page shows them)"
     return layer
 
 

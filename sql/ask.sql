@@ -1,5 +1,5 @@
--- Run with: .venv/bin/duckreg run examples/quickstart/score.sql --db examples/quickstart/quickstart.duckdb
--- Ranks the quickstart's documents against a question, in plain SQL plus the minilm function.
+-- The best answer among the quickstart's documents to each question, in plain SQL plus the minilm function:
+--   .venv/bin/duckreg run sql/ask.sql --db examples/quickstart/quickstart.duckdb
 CREATE OR REPLACE TABLE questions AS
 SELECT * FROM (VALUES ('Who is playing music?'), ('What is the man eating?')) t(question);
 
