@@ -21,6 +21,7 @@ import hashlib
 import json
 import os
 import shutil
+import tempfile
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator
@@ -274,3 +275,80 @@ def file_sha256(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+class ArtifactLocations:
+    """Where a registry's files are, from where its database is and what its catalog recorded: the artifact
+    folder now (after a copy, move, rename or snapshot), a version's folder from the path the catalog keeps,
+    and the path the catalog keeps for a folder."""
+
+    def __init__(self, db_path: Path | None, read_setting: Callable[[], str | None]) -> None:
+        """``db_path``: the database file (None in memory); ``read_setting()``: the catalog's
+        ``artifact_location`` setting."""
+        self.db_path = db_path
+        self._read_setting = read_setting
+        self._home_cache: tuple[str | None, Path | None, Path] | None = None
+
+    def database_folder(self) -> Path:
+        """What relative paths in the catalog are relative to: the database's folder (in memory: here)."""
+        return self.db_path.parent if self.db_path is not None else Path.cwd()
+
+    def location_and_home(self) -> tuple[Path | None, Path]:
+        """The catalog's ``artifact_location`` (absolute, as written; None if never set) and where that
+        folder is now, so that a registry survives copy, move, rename and snapshots.
+
+        The catalog keeps the location relative to the database's folder when it lies under it, else
+        absolute (a snapshot names its registry's folder absolutely). The default folder is
+        ``<database file>.artifacts``: a database renamed together with its folder finds the renamed
+        folder; one copied under a new name beside the original, without a folder of its own, shares
+        the original's. A kept location that does not exist while the folder beside the database does
+        (a copy made together with its folder) gives way to that folder; a default one that does not
+        exist, to the folder beside the database even when that is missing too (its error names it).
+        """
+        if self._home_cache is not None and self._home_cache[0] is not None:
+            # The catalog sets its location once, with its first version: no need to read it again.
+            return self._home_cache[1], self._home_cache[2]
+        setting = self._read_setting() or None
+        if self._home_cache is not None and self._home_cache[0] == setting:
+            return self._home_cache[1], self._home_cache[2]
+        beside = self.db_path.with_name(self.db_path.name + ".artifacts") if self.db_path is not None else None
+        if setting is None:
+            location = None
+            home = beside if beside is not None else Path(tempfile.mkdtemp(prefix="duckreg-artifacts-"))
+        else:
+            location = Path(setting)
+            if not location.is_absolute():
+                location = self.database_folder() / location
+            is_default = not Path(setting).is_absolute() and "/" not in setting and setting.endswith(".artifacts")
+            moved = beside is not None and beside.is_dir() and (is_default or not location.exists())
+            # A database copied elsewhere without any folder looks for (and names) the one beside it.
+            orphaned = beside is not None and is_default and not location.exists()
+            home = beside if moved or orphaned else location
+        self._home_cache = (setting, location, home)
+        return location, home
+
+    def relative_to_database(self, path: Path) -> str:
+        """``path`` as the catalog keeps it: relative to the database's folder when it lies under it, so
+        copying, zipping or mounting the two together keeps every model working; else absolute."""
+        path = path.resolve()
+        if self.db_path is not None and path.is_relative_to(self.db_path.parent):
+            return path.relative_to(self.db_path.parent).as_posix()
+        return str(path)
+
+    def version_folder(self, stored: str) -> Path:
+        """A version folder from the catalog (kept as ``relative_to_database`` wrote it).
+
+        A folder inside the registry's artifact folder, as the catalog named it, is looked up inside
+        that folder wherever it is now (renamed, moved, or shared by a snapshot). Others (logged with
+        another ``artifact_location``) are where the catalog says; one that is gone is looked up under
+        this registry's folder by its last two parts, as catalogs that kept absolute paths need.
+        """
+        location, home = self.location_and_home()
+        path = Path(stored)
+        full = path if path.is_absolute() else self.database_folder() / path
+        if location is not None and full.is_relative_to(location):
+            return home / full.relative_to(location)
+        if full.is_dir():
+            return full
+        under_home = home.joinpath(*path.parts[-2:])
+        return under_home if under_home.is_dir() else full

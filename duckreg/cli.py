@@ -139,7 +139,8 @@ format_option = click.option("--format", "fmt", type=click.Choice(FORMATS), defa
 @format_option
 def sql_command(query: str, database: str | None, fmt: str) -> None:
     """Run QUERY (one or more statements) and print the last result."""
-    from duckreg.shell import interrupt_on_ctrl_c, render, split_statements
+    from duckreg.shell import interrupt_on_ctrl_c, split_statements
+    from duckreg.tables import render
 
     _check_exists(database)
     session = _session(database)
@@ -167,7 +168,8 @@ def run(script: str, database: str | None, fmt: str) -> None:
 
     Results of queries are printed; the first failing statement stops the script with its line.
     """
-    from duckreg.shell import interrupt_on_ctrl_c, render, split_statements
+    from duckreg.shell import interrupt_on_ctrl_c, split_statements
+    from duckreg.tables import render
 
     text = sys.stdin.read() if script == "-" else Path(script).read_text()
     _check_exists(database)
@@ -620,7 +622,7 @@ def stages_command(
       duckreg stages create lake ./lake --db shop.duckdb    # @lake/... in run_batch and stage_files
     A relative folder is taken from the current directory; its files stay when the stage is dropped.
     """
-    from duckreg.shell import render_frame
+    from duckreg.tables import render_frame
 
     wanted = {"list": (False, False), "create": (True, True), "drop": (True, False)}[action]
     if (name is not None, url is not None) != wanted:
@@ -652,7 +654,7 @@ def cache_stats(database: str | None) -> None:
     """Show the cache's size, bound, hits and misses, and its entries per model version."""
     import pandas as pd
 
-    from duckreg.shell import render_frame
+    from duckreg.tables import render_frame
     from duckreg.values import human_size
 
     session = _open(database, read_only=True)

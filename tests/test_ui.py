@@ -322,6 +322,12 @@ def test_a_stage_made_in_the_page_takes_a_batch_of_a_table_whose_columns_are_nam
     text = page.locator("fieldset.mapping select[data-input=text]")
     text.wait_for()
     assert text.input_value() == "body"  # no column is called text: the first VARCHAR column
+    # Refreshes that overlap (the page's first one, overtaken by a pick of a table) draw one select per input.
+    page.evaluate("() => { const form = document.querySelector('form[data-batch]'); refreshMapping(form); "
+                  "refreshMapping(form); refreshMapping(form); }")  # fmt: skip
+    page.wait_for_load_state("networkidle")
+    page.wait_for_timeout(200)
+    assert text.count() == 1 and text.input_value() == "body"
     assert page.locator("fieldset.mapping select[data-input=text_pair]").input_value() == ""  # optional: none
     page.fill("form.batch input[name=output]", "@made/scored/")
     page.once("dialog", lambda dialog: dialog.accept())

@@ -1,4 +1,5 @@
-"""One batch job's output side: the plan executors run, part files, and the output folder's life cycle.
+"""One batch job's output side: the job executors run (its life cycle in one object), part files, and the
+output folder.
 
 Layout of an output location while a job runs::
 
@@ -56,12 +57,21 @@ def write_atomically(fs: Any, path: str, table: pa.Table) -> None:
 
 
 @dataclass
-class BatchPlan:
-    """Everything an executor needs to run (or resume) one job."""
+class BatchJob:
+    """One job, as every executor runs it: what it computes and where, and its life cycle in one place, as
+    Ray Data's ``Datasink`` keeps it (``on_start``, ``write_part`` per input chunk, ``on_part_written``,
+    ``on_complete``, ``on_cancelled``, ``on_failed``).
+
+    The hooks that record progress run where the job was submitted; ``write_part`` also runs on Ray actors,
+    which receive the job pickled without its catalog, cancel event and progress bar.
+    """
 
     catalog: Catalog
     job_key: str
-    runner: FunctionRunner
+    version: Any
+    """The ``VersionHandle`` the job computes with (on the engine the job asked for)."""
+    function: Any
+    """The ``FunctionSpec`` it runs."""
     params: dict[str, Any]
     handling: dict[str, FileEncoding]
     stage: Stage
@@ -80,6 +90,18 @@ class BatchPlan:
     keep_going: bool = False
     """``JobSpec(on_error="continue")``: failed rows are written with their error instead of failing the job."""
 
+    _DRIVER_ONLY = ("catalog", "cancel", "_bar", "_runner")
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k not in self._DRIVER_ONLY}
+
+    @property
+    def runner(self) -> FunctionRunner:
+        runner = self.__dict__.get("_runner")
+        if runner is None:
+            runner = self.__dict__["_runner"] = FunctionRunner(self.version, self.function)
+        return runner
+
     @property
     def fs(self) -> Any:
         return self.stage.filesystem
@@ -96,7 +118,12 @@ class BatchPlan:
     def log(self, line: str) -> None:
         jobs.log(self.catalog, self.job_key, line)
 
-    def progress_total(self, done_rows: int) -> None:
+    # ---------------------------------------------------------------- life cycle
+    def on_start(self) -> None:
+        """The job runs from now (a resumed one too)."""
+        jobs.set_status(self.catalog, self.job_key, jobs.RUNNING)
+
+    def on_progress_known(self, done_rows: int) -> None:
         """Start the progress bar (a blocking job on a terminal) at the rows already written."""
         if self.progress_bar:
             from tqdm.auto import tqdm
@@ -104,56 +131,7 @@ class BatchPlan:
             self._bar = tqdm(total=jobs.rows_total(self.catalog, self.job_key), initial=done_rows, unit="rows",
                              desc=self.job_key)  # fmt: skip
 
-    def part_done(
-        self, index: int, parts: int, rows: int, done_rows: int, failed: int = 0, failed_rows: int = 0
-    ) -> None:
-        """Log a finished part and record the running row counts (``failed``: of this part, ``failed_rows``:
-        of the job so far)."""
-        bar = self.__dict__.get("_bar")
-        if bar is not None:
-            bar.update(rows)
-        self.log(f"part {index + 1}/{parts}: {rows} rows" + (f", {failed} failed" if failed else ""))
-        jobs.set_rows_done(self.catalog, self.job_key, done_rows, failed_rows)
-
-    def set_status(self, status: str, message: str | None = None) -> None:
-        jobs.set_status(self.catalog, self.job_key, status, message)
-
-    def fail(self, exc: BaseException) -> None:
-        message = f"{type(exc).__name__}: {exc}"
-        self.log(f"failed: {message}")
-        jobs.set_status(self.catalog, self.job_key, jobs.FAILED, message)
-
-
-@dataclass
-class PartWriter:
-    """Turns one input chunk into one part file; holds no registry or connection (Ray ships it to actors)."""
-
-    version: Any
-    function: Any
-    params: dict[str, Any]
-    handling: dict[str, FileEncoding]
-    stages: dict[str, Stage]
-    stage: Stage
-    out_path: str
-    use_cache: bool | None = None
-    keep_going: bool = False
-
-    @classmethod
-    def of(cls, plan: BatchPlan) -> PartWriter:
-        return cls(plan.runner.version, plan.runner.function, plan.params, plan.handling, plan.stages, plan.stage,
-                   plan.out_path, plan.use_cache, plan.keep_going)  # fmt: skip
-
-    @property
-    def runner(self) -> FunctionRunner:
-        runner = self.__dict__.get("_runner")
-        if runner is None:
-            runner = self.__dict__["_runner"] = FunctionRunner(self.version, self.function)
-        return runner
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if k != "_runner"}
-
-    def compute(self, index: int, chunk: str, first_row: int) -> tuple[int, int]:
+    def write_part(self, index: int, chunk: str, first_row: int) -> tuple[int, int]:
         """Predict chunk ``index`` (whose first row is the job's ``first_row``) into its part file, atomically;
         returns its row count and how many of them failed (``on_error="continue"``)."""
         fs = self.stage.filesystem
@@ -170,10 +148,47 @@ class PartWriter:
         write_atomically(fs, part_path(self.out_path, index), out)
         return table.num_rows, len(errors or {})
 
+    def on_part_written(
+        self, index: int, parts: int, rows: int, done_rows: int, failed: int = 0, failed_rows: int = 0
+    ) -> None:
+        """Log a finished part and record the running row counts (``failed``: of this part, ``failed_rows``:
+        of the job so far)."""
+        bar = self.__dict__.get("_bar")
+        if bar is not None:
+            bar.update(rows)
+        self.log(f"part {index + 1}/{parts}: {rows} rows" + (f", {failed} failed" if failed else ""))
+        jobs.set_rows_done(self.catalog, self.job_key, done_rows, failed_rows)
 
-def input_columns(
-    plan: BatchPlan | PartWriter, table: pa.Table, errors: dict[int, str] | None = None
-) -> list[list[Any]]:
+    def on_complete(self, rows: int, failed: int = 0) -> None:
+        """Remove the work folder, then write ``_SUCCESS`` last: its presence means the output is whole."""
+        fs = self.fs
+        fs.rm(self.path(WORK_DIR), recursive=True)
+        for leftover in fs.ls(self.out_path, detail=False):
+            # Temporary files of a process killed mid-write.
+            if leftover.rsplit("/", 1)[-1].startswith(".") and leftover.endswith(".tmp"):
+                fs.rm(leftover)
+        with fs.open(self.path(SUCCESS), "wb"):
+            pass
+        if failed:
+            self.log(f"done: {rows} rows, {failed} of them failed (their errors are in the {ERROR_COLUMN} column)")
+            message = f"{rows} rows written, {failed} failed (see the {ERROR_COLUMN} column)."
+        else:
+            self.log(f"done: {rows} rows")
+            message = f"{rows} rows written."
+        jobs.set_status(self.catalog, self.job_key, jobs.DONE, message)
+
+    def on_cancelled(self, line: str) -> None:
+        """Stopped between parts (or inside one, at a forward batch): the parts written stay for a resume."""
+        self.log(line)
+        jobs.set_status(self.catalog, self.job_key, jobs.CANCELLED, jobs.cancel_reason(self.job_key))
+
+    def on_failed(self, exc: BaseException) -> None:
+        message = f"{type(exc).__name__}: {exc}"
+        self.log(f"failed: {message}")
+        jobs.set_status(self.catalog, self.job_key, jobs.FAILED, message)
+
+
+def input_columns(plan: BatchJob, table: pa.Table, errors: dict[int, str] | None = None) -> list[list[Any]]:
     """A chunk's values for each signature input, in signature order, as the core takes them: NULLs for a
     missing optional column, stage files read per ``column_handling``. With ``errors``, a file that cannot
     be read is that row's error (its value NULL) instead of the chunk's."""
@@ -212,9 +227,7 @@ def with_outputs(runner: FunctionRunner, table: pa.Table, results: list[dict[str
     return pa.Table.from_arrays([table.column(c) for c in keep] + arrays, names=keep + list(outputs.names))
 
 
-def _read_file(
-    plan: BatchPlan | PartWriter, runner: FunctionRunner, column: str, path: Any, encoding: FileEncoding
-) -> Any:
+def _read_file(plan: BatchJob, runner: FunctionRunner, column: str, path: Any, encoding: FileEncoding) -> Any:
     if not isinstance(path, str):
         raise ValueError(f"{runner.context(column)}: expected a stage path such as '@stage/file.png', got {path!r}")
     try:
@@ -269,24 +282,6 @@ def prepare_location(
     except Exception as exc:
         raise RuntimeError(f"OVERWRITE was specified. However, failed to remove existing files: {exc}") from exc
     return None
-
-
-def finish(plan: BatchPlan, rows: int, failed: int = 0) -> None:
-    """Remove the work folder, then write ``_SUCCESS`` last: its presence means the output is whole."""
-    fs = plan.fs
-    fs.rm(plan.path(WORK_DIR), recursive=True)
-    for leftover in fs.ls(plan.out_path, detail=False):
-        # Temporary files of a process killed mid-write.
-        if leftover.rsplit("/", 1)[-1].startswith(".") and leftover.endswith(".tmp"):
-            fs.rm(leftover)
-    with fs.open(plan.path(SUCCESS), "wb"):
-        pass
-    if failed:
-        plan.log(f"done: {rows} rows, {failed} of them failed (their errors are in the {ERROR_COLUMN} column)")
-        plan.set_status(jobs.DONE, f"{rows} rows written, {failed} failed (see the {ERROR_COLUMN} column).")
-    else:
-        plan.log(f"done: {rows} rows")
-        plan.set_status(jobs.DONE, f"{rows} rows written.")
 
 
 def part_rows(fs: Any, part: str) -> int:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from duckreg import jobs
 from duckreg.batch import executors
 from duckreg.batch.inputs import check_apart, input_source, snapshot
-from duckreg.batch.plan import WORK_DIR, BatchPlan, join_path, prepare_location
+from duckreg.batch.plan import WORK_DIR, BatchJob, join_path, prepare_location
 from duckreg.batch.specs import FileEncoding, InputSpec, JobSpec, OutputSpec
 from duckreg.inference import FunctionRunner, match_columns
 from duckreg.stages import Stage, read_stage_bytes
@@ -79,10 +79,11 @@ def run_batch(
     try:
         first_run = None if owner else {"job_name": name, "fingerprint": fingerprint}
         total = _take_input(registry.catalog, key, fs, out_path, source, job_spec.max_batch_rows, first_run)
-        plan = BatchPlan(
+        plan = BatchJob(
             catalog=registry.catalog,
             job_key=key,
-            runner=runner,
+            version=runner.version,
+            function=runner.function,
             params=params,
             handling=handling,
             stage=stage,

@@ -134,6 +134,20 @@ class ModelVersion:
     def _functions(self) -> list[FunctionSpec]:
         return self._context.models.functions(self._model_key, self._version_key)
 
+    def function_specs(self) -> list[FunctionSpec]:
+        """Every function of this version with its typed signature (``show_functions`` gives the seeds' form)."""
+        return self._functions()
+
+    def optional_inputs(self, function_name: str | None = None) -> frozenset[str]:
+        """The inputs of a function that may be left out: a missing column reads as NULL."""
+        return frozenset(self._runner(function_name).optional_inputs)
+
+    def sql_function_names(self, *, bare: bool = False) -> dict[str, str]:
+        """Function name -> the SQL function that calls it: pinned to this version (``m__v1``), or with ``bare``
+        the model's own name (``m``), which calls whichever version is the default."""
+        pinned = None if bare else self._version_key
+        return {function.name: name for name, function in sql_names(self._model_key, pinned, self._functions())}
+
     def sql_names(self) -> list[str]:
         """The SQL functions that call this version by name (``m__v1``, ``m__v1_predict``)."""
         return [name for name, _ in sql_names(self._model_key, self._version_key, self._functions())]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import uuid
 import warnings
 from collections.abc import Callable, Iterable
@@ -17,7 +16,7 @@ import duckdb
 import pandas as pd
 
 from duckreg import faults, result_cache
-from duckreg.artifacts import MANIFEST, ArtifactStore, Manifest, file_hashes, link_tree
+from duckreg.artifacts import MANIFEST, ArtifactLocations, ArtifactStore, Manifest, file_hashes, link_tree
 from duckreg.catalog import Catalog
 from duckreg.catalog.models import ModelStore, NewVersion
 from duckreg.duckdb_ext import connections, functions
@@ -68,8 +67,8 @@ class Registry:
         self._models = ModelStore(self._catalog)
         self._db_path = Path(rows[0][0]).resolve() if rows[0][0] else None
         owner = {"database": str(self._db_path) if self._db_path else None, "schema": self.schema_name}
-        self._home_cache: tuple[str | None, Path | None, Path] | None = None
-        home = self._location_and_home()[1]
+        self._locations = ArtifactLocations(self._db_path, lambda: self._catalog.get_setting("artifact_location"))
+        home = self._locations.location_and_home()[1]
         self._artifacts = ArtifactStore(Path(artifact_location) if artifact_location is not None else home, owner)
         self._stages = StageCatalog(self._catalog)
         self._result_cache = result_cache.for_folder(self._artifacts.root, read_only=bool(rows[0][1]))
@@ -77,75 +76,16 @@ class Registry:
         self._context = RegistryContext(
             connection=connection, catalog=self._catalog, models=self._models, artifacts=self._artifacts,
             stages=self._stages, result_cache=self._result_cache, location=self.location,
-            database_name=self.database_name, schema_name=self.schema_name, version_folder=self._version_folder,
-            remove_versions=self._remove_versions, reclaim=self._reclaim, set_engine=self._set_engine,
-            check_sql_name_free=self._check_sql_name_free, refresh_sql=self._refresh_sql,
-            retire_sql=self._retire_sql,
+            database_name=self.database_name, schema_name=self.schema_name,
+            version_folder=self._locations.version_folder, remove_versions=self._remove_versions,
+            reclaim=self._reclaim, set_engine=self._set_engine, check_sql_name_free=self._check_sql_name_free,
+            refresh_sql=self._refresh_sql, retire_sql=self._retire_sql,
         )  # fmt: skip
 
-    def _database_folder(self) -> Path:
-        """What relative paths in the catalog are relative to: the database's folder (in memory: here)."""
-        return self._db_path.parent if self._db_path is not None else Path.cwd()
-
-    def _location_and_home(self) -> tuple[Path | None, Path]:
-        """The catalog's ``artifact_location`` (absolute, as written; None if never set) and where that
-        folder is now, so that a registry survives copy, move, rename and snapshots.
-
-        The catalog keeps the location relative to the database's folder when it lies under it, else
-        absolute (a snapshot names its registry's folder absolutely). The default folder is
-        ``<database file>.artifacts``: a database renamed together with its folder finds the renamed
-        folder; one copied under a new name beside the original, without a folder of its own, shares
-        the original's. A kept location that does not exist while the folder beside the database does
-        (a copy made together with its folder) gives way to that folder; a default one that does not
-        exist, to the folder beside the database even when that is missing too (its error names it).
-        """
-        if self._home_cache is not None and self._home_cache[0] is not None:
-            # The catalog sets its location once, with its first version: no need to read it again.
-            return self._home_cache[1], self._home_cache[2]
-        setting = self._catalog.get_setting("artifact_location") or None
-        if self._home_cache is not None and self._home_cache[0] == setting:
-            return self._home_cache[1], self._home_cache[2]
-        beside = self._db_path.with_name(self._db_path.name + ".artifacts") if self._db_path is not None else None
-        if setting is None:
-            location = None
-            home = beside if beside is not None else Path(tempfile.mkdtemp(prefix="duckreg-artifacts-"))
-        else:
-            location = Path(setting)
-            if not location.is_absolute():
-                location = self._database_folder() / location
-            is_default = not Path(setting).is_absolute() and "/" not in setting and setting.endswith(".artifacts")
-            moved = beside is not None and beside.is_dir() and (is_default or not location.exists())
-            # A database copied elsewhere without any folder looks for (and names) the one beside it.
-            orphaned = beside is not None and is_default and not location.exists()
-            home = beside if moved or orphaned else location
-        self._home_cache = (setting, location, home)
-        return location, home
-
-    def _relative_to_database(self, path: Path) -> str:
-        """``path`` as the catalog keeps it: relative to the database's folder when it lies under it, so
-        copying, zipping or mounting the two together keeps every model working; else absolute."""
-        path = path.resolve()
-        if self._db_path is not None and path.is_relative_to(self._db_path.parent):
-            return path.relative_to(self._db_path.parent).as_posix()
-        return str(path)
-
-    def _version_folder(self, stored: str) -> Path:
-        """A version folder from the catalog (kept as ``_relative_to_database`` wrote it).
-
-        A folder inside the registry's artifact folder, as the catalog named it, is looked up inside
-        that folder wherever it is now (renamed, moved, or shared by a snapshot). Others (logged with
-        another ``artifact_location``) are where the catalog says; one that is gone is looked up under
-        this registry's folder by its last two parts, as catalogs that kept absolute paths need.
-        """
-        location, home = self._location_and_home()
-        path = Path(stored)
-        full = path if path.is_absolute() else self._database_folder() / path
-        if location is not None and full.is_relative_to(location):
-            return home / full.relative_to(location)
-        if full.is_dir():
-            return full
-        under_home = home.joinpath(*path.parts[-2:])
-        return under_home if under_home.is_dir() else full
+    @property
+    def database_path(self) -> Path | None:
+        """The database file the registry lives in (None for an in-memory database)."""
+        return self._db_path
 
     @property
     def connection(self) -> duckdb.DuckDBPyConnection:
@@ -246,7 +186,7 @@ class Registry:
             warnings.warn(f"Could not reclaim leftovers in {self._artifacts.root}: {exc}", stacklevel=3)
 
     def _referenced_folders(self) -> set[Path]:
-        return {self._version_folder(path).resolve() for path in self._models.artifact_paths()}
+        return {self._locations.version_folder(path).resolve() for path in self._models.artifact_paths()}
 
     # ------------------------------------------------------------ log_model
     def log_model(
@@ -396,7 +336,7 @@ class Registry:
 
         def remember_artifact_location(cat: Catalog) -> None:
             if is_new_model and cat.get_setting("artifact_location") is None:
-                cat.set_setting("artifact_location", self._relative_to_database(self._artifacts.root))
+                cat.set_setting("artifact_location", self._locations.relative_to_database(self._artifacts.root))
 
         def commit(artifact_path: str, published: Manifest) -> None:
             row = replace(
@@ -430,7 +370,7 @@ class Registry:
         faults.point(f"{operation}:after_publish")
         published = self._artifacts.path(relative)
         try:
-            commit(self._relative_to_database(published), manifest)
+            commit(self._locations.relative_to_database(published), manifest)
         except BaseException:
             self._artifacts.remove(published)
             raise
@@ -491,13 +431,13 @@ class Registry:
                 settings = f"{alias}.{quote(self.schema_name)}.settings"
                 cursor.execute(
                     f"INSERT OR REPLACE INTO {settings} VALUES ('artifact_location', ?)",
-                    [str(self._location_and_home()[1].resolve())],
+                    [str(self._locations.location_and_home()[1].resolve())],
                 )
                 versions = f"{alias}.{quote(self.schema_name)}.versions"
                 for (stored,) in cursor.execute(f"SELECT DISTINCT artifact_path FROM {versions}").fetchall():
                     cursor.execute(
                         f"UPDATE {versions} SET artifact_path = ? WHERE artifact_path = ?",
-                        [str(self._version_folder(stored).resolve()), stored],
+                        [str(self._locations.version_folder(stored).resolve()), stored],
                     )
             finally:
                 cursor.execute(f"DETACH {alias}")

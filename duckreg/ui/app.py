@@ -321,10 +321,7 @@ class TokenCheck(BaseHTTPMiddleware):
 
 def database_path(registry: Registry) -> str:
     """The database file the registry lives in (``:memory:`` for an in-memory one)."""
-    rows = registry.catalog.query(
-        "SELECT coalesce(path, ':memory:') FROM duckdb_databases() WHERE database_name = current_database()"
-    )
-    return rows[0][0] if rows else registry.location
+    return str(registry.database_path) if registry.database_path is not None else ":memory:"
 
 
 def _found(read: Any, *args: Any, **kwargs: Any) -> Any:

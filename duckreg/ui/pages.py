@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from duckreg import jobs
-from duckreg.duckdb_ext.names import sql_names, table_macro_name
+from duckreg.duckdb_ext.names import table_macro_name
 from duckreg.duckdb_ext.types import feature_types, output_types, param_type
 from duckreg.function_spec import FunctionSpec
 from duckreg.model_signature import DataType, FeatureGroupSpec, ParamGroupSpec, ParamSpec
@@ -104,8 +104,8 @@ def sql_calls(
 ) -> dict[str, list[dict[str, str]]]:
     """Per function, how SQL calls it (its required inputs): by model (default version only), by version, as
     a table macro and in Snowflake's form, each with a ready example query."""
-    by_version = {f.name: name for name, f in sql_names(mv._model_key, mv._version_key, functions)}
-    by_model = {f.name: name for name, f in sql_names(mv._model_key, None, functions)} if is_default else {}
+    by_version = mv.sql_function_names()
+    by_model = mv.sql_function_names(bare=True) if is_default else {}
     calls: dict[str, list[dict[str, str]]] = {}
     for function in functions:
         inputs = ", ".join(s.name for s in function.signature.inputs if s.name not in optional[function.name])
@@ -129,8 +129,8 @@ def version(registry: Registry, model_name: str, version_name: str) -> dict[str,
     handle = registry.get_model(model_name)
     mv = handle.version(version_name)
     is_default = handle.default.version_name == mv.version_name
-    specs = mv._functions()
-    optional = {f.name: frozenset(mv._runner(f.name).optional_inputs) for f in specs}
+    specs = mv.function_specs()
+    optional = {f.name: mv.optional_inputs(f.name) for f in specs}
     functions = []
     for function in specs:
         signature = function.signature

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from duckreg import interrupts, jobs
-from duckreg.batch.plan import BatchPlan, finish, part_failed_rows, part_rows
+from duckreg.batch.plan import BatchJob, part_failed_rows, part_rows
 from duckreg.batch.specs import JobSpec, parse_count, parse_memory
 
 EXECUTORS = ("local", "ray")
@@ -124,7 +124,7 @@ def resources(placement: Placement, spec: JobSpec) -> dict[str, Any]:
     return vars(asked)
 
 
-def start(plan: BatchPlan, executor: str, *, block: bool) -> jobs.Job:
+def start(plan: BatchJob, executor: str, *, block: bool) -> jobs.Job:
     """Run the plan on ``executor``: here and now (``block``), or in a background thread."""
     target = _executor_module(executor).run
     job = jobs.Job(plan.catalog, plan.job_key)
@@ -150,7 +150,7 @@ def _stop_jobs_at_exit() -> None:
     atexit.register(jobs.stop_background_jobs)
 
 
-def _run_in_background(target: Callable[[BatchPlan], None], plan: BatchPlan) -> None:
+def _run_in_background(target: Callable[[BatchJob], None], plan: BatchJob) -> None:
     try:
         target(plan)
     except Exception:  # noqa: BLE001 - the executor has recorded the failure in the job
@@ -165,7 +165,7 @@ def _executor_module(executor: str) -> Any:
 
 
 def run_parts(
-    plan: BatchPlan, compute_missing: Callable[[list[tuple[int, str, int]]], Generator[tuple[int, int, int]]]
+    plan: BatchJob, compute_missing: Callable[[list[tuple[int, str, int]]], Generator[tuple[int, int, int]]]
 ) -> None:
     """The loop every executor shares: skip parts already written, compute the others, finish or cancel.
 
@@ -173,7 +173,7 @@ def run_parts(
     counted in the whole job, so an error names the row as the input counts it) and yields (index, rows) as
     each one is written, with how many of its rows failed; the job is cancelled between parts.
     """
-    plan.set_status(jobs.RUNNING)
+    plan.on_start()
     done_rows = failed_rows = 0
     try:
         chunks = plan.chunk_paths()
@@ -187,25 +187,22 @@ def run_parts(
             else:
                 missing.append((index, chunk, first_row))
             first_row += part_rows(plan.fs, chunk)
-        plan.progress_total(done_rows)
+        plan.on_progress_known(done_rows)
         if missing and plan.cancel.is_set():
-            plan.log(f"cancelled before computing {len(missing)} parts")
-            plan.set_status(jobs.CANCELLED, jobs.cancel_reason(plan.job_key))
+            plan.on_cancelled(f"cancelled before computing {len(missing)} parts")
             return
         computed = compute_missing(missing)
         for position, (index, rows, failed) in enumerate(computed, 1):
             done_rows += rows
             failed_rows += failed
-            plan.part_done(index, len(chunks), rows, done_rows, failed, failed_rows)
+            plan.on_part_written(index, len(chunks), rows, done_rows, failed, failed_rows)
             if position < len(missing) and plan.cancel.is_set():
                 computed.close()  # the executor stops its workers before the job reads as cancelled
-                plan.log(f"cancelled after part {index + 1} of {len(chunks)}")
-                plan.set_status(jobs.CANCELLED, jobs.cancel_reason(plan.job_key))
+                plan.on_cancelled(f"cancelled after part {index + 1} of {len(chunks)}")
                 return
-        finish(plan, done_rows, failed_rows)
+        plan.on_complete(done_rows, failed_rows)
     except interrupts.Interrupted:
-        plan.log(f"cancelled while computing a part ({done_rows} rows written)")
-        plan.set_status(jobs.CANCELLED, jobs.cancel_reason(plan.job_key))
+        plan.on_cancelled(f"cancelled while computing a part ({done_rows} rows written)")
     except Exception as exc:
-        plan.fail(exc)
+        plan.on_failed(exc)
         raise

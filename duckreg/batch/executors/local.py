@@ -7,7 +7,7 @@ from collections.abc import Generator
 
 from duckreg import interrupts, model_cache
 from duckreg.batch.executors import Placement, Resources, run_parts
-from duckreg.batch.plan import BatchPlan, PartWriter
+from duckreg.batch.plan import BatchJob
 from duckreg.batch.specs import JobSpec
 
 
@@ -36,13 +36,12 @@ def check(placement: Placement, spec: JobSpec, asked: Resources) -> None:
         )
 
 
-def run(plan: BatchPlan) -> None:
+def run(plan: BatchJob) -> None:
     """Compute every missing part here, in order, with ``cpu_requests`` torch threads when given."""
-    writer = PartWriter.of(plan)
 
     def compute_missing(missing: list[tuple[int, str, int]]) -> Generator[tuple[int, int, int]]:
         for index, chunk, first_row in missing:
-            yield index, *writer.compute(index, chunk, first_row)
+            yield index, *plan.write_part(index, chunk, first_row)
 
     with model_cache.torch_threads(None if plan.cpus is None else int(plan.cpus)), interrupts.for_job(plan.cancel):
         run_parts(plan, compute_missing)

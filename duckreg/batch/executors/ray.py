@@ -25,7 +25,7 @@ from collections.abc import Generator
 from typing import Any
 
 from duckreg.batch.executors import Placement, Resources, run_parts
-from duckreg.batch.plan import BatchPlan, PartWriter
+from duckreg.batch.plan import BatchJob
 from duckreg.batch.specs import JobSpec
 
 DEFAULT_ACTOR_CPUS = 0.5
@@ -42,17 +42,17 @@ def check(placement: Placement, spec: JobSpec, asked: Resources) -> None:
 class _RayPartWriter:
     """A Ray Data actor: loads the model once, then turns chunk references into part files."""
 
-    def __init__(self, writer: PartWriter) -> None:
-        self.writer = writer
-        self.writer.runner.version.shared_model()
+    def __init__(self, job: BatchJob) -> None:
+        self.job = job
+        self.job.runner.version.shared_model()
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
         parts = zip(batch["index"], batch["chunk"], batch["first_row"], strict=True)
-        counts = [self.writer.compute(int(index), str(chunk), int(first)) for index, chunk, first in parts]
+        counts = [self.job.write_part(int(index), str(chunk), int(first)) for index, chunk, first in parts]
         return {"index": list(batch["index"]), "rows": [c[0] for c in counts], "failed": [c[1] for c in counts]}
 
 
-def run(plan: BatchPlan) -> None:
+def run(plan: BatchJob) -> None:
     """Compute the missing parts on Ray actors (a local Ray is started, and stopped, when none runs)."""
     try:
         import ray
@@ -68,7 +68,7 @@ def run(plan: BatchPlan) -> None:
                 ray.init(num_cpus=os.cpu_count(), include_dashboard=False, **options)
                 started_here = True
         except Exception as exc:
-            plan.fail(exc)
+            plan.on_failed(exc)
             raise
     try:
         ray.data.DataContext.get_current().enable_progress_bars = plan.progress_bar
@@ -78,7 +78,7 @@ def run(plan: BatchPlan) -> None:
             ray.shutdown()
 
 
-def _compute_on_actors(plan: BatchPlan, missing: list[tuple[int, str, int]]) -> Generator[tuple[int, int, int]]:
+def _compute_on_actors(plan: BatchJob, missing: list[tuple[int, str, int]]) -> Generator[tuple[int, int, int]]:
     import ray
 
     actors = plan.replicas * plan.num_workers
@@ -96,7 +96,7 @@ def _compute_on_actors(plan: BatchPlan, missing: list[tuple[int, str, int]]) -> 
     items = [{"index": index, "chunk": chunk, "first_row": first_row} for index, chunk, first_row in missing]
     dataset = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
         _RayPartWriter,
-        fn_constructor_args=(PartWriter.of(plan),),
+        fn_constructor_args=(plan,),
         batch_size=1,
         concurrency=actors,
         **options,

@@ -145,9 +145,15 @@ function wireTry() {
 }
 
 // A table's columns mapped onto the chosen function's inputs: same name first, else the user's pick.
+// Only the newest refresh of a form draws its mapping: an older one whose columns arrive late (the page's
+// first refresh, overtaken by the user's pick of a table) is dropped, so each input has one select.
+const mappingRefreshes = new WeakMap();
+
 async function refreshMapping(form) {
   const box = form.querySelector("fieldset.mapping");
   if (!box) return;
+  const refresh = (mappingRefreshes.get(form) || 0) + 1;
+  mappingRefreshes.set(form, refresh);
   const inputs = JSON.parse(box.dataset.inputs)[form.elements.function.value] || [];
   const source = form.elements.input.value;
   for (const old of box.querySelectorAll("label")) old.remove();
@@ -159,7 +165,12 @@ async function refreshMapping(form) {
     const response = await fetch(`/api/tables/${encodeURIComponent(source)}/columns`);
     columns = await response.json();
     if (!response.ok) throw new Error(columns.error || response.statusText);
-  } catch (error) { toast(error.message, true); return; }
+  } catch (error) {
+    if (mappingRefreshes.get(form) === refresh) toast(error.message, true);
+    return;
+  }
+  if (mappingRefreshes.get(form) !== refresh) return;
+  for (const old of box.querySelectorAll("label")) old.remove();
   const names = columns.map(([column]) => column);
   for (const [name, optional, type] of inputs) {
     const label = document.createElement("label");
