@@ -566,9 +566,9 @@ def test_audio_longer_than_one_pass_is_refused_unless_the_pipeline_reads_in_chun
     folder = str(model_dirs["speech-recognition"])
     whole = registry.log_model(transformers.pipeline("automatic-speech-recognition", model=folder),
                                model_name="asr", version_name="v1")  # fmt: skip
-    minute = tiny_models.silent_wav(60)
+    minute = tiny_models.silent_wav(25)
     # The tiny model has 2 heads and a frame every 20 samples: 20 s is what 2 GiB of attention covers.
-    with pytest.raises(ValueError, match=r"column 'audio'.*row 2: 60 s of audio is longer than the 20 s this model "
+    with pytest.raises(ValueError, match=r"column 'audio'.*row 2: 25 s of audio is longer than the 20 s this model "
                                          r"reads in one pass; log the pipeline with chunk_length_s=30"):  # fmt: skip
         whole.run(_frame(audio=[tiny_models.silent_wav(1), minute]))
     chunked = registry.log_model(

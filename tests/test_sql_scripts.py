@@ -26,8 +26,9 @@ DOCUMENTS = ["A man is eating food.", "A man is eating a piece of bread.", "A mo
              "Someone in a gorilla costume is playing a set of drums.", "A woman is playing violin."]  # fmt: skip
 
 
-@pytest.fixture
-def quickstart(tmp_path: Path, model_dirs) -> Path:
+@pytest.fixture(scope="module")
+def quickstart(tmp_path_factory: pytest.TempPathFactory, model_dirs) -> Path:
+    tmp_path = tmp_path_factory.mktemp("sql-scripts")
     db = tmp_path / "quickstart.duckdb"
     registry = duckreg.Registry(str(db))
     embedder = transformers.pipeline("feature-extraction", model=str(model_dirs["feature-extraction"]))

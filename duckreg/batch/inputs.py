@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
@@ -12,9 +13,12 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from duckreg.batch.plan import WORK_DIR, join_path, write_atomically
+from duckreg.batch.layout import WORK_DIR, join_path, write_atomically
+from duckreg.batch.specs import FileEncoding
+from duckreg.inference import FunctionRunner, match_columns
 from duckreg.model_signature import valid_unicode
-from duckreg.stages import Stage, StageCatalog, parse_stage_path
+from duckreg.stages import Stage, StageCatalog, parse_stage_path, read_stage_bytes
+from duckreg.tasks.messages import data_url
 
 if TYPE_CHECKING:
     import duckdb
@@ -141,3 +145,49 @@ def snapshot(fs: Any, out_path: str, source: Iterator[pa.RecordBatch], rows: int
     with fs.open(complete, "w") as handle:
         json.dump({"rows": total}, handle)
     return total
+
+
+def input_columns(
+    runner: FunctionRunner,
+    handling: dict[str, FileEncoding],
+    stages: dict[str, Stage],
+    table: pa.Table,
+    errors: dict[int, str] | None = None,
+) -> list[list[Any]]:
+    """A chunk's values for each signature input, in signature order, as the core takes them: NULLs for a
+    missing optional column, stage files read per ``column_handling``. With ``errors``, a file that cannot
+    be read is that row's error (its value NULL) instead of the chunk's."""
+    values = []
+    for spec, column in zip(runner.signature.inputs, match_columns(table.column_names, runner), strict=True):
+        if column is None:
+            values.append([None] * table.num_rows)
+            continue
+        data = table.column(column).to_pylist()
+        encoding = handling.get(spec.name)
+        if encoding is not None:
+            read = []
+            for row, path in enumerate(data):
+                try:
+                    read.append(None if path is None else _read_file(stages, runner, spec.name, path, encoding))
+                except ValueError as exc:
+                    if errors is None:
+                        raise
+                    errors.setdefault(row, str(exc))
+                    read.append(None)
+            data = read
+        values.append(data)
+    return values
+
+
+def _read_file(stages: dict[str, Stage], runner: FunctionRunner, column: str, path: Any, encoding: FileEncoding) -> Any:
+    if not isinstance(path, str):
+        raise ValueError(f"{runner.context(column)}: expected a stage path such as '@stage/file.png', got {path!r}")
+    try:
+        data = read_stage_bytes(stages, path)
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{runner.context(column)}: cannot read {path}: {exc}") from None
+    if encoding is FileEncoding.RAW_BYTES:
+        return data
+    if encoding is FileEncoding.BASE64_DATA_URL:
+        return data_url(path, data)
+    return base64.b64encode(data).decode("ascii")

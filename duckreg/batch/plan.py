@@ -1,22 +1,10 @@
-"""One batch job's output side: the job executors run (its life cycle in one object), part files, and the
-output folder.
-
-Layout of an output location while a job runs::
-
-    part-000000.parquet ...      one part per input chunk of max_batch_rows rows (written atomically)
-    _duckreg/job.json            which job owns the folder, and a fingerprint of what it computes
-    _duckreg/input/chunk-*.parquet, _duckreg/input/_COMPLETE
-                                 the input, taken once, so a resumed job reads exactly the same rows
-
-When every part exists the ``_duckreg`` folder is removed and ``_SUCCESS`` is written, last.
-"""
+"""One batch job's output side: the job executors run (its life cycle in one object), its part files, and
+claiming the output folder (``batch.layout`` says what lies where; ``batch.inputs`` reads the rows)."""
 
 from __future__ import annotations
 
-import base64
 import json
 import threading
-import uuid
 import warnings
 from dataclasses import dataclass
 from typing import Any
@@ -25,35 +13,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from duckreg import jobs
+from duckreg.batch.inputs import input_columns
+from duckreg.batch.layout import ERROR_COLUMN, SUCCESS, WORK_DIR, join_path, part_path, write_atomically
 from duckreg.batch.specs import FileEncoding, SaveMode
 from duckreg.catalog import Catalog
 from duckreg.duckdb_ext.types import OutputTypes
-from duckreg.inference import FunctionRunner, match_columns
-from duckreg.stages import Stage, read_stage_bytes
-from duckreg.tasks.messages import data_url
-
-ERROR_COLUMN = "_error"
-"""The column a ``JobSpec(on_error="continue")`` job writes each failed row's error into (NULL elsewhere)."""
-WORK_DIR = "_duckreg"
-SUCCESS = "_SUCCESS"
-
-
-def join_path(*parts: str) -> str:
-    return "/".join(p.rstrip("/") for p in parts)
-
-
-def part_path(out_path: str, index: int) -> str:
-    """Where the output of input chunk ``index`` goes."""
-    return join_path(out_path, f"part-{index:06d}.parquet")
-
-
-def write_atomically(fs: Any, path: str, table: pa.Table) -> None:
-    """Write under a temporary name in the same folder, then rename: readers never see half a file."""
-    folder, _, name = path.rpartition("/")
-    temporary = f"{folder}/.{name}.{uuid.uuid4().hex}.tmp"
-    with fs.open(temporary, "wb") as handle:
-        pq.write_table(table, handle)
-    fs.mv(temporary, path)
+from duckreg.inference import FunctionRunner
+from duckreg.stages import Stage
 
 
 @dataclass
@@ -138,7 +104,7 @@ class BatchJob:
         with fs.open(chunk, "rb") as handle:
             table = pq.read_table(handle)
         errors: dict[int, str] | None = {} if self.keep_going else None
-        columns = input_columns(self, table, errors)
+        columns = input_columns(self.runner, self.handling, self.stages, table, errors)
         results = self.runner.run(columns, self.params, self.use_cache, first_row=first_row, errors=errors)
         out = with_outputs(self.runner, table, results)
         if errors is not None:
@@ -188,33 +154,6 @@ class BatchJob:
         jobs.set_status(self.catalog, self.job_key, jobs.FAILED, message)
 
 
-def input_columns(plan: BatchJob, table: pa.Table, errors: dict[int, str] | None = None) -> list[list[Any]]:
-    """A chunk's values for each signature input, in signature order, as the core takes them: NULLs for a
-    missing optional column, stage files read per ``column_handling``. With ``errors``, a file that cannot
-    be read is that row's error (its value NULL) instead of the chunk's."""
-    runner = plan.runner
-    values = []
-    for spec, column in zip(runner.signature.inputs, match_columns(table.column_names, runner), strict=True):
-        if column is None:
-            values.append([None] * table.num_rows)
-            continue
-        data = table.column(column).to_pylist()
-        encoding = plan.handling.get(spec.name)
-        if encoding is not None:
-            read = []
-            for row, path in enumerate(data):
-                try:
-                    read.append(None if path is None else _read_file(plan, runner, spec.name, path, encoding))
-                except ValueError as exc:
-                    if errors is None:
-                        raise
-                    errors.setdefault(row, str(exc))
-                    read.append(None)
-            data = read
-        values.append(data)
-    return values
-
-
 def with_outputs(runner: FunctionRunner, table: pa.Table, results: list[dict[str, Any]]) -> pa.Table:
     """The input rows plus the function's output columns (an output replaces an input of its name).
 
@@ -225,20 +164,6 @@ def with_outputs(runner: FunctionRunner, table: pa.Table, results: list[dict[str
     replaced = runner.function.replaced_columns()
     keep = [c for c in table.column_names if c.lower() not in replaced]
     return pa.Table.from_arrays([table.column(c) for c in keep] + arrays, names=keep + list(outputs.names))
-
-
-def _read_file(plan: BatchJob, runner: FunctionRunner, column: str, path: Any, encoding: FileEncoding) -> Any:
-    if not isinstance(path, str):
-        raise ValueError(f"{runner.context(column)}: expected a stage path such as '@stage/file.png', got {path!r}")
-    try:
-        data = read_stage_bytes(plan.stages, path)
-    except (OSError, ValueError) as exc:
-        raise ValueError(f"{runner.context(column)}: cannot read {path}: {exc}") from None
-    if encoding is FileEncoding.RAW_BYTES:
-        return data
-    if encoding is FileEncoding.BASE64_DATA_URL:
-        return data_url(path, data)
-    return base64.b64encode(data).decode("ascii")
 
 
 def prepare_location(
@@ -282,19 +207,3 @@ def prepare_location(
     except Exception as exc:
         raise RuntimeError(f"OVERWRITE was specified. However, failed to remove existing files: {exc}") from exc
     return None
-
-
-def part_rows(fs: Any, part: str) -> int:
-    """The row count of a part file already written (read from its footer)."""
-    with fs.open(part, "rb") as handle:
-        return pq.ParquetFile(handle).metadata.num_rows
-
-
-def part_failed_rows(fs: Any, part: str) -> int:
-    """The failed rows of a part already written (its ``_error`` values; 0 when it has none)."""
-    with fs.open(part, "rb") as handle:
-        parquet = pq.ParquetFile(handle)
-        if ERROR_COLUMN not in parquet.schema_arrow.names:
-            return 0
-        column = parquet.read(columns=[ERROR_COLUMN]).column(0)
-        return len(column) - column.null_count

@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING, Any
 from duckreg import jobs
 from duckreg.batch import executors
 from duckreg.batch.inputs import check_apart, input_source, snapshot
-from duckreg.batch.plan import WORK_DIR, BatchJob, join_path, prepare_location
+from duckreg.batch.layout import WORK_DIR, join_path
+from duckreg.batch.plan import BatchJob, prepare_location
 from duckreg.batch.specs import FileEncoding, InputSpec, JobSpec, OutputSpec
 from duckreg.inference import FunctionRunner, match_columns
 from duckreg.stages import Stage, read_stage_bytes

@@ -17,7 +17,7 @@ LAYERS: list[tuple[str, ...]] = [
         "duckreg.huggingface", "duckreg.batch.specs", "duckreg.duckdb_ext.snowflake_syntax",
         "duckreg.openai_signatures", "duckreg.function_spec", "duckreg.artifacts", "duckreg.model_cache",
         "duckreg.result_cache", "duckreg.interrupts", "duckreg.row_errors", "duckreg.store",
-        "duckreg.tables",
+        "duckreg.tables", "duckreg.batch.layout",
     ),
     ("duckreg.tasks", "duckreg.catalog", "duckreg.stages", "duckreg.inference_engines"),
     ("duckreg.model_handlers", "duckreg.duckdb_ext.names", "duckreg.duckdb_ext.types"),

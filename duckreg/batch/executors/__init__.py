@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from duckreg import interrupts, jobs
-from duckreg.batch.plan import BatchJob, part_failed_rows, part_rows
+from duckreg.batch.layout import part_failed_rows, part_rows
+from duckreg.batch.plan import BatchJob
 from duckreg.batch.specs import JobSpec, parse_count, parse_memory
 
 EXECUTORS = ("local", "ray")
