@@ -154,9 +154,16 @@ def test_sql_and_run_commands(shop, db_path, tmp_path) -> None:
 
 def test_registry_commands(shop, db_path, model_dirs, tmp_path) -> None:
     shop.connection.close()
+    from click.testing import CliRunner
+
+    from duckreg.cli import main
+
+    top = _cli("--help")  # the installed command
+    assert top.returncode == 0 and "shell" in top.stdout
     for command in ["shell", "sql", "run", "models", "versions", "functions", "log", "default", "alias", "unalias",
                     "delete", "jobs", "stages"]:  # fmt: skip
-        assert _cli(command, "--help").returncode == 0
+        shown = CliRunner().invoke(main, [command, "--help"])  # each command's help, in this process
+        assert shown.exit_code == 0 and f"Usage: main {command}" in shown.output, shown.output
     listed = _cli("models", "--db", str(db_path))
     assert listed.returncode == 0 and "sentiment" in listed.stdout
     assert "latest_try" in _cli("versions", "sentiment", "--db", str(db_path)).stdout
