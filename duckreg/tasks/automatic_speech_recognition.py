@@ -15,7 +15,7 @@ import numpy as np
 
 from duckreg.model_signature import DataType, FeatureGroupSpec, FeatureSpec, ModelSignature, ParamSpec
 from duckreg.tasks._generation import GENERATION_PARAMS, generation_params
-from duckreg.tasks.base import InferredFunction, InputError, RunContext, Task, as_result_list
+from duckreg.tasks.base import InferredFunction, InputError, RunContext, Task, as_result_list, for_row
 
 OUTPUTS = FeatureGroupSpec(
     "outputs",
@@ -106,10 +106,8 @@ class SpeechRecognition(Task):
         rate = int(getattr(pipe.feature_extractor, "sampling_rate", 16000))
         longest = longest_unchunked_seconds(pipe)
         for position, row in enumerate(rows):
-            try:
+            with for_row(position):
                 check_duration(row["audio"], "audio", longest)
-            except InputError as exc:
-                raise InputError(exc.column, exc.message, row=position) from None
         inputs = [{"raw": decode_audio(row["audio"], "audio", rate), "sampling_rate": rate} for row in rows]
         params = generation_params(ctx.params)
         call: dict[str, Any] = {}

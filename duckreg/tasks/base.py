@@ -6,7 +6,8 @@ logged pipeline, and the runtime hands it length-sorted, de-duplicated rows to p
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +23,16 @@ class InputError(ValueError):
         self.column = column
         self.message = message
         self.row = row
+
+
+@contextmanager
+def for_row(row: int) -> Iterator[None]:
+    """An ``InputError`` raised inside names ``row`` (counted from 0 in the rows the task was given), so the
+    core reports that row at once instead of searching the batch for it."""
+    try:
+        yield
+    except InputError as exc:
+        raise InputError(exc.column, exc.message, row=row) from None
 
 
 @dataclass(frozen=True)

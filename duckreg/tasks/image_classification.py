@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from duckreg.model_signature import DataType, FeatureGroupSpec, FeatureSpec, ModelSignature
-from duckreg.tasks.base import InferredFunction, InputError, RunContext, Task, as_nested_result_list, declared
+from duckreg.tasks.base import InferredFunction, InputError, RunContext, Task, as_nested_result_list, declared, for_row
 from duckreg.values import drop_unset_params
 
 LABELS = FeatureGroupSpec(
@@ -62,10 +62,8 @@ class ImageClassification(Task):
     def predict(self, ctx: RunContext, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         images = []
         for position, row in enumerate(rows):
-            try:
+            with for_row(position):
                 images.append(open_image(row["images"], "images"))
-            except InputError as exc:
-                raise InputError(exc.column, exc.message, row=position) from None
         results = as_nested_result_list(
             ctx.model(images, batch_size=ctx.batch_size, **drop_unset_params(ctx.params)), len(images)
         )

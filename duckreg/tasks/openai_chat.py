@@ -17,7 +17,7 @@ from typing import Any
 
 from duckreg.model_signature import FeatureGroupSpec, ModelSignature
 from duckreg.tasks._generation import ChatBackend, Generated, GenerationRequest, cap_new_tokens, generate_unpadded
-from duckreg.tasks.base import InputError, RunContext, Task
+from duckreg.tasks.base import InputError, RunContext, Task, for_row
 from duckreg.tasks.image_classification import open_image
 from duckreg.tasks.limits import check_prompt_words, positions
 from duckreg.tasks.messages import decode_messages
@@ -96,10 +96,8 @@ class OpenAIChat(Task):
         backend = backend_of(ctx.model)
         requests = []
         for position, row in enumerate(rows):
-            try:
+            with for_row(position):
                 requests.append(self.request(ctx, backend, row))
-            except InputError as exc:
-                raise InputError(exc.column, exc.message, row=position) from None
         generated = backend.generate(requests)
         tokenizer = backend.tokenizer
         return [

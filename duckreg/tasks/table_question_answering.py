@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from duckreg.model_signature import DataType, FeatureSpec, ModelSignature
-from duckreg.tasks.base import InferredFunction, InputError, RunContext, Task, as_result_list, declared
+from duckreg.tasks.base import InferredFunction, InputError, RunContext, Task, as_result_list, declared, for_row
 from duckreg.tasks.limits import check_lengths, max_tokens
 from duckreg.values import drop_unset_params, to_python
 
@@ -84,16 +84,12 @@ class TableQuestionAnswering(Task):
         for table_text, indices in groups.items():
             queries = [rows[i]["query"] for i in indices]
             for position, query in zip(indices, queries, strict=True):
-                try:  # a question longer than the model reads is refused before the table is encoded with it
+                with for_row(position):  # a question too long for the model is refused before the table is read
                     check_lengths(
                         "query", [query], ctx.model.tokenizer, what="a question must leave room for the table"
                     )
-                except InputError as exc:
-                    raise InputError(exc.column, exc.message, row=position) from None
-            try:
+            with for_row(indices[0]):  # the first row holding this table names it
                 table = fit_table(parse_table(table_text), ctx.model)
-            except InputError as exc:  # the first row holding this table names it
-                raise InputError(exc.column, exc.message, row=indices[0]) from None
             results = as_result_list(ctx.model(table=table, query=queries, **kwargs))
             for i, r in zip(indices, results, strict=True):
                 out[i] = {

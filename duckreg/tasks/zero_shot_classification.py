@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from duckreg.model_signature import DataType, FeatureSpec, ModelSignature
-from duckreg.tasks.base import InferredFunction, InputError, RunContext, Task, as_result_list, declared
+from duckreg.tasks.base import InferredFunction, InputError, RunContext, Task, as_result_list, declared, for_row
 from duckreg.tasks.limits import check_lengths
 from duckreg.values import drop_unset_params
 
@@ -46,11 +46,9 @@ class ZeroShotClassification(Task):
                 raise InputError("candidate_labels", "is empty; give at least one label", row=i)
             if any(label is None or not label.strip() for label in labels):
                 raise InputError("candidate_labels", f"holds a NULL or blank label in {list(labels)!r}", row=i)
-            try:  # each label becomes a hypothesis read beside the text: one longer than the model reads fails
+            with for_row(i):  # each label becomes a hypothesis read beside the text: one too long fails
                 check_lengths("candidate_labels", list(labels), ctx.model.tokenizer,
                               what="a label must leave room for the text it is read beside")  # fmt: skip
-            except InputError as exc:
-                raise InputError(exc.column, exc.message, row=i) from None
             groups[labels].append(i)
         out: list[dict[str, Any]] = [{} for _ in rows]
         kwargs = drop_unset_params(ctx.params)
