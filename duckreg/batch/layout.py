@@ -46,11 +46,13 @@ def part_rows(fs: Any, part: str) -> int:
         return pq.ParquetFile(handle).metadata.num_rows
 
 
-def part_failed_rows(fs: Any, part: str) -> int:
-    """The failed rows of a part already written (its ``_error`` values; 0 when it has none)."""
+def part_counts(fs: Any, part: str) -> tuple[int, int]:
+    """(rows, failed rows) of a part already written, read in one open: its footer, and its ``_error``
+    values when it has that column."""
     with fs.open(part, "rb") as handle:
         parquet = pq.ParquetFile(handle)
+        rows = parquet.metadata.num_rows
         if ERROR_COLUMN not in parquet.schema_arrow.names:
-            return 0
+            return rows, 0
         column = parquet.read(columns=[ERROR_COLUMN]).column(0)
-        return len(column) - column.null_count
+        return rows, len(column) - column.null_count

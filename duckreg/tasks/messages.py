@@ -72,14 +72,14 @@ def fetch_media(url: str, hosts: tuple[str, ...]) -> bytes:
     import urllib3
 
     first = url
+    retry = urllib3.Retry(
+        total=MEDIA_RETRIES, backoff_factor=0.5, status_forcelist=_RETRY_STATUSES, redirect=False,
+        respect_retry_after_header=False,  # a server's "come back in an hour" would stall the whole job
+    )  # fmt: skip
     for _ in range(MEDIA_REDIRECTS + 1):
         host = (urllib.parse.urlsplit(url).hostname or "").lower()
         if host not in hosts:
             raise _refuse_host(url, host)
-        retry = urllib3.Retry(
-            total=MEDIA_RETRIES, backoff_factor=0.5, status_forcelist=_RETRY_STATUSES, redirect=False,
-            respect_retry_after_header=False,  # a server's "come back in an hour" would stall the whole job
-        )  # fmt: skip
         try:
             response = _web().request("GET", url, retries=retry, redirect=False)
         except urllib3.exceptions.MaxRetryError as exc:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from duckreg import interrupts, jobs
-from duckreg.batch.layout import part_failed_rows, part_rows
+from duckreg.batch.layout import part_counts, part_rows
 from duckreg.batch.plan import BatchJob
 from duckreg.batch.specs import JobSpec, parse_count, parse_memory
 
@@ -183,8 +183,8 @@ def run_parts(
         for index, chunk in enumerate(chunks):
             part = plan.part_path(index)
             if plan.fs.exists(part):
-                done_rows += part_rows(plan.fs, part)
-                failed_rows += part_failed_rows(plan.fs, part)
+                rows, failed = part_counts(plan.fs, part)
+                done_rows, failed_rows = done_rows + rows, failed_rows + failed
             else:
                 missing.append((index, chunk, first_row))
             first_row += part_rows(plan.fs, chunk)
