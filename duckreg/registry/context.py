@@ -39,10 +39,6 @@ class RegistryContext:
     artifacts: ArtifactStore
     stages: StageCatalog
     result_cache: ResultCache
-    location: str
-    """``database.schema`` of the catalog."""
-    database_name: str
-    schema_name: str
     version_folder: Callable[[str], Path]
     """A version's folder from its artifact path as the catalog stores it."""
     remove_versions: Callable[[list[VersionHandle]], None]
@@ -57,3 +53,16 @@ class RegistryContext:
     """Re-register a model's SQL functions after a change."""
     retire_sql: Callable[[str, list[str], str], None]
     """Drop SQL names a model no longer owns, saying why."""
+
+    @property
+    def database_name(self) -> str:
+        return self.catalog.database_name
+
+    @property
+    def schema_name(self) -> str:
+        return self.catalog.schema_name
+
+    @property
+    def location(self) -> str:
+        """``database.schema`` of the catalog."""
+        return f"{self.database_name}.{self.schema_name}"

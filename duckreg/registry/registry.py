@@ -75,11 +75,9 @@ class Registry:
         self._instance: connections.Instance | None = None
         self._context = RegistryContext(
             connection=connection, catalog=self._catalog, models=self._models, artifacts=self._artifacts,
-            stages=self._stages, result_cache=self._result_cache, location=self.location,
-            database_name=self.database_name, schema_name=self.schema_name,
-            version_folder=self._locations.version_folder, remove_versions=self._remove_versions,
-            reclaim=self._reclaim, set_engine=self._set_engine, check_sql_name_free=self._check_sql_name_free,
-            refresh_sql=self._refresh_sql, retire_sql=self._retire_sql,
+            stages=self._stages, result_cache=self._result_cache, version_folder=self._locations.version_folder,
+            remove_versions=self._remove_versions, reclaim=self._reclaim, set_engine=self._set_engine,
+            check_sql_name_free=self._check_sql_name_free, refresh_sql=self._refresh_sql, retire_sql=self._retire_sql,
         )  # fmt: skip
 
     @property
