@@ -26,6 +26,7 @@ from duckreg.model_handlers import ModelHandler, handler_for
 from duckreg.model_handlers.base import library_versions, warn_on_version_skew
 from duckreg.model_signature import INVALID, NOT_UNICODE, FeatureGroupSpec, FeatureSpec, check_feature
 from duckreg.tasks import InputError, RunContext
+from duckreg.tasks.base import no_grad
 from duckreg.tasks.messages import with_stage_media
 from duckreg.values import drop_unset_params, freeze, to_python
 
@@ -135,7 +136,7 @@ class VersionHandle:
     def _load(self) -> model_cache.LoadedModel:
         if not self.engine.own_threads:
             model_cache.configure_torch_threads()
-        device = self.manifest.options.get("device") or model_cache.default_device()
+        device = self.manifest.options.get("device") or self.engine.default_device()
         model = self.build_model(device)
         self.handler.prepare_loaded(model, self.manifest)
         return model_cache.LoadedModel(model=model, nbytes=model_cache.model_nbytes(model), device=device)
@@ -380,7 +381,9 @@ class FunctionRunner:
     def _scope(self, params: dict[str, Any]) -> result_cache.Scope:
         version = self.version
         content = version.content_digest
-        libraries = {**_engine_versions(), **version.engine.library_versions()}
+        device = version.manifest.options.get("device") or version.engine.default_device()
+        conditions = version.engine.run_conditions(version.manifest.options, device)
+        libraries = {**_engine_versions(), **version.engine.library_versions(), **conditions}
         namespace = result_cache.digest(content, self.function.name, params, libraries)
         return result_cache.Scope(namespace, content, version.model_name, version.version_name)
 
@@ -558,15 +561,13 @@ class FunctionRunner:
         predicted: list[dict[str, Any]] = []
         start = 0
         try:
-            import torch
-
             # One forward batch at a time, so Ctrl-C or a cancelled job stops within one batch, not one chunk.
             for start in range(0, len(ordered), ctx.batch_size):
                 interrupts.check(self.context())
                 if loaded.closed:  # evicted (and released) since: load it again
                     loaded = self._loaded()
                     ctx = replace(ctx, model=loaded.model)
-                with model_cache.device_lock(loaded.device), torch.inference_mode():
+                with model_cache.device_lock(loaded.device), no_grad():
                     predicted.extend(task.predict(ctx, ordered[start : start + ctx.batch_size]))
         except interrupts.Interrupted:
             raise

@@ -151,12 +151,16 @@ def configure_torch_threads() -> None:
         return
     import torch
 
-    # A Ray actor's share of the CPUs arrives as OMP_NUM_THREADS; elsewhere every core.
-    threads = int(os.environ.get("DUCKREG_TORCH_THREADS") or os.environ.get("OMP_NUM_THREADS") or 0) or (
+    torch.set_num_threads(compute_threads())
+    _threads_configured = True
+
+
+def compute_threads() -> int:
+    """Threads one forward pass computes with: ``DUCKREG_TORCH_THREADS``, else ``OMP_NUM_THREADS`` (a Ray
+    actor's share of the CPUs arrives there), else every core."""
+    return int(os.environ.get("DUCKREG_TORCH_THREADS") or os.environ.get("OMP_NUM_THREADS") or 0) or (
         os.cpu_count() or 1
     )
-    torch.set_num_threads(threads)
-    _threads_configured = True
 
 
 @contextmanager

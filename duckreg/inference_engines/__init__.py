@@ -9,36 +9,15 @@ here and one entry in ``ENGINES``.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from duckreg.inference_engines.base import Engine, EngineReport
 from duckreg.inference_engines.onnx_runtime import OnnxRuntimeEngine
+from duckreg.inference_engines.torch_engine import TorchEngine
 from duckreg.inference_engines.vllm import VllmEngine
 
-ENGINE_OPTION_KEYS = frozenset({"engine", "quantize", "quality_floor", "engine_args"})
+ENGINE_OPTION_KEYS = frozenset({"engine", "quantize", "quality_floor", "engine_args", "graph", "precision"})
 """``log_model`` options that choose and gate an engine."""
-
-
-class TorchEngine(Engine):
-    """The model's own torch forward pass: nothing to prepare or attach."""
-
-    name = "torch"
-
-    def check_options(self, options: dict[str, Any]) -> None:
-        if options.get("engine_args") is not None:
-            raise ValueError("options['engine_args'] holds vllm.LLM arguments; it needs options['engine'] = 'vllm'")
-        if options.get("quantize") is not None or options.get("quality_floor") is not None:
-            raise ValueError(
-                "options['quantize'] and options['quality_floor'] need options['engine'] = 'onnxruntime'; the torch "
-                "engine runs the logged weights as they are"
-            )
-
-    def prepare(self, model: Any, folder: Path, options: dict[str, Any], sample_texts: list[str]) -> EngineReport:
-        return EngineReport()
-
-    def attach(self, model: Any, folder: Path, options: dict[str, Any], device: str) -> None:
-        return None
 
 
 ENGINES: dict[str, Engine] = {engine.name: engine for engine in (TorchEngine(), OnnxRuntimeEngine(), VllmEngine())}

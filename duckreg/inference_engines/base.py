@@ -42,13 +42,26 @@ class Engine:
     def check_functions(self, functions: Sequence[Any], where: str) -> None:
         """Refuse, before anything is saved or run, a version whose functions this engine cannot answer."""
 
-    def load_model(self, folder: Path, task: str, options: dict[str, Any], device: str) -> Any | None:
+    def default_device(self) -> str:
+        """Where a version on this engine runs when its options name no device (a GPU torch can see, else CPU)."""
+        from duckreg import model_cache
+
+        return model_cache.default_device()
+
+    def load_model(
+        self, folder: Path, task: str, settings: dict[str, Any], options: dict[str, Any], device: str
+    ) -> Any | None:
         """At load time: a model object that answers on its own (the task calls it), or None to load the torch
-        pipeline and ``attach`` this engine to it."""
+        pipeline and ``attach`` this engine to it. ``settings`` are the pipeline's logged call settings."""
         return None
 
     def library_versions(self) -> dict[str, str]:
         """Versions of the libraries this engine computes with (part of every result cache key)."""
+        return {}
+
+    def run_conditions(self, options: dict[str, Any], device: str) -> dict[str, str]:
+        """What a version's results depend on in this process besides its files and libraries (the precision
+        it actually runs in here): part of its result cache key."""
         return {}
 
     def prepare(self, model: Any, folder: Path, options: dict[str, Any], sample_texts: list[str]) -> EngineReport:

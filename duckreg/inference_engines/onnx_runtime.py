@@ -9,29 +9,51 @@ keyword tensors and returns the same named outputs, so pipelines and tasks run u
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from duckreg.inference_engines.agreement import Agreement, shortfalls
+from duckreg import model_cache
+from duckreg.inference_engines.agreement import shortfalls
 from duckreg.inference_engines.base import Engine, EngineReport
+from duckreg.inference_engines.onnx_encoder import (
+    RUNTIME_FILE,
+    FastTokenizer,
+    OnnxEncoder,
+    light_settings,
+    read_config,
+    runs_light,
+    tokenizer_matches,
+)
+from duckreg.inference_engines.reference import (
+    Reference,
+    agreement_with,
+    encode,
+    graph_inputs,
+    relative_speed,
+    timing_batches,
+    torch_outputs,
+)
 
 ONNX_FILE = "onnx/model.onnx"
 QUANTIZATIONS = ("int8",)
-INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
 SKIPPED_OUTPUTS = frozenset({"hidden_states", "attentions", "past_key_values"})
 FP32_FLOORS = {"min_cosine": 0.9999, "label_agreement": 1.0}
 """An fp32 export must give torch's outputs: anything less is an export bug, never a trade-off."""
 INT8_FLOORS = {"mean_cosine": 0.99, "neighbour_overlap": 0.9, "label_agreement": 0.95}
 """Defaults for int8; ``options['quality_floor']`` lowers (or raises) any of them."""
-CHECK_BATCH = 8
 GELU_OPS = frozenset({"Erf", "Tanh", "Gelu", "FastGelu", "BiasGelu"})
 OPSET = 17
+FUSED_MARGIN = 1.02
+"""With ``graph="auto"`` the fused graph is kept when it runs at least this many times the plain one's speed
+on the sample batches (a margin over timing noise); ONNX Runtime applies some fusions itself when it loads."""
 
 
 def _require_onnxruntime() -> Any:
@@ -62,19 +84,6 @@ def floors_for(options: dict[str, Any]) -> dict[str, float]:
     return {**INT8_FLOORS, **{name: float(value) for name, value in given.items()}}
 
 
-def _graph_inputs(module: Any, tokenizer: Any) -> list[str]:
-    import inspect
-
-    accepted = inspect.signature(module.forward).parameters
-    produced = set(getattr(tokenizer, "model_input_names", INPUT_NAMES))
-    return [name for name in INPUT_NAMES if name in accepted and name in produced]
-
-
-def _encode(tokenizer: Any, texts: list[str], pairs: list[str] | None = None, tensors: str = "pt") -> Any:
-    limit = min(getattr(tokenizer, "model_max_length", 512) or 512, 512)
-    return tokenizer(texts, pairs, padding=True, truncation=True, max_length=limit, return_tensors=tensors)
-
-
 def _traceable(module: Any, inputs: list[str], outputs: list[str]) -> Any:
     """The torch module as a function of positional tensors returning a tuple (what the exporter traces)."""
     import torch
@@ -97,8 +106,8 @@ def export(module: Any, tokenizer: Any, target: Path) -> None:
 
     import torch
 
-    inputs = _graph_inputs(module, tokenizer)
-    sample = _encode(tokenizer, ["a short text", "a somewhat longer text, so that the batch is padded"])
+    inputs = graph_inputs(module, tokenizer)
+    sample = encode(tokenizer, ["a short text", "a somewhat longer text, so that the batch is padded"])
     feed = [sample[name] for name in inputs]
     with torch.inference_mode():
         probe = module(**dict(zip(inputs, feed, strict=True)))
@@ -200,10 +209,8 @@ def feed_forward_inputs(graph: Any, hops: int = 4) -> list[str]:
 def open_session(path: Path, device: str) -> Any:
     """An inference session on CUDA where the device and the installed ONNX Runtime allow, else the CPU."""
     onnxruntime = _require_onnxruntime()
-    import torch
-
     options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = torch.get_num_threads()
+    options.intra_op_num_threads = model_cache.compute_threads()
     options.inter_op_num_threads = 1
     options.log_severity_level = 3
     providers = ["CPUExecutionProvider"]
@@ -213,16 +220,23 @@ def open_session(path: Path, device: str) -> Any:
 
 
 class OnnxModule:
-    """Stands in for the torch module: keyword tensors in, named torch tensors out, run by ONNX Runtime."""
+    """Stands in for the torch module: keyword tensors in, named tensors out, run by ONNX Runtime.
 
-    def __init__(self, session: Any, config: Any, nbytes: int) -> None:
-        import torch
+    With ``tensors="pt"`` it takes and gives torch tensors (under a transformers pipeline); with
+    ``tensors="np"`` numpy arrays, and torch is never imported.
+    """
 
+    def __init__(self, session: Any, config: Any, nbytes: int, tensors: str = "pt") -> None:
         self.session = session
         self.config = config
         self.nbytes = nbytes
-        self.device = torch.device("cpu")
-        self.dtype = torch.float32
+        self.tensors = tensors
+        self.device: Any = "cpu"
+        if tensors == "pt":
+            import torch
+
+            self.device = torch.device("cpu")
+            self.dtype = torch.float32
         self.input_names = [i.name for i in session.get_inputs()]
         self.output_names = [o.name for o in session.get_outputs()]
         self.main_input_name = "input_ids"
@@ -232,18 +246,22 @@ class OnnxModule:
 
     def forward(self, **inputs: Any) -> OnnxOutputs:
         """Run the graph on the inputs it declares (``token_type_ids`` default to zeros)."""
-        import torch
-
         feed = {}
         for name in self.input_names:
             value = inputs.get(name)
             if value is None and name == "token_type_ids":
-                value = torch.zeros_like(inputs["input_ids"])
+                value = np.zeros(np.shape(inputs["input_ids"]), dtype=np.int64)
             if value is None:
                 raise ValueError(f"the ONNX graph needs input {name!r}")
-            feed[name] = value.detach().cpu().numpy().astype(np.int64, copy=False)
+            if not isinstance(value, np.ndarray):
+                value = value.detach().cpu().numpy()
+            feed[name] = value.astype(np.int64, copy=False)
         results = self.session.run(self.output_names, feed)
-        return OnnxOutputs(zip(self.output_names, (torch.from_numpy(r) for r in results), strict=True))
+        if self.tensors == "pt":
+            import torch
+
+            results = [torch.from_numpy(r) for r in results]
+        return OnnxOutputs(zip(self.output_names, results, strict=True))
 
     def eval(self) -> OnnxModule:
         return self
@@ -273,40 +291,54 @@ class OnnxOutputs(dict):
         return tuple(self.values())
 
 
-def _batches(texts: list[str]) -> Iterator[tuple[list[str], list[str] | None]]:
-    """Single texts, then text pairs (what question answering and NLI feed), in small batches."""
-    for start in range(0, len(texts), CHECK_BATCH):
-        yield texts[start : start + CHECK_BATCH], None
-    half = len(texts) // 2
-    for start in range(0, half, CHECK_BATCH):
-        yield texts[start : min(start + CHECK_BATCH, half)], texts[half + start : half + min(start + CHECK_BATCH, half)]
+def session_forward(session: Any) -> Any:
+    """``inputs -> outputs`` by name over numpy arrays, for the agreement gate and the timing."""
+    module = OnnxModule(session, None, 0, tensors="np")
+    return lambda batch: dict(module(**batch))
 
 
-def torch_reference(module: Any, tokenizer: Any, texts: list[str]) -> list[tuple[Any, dict[str, np.ndarray]]]:
-    """Torch's outputs on the check batches, computed once for every export compared against them."""
-    import torch
+@contextmanager
+def eager_attention(module: Any) -> Iterator[None]:
+    """Attention written out as MatMul and Softmax while exporting (the pattern ONNX Runtime's fusion
+    recognises), restored afterwards; a model without the switch exports as it is."""
+    config = getattr(module, "config", None)
+    before = getattr(config, "_attn_implementation", None)
+    switch = getattr(module, "set_attn_implementation", None)
+    if not callable(switch) or before in (None, "eager"):
+        yield
+        return
+    switch("eager")
+    try:
+        yield
+    finally:
+        switch(before)
 
-    inputs = _graph_inputs(module, tokenizer)
-    reference = []
-    with torch.inference_mode():
-        for singles, pairs in _batches(texts):
-            batch = _encode(tokenizer, singles, pairs)
-            outputs = module(**{name: batch[name] for name in inputs})
-            reference.append((batch, {name: value.float().numpy() for name, value in outputs.items()
-                                      if isinstance(value, torch.Tensor)}))  # fmt: skip
-    return reference
+
+def fuse(module: Any, tokenizer: Any, target: Path) -> dict[str, int]:
+    """Export with eager attention and fuse it with ONNX Runtime's transformer optimizer (attention, embedding
+    and skip LayerNorm, bias GELU); the fused operators by count, empty when no pattern matched."""
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    eager = target.with_name("eager.onnx")
+    with eager_attention(module):
+        export(module, tokenizer, eager)
+    config = module.config
+    heads = getattr(config, "num_attention_heads", None) or getattr(config, "n_heads", None) or 0
+    width = getattr(config, "hidden_size", None) or getattr(config, "dim", None) or 0
+    optimizer_log = logging.getLogger("onnxruntime.transformers")
+    level = optimizer_log.level
+    optimizer_log.setLevel(logging.ERROR)  # its notes on patterns it did not find are not the user's concern
+    try:
+        # opt_level 0: only the portable fusions; the session applies its own, machine-specific ones at load.
+        optimized = optimize_model(str(eager), model_type="bert", num_heads=heads, hidden_size=width, opt_level=0)
+    finally:
+        optimizer_log.setLevel(level)
+    operators = {name: count for name, count in optimized.get_fused_operator_statistics().items() if count}
+    optimized.save_model_to_file(str(target))
+    return operators
 
 
-def compare(reference: list[tuple[Any, dict[str, np.ndarray]]], session: Any, config: Any) -> dict[str, float]:
-    """Run the session on the reference's batches and summarise how closely it agrees with torch."""
-    candidate = OnnxModule(session, config, 0)
-    agreement = Agreement()
-    for batch, expected in reference:
-        produced = candidate(**batch)
-        mask = batch["attention_mask"].numpy()
-        for name in candidate.output_names:
-            agreement.add(name, expected[name], produced[name].numpy(), mask)
-    return agreement.summary()
+GRAPHS = ("auto", "fused", "plain")
 
 
 class OnnxRuntimeEngine(Engine):
@@ -315,13 +347,29 @@ class OnnxRuntimeEngine(Engine):
     name = "onnxruntime"
     reads_samples = True
     files = (ONNX_FILE.split("/")[0],)
+    own_threads = True
+    option_keys = ("graph",)
 
     def torch_device(self, device: str) -> str:
         return "cpu"  # the torch module only hands its config over; ONNX Runtime picks its own provider
 
+    def default_device(self) -> str:
+        onnxruntime = _require_onnxruntime()
+        return "cuda" if "CUDAExecutionProvider" in onnxruntime.get_available_providers() else "cpu"
+
     def check_options(self, options: dict[str, Any]) -> None:
         if options.get("engine_args") is not None:
             raise ValueError("options['engine_args'] holds vllm.LLM arguments; it needs options['engine'] = 'vllm'")
+        if options.get("precision") not in (None, "fp32"):
+            raise ValueError(
+                f"options['precision'] = {options['precision']!r} runs on the torch engine: ONNX Runtime's CPU "
+                "kernels compute in fp32 or int8 (options['quantize'] = 'int8')"
+            )
+        graph = options.get("graph", "auto")
+        if graph not in GRAPHS:
+            raise ValueError(f"options['graph'] must be one of {GRAPHS}, got {graph!r}")
+        if graph != "auto" and options.get("quantize") is not None:
+            raise ValueError("options['graph'] chooses among fp32 graphs; an int8 export quantizes the plain graph")
         _require_onnxruntime()
         floors_for(options)
 
@@ -330,45 +378,111 @@ class OnnxRuntimeEngine(Engine):
         module, tokenizer = model.model, model.tokenizer
         target = folder / ONNX_FILE
         target.parent.mkdir(parents=True, exist_ok=True)
-        reference = torch_reference(module, tokenizer, sample_texts)
+        reference = torch_outputs(module, tokenizer, sample_texts)
         with tempfile.TemporaryDirectory(prefix="duckreg-onnx-") as scratch:
             exported = Path(scratch) / "model.onnx"
             export(module, tokenizer, exported)
             if options.get("quantize") == "int8":
-                import onnx
-
-                # The fastest export that passes the floors: keep more in fp32 only when needed.
-                steps: list[tuple[str | None, list[str] | None]] = list(int8_ladder(onnx.load(str(exported)).graph))
+                figures = _best_int8(exported, target, reference, floors, len(sample_texts))
             else:
-                steps = [(None, None)]
-            for kept, fp32_nodes in steps:
-                if fp32_nodes is None:
-                    shutil.move(exported, target)
-                else:
-                    quantize_int8(exported, target, fp32_nodes)
-                figures: dict[str, Any] = compare(reference, open_session(target, "cpu"), module.config)
-                failed = shortfalls(figures, floors)
-                if not failed:
-                    if kept is not None:
-                        figures["fp32_kept"] = kept
-                    break
-        if failed:
-            kind = "int8" if options.get("quantize") else "fp32"
-            advice = (
-                ", even with every feed-forward MatMul kept fp32. Lower the floor with options['quality_floor'] if "
-                "the trade-off is acceptable, or log without quantize."
-                if options.get("quantize")
-                else ". Log it with the torch engine."
-            )
-            raise ValueError(
-                f"the {kind} ONNX export disagrees with torch on {len(sample_texts)} sample texts: "
-                f"{'; '.join(failed)}{advice}"
-            )
+                figures = _best_fp32(model, exported, target, reference, options.get("graph", "auto"), sample_texts)
+        matches = tokenizer_matches(folder, tokenizer, sample_texts)
+        runtime = {"tokenizer": "tokenizers" if matches else "transformers", "graph": figures["graph"]}
+        (folder / RUNTIME_FILE).write_text(json.dumps(runtime, indent=2) + "\n")
         return EngineReport(metrics={"engine_agreement": {"engine": self.name, **options_summary(options), **figures}})
+
+    def load_model(
+        self, folder: Path, task: str, settings: dict[str, Any], options: dict[str, Any], device: str
+    ) -> Any | None:
+        """Embedding and classification versions whose tokenizer checked out at log time: without torch."""
+        split = light_settings(task, settings)
+        if split is None or not runs_light(folder, task, settings):
+            return None
+        from duckreg.tasks.limits import clamp_tokenizer
+
+        path = folder / ONNX_FILE
+        module = OnnxModule(open_session(path, device), read_config(folder), path.stat().st_size, tensors="np")
+        tokenizer = FastTokenizer(folder)
+        clamp_tokenizer(tokenizer, module)
+        return OnnxEncoder(task, module, tokenizer, *split)
 
     def attach(self, model: Any, folder: Path, options: dict[str, Any], device: str) -> None:
         path = folder / ONNX_FILE
         model.model = OnnxModule(open_session(path, device), model.model.config, path.stat().st_size)
+
+
+def _gate(path: Path, reference: Reference, floors: dict[str, float]) -> tuple[dict[str, Any], list[str]]:
+    """The agreement figures of the graph at ``path`` and the floors it misses."""
+    figures: dict[str, Any] = agreement_with(reference, session_forward(open_session(path, "cpu")))
+    return figures, shortfalls(figures, floors)
+
+
+def _best_int8(
+    exported: Path, target: Path, reference: Reference, floors: dict[str, float], samples: int
+) -> dict[str, Any]:
+    """The fastest int8 step that passes the floors: keep more in fp32 only when needed."""
+    import onnx
+
+    failed: list[str] = []
+    for kept, fp32_nodes in int8_ladder(onnx.load(str(exported)).graph):
+        quantize_int8(exported, target, fp32_nodes)
+        figures, failed = _gate(target, reference, floors)
+        if not failed:
+            return {**figures, "fp32_kept": kept, "graph": "plain"}
+    raise ValueError(
+        f"the int8 ONNX export disagrees with torch on {samples} sample texts: {'; '.join(failed)}, even with every "
+        "feed-forward MatMul kept fp32. Lower the floor with options['quality_floor'] if the trade-off is "
+        "acceptable, or log without quantize."
+    )
+
+
+def _best_fp32(
+    model: Any, exported: Path, target: Path, reference: Reference, graph: str, texts: list[str]
+) -> dict[str, Any]:
+    """The plain export, or its fused form when it agrees as closely and (with ``graph="auto"``) runs faster."""
+    figures, failed = _gate(exported, reference, FP32_FLOORS)
+    if failed:
+        raise ValueError(
+            f"the fp32 ONNX export disagrees with torch on the sample texts: {'; '.join(failed)}. "
+            "Log it with the torch engine."
+        )
+    chosen, fusion = exported, _fusion(model, exported, reference, graph, texts)
+    if fusion.get("chosen"):
+        chosen = exported.with_name("fused.onnx")
+        figures = {name: fusion[name] for name in figures}
+    shutil.move(chosen, target)
+    return {**figures, "graph": "fused" if fusion.get("chosen") else "plain", "fusion": fusion}
+
+
+def _fusion(model: Any, exported: Path, reference: Reference, graph: str, texts: list[str]) -> dict[str, Any]:
+    """Try the fused graph beside ``exported``: what fused, how it agrees, how fast it runs, and whether it is
+    chosen. ``graph="fused"`` insists (a fused graph that fails the gate refuses the log), ``"plain"`` skips it."""
+    if graph == "plain":
+        return {"skipped": "options['graph'] = 'plain'"}
+    fused = exported.with_name("fused.onnx")
+    try:
+        operators = fuse(model.model, model.tokenizer, fused)
+    except Exception as exc:  # an architecture the optimizer does not know: the plain graph serves
+        if graph == "fused":
+            raise ValueError(f"ONNX Runtime's transformer optimizer cannot fuse this model: {exc}") from exc
+        return {"skipped": f"the optimizer failed: {type(exc).__name__}: {exc}"}
+    if not operators:
+        if graph == "fused":
+            raise ValueError("ONNX Runtime's transformer optimizer found nothing to fuse in this model")
+        return {"skipped": "no fusable pattern in this model"}
+    figures, failed = _gate(fused, reference, FP32_FLOORS)
+    outcome: dict[str, Any] = {"operators": operators, **figures}
+    if failed:
+        if graph == "fused":
+            raise ValueError(f"the fused ONNX graph disagrees with torch: {'; '.join(failed)}. Log it without "
+                             "options['graph'] = 'fused'.")  # fmt: skip
+        return {**outcome, "refused": "; ".join(failed), "chosen": False}
+    plain_forward, fused_forward = (
+        session_forward(open_session(exported, "cpu")),
+        session_forward(open_session(fused, "cpu")),
+    )
+    speed = relative_speed(plain_forward, fused_forward, timing_batches(model, texts), rounds=5)
+    return {**outcome, "speed_vs_plain": round(speed, 3), "chosen": graph == "fused" or speed > FUSED_MARGIN}
 
 
 def options_summary(options: dict[str, Any]) -> dict[str, Any]:

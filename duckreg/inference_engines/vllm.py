@@ -45,8 +45,12 @@ class VllmEngine(Engine):
     own_threads = True
 
     def check_options(self, options: dict[str, Any]) -> None:
-        if options.get("quantize") is not None or options.get("quality_floor") is not None:
-            raise ValueError("options['quantize'] and options['quality_floor'] apply to the onnxruntime engine only")
+        if any(options.get(key) is not None for key in ("quantize", "quality_floor", "graph")):
+            raise ValueError(
+                "options['quantize'], options['graph'] and options['quality_floor'] apply to the onnxruntime engine"
+            )
+        if options.get("precision") is not None:
+            raise ValueError("vLLM takes its precision as options['engine_args'] = {'dtype': ...}")
         arguments = options.get("engine_args")
         if arguments is not None and not isinstance(arguments, dict):
             raise ValueError(f"options['engine_args'] must be a dict of vllm.LLM arguments, got {arguments!r}")
@@ -79,7 +83,9 @@ class VllmEngine(Engine):
             raise ValueError(f"vLLM {_version()} cannot run {architectures}; keep this version on the torch engine")
         return EngineReport()
 
-    def load_model(self, folder: Path, task: str, options: dict[str, Any], device: str) -> Any:
+    def load_model(
+        self, folder: Path, task: str, settings: dict[str, Any], options: dict[str, Any], device: str
+    ) -> Any:
         return VllmChat(folder, task, dict(options.get("engine_args") or {}))
 
     def library_versions(self) -> dict[str, str]:

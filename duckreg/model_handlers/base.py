@@ -119,14 +119,14 @@ def library_versions(names: tuple[str, ...] = LOGGED_LIBRARIES) -> dict[str, str
 
 
 def warn_on_version_skew(logged: dict[str, str], model_name: str, version_name: str) -> None:
-    """Loading under another transformers major version may fail or change outputs: say so."""
-    import transformers
-
+    """Loading under another transformers major version may fail or change outputs: say so (read from the
+    installed package's metadata: a version that runs without transformers never imports it)."""
     then = logged.get("transformers")
-    if then and then.split(".")[0] != transformers.__version__.split(".")[0]:
+    now = library_versions(("transformers",)).get("transformers")
+    if then and now and then.split(".")[0] != now.split(".")[0]:
         warnings.warn(
             f"Model {model_name} version {version_name} was logged with transformers {then} and is loaded with "
-            f"{transformers.__version__}; outputs may differ.",
+            f"{now}; outputs may differ.",
             RuntimeWarning,
             stacklevel=3,
         )

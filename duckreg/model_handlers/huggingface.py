@@ -294,7 +294,7 @@ class HuggingFaceHandler(ModelHandler):
 
     def load(self, folder: Path, manifest: Manifest, device: str) -> Any:
         engine = engine_for(manifest.options)
-        own = engine.load_model(folder, manifest.task or "", manifest.options, device)
+        own = engine.load_model(folder, manifest.task or "", manifest.pipeline_settings, manifest.options, device)
         if own is not None:
             return own
         model = load_pipeline(

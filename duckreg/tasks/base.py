@@ -6,10 +6,13 @@ logged pipeline, and the runtime hands it length-sorted, de-duplicated rows to p
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
 
 from duckreg.model_signature import ModelSignature
 
@@ -184,3 +187,23 @@ def as_nested_result_list(result: Any, count: int) -> list[Any]:
     if count == 1 and isinstance(result, list) and (not result or isinstance(result[0], dict)):
         return [result]
     return list(result)
+
+
+def no_grad() -> AbstractContextManager[Any]:
+    """Torch's inference mode when torch is in the process; nothing otherwise (an engine that computes in
+    numpy never imports torch, and a torch model cannot exist without it)."""
+    torch = sys.modules.get("torch")
+    return torch.inference_mode() if torch is not None else nullcontext()
+
+
+def tensor_kind(model: Any) -> str:
+    """What the model's tokenizer should return and its forward pass takes: ``"np"`` for a model that
+    computes in numpy (an ONNX export loaded without torch), else torch's ``"pt"``."""
+    return getattr(model, "tensors", "pt")
+
+
+def to_numpy(value: Any) -> Any:
+    """A float32 numpy array of a model output (a torch tensor on any device, or numpy already)."""
+    if isinstance(value, np.ndarray):
+        return value.astype(np.float32, copy=False)
+    return value.float().cpu().numpy()

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from duckreg.model_signature import DataType, FeatureSpec, ModelSignature
-from duckreg.tasks.base import InferredFunction, RunContext, Task
+from duckreg.tasks.base import InferredFunction, RunContext, Task, no_grad, tensor_kind, to_numpy
 from duckreg.tasks.limits import check_lengths
 
 POOLINGS = ("mean", "cls")
@@ -45,8 +45,6 @@ class FeatureExtraction(Task):
         return InferredFunction(signature)
 
     def predict(self, ctx: RunContext, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-        import torch
-
         pipe = ctx.model
         pooling = ctx.options.get("pooling", "mean")
         normalize = ctx.options.get("normalize", True)
@@ -55,21 +53,25 @@ class FeatureExtraction(Task):
         if not ctx.options.get("truncation", True):
             check_lengths("inputs", texts, pipe.tokenizer, what="split it, or log the model without "
                           "options={'truncation': False} to embed its start")  # fmt: skip
+        tensors = tensor_kind(pipe)
         out: list[dict[str, Any]] = []
-        with torch.inference_mode():
+        with no_grad():
             for start in range(0, len(texts), ctx.batch_size):
                 batch = pipe.tokenizer(
                     texts[start : start + ctx.batch_size],
                     padding=True,
                     truncation=True,
                     max_length=max_length,
-                    return_tensors="pt",
-                ).to(pipe.model.device)
+                    return_tensors=tensors,
+                )
+                if tensors == "pt":
+                    batch = batch.to(pipe.model.device)
                 hidden = pipe.model(**batch).last_hidden_state
-                if hidden.device.type == "cpu":
-                    pooled = _pool_numpy(hidden.float().numpy(), batch["attention_mask"].numpy(), pooling, normalize)
+                if tensors == "pt" and hidden.device.type != "cpu":
+                    pooled = to_numpy(_pool_torch(hidden, batch["attention_mask"], pooling, normalize))
                 else:
-                    pooled = _pool_torch(hidden, batch["attention_mask"], pooling, normalize).float().cpu().numpy()
+                    mask = np.asarray(batch["attention_mask"])
+                    pooled = _pool_numpy(to_numpy(hidden), mask, pooling, normalize)
                 out.extend({"embedding": vector} for vector in pooled)
         return out
 

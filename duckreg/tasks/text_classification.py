@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from duckreg.model_signature import DataType, FeatureSpec, ModelSignature
-from duckreg.tasks.base import InferredFunction, RunContext, Task, declared
+from duckreg.tasks.base import InferredFunction, RunContext, Task, declared, no_grad, tensor_kind, to_numpy
 from duckreg.tasks.limits import check_lengths, truncates
 from duckreg.values import to_json
 
@@ -99,22 +99,22 @@ def _scores(pipe: Any, rows: Sequence[dict[str, Any]], batch_size: int, function
     Rows with a ``text_pair`` are tokenized as pairs; the runtime hands rows sorted by length, so a
     batch pads little.
     """
-    import torch
-
+    tensors = tensor_kind(pipe)
     tokenizer_kwargs = {"padding": True, **(getattr(pipe, "_preprocess_params", None) or {})}
     forward_kwargs = {"use_cache": False} if "use_cache" in inspect.signature(pipe.model.forward).parameters else {}
     logits = np.empty((len(rows), pipe.model.config.num_labels), dtype=np.float32)
     paired = [i for i, row in enumerate(rows) if row.get("text_pair")]
     single = [i for i, row in enumerate(rows) if not row.get("text_pair")]
-    with torch.inference_mode():
+    with no_grad():
         for indices in (single, paired):
             for start in range(0, len(indices), batch_size):
                 batch = indices[start : start + batch_size]
                 texts = [rows[i]["text"] for i in batch]
                 pairs = [rows[i]["text_pair"] for i in batch] if indices is paired else None
-                encoded = pipe.tokenizer(texts, text_pair=pairs, return_tensors="pt", **tokenizer_kwargs)
-                output = pipe.model(**encoded.to(pipe.model.device), **forward_kwargs)
-                logits[batch] = output["logits"].float().cpu().numpy()
+                encoded = pipe.tokenizer(texts, text_pair=pairs, return_tensors=tensors, **tokenizer_kwargs)
+                if tensors == "pt":
+                    encoded = encoded.to(pipe.model.device)
+                logits[batch] = to_numpy(pipe.model(**encoded, **forward_kwargs)["logits"])
     if function == "sigmoid":
         return 1.0 / (1.0 + np.exp(-logits))
     if function == "softmax":
