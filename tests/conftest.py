@@ -42,6 +42,7 @@ TINY_MODELS: dict[str, Callable[[Path], Path]] = {
     "audio-classification": tiny_models.wav2vec2_audio_classification,
     "image-classification": tiny_models.vit_image_classification,
     "speech-recognition": tiny_models.wav2vec2_ctc,
+    "roberta-classification": tiny_models.roberta_text_classification,
 }
 
 

@@ -179,6 +179,26 @@ def bart_seq2seq(folder: Path, seed: int = 8, positions: int = 256) -> Path:
     return _save(transformers.BartForConditionalGeneration(config), tok, folder)
 
 
+def roberta_text_classification(folder: Path, seed: int = 16) -> Path:
+    """A RoBERTa classifier: byte-level BPE with <s>/</s> pairs, and positions offset past the padding index."""
+    _seed(seed)
+    special = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
+    tok = bytelevel_bpe_tokenizer(folder, cls=transformers.RobertaTokenizerFast, special=special)
+    config = transformers.RobertaConfig(
+        vocab_size=len(tok),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=66,
+        pad_token_id=tok.pad_token_id,
+        num_labels=3,
+        id2label={0: "bad", 1: "meh", 2: "good"},
+        label2id={"bad": 0, "meh": 1, "good": 2},
+    )
+    return _save(transformers.RobertaForSequenceClassification(config), tok, folder)
+
+
 def t5_translation(folder: Path, seed: int = 9) -> Path:
     """A T5 with the T5-style task prefixes in ``task_specific_params``."""
     import tokenizers

@@ -325,14 +325,15 @@ def fuse(module: Any, tokenizer: Any, target: Path) -> dict[str, int]:
     config = module.config
     heads = getattr(config, "num_attention_heads", None) or getattr(config, "n_heads", None) or 0
     width = getattr(config, "hidden_size", None) or getattr(config, "dim", None) or 0
-    optimizer_log = logging.getLogger("onnxruntime.transformers")
-    level = optimizer_log.level
-    optimizer_log.setLevel(logging.ERROR)  # its notes on patterns it did not find are not the user's concern
+    # Its modules log under their bare names ("fusion_attention", ...) about patterns they did not find:
+    # notes for its developers, not for someone logging a model.
+    disabled = logging.root.manager.disable
+    logging.disable(logging.WARNING)
     try:
         # opt_level 0: only the portable fusions; the session applies its own, machine-specific ones at load.
         optimized = optimize_model(str(eager), model_type="bert", num_heads=heads, hidden_size=width, opt_level=0)
     finally:
-        optimizer_log.setLevel(level)
+        logging.disable(disabled)
     operators = {name: count for name, count in optimized.get_fused_operator_statistics().items() if count}
     optimized.save_model_to_file(str(target))
     return operators
@@ -446,7 +447,7 @@ def _best_fp32(
             f"the fp32 ONNX export disagrees with torch on the sample texts: {'; '.join(failed)}. "
             "Log it with the torch engine."
         )
-    chosen, fusion = exported, _fusion(model, exported, reference, graph, texts)
+    chosen, fusion = exported, fusion_candidate(model, exported, reference, graph, texts)
     if fusion.get("chosen"):
         chosen = exported.with_name("fused.onnx")
         figures = {name: fusion[name] for name in figures}
@@ -454,7 +455,7 @@ def _best_fp32(
     return {**figures, "graph": "fused" if fusion.get("chosen") else "plain", "fusion": fusion}
 
 
-def _fusion(model: Any, exported: Path, reference: Reference, graph: str, texts: list[str]) -> dict[str, Any]:
+def fusion_candidate(model: Any, exported: Path, reference: Reference, graph: str, texts: list[str]) -> dict[str, Any]:
     """Try the fused graph beside ``exported``: what fused, how it agrees, how fast it runs, and whether it is
     chosen. ``graph="fused"`` insists (a fused graph that fails the gate refuses the log), ``"plain"`` skips it."""
     if graph == "plain":

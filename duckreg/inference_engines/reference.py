@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from duckreg.inference_engines.agreement import Agreement
+from duckreg.tasks.limits import positions
 
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
 CHECK_BATCH = 8
@@ -30,9 +31,14 @@ def graph_inputs(module: Any, tokenizer: Any) -> list[str]:
     return [name for name in INPUT_NAMES if name in accepted and name in produced]
 
 
-def encode(tokenizer: Any, texts: list[str], pairs: list[str] | None = None, tensors: str = "pt") -> Any:
-    """A padded batch as encoder engines read it: truncated to the model's length (512 at most)."""
+def encode(
+    tokenizer: Any, texts: list[str], pairs: list[str] | None = None, tensors: str = "pt", module: Any = None
+) -> Any:
+    """A padded batch as encoder engines read it: truncated to what the tokenizer and the model (``module``'s
+    positions) take, 512 tokens at most."""
     limit = min(getattr(tokenizer, "model_max_length", 512) or 512, 512)
+    if module is not None:
+        limit = min(limit, positions(module) or limit)
     return tokenizer(texts, pairs, padding=True, truncation=True, max_length=limit, return_tensors=tensors)
 
 
@@ -53,7 +59,7 @@ def torch_outputs(module: Any, tokenizer: Any, texts: list[str]) -> Reference:
     reference = []
     with torch.inference_mode():
         for singles, pairs in check_batches(texts):
-            batch = encode(tokenizer, singles, pairs)
+            batch = encode(tokenizer, singles, pairs, module=module)
             outputs = module(**{name: batch[name] for name in inputs})
             reference.append((
                 {name: batch[name].numpy() for name in inputs},
@@ -83,7 +89,7 @@ def timing_batches(model: Any, texts: list[str], size: int = 32) -> list[dict[st
     ordered = sorted(texts, key=len)
     batches = []
     for start in range(0, len(ordered), size):
-        encoded = encode(model.tokenizer, ordered[start : start + size], tensors="np")
+        encoded = encode(model.tokenizer, ordered[start : start + size], tensors="np", module=model.model)
         batches.append({name: encoded[name] for name in inputs})
     return batches
 

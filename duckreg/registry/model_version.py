@@ -249,10 +249,13 @@ class ModelVersion:
         quality_floor: dict[str, float] | None = None,
         sample_input_data: Any = None,
         engine_args: dict[str, Any] | None = None,
+        precision: str | None = None,
+        graph: str | None = None,
     ) -> dict[str, Any]:
         """Run this version on another inference engine from now on, as if logged with
-        ``options={"engine": engine, "quantize": ..., "quality_floor": ..., "engine_args": ...}``
-        (``engine_args``: ``vllm.LLM`` arguments for the vllm engine).
+        ``options={"engine": engine, "quantize": ..., "quality_floor": ..., "engine_args": ..., "precision": ...,
+        "graph": ...}`` (``engine_args``: ``vllm.LLM`` arguments for the vllm engine; ``precision="bf16"``: the
+        torch engine in bfloat16; ``graph``: the onnxruntime engine's ``"auto"``, ``"fused"`` or ``"plain"``).
 
         The export is checked against the torch weights on ``sample_input_data`` (or built-in texts)
         and refused below the floors, exactly as at log time; the figures become the
@@ -260,7 +263,14 @@ class ModelVersion:
         Results cached for the old engine are dropped. Other processes see the change when they next
         open the registry.
         """
-        options = {"engine": engine, "quantize": quantize, "quality_floor": quality_floor, "engine_args": engine_args}
+        options = {
+            "engine": engine,
+            "quantize": quantize,
+            "quality_floor": quality_floor,
+            "engine_args": engine_args,
+            "precision": precision,
+            "graph": graph,
+        }
         return self._context.set_engine(self, options, sample_input_data)
 
     def show_metrics(self) -> dict[str, Any]:
