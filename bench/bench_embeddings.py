@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 import torch
 import transformers
-from _machine import cpu_description, encoder_flops, gemm_peak_gflops, peak_memory_mib, roofline
+from _machine import cpu_description, encoder_flops, peak_memory_mib, roofline
 from _timing import race
 
 import duckreg
@@ -142,7 +142,7 @@ def main() -> None:
         sql = f"SELECT minilm__{version}(text) FROM docs ORDER BY rowid"
 
         def run_sql(version: str = version, sql: str = sql) -> None:
-            column = con.execute(sql).to_arrow_table().column(0).combine_chunks()  # FLOAT[384] straight into numpy
+            column = con.sql(sql).to_arrow_table().column(0).combine_chunks()  # FLOAT[384] straight into numpy
             vectors[version] = column.flatten().to_numpy().reshape(len(column), -1)
 
         contenders[version] = (label, run_sql)
@@ -163,8 +163,8 @@ def main() -> None:
     tokens = [len(ids) for ids in tokenizer(texts, truncation=True)["input_ids"]]
     flops = encoder_flops(model.config, tokens)
     print(f"\nmean tokens per text: {np.mean(tokens):.1f}")
-    roofline(rates, {key: label for key, (label, _) in contenders.items()}, flops, gemm_peak_gflops())
-    print(f"bf16 GEMM peak here: {gemm_peak_gflops('bfloat16'):.0f} GFLOP/s; peak RSS {peak_memory_mib():.0f} MiB")
+    roofline(rates, {key: label for key, (label, _) in contenders.items()}, flops)
+    print(f"\npeak RSS {peak_memory_mib():.0f} MiB")
 
 
 if __name__ == "__main__":

@@ -381,8 +381,7 @@ class FunctionRunner:
     def _scope(self, params: dict[str, Any]) -> result_cache.Scope:
         version = self.version
         content = version.content_digest
-        device = version.manifest.options.get("device") or version.engine.default_device()
-        conditions = version.engine.run_conditions(version.manifest.options, device)
+        conditions = version.engine.run_conditions(version.manifest.options)
         libraries = {**_engine_versions(), **version.engine.library_versions(), **conditions}
         namespace = result_cache.digest(content, self.function.name, params, libraries)
         return result_cache.Scope(namespace, content, version.model_name, version.version_name)

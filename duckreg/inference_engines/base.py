@@ -59,9 +59,10 @@ class Engine:
         """Versions of the libraries this engine computes with (part of every result cache key)."""
         return {}
 
-    def run_conditions(self, options: dict[str, Any], device: str) -> dict[str, str]:
+    def run_conditions(self, options: dict[str, Any]) -> dict[str, str]:
         """What a version's results depend on in this process besides its files and libraries (the precision
-        it actually runs in here): part of its result cache key."""
+        it actually runs in here): part of its result cache key. Cheap: a cached answer needs it, and
+        should not wait for torch to import."""
         return {}
 
     def prepare(self, model: Any, folder: Path, options: dict[str, Any], sample_texts: list[str]) -> EngineReport:

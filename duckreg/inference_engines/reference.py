@@ -83,15 +83,34 @@ def agreement_with(reference: Reference, forward: Forward) -> dict[str, float]:
     return agreement.summary()
 
 
-def timing_batches(model: Any, texts: list[str], size: int = 32) -> list[dict[str, np.ndarray]]:
-    """The sample texts as a SQL call batches them: sorted by length, in batches of ``size`` (numpy inputs)."""
+TIMED_LENGTHS = (16, 64, 256)
+"""Tokens per row of the batches engines are timed on: a short sentence, a paragraph, a page. Which graph
+or precision is faster changes with length (a fused attention loses on short rows and wins on long ones)."""
+
+
+def length_batches(model: Any, texts: list[str], size: int = 32) -> dict[int, dict[str, np.ndarray]]:
+    """One batch of ``size`` rows per timed length (capped at what the model reads), cut from the sample
+    texts joined into one long text, so the ids are real tokens."""
     inputs = graph_inputs(model.model, model.tokenizer)
-    ordered = sorted(texts, key=len)
-    batches = []
-    for start in range(0, len(ordered), size):
-        encoded = encode(model.tokenizer, ordered[start : start + size], tensors="np", module=model.model)
-        batches.append({name: encoded[name] for name in inputs})
+    long_text = " ".join(texts * (1 + 2000 // max(1, len(" ".join(texts).split()))))
+    limit = min(getattr(model.tokenizer, "model_max_length", 512) or 512, 512, positions(model.model) or 512)
+    batches = {}
+    for length in sorted({min(length, limit) for length in TIMED_LENGTHS}):
+        encoded = model.tokenizer(
+            [long_text] * size, padding=True, truncation=True, max_length=length, return_tensors="np"
+        )
+        batches[length] = {name: encoded[name] for name in inputs}
     return batches
+
+
+def speeds_by_length(
+    baseline: Forward, candidate: Forward, batches: dict[int, dict[str, np.ndarray]], rounds: int = 3
+) -> dict[str, float]:
+    """``candidate``'s speed over ``baseline``'s at each timed length, as ``{"16 tokens": 0.87, ...}``."""
+    return {
+        f"{length} tokens": round(relative_speed(baseline, candidate, [batch], rounds), 3)
+        for length, batch in batches.items()
+    }
 
 
 def relative_speed(baseline: Forward, candidate: Forward, batches: list[dict[str, np.ndarray]], rounds: int) -> float:

@@ -22,7 +22,7 @@ import numpy as np
 
 from duckreg.inference_engines.agreement import shortfalls
 from duckreg.inference_engines.base import Engine, EngineReport
-from duckreg.inference_engines.reference import agreement_with, relative_speed, timing_batches, torch_outputs
+from duckreg.inference_engines.reference import agreement_with, length_batches, speeds_by_length, torch_outputs
 
 PRECISIONS = ("fp32", "bf16")
 BF16_FLOORS = {"mean_cosine": 0.999, "neighbour_overlap": 0.95, "label_agreement": 0.95}
@@ -110,8 +110,8 @@ class TorchEngine(Engine):
                 f"bf16 weights disagree with fp32 on {len(sample_texts)} sample texts: {'; '.join(failed)}. Lower the "
                 "floor with options['quality_floor'] if the trade-off is acceptable, or log without precision."
             )
-        batches = timing_batches(model, sample_texts)
-        figures["speed_vs_fp32"] = round(relative_speed(_forward(module), _forward(halved), batches, rounds=3), 3)
+        batches = length_batches(model, sample_texts)
+        figures["speed_vs_fp32"] = speeds_by_length(_forward(module), _forward(halved), batches)
         figures["cpu_bf16"] = cpu_has_bf16()
         if not figures["cpu_bf16"]:
             warnings.warn(_fallback_message("this version"), RuntimeWarning, stacklevel=2)
@@ -126,9 +126,10 @@ class TorchEngine(Engine):
             return
         model.model.to(_bfloat16())
 
-    def run_conditions(self, options: dict[str, Any], device: str) -> dict[str, str]:
+    def run_conditions(self, options: dict[str, Any]) -> dict[str, str]:
         if options.get("precision", "fp32") != "bf16":
             return {}
+        device = options.get("device") or self.default_device()
         return {"precision": "bf16" if bf16_runs_on(device) else "fp32"}
 
 
