@@ -21,6 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _machine import cpu_description
+
 TESTS = Path(__file__).resolve().parent.parent / "tests"
 MEGABYTE_TEXT = "expr = ('the cat sat on the mat and ate an apple ' * 24000)[:1_000_000]"
 
@@ -144,6 +146,7 @@ def main() -> None:
     parser.add_argument("--case", nargs="+", choices=sorted(CASES), default=sorted(CASES))
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds one case may run")
     args = parser.parse_args()
+    print(f"CPU: {cpu_description()}", flush=True)
     root = Path(tempfile.mkdtemp(prefix="audit-limits-"))
     db = str(root / "audit.duckdb")
     models = {case: CASES[case][:3] for case in args.case}

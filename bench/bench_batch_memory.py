@@ -15,6 +15,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from _machine import cpu_description
+
 CHILD = r"""
 import json, resource, sys, tempfile, time
 from pathlib import Path
@@ -53,6 +55,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, nargs="+", default=[20_000, 200_000])
     args = parser.parse_args()
+    print(f"CPU: {cpu_description()}", flush=True)
     tests = str(Path(__file__).resolve().parent.parent / "tests")
     results = []
     for rows in args.rows:

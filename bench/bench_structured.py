@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import torch
+from _machine import cpu_description
 
 SCHEMA = {
     "type": "object",
@@ -103,6 +104,7 @@ def main() -> None:
     parser.add_argument("--vocab", type=int, default=8000)
     parser.add_argument("--rows", type=int, default=64)
     args = parser.parse_args()
+    print(f"CPU: {cpu_description()}", flush=True)
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as tmp:
         tokenizer = bpe_tokenizer(Path(tmp), args.vocab)

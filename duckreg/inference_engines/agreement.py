@@ -107,3 +107,14 @@ def shortfalls(figures: dict[str, float], floors: dict[str, float]) -> list[str]
         for name, floor in floors.items()
         if name in figures and figures[name] < floor
     ]
+
+
+def floors_over(defaults: dict[str, float], given: object) -> dict[str, float]:
+    """``defaults`` with the user's ``options['quality_floor']`` over them, each a number from 0 to 1 naming
+    one of the default floors (a ``ValueError`` otherwise)."""
+    if not isinstance(given, dict) or not set(given) <= set(defaults):
+        raise ValueError(f"options['quality_floor'] must be a dict with keys among {sorted(defaults)}, got {given!r}")
+    for name, value in given.items():
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value <= 1:
+            raise ValueError(f"options['quality_floor'][{name!r}] must be a number from 0 to 1, got {value!r}")
+    return {**defaults, **{name: float(value) for name, value in given.items()}}

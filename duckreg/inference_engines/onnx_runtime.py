@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from duckreg import model_cache
-from duckreg.inference_engines.agreement import shortfalls
+from duckreg.inference_engines.agreement import floors_over, shortfalls
 from duckreg.inference_engines.base import Engine, EngineReport
 from duckreg.inference_engines.onnx_encoder import (
     RUNTIME_FILE,
@@ -75,14 +75,7 @@ def floors_for(options: dict[str, Any]) -> dict[str, float]:
         return dict(INT8_FLOORS if quantize else FP32_FLOORS)
     if quantize is None:
         raise ValueError("options['quality_floor'] applies to a quantized export; fp32 must match torch")
-    if not isinstance(given, dict) or not set(given) <= set(INT8_FLOORS):
-        raise ValueError(
-            f"options['quality_floor'] must be a dict with keys among {sorted(INT8_FLOORS)}, got {given!r}"
-        )
-    for name, value in given.items():
-        if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value <= 1:
-            raise ValueError(f"options['quality_floor'][{name!r}] must be a number from 0 to 1, got {value!r}")
-    return {**INT8_FLOORS, **{name: float(value) for name, value in given.items()}}
+    return floors_over(INT8_FLOORS, given)
 
 
 def _traceable(module: Any, inputs: list[str], outputs: list[str]) -> Any:

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from duckreg.inference_engines.agreement import shortfalls
+from duckreg.inference_engines.agreement import floors_over, shortfalls
 from duckreg.inference_engines.base import Engine, EngineReport
 from duckreg.inference_engines.reference import agreement_with, length_batches, speeds_by_length, torch_outputs
 
@@ -61,16 +61,7 @@ def bf16_runs_on(device: str) -> bool:
 def floors_for(options: dict[str, Any]) -> dict[str, float]:
     """The floors a bf16 version must reach: the defaults, or the user's ``quality_floor`` over them."""
     given = options.get("quality_floor")
-    if given is None:
-        return dict(BF16_FLOORS)
-    if not isinstance(given, dict) or not set(given) <= set(BF16_FLOORS):
-        raise ValueError(
-            f"options['quality_floor'] must be a dict with keys among {sorted(BF16_FLOORS)}, got {given!r}"
-        )
-    for name, value in given.items():
-        if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value <= 1:
-            raise ValueError(f"options['quality_floor'][{name!r}] must be a number from 0 to 1, got {value!r}")
-    return {**BF16_FLOORS, **{name: float(value) for name, value in given.items()}}
+    return dict(BF16_FLOORS) if given is None else floors_over(BF16_FLOORS, given)
 
 
 class TorchEngine(Engine):
