@@ -223,9 +223,41 @@ def match_columns(available: Sequence[Any], runner: FunctionRunner) -> list[Any 
 class RowFailure(ValueError):
     """A forward batch failed because of one of its rows (``position`` among the rows it was given)."""
 
-    def __init__(self, message: str, position: int) -> None:
+    def __init__(self, message: str, position: int, refusal: Refusal | None = None) -> None:
         super().__init__(message)
         self.position = position
+        self.refusal = refusal
+
+
+REFUSED = "__duckreg_refused__"
+"""The key of a result cache entry that holds a row's refusal instead of its answer."""
+
+
+class Refusal(str):
+    """A row's error that follows from its input and the version alone (the task refused the input: too
+    long, malformed): the same row is refused again, so the refusal is cached like an answer and a
+    repeated query does not load the model to hear it again. Failures of the run (a crash, a fetch that
+    timed out) are plain strings and never cached."""
+
+    context: str
+    reason: str
+
+    def __new__(cls, context: str, reason: str, row: int) -> Refusal:
+        made = super().__new__(cls, f"{context}, row {row}: {reason}")
+        made.context, made.reason = context, reason
+        return made
+
+    def stored(self) -> dict[str, list[str]]:
+        """What the result cache keeps: the message without its row number (another query's row differs)."""
+        return {REFUSED: [self.context, self.reason]}
+
+    @classmethod
+    def restored(cls, stored: Any, row: int) -> Refusal | None:
+        """The refusal a cache entry holds, named for ``row``; None for an entry that holds an answer."""
+        if isinstance(stored, dict) and REFUSED in stored:
+            context, reason = stored[REFUSED]
+            return cls(context, reason, row)
+        return None
 
 
 ON_ERROR = ("raise", "null")
@@ -397,7 +429,8 @@ class FunctionRunner:
         """Results for ``rows``: those of a deterministic function come from the result cache when kept there.
 
         With ``errors``, rows that fail are isolated (``_isolate``): None here, their message in ``errors``.
-        A failed row is never cached, so the next call tries it again.
+        A row the task refused is cached as its ``Refusal``; a row that failed otherwise is never cached,
+        so the next call tries it again.
         """
 
         def compute(indices: list[int]) -> list[dict[str, Any] | None]:
@@ -430,12 +463,29 @@ class FunctionRunner:
         except TypeError:  # an input value with no stable form: compute without the cache
             return compute(everything)
         found = cache.get_many([key for key in keys if key is not None], scope)
+        self._replay_refusals(keys, found, numbers, errors)
         missing = [i for i, key in enumerate(keys) if key is None or key not in found]
         computed = compute(missing) if missing else []
-        cache.put_many(scope, [(keys[i], result) for i, result in zip(missing, computed, strict=True)
-                               if keys[i] is not None and result is not None])  # fmt: skip
+        stored = [(keys[i], result) for i, result in zip(missing, computed, strict=True) if result is not None]
+        refused = [(keys[i], errors[i].stored()) for i in missing if isinstance((errors or {}).get(i), Refusal)]
+        cache.put_many(scope, [(key, value) for key, value in stored + refused if key is not None])
         fresh = dict(zip(missing, computed, strict=True))
-        return [fresh[i] if i in fresh else found[key] for i, key in enumerate(keys)]
+        return [
+            fresh[i] if i in fresh else None if errors and i in errors else found[key] for i, key in enumerate(keys)
+        ]
+
+    @staticmethod
+    def _replay_refusals(
+        keys: list[str | None], found: dict[str, Any], numbers: list[int], errors: dict[int, str] | None
+    ) -> None:
+        """Cached refusals become this call's errors (named for its rows), or under ``raise`` its error."""
+        for i, key in enumerate(keys):
+            refusal = Refusal.restored(found.get(key), numbers[i]) if key is not None else None
+            if refusal is None:
+                continue
+            if errors is None:
+                raise ValueError(str(refusal))
+            errors[i] = refusal
 
     def _locate(
         self, rows: list[dict[str, Any]], params: dict[str, Any], numbers: list[int], error: Exception
@@ -473,7 +523,7 @@ class FunctionRunner:
             raise
         except RowFailure as exc:
             if len(rows) == 1:
-                return [None], {0: str(exc)}
+                return [None], {0: exc.refusal or str(exc)}
             parts = [[exc.position], [i for i in range(len(rows)) if i != exc.position]]
         except (ValueError, RuntimeError) as exc:
             if len(rows) == 1:
@@ -575,9 +625,10 @@ class FunctionRunner:
             if exc.row is None:
                 raise ValueError(f"{where}: {exc.message}") from None
             position = order[start + exc.row]
-            if numbers is not None:
-                where += f", row {numbers[position]}"
-            raise RowFailure(f"{where}: {exc.message}", position) from None
+            if numbers is None:
+                raise RowFailure(f"{where}: {exc.message}", position) from None
+            refusal = Refusal(where, exc.message, numbers[position])
+            raise RowFailure(str(refusal), position, refusal) from None
         except Exception as exc:
             raise RuntimeError(f"{self.context()} failed: {type(exc).__name__}: {exc}") from exc
         if len(predicted) != len(rows):

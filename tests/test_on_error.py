@@ -87,6 +87,21 @@ def test_a_row_that_fails_its_whole_batch_is_isolated_and_never_cached(fragile, 
         fragile.run(pd.DataFrame({"text": texts}))
 
 
+def test_a_refused_row_is_cached_as_its_refusal_and_said_again_without_loading_the_model(qa) -> None:
+    from duckreg import model_cache
+
+    frame = _questions()
+    first = qa.run(frame, on_error="null")
+    model_cache.CACHE.clear()
+    loads = model_cache.CACHE.loads
+    pd.testing.assert_frame_equal(qa.run(frame, on_error="null"), first)
+    moved = qa.run(frame.iloc[[1, 0]].reset_index(drop=True), on_error="null")
+    assert moved["_error"][0] == first["_error"][1].replace("row 2", "row 1")
+    with pytest.raises(ValueError, match=r"Model qa version v1, function __CALL__, column 'question', row 2: "):
+        qa.run(frame)
+    assert model_cache.CACHE.loads == loads  # answers and refusals alike came from the result cache
+
+
 def test_sql_on_error_null_per_call_and_per_session_and_duckreg_errors_joins_back(qa, registry) -> None:
     con = registry.register_functions()
     frame = _questions()
