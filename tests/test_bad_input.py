@@ -125,7 +125,7 @@ def test_a_text_longer_than_the_model_reads_is_refused_by_name_where_the_pipelin
     mv = shop.get_model("tc").default
     megabyte = "good " * 200_000
     expected = (
-        rf"{CONTEXT}, column 'text': an input of (at least )?\d+ tokens \('good good .*'\) is longer than the 512"
+        rf"{CONTEXT}, column 'text', row 2: an input of (at least )?\d+ tokens \('good good .*'\) is longer than the 512"
     )
     with pytest.raises(ValueError, match=expected):
         mv.run(_frame(text=["fine", megabyte]))
@@ -149,10 +149,10 @@ def test_other_tasks_that_do_not_truncate_refuse_a_long_input_by_name(
     pipe = transformers.pipeline(task, model=str(model_dirs[task]))
     mv = registry.log_model(pipe, model_name="long", version_name="v1")
     context = f"Model long version v1, function __CALL__, column '{column}'"
-    expected = rf"{context}: an input of (at least )?\d+ tokens .*{re.escape(why)}"
+    expected = rf"{context}, row 2: an input of (at least )?\d+ tokens .*{re.escape(why)}"
     with pytest.raises(ValueError, match=expected):
         mv.run(_frame(**{column: ["good [MASK]" if task == "fill-mask" else "good", text]}))
-    with pytest.raises(duckdb.Error, match=expected):
+    with pytest.raises(duckdb.Error, match=expected.replace("row 2", "row 1")):
         registry.register_functions().execute("SELECT long(?)", [text]).fetchall()
 
 
@@ -529,7 +529,7 @@ def test_a_model_without_positions_reads_at_most_2048_tokens_when_its_tokenizer_
     megabyte = "good food " * 100_000
     out = t5.run(_frame(inputs=[megabyte]))  # truncated, as the translation pipeline truncates
     assert isinstance(out["translation_text"][0], str)
-    with pytest.raises(ValueError, match=r"column 'inputs': an input of at least \d+ tokens .* longer than the 2048 "
+    with pytest.raises(ValueError, match=r"column 'inputs', row 2: an input of at least \d+ tokens .* longer than the 2048 "
                                          r"this model reads; pass truncation := true to cut it"):  # fmt: skip
         t5.run(_frame(inputs=["good food", megabyte]), params={"truncation": False})
 
@@ -583,7 +583,7 @@ def test_embeddings_logged_without_truncation_refuse_a_long_text_and_null_leaves
     whole = registry.log_model(pipe, model_name="whole", version_name="v1",
                                options={"pooling": "mean", "truncation": False})  # fmt: skip
     texts = ["good food", "good " * 600, "bad food"]
-    with pytest.raises(ValueError, match=r"function __CALL__, column 'inputs': an input of (at least )?\d+ tokens "
+    with pytest.raises(ValueError, match=r"function __CALL__, column 'inputs', row 2: an input of (at least )?\d+ tokens "
                                          r".* longer than the 512 this model reads; split it"):  # fmt: skip
         whole.run(_frame(inputs=texts))
     kept = whole.run(_frame(inputs=texts), on_error="null")

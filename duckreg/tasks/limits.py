@@ -72,6 +72,8 @@ def check_lengths(
     column: str, texts: Sequence[str], tokenizer: Any, pairs: Sequence[str | None] | None = None, what: str = ""
 ) -> None:
     """Refuse any text (with its pair) longer than the tokenizer's model takes; ``what`` says how to cut it.
+    The error names the text's position in ``texts`` as its row (a caller checking one row's several texts
+    names that row with ``for_row``).
 
     Only texts whose UTF-8 length could exceed the limit are tokenized (a token covers at least one
     byte). A character is at most four bytes, so most rows are cleared by their length alone and cost
@@ -89,10 +91,10 @@ def check_lengths(
             continue
         words = word_count(text) + word_count(pair or "")
         if words > limit:  # every word is a token at least: refused without encoding a megabyte
-            raise too_long(column, text, words, limit, what or "shorten it", at_least=True)
+            raise too_long(column, text, words, limit, what or "shorten it", at_least=True, row=i)
         count = len(tokenizer(text, pair, truncation=False)["input_ids"])
         if count > limit:
-            raise too_long(column, text, count, limit, what or "shorten it")
+            raise too_long(column, text, count, limit, what or "shorten it", row=i)
 
 
 def word_count(text: str) -> int:
@@ -110,12 +112,14 @@ def check_prompt_words(column: str, texts: Sequence[str], limit: int | None) -> 
         raise InputError(column, f"the prompt has at least {words} tokens; the model reads at most {limit}")
 
 
-def too_long(column: str, text: str, count: int, limit: int, what: str, *, at_least: bool = False) -> InputError:
+def too_long(
+    column: str, text: str, count: int, limit: int, what: str, *, at_least: bool = False, row: int | None = None
+) -> InputError:
     """The error for one input of ``count`` tokens (``at_least`` that many) where the model reads ``limit``."""
     snippet = text[:40] + ("..." if len(text) > 40 else "")
     size = f"at least {count}" if at_least else str(count)
     return InputError(
-        column, f"an input of {size} tokens ({snippet!r}) is longer than the {limit} this model reads; {what}"
+        column, f"an input of {size} tokens ({snippet!r}) is longer than the {limit} this model reads; {what}", row
     )
 
 

@@ -129,9 +129,8 @@ def _check_rows(rows: Sequence[dict[str, Any]], tokenizer: Any, max_seq_len: int
         words = word_count(question)
         count = words if words > room or len(question) <= room else len(tokenizer(question)["input_ids"])
         if count > room:
-            error = too_long("question", question, count, room, "the context is read beside it, in spans of "
-                             f"max_seq_len={max_seq_len} tokens", at_least=words > room)  # fmt: skip
-            raise InputError(error.column, error.message, row=position)
+            raise too_long("question", question, count, room, "the context is read beside it, in spans of "
+                           f"max_seq_len={max_seq_len} tokens", at_least=words > room, row=position)  # fmt: skip
 
 
 def _candidates(

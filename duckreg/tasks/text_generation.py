@@ -34,13 +34,13 @@ class TextGeneration(Task):
         prompts = [row["inputs"] for row in rows]
         limit = positions(ctx.model.model)
         room = "a prompt must leave room for the answer"
-        for prompt in prompts:
+        for row, prompt in enumerate(prompts):
             if limit is not None and (words := word_count(prompt)) >= limit:
-                raise too_long("inputs", prompt, words, limit, room, at_least=True)
+                raise too_long("inputs", prompt, words, limit, room, at_least=True, row=row)
         lengths = [len(ids) for ids in tokenizer(prompts, add_special_tokens=False)["input_ids"]]
-        for prompt, length in zip(prompts, lengths, strict=True):
+        for row, (prompt, length) in enumerate(zip(prompts, lengths, strict=True)):
             if limit is not None and length >= limit:
-                raise too_long("inputs", prompt, length, limit, room)
+                raise too_long("inputs", prompt, length, limit, room, row=row)
         buckets: dict[int, list[int]] = defaultdict(list)
         for i, length in enumerate(lengths):
             buckets[length].append(i)
