@@ -516,7 +516,14 @@ class FunctionRunner:
     ) -> tuple[list[dict[str, Any] | None], dict[int, str]]:
         """``_predict`` that keeps going when rows fail: a row the task names is set aside and the others
         retried; otherwise the batch is halved until the failing rows stand alone. Returns the results
-        (None where a row failed) and each failed position's message."""
+        (None where a row failed) and each failed position's message.
+
+        More rows than one forward batch are isolated batch by batch (the batches ``_predict`` would make),
+        so a failure costs its own batch again, not the whole chunk computed before it."""
+        size = self._batch_size(self._loaded())
+        if len(rows) > size:
+            order = sorted(range(len(rows)), key=lambda i: self.task.sort_key(rows[i]))
+            return self._isolate_parts(rows, params, numbers, [order[s : s + size] for s in range(0, len(rows), size)])
         try:
             return list(self._predict(rows, params, numbers)), {}
         except interrupts.Interrupted:
@@ -531,6 +538,12 @@ class FunctionRunner:
                 return [None], {0: message if f"row {numbers[0]}" in message else f"{message} (row {numbers[0]})"}
             half = len(rows) // 2
             parts = [list(range(half)), list(range(half, len(rows)))]
+        return self._isolate_parts(rows, params, numbers, parts)
+
+    def _isolate_parts(
+        self, rows: list[dict[str, Any]], params: dict[str, Any], numbers: list[int], parts: list[list[int]]
+    ) -> tuple[list[dict[str, Any] | None], dict[int, str]]:
+        """``_isolate`` each part (positions in ``rows``) on its own, and put their results back in place."""
         results: list[dict[str, Any] | None] = [None] * len(rows)
         failed: dict[int, str] = {}
         for part in parts:
@@ -588,6 +601,12 @@ class FunctionRunner:
                 raise
             raise RuntimeError(f"{where}: {exc}") from exc
 
+    def _batch_size(self, loaded: model_cache.LoadedModel) -> int:
+        """Rows per forward batch: the version's ``max_batch_size``, else the engine's (vLLM takes a whole
+        chunk, as it schedules its own batches), else ``DEFAULT_BATCH_SIZE``."""
+        options = self.version.manifest.options
+        return int(options.get("max_batch_size") or getattr(loaded.model, "batch_rows", DEFAULT_BATCH_SIZE))
+
     def _predict(
         self, rows: list[dict[str, Any]], params: dict[str, Any], numbers: list[int] | None = None
     ) -> list[dict[str, Any]]:
@@ -601,8 +620,7 @@ class FunctionRunner:
             signature=self.signature,
             params=params,
             options=options,
-            # An engine that schedules its own batches (vLLM) gets the whole chunk at once.
-            batch_size=int(options.get("max_batch_size") or getattr(loaded.model, "batch_rows", DEFAULT_BATCH_SIZE)),
+            batch_size=self._batch_size(loaded),
             model_id=f"{self.version.model_name}/{self.version.version_name}",
             method=self.function.target_method,
         )
