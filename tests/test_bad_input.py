@@ -125,7 +125,8 @@ def test_a_text_longer_than_the_model_reads_is_refused_by_name_where_the_pipelin
     mv = shop.get_model("tc").default
     megabyte = "good " * 200_000
     expected = (
-        rf"{CONTEXT}, column 'text', row 2: an input of (at least )?\d+ tokens \('good good .*'\) is longer than the 512"
+        rf"{CONTEXT}, column 'text', row 2: an input of (at least )?\d+ tokens \('good good .*'\) "
+        "is longer than the 512"
     )
     with pytest.raises(ValueError, match=expected):
         mv.run(_frame(text=["fine", megabyte]))
@@ -529,7 +530,8 @@ def test_a_model_without_positions_reads_at_most_2048_tokens_when_its_tokenizer_
     megabyte = "good food " * 100_000
     out = t5.run(_frame(inputs=[megabyte]))  # truncated, as the translation pipeline truncates
     assert isinstance(out["translation_text"][0], str)
-    with pytest.raises(ValueError, match=r"column 'inputs', row 2: an input of at least \d+ tokens .* longer than the 2048 "
+    with pytest.raises(ValueError, match=r"column 'inputs', row 2: an input of at least \d+ tokens .* longer than "
+                                         r"the 2048 "
                                          r"this model reads; pass truncation := true to cut it"):  # fmt: skip
         t5.run(_frame(inputs=["good food", megabyte]), params={"truncation": False})
 
@@ -583,7 +585,8 @@ def test_embeddings_logged_without_truncation_refuse_a_long_text_and_null_leaves
     whole = registry.log_model(pipe, model_name="whole", version_name="v1",
                                options={"pooling": "mean", "truncation": False})  # fmt: skip
     texts = ["good food", "good " * 600, "bad food"]
-    with pytest.raises(ValueError, match=r"function __CALL__, column 'inputs', row 2: an input of (at least )?\d+ tokens "
+    with pytest.raises(ValueError, match=r"function __CALL__, column 'inputs', row 2: an input of "
+                                         r"(at least )?\d+ tokens "
                                          r".* longer than the 512 this model reads; split it"):  # fmt: skip
         whole.run(_frame(inputs=texts))
     kept = whole.run(_frame(inputs=texts), on_error="null")

@@ -74,7 +74,9 @@ import duckreg
 registry = duckreg.Registry({str(db_path)!r})
 con = registry.register_functions()
 vectors = [list(r[0]) for r in con.sql("SELECT emb__onnx(body) FROM docs ORDER BY body").fetchall()]
-labels = con.sql("SELECT (clf__onnx(body, pair)).label, (clf__onnx(body, pair)).score FROM docs ORDER BY body").fetchall()
+labels = con.sql(
+    "SELECT (clf__onnx(body, pair)).label, (clf__onnx(body, pair)).score FROM docs ORDER BY body"
+).fetchall()
 frame = registry.get_model("emb").version("onnx").run(pd.DataFrame({{"inputs": ["hello"]}}))
 print(json.dumps({{"vectors": vectors, "labels": labels, "run": list(map(float, frame["embedding"][0])),
                   "loaded": sorted(m for m in ("torch", "transformers") if m in sys.modules)}}))
@@ -101,8 +103,8 @@ def test_a_cold_cli_query_on_an_onnx_version_needs_neither_torch_nor_transformer
     registry.connection.close()
     query = "SET VARIABLE duckreg_cache = false; SELECT round(emb('hello')[1], 4) AS first"
     done = _without_torch(
-        f"import sys\nfrom duckreg.cli import main\nsys.argv = ['duckreg', 'sql', '--db', {str(db_path)!r}, {query!r}]\n"
-        "main()"
+        "import sys\nfrom duckreg.cli import main\n"
+        f"sys.argv = ['duckreg', 'sql', '--db', {str(db_path)!r}, {query!r}]\nmain()"
     )
     assert done.returncode == 0, done.stderr
     assert f"{expected:.4f}" in done.stdout
@@ -137,7 +139,9 @@ def test_a_long_text_is_truncated_or_refused_without_torch_as_with_it(registry, 
     assert type(cut_onnx._handle().shared_model().model).__name__ == "OnnxEncoder"
     pd.testing.assert_frame_equal(cut_onnx.run(long), cut_torch, atol=1e-5)
     refusing = registry.log_model(strict, model_name="refusing", version_name="onnx", options=onnx)
-    with pytest.raises(ValueError, match=r"Model refusing version onnx, .*column 'text'.* longer than the 64 this model"):
+    with pytest.raises(
+        ValueError, match=r"Model refusing version onnx, .*column 'text'.* longer than the 64 this model"
+    ):
         refusing.run(long)
 
 
@@ -213,14 +217,12 @@ def test_bf16_weights_are_gated_recorded_and_run_where_the_cpu_has_them(registry
     assert min(_cosines(bf16.run(frame)["embedding"], fp32.run(frame)["embedding"])) >= 0.999
 
     with pytest.raises(ValueError, match=r"bf16 weights disagree with fp32 on 32 sample texts: mean_cosine"):
-        registry.log_model(pipe, model_name="demanding", version_name="v1",
-                           options={"pooling": "mean", "precision": "bf16", "quality_floor": {"mean_cosine": 1.0}})  # fmt: skip
+        strict = {"pooling": "mean", "precision": "bf16", "quality_floor": {"mean_cosine": 1.0}}
+        registry.log_model(pipe, model_name="demanding", version_name="v1", options=strict)
     assert [m.name.lower() for m in registry.models()] == ["emb"]
 
 
-def test_a_bf16_version_runs_in_fp32_with_a_warning_where_the_cpu_lacks_bf16(
-    registry, model_dirs, monkeypatch
-) -> None:
+def test_a_bf16_version_runs_in_fp32_with_a_warning_where_the_cpu_lacks_bf16(registry, model_dirs, monkeypatch) -> None:
     pipe = transformers.pipeline("text-classification", model=str(model_dirs["text-classification"]))
     fp32 = registry.log_model(pipe, model_name="clf", version_name="fp32")
     monkeypatch.setattr(torch_engine, "cpu_has_bf16", lambda: False)
