@@ -24,6 +24,8 @@ POINTS = (
     "set_engine:after_publish",
     "set_engine:in_transaction",
     "set_engine:after_commit",
+    "index_refresh:after_delete",
+    "index_refresh:before_commit",
 )
 
 

@@ -18,7 +18,19 @@ def catalog_ddl() -> str:
     return resources.files(__package__).joinpath("catalog.sql").read_text()
 
 
-_TABLES = {"settings", "models", "versions", "functions", "aliases", "tags", "metrics", "stages", "jobs", "job_logs"}
+_TABLES = {
+    "settings",
+    "models",
+    "versions",
+    "functions",
+    "aliases",
+    "tags",
+    "metrics",
+    "stages",
+    "jobs",
+    "job_logs",
+    "indexes",
+}
 
 
 class Catalog:

@@ -100,3 +100,21 @@ CREATE TABLE IF NOT EXISTS {schema}.job_logs (
     logged_on TIMESTAMP NOT NULL,
     line VARCHAR NOT NULL
 );
+
+-- Semantic indexes: one table column's embeddings by one model version (vectors in {schema}.<vectors_table>).
+CREATE TABLE IF NOT EXISTS {schema}.indexes (
+    index_key VARCHAR PRIMARY KEY,
+    name VARCHAR NOT NULL,
+    table_name VARCHAR NOT NULL,
+    column_name VARCHAR NOT NULL,
+    key_column VARCHAR NOT NULL,
+    model_key VARCHAR NOT NULL,
+    model_ref VARCHAR NOT NULL,
+    version_key VARCHAR NOT NULL,
+    function_name VARCHAR NOT NULL,
+    vectors_table VARCHAR NOT NULL,
+    dimension BIGINT NOT NULL,
+    created_on TIMESTAMP NOT NULL,
+    refreshed_on TIMESTAMP,
+    row_count BIGINT NOT NULL
+);

@@ -20,7 +20,13 @@ from duckreg.artifacts import MANIFEST, ArtifactLocations, ArtifactStore, Manife
 from duckreg.catalog import Catalog
 from duckreg.catalog.models import ModelStore, NewVersion
 from duckreg.duckdb_ext import connections, functions
-from duckreg.duckdb_ext.names import check_model_name_free, check_untaken, sql_names, table_macro_name
+from duckreg.duckdb_ext.names import (
+    check_model_name_free,
+    check_untaken,
+    create_macro,
+    sql_names,
+    table_macro_name,
+)
 from duckreg.duckdb_ext.snowflake_syntax import ResolvedFunction
 from duckreg.duckdb_ext.stage_functions import StageServer, stage_macro_statements
 from duckreg.identifiers import check_identifier, normalize, quote, quote_literal
@@ -30,6 +36,7 @@ from duckreg.model_handlers import find_handler
 from duckreg.model_handlers.base import LoggedModel, check_options, library_versions
 from duckreg.model_signature import ModelSignature
 from duckreg.registry.context import RegistryContext
+from duckreg.registry.indexes import SEARCH_SUFFIX, IndexStore, SemanticIndex, macro_statement
 from duckreg.registry.model import Model
 from duckreg.registry.model_version import SYSTEM_ALIASES, ModelVersion
 from duckreg.registry.sql_batch import run_from_sql
@@ -71,6 +78,7 @@ class Registry:
         home = self._locations.location_and_home()[1]
         self._artifacts = ArtifactStore(Path(artifact_location) if artifact_location is not None else home, owner)
         self._stages = StageCatalog(self._catalog)
+        self._indexes = IndexStore(self)
         self._result_cache = result_cache.for_folder(self._artifacts.root, read_only=bool(rows[0][1]))
         self._instance: connections.Instance | None = None
         self._context = RegistryContext(
@@ -484,9 +492,65 @@ class Registry:
             if macro_catalog is None:
                 instance.bind_connection(con, wanted)
             macros = [s for f in sql_functions for s in f.macro_statements(macro_catalog)]
-            for statement in stage_macro_statements(macro_catalog) + macros:
+            for statement in stage_macro_statements(macro_catalog) + macros + self._index_macros(wanted, macro_catalog):
                 con.execute(statement)
         return con
+
+    def _index_macros(self, models: set[str] | None, macro_catalog: str | None) -> list[str]:
+        """``<index>_search(query, k)`` for every index whose model is among ``models`` (None: every model)."""
+        statements = []
+        for key in self._indexes.keys():
+            record = self._indexes.record(key)
+            if models is None or record.model_key in models:
+                vectors = f"{self._catalog.schema}.{quote(record.vectors)}"
+                statements.append(
+                    macro_statement(record, vectors, create_macro(f"{key}{SEARCH_SUFFIX}", macro_catalog))
+                )
+        return statements
+
+    # ------------------------------------------------------------------ indexes
+    def create_index(
+        self,
+        index_name: str,
+        *,
+        table: str,
+        column: str,
+        key: str,
+        model: str,
+        version: str | None = None,
+        refresh: bool = True,
+    ) -> SemanticIndex:
+        """A semantic index over ``table.column`` (rows identified by ``key``) with the embeddings of ``model``'s
+        ``version`` (a name or alias; the default version when None), which the index records. With ``refresh``
+        (the default) every row is embedded now; ``<index_name>_search(query, k := 10)`` searches it from SQL."""
+        index_key = self._indexes.create(index_name, table, column, key, model, version)
+        index = SemanticIndex(self, index_key)
+        if refresh:
+            index.refresh()
+        self._refresh_sql(self._indexes.record(index_key).model_key)
+        return index
+
+    def get_index(self, index_name: str) -> SemanticIndex:
+        """An index by name (case-insensitive); a ``ValueError`` when there is none."""
+        key = normalize(index_name)
+        self._indexes.record(key)
+        return SemanticIndex(self, key)
+
+    def show_indexes(self) -> pd.DataFrame:
+        """Every index with its table, column, model version, row count and last refresh."""
+        rows = [SemanticIndex(self, key).show() for key in self._indexes.keys()]
+        columns = ["name", "table", "column", "key", "model", "model_ref", "version", "dimension", "rows",
+                   "created_on", "refreshed_on", "search"]  # fmt: skip
+        return pd.DataFrame(rows, columns=columns)
+
+    def drop_index(self, index_name: str) -> None:
+        """Delete an index and its vectors (the source table is untouched)."""
+        key = normalize(index_name)
+        model_key = self._indexes.record(key).model_key
+        self._indexes.drop(key)
+        instance = self._sql_instance()
+        with instance.lock:
+            instance.update_macros(model_key, [f"DROP MACRO TABLE IF EXISTS {quote(key + SEARCH_SUFFIX)}"])
 
     def _stage_server(self) -> StageServer:
         return StageServer(
@@ -526,7 +590,8 @@ class Registry:
             sql_functions = Model(self._context, model_key)._sql_functions()
             with instance.lock:
                 instance.set_targets(self._catalog, sql_functions)
-                instance.update_macros(model_key, [s for f in sql_functions for s in f.macro_statements()])
+                macros = [s for f in sql_functions for s in f.macro_statements()]
+                instance.update_macros(model_key, macros + self._index_macros({model_key}, None))
         except Exception as exc:  # noqa: BLE001 - the catalog change is committed; report, do not undo
             warnings.warn(f"Model {model_key}: SQL functions not refreshed: {exc}", RuntimeWarning, stacklevel=3)
 

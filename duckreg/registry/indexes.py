@@ -1,0 +1,265 @@
+"""Semantic indexes: a table column's embeddings kept in the database, tied to the model version that made them.
+
+``registry.create_index("docs_idx", table="docs", column="body", key="id", model="minilm")`` stores one row per
+source row in a table of the registry's schema: the key, an md5 of the text, and the vector the named model
+version computed through its SQL function (so batching, de-duplication and the result cache apply). A
+``refresh`` embeds only rows that are new or whose text changed, and drops rows whose key left the source,
+all in one transaction: a search never sees half a refresh, and a process killed midway leaves the index
+as it was. Searching ranks by cosine similarity, exactly; ``<index>_search(query, k)`` does it in SQL.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from duckreg import faults
+from duckreg.identifiers import check_identifier, normalize, quote
+
+if TYPE_CHECKING:
+    from duckreg.registry.registry import Registry
+
+SEARCH_SUFFIX = "_search"
+_SAFE = re.compile(r"[^a-z0-9_]")
+
+
+@dataclass(frozen=True)
+class IndexRecord:
+    """One index as the catalog holds it."""
+
+    name: str
+    table: str
+    column: str
+    key_column: str
+    model_key: str
+    model_ref: str | None
+    version_key: str
+    function: str
+    vectors: str
+    dimension: int
+    created_on: datetime
+    refreshed_on: datetime | None
+    rows: int
+
+
+class SemanticIndex:
+    """A named embedding index over one text column of a table (see the module docstring)."""
+
+    def __init__(self, registry: Registry, key: str) -> None:
+        self._registry = registry
+        self._key = key
+
+    def _record(self) -> IndexRecord:
+        return self._registry._indexes.record(self._key)
+
+    @property
+    def name(self) -> str:
+        """The index's name as created."""
+        return self._record().name
+
+    @property
+    def version(self) -> Any:
+        """The model version whose vectors the index holds (a ``ModelVersion``)."""
+        record = self._record()
+        return self._registry.get_model(record.model_key).version(record.version_key)
+
+    @property
+    def sql_name(self) -> str:
+        """The table macro that searches this index from SQL: ``<index>_search(query, k := 10)``."""
+        return f"{self._key}{SEARCH_SUFFIX}"
+
+    def show(self) -> dict[str, Any]:
+        """What the index covers, which version made its vectors, how many it holds and when it was refreshed."""
+        record = self._record()
+        return {
+            "name": record.name,
+            "table": record.table,
+            "column": record.column,
+            "key": record.key_column,
+            "model": self._registry.get_model(record.model_key).name,
+            "model_ref": record.model_ref,
+            "version": self.version.version_name,
+            "dimension": record.dimension,
+            "rows": record.rows,
+            "created_on": record.created_on,
+            "refreshed_on": record.refreshed_on,
+            "search": self.sql_name,
+        }
+
+    def refresh(self) -> dict[str, int]:
+        """Embed the rows that are new or changed and drop the ones whose key left the table, in one transaction.
+
+        Returns the counts: ``embedded`` (new or changed rows given a vector), ``removed`` (deleted or changed
+        rows whose old vector went), ``unchanged``, and ``failed`` (rows the model refused, such as a text
+        longer than it reads; they are tried again at the next refresh and never indexed).
+        """
+        return self._registry._indexes.refresh(self._key)
+
+    def search(self, query: str, k: int | None = 10, *, filter: str | None = None) -> pd.DataFrame:
+        """The ``k`` source rows most similar to ``query`` (all of them with ``k=None``), best first, with their
+        ``score`` (cosine similarity). ``filter`` is a SQL condition on the source table's columns, applied
+        before the ranking, so ``k`` rows come back whenever ``k`` rows match."""
+        return self._registry._indexes.search(self._key, query, k, filter)
+
+    def __repr__(self) -> str:
+        return f"SemanticIndex(name={self.name!r})"
+
+
+class IndexStore:
+    """The catalog side of indexes: their records, their vector tables, refresh and search."""
+
+    def __init__(self, registry: Registry) -> None:
+        self._registry = registry
+        self._catalog = registry._catalog
+
+    # ----------------------------------------------------------------- records
+    def record(self, key: str) -> IndexRecord:
+        rows = self._catalog.query(
+            "SELECT name, table_name, column_name, key_column, model_key, model_ref, version_key, function_name, "
+            "vectors_table, dimension, created_on, refreshed_on, row_count FROM {schema}.indexes WHERE index_key = ?",
+            [key],
+        )
+        if not rows:
+            raise ValueError(f"Unable to find index {key}")
+        return IndexRecord(*rows[0])
+
+    def keys(self) -> list[str]:
+        return [row[0] for row in self._catalog.query("SELECT index_key FROM {schema}.indexes ORDER BY created_on")]
+
+    def create(self, name: str, table: str, column: str, key: str, model: str, version: str | None) -> str:
+        """Record a new index over ``table.column`` and create its (empty) vector table; its key."""
+        check_identifier(name, "index name")
+        index_key = normalize(name)
+        if index_key in self.keys():
+            raise ValueError(f"Index {name} already exists; drop_index({name!r}) first or pick another name")
+        handle = self._registry.get_model(model)
+        mv = handle.default if version is None else handle.version(version)
+        function = _embedding_function(mv)
+        columns = self._source_columns(table)
+        for wanted, what in ((column, "column"), (key, "key")):
+            if wanted.lower() not in columns:
+                raise ValueError(
+                    f"Table {table} has no column {wanted!r} (the index's {what}); it has {sorted(columns)}"
+                )
+        key_type = columns[key.lower()]
+        dimension = _dimension(mv)
+        vectors = f"index_{_SAFE.sub('_', index_key)}"
+        with self._catalog.transaction() as catalog:
+            catalog.execute(
+                f"CREATE TABLE {{schema}}.{quote(vectors)} (key {key_type} PRIMARY KEY, content_hash VARCHAR NOT NULL, "
+                f"embedding FLOAT[{dimension}] NOT NULL)"
+            )
+            catalog.execute(
+                "INSERT INTO {schema}.indexes VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, current_timestamp, NULL, 0)",
+                [index_key, name, table, column, key, mv._model_key, version or "default", mv._version_key, function,
+                 vectors, dimension],
+            )  # fmt: skip
+        return index_key
+
+    def drop(self, key: str) -> None:
+        record = self.record(key)
+        with self._catalog.transaction() as catalog:
+            catalog.execute(f"DROP TABLE IF EXISTS {{schema}}.{quote(record.vectors)}")
+            catalog.execute("DELETE FROM {schema}.indexes WHERE index_key = ?", [key])
+
+    def _source_columns(self, table: str) -> dict[str, str]:
+        try:
+            described = self._registry.connection.execute(f"DESCRIBE {table}").fetchall()
+        except Exception as exc:  # noqa: BLE001 - DuckDB's catalog error names what is missing
+            raise ValueError(f"Cannot index table {table}: {exc}") from None
+        return {row[0].lower(): row[1] for row in described}
+
+    # ----------------------------------------------------------------- refresh
+    def refresh(self, key: str) -> dict[str, int]:
+        record = self.record(key)
+        vectors = f"{self._catalog.schema}.{quote(record.vectors)}"
+        source = f"(SELECT {quote(record.key_column)} AS key, {quote(record.column)} AS body FROM {record.table} " \
+                 f"WHERE {quote(record.column)} IS NOT NULL AND {quote(record.key_column)} IS NOT NULL)"  # fmt: skip
+        cursor = self._registry.connection.cursor()
+        self._registry.register_functions(cursor, models=[record.model_key])  # its macros take on_error by name
+        cursor.execute("BEGIN TRANSACTION")
+        try:
+            counts = self._apply_changes(cursor, vectors, source, record.function)
+            total = cursor.execute(f"SELECT count(*) FROM {vectors}").fetchone()[0]
+            faults.point("index_refresh:before_commit")
+            cursor.execute(
+                f"UPDATE {self._catalog.schema}.indexes SET refreshed_on = current_timestamp, row_count = ? "
+                "WHERE index_key = ?",
+                [total, key],
+            )
+            cursor.execute("COMMIT")
+        except BaseException:
+            cursor.execute("ROLLBACK")
+            raise
+        finally:
+            cursor.close()
+        return counts
+
+    @staticmethod
+    def _apply_changes(cursor: Any, vectors: str, source: str, function: str) -> dict[str, int]:
+        """Delete vectors whose key left or whose text changed, then embed every source row without a vector."""
+        removed = cursor.execute(
+            f"DELETE FROM {vectors} v WHERE NOT EXISTS (SELECT 1 FROM {source} s WHERE s.key = v.key "
+            "AND md5(s.body) = v.content_hash)"
+        ).fetchone()[0]
+        faults.point("index_refresh:after_delete")
+        pending = (
+            f"(SELECT s.key, s.body FROM {source} s WHERE NOT EXISTS (SELECT 1 FROM {vectors} v WHERE v.key = s.key))"
+        )
+        wanted = cursor.execute(f"SELECT count(*) FROM {pending}").fetchone()[0]
+        embedded = cursor.execute(
+            f"INSERT INTO {vectors} SELECT key, md5(body), embedding FROM (SELECT p.key, p.body, "
+            f"{quote(function)}(p.body, on_error := 'null') AS embedding FROM {pending} p) WHERE embedding IS NOT NULL"
+        ).fetchone()[0]
+        unchanged = cursor.execute(f"SELECT count(*) FROM {vectors}").fetchone()[0] - embedded
+        return {"embedded": embedded, "removed": removed, "unchanged": unchanged, "failed": wanted - embedded}
+
+    # ----------------------------------------------------------------- search
+    def search(self, key: str, query: str, k: int | None, condition: str | None) -> pd.DataFrame:
+        record = self.record(key)
+        if k is not None and (not isinstance(k, int) or isinstance(k, bool) or k < 1):
+            raise ValueError(f"k must be a positive integer or None, got {k!r}")
+        con = self._registry.register_functions(models=[record.model_key])
+        sql = search_sql(record, f"{self._catalog.schema}.{quote(record.vectors)}", "?", condition)
+        return con.execute(sql + (f" LIMIT {int(k)}" if k is not None else ""), [query]).df()
+
+
+def search_sql(record: IndexRecord, vectors: str, query: str, condition: str | None = None) -> str:
+    """Every indexed source row with its cosine similarity to ``query`` (a SQL expression), best first."""
+    where = f" WHERE {condition}" if condition else ""
+    key = quote(record.key_column)
+    return (
+        f"SELECT score, s.* FROM (SELECT key, array_cosine_similarity(embedding, {quote(record.function)}({query})) "
+        f"AS score FROM {vectors}) r JOIN {record.table} s ON s.{key} = r.key{where} ORDER BY score DESC, r.key"
+    )
+
+
+def macro_statement(record: IndexRecord, vectors: str, create_macro_head: str) -> str:
+    """``<index>_search(query, k := 10)``: the ``k`` best rows (every row with ``k := NULL``, for a WHERE
+    that must not cut the top ``k`` short: filter, then ``ORDER BY score DESC LIMIT k`` yourself)."""
+    return f"{create_macro_head}(query, k := 10) AS TABLE {search_sql(record, vectors, 'query')} LIMIT k"
+
+
+def _embedding_function(mv: Any) -> str:
+    """The version's SQL function that returns one vector per text, or a ``ValueError`` saying what is wrong."""
+    for spec in mv.function_specs():
+        outputs = spec.signature.outputs
+        inputs = [i for i in spec.signature.inputs if i.name not in mv.optional_inputs(spec.name)]
+        if len(outputs) == 1 and outputs[0].shape and len(outputs[0].shape) == 1 and len(inputs) == 1:
+            return mv.sql_function_names()[spec.name]
+    raise ValueError(
+        f"Model {mv.model_name} version {mv.version_name} has no function from one text to one vector; an index "
+        "needs an embedding model (feature-extraction logged with options={'pooling': 'mean'})"
+    )
+
+
+def _dimension(mv: Any) -> int:
+    for spec in mv.function_specs():
+        outputs = spec.signature.outputs
+        if len(outputs) == 1 and outputs[0].shape:
+            return int(outputs[0].shape[0])
+    raise ValueError(f"Model {mv.model_name} version {mv.version_name} returns no vector")

@@ -1,0 +1,175 @@
+"""Semantic indexes: embeddings of a table column kept fresh, searched exactly, tied to a model version."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import transformers
+
+import duckreg
+from duckreg import faults
+
+WORDS = "good bad food city love movie plot actor music scene river mountain price market team game".split()
+
+
+def _documents(count: int, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    bodies = [" ".join(rng.choice(WORDS, size=rng.integers(3, 12))) for _ in range(count)]
+    langs = ["en", "fr"] * (count // 2) + ["en"] * (count % 2)
+    return pd.DataFrame({"id": range(1, count + 1), "body": bodies, "lang": langs})
+
+
+@pytest.fixture
+def indexed(registry, model_dirs):
+    pipe = transformers.pipeline("feature-extraction", model=str(model_dirs["feature-extraction"]))
+    registry.log_model(pipe, model_name="emb", version_name="v1", options={"pooling": "mean"})
+    registry.connection.from_df(_documents(60)).create("docs")
+    index = registry.create_index("docs_idx", table="docs", column="body", key="id", model="emb")
+    return registry, index
+
+
+def _brute_force(registry, query: str, condition=None) -> list[int]:
+    """Every document id ranked by cosine to the query, from ``mv.run`` vectors and numpy alone."""
+    docs = registry.connection.execute("SELECT id, body, lang FROM docs WHERE body IS NOT NULL ORDER BY id").df()
+    if condition is not None:
+        docs = docs[condition(docs)]
+    mv = registry.get_model("emb").version("v1")
+    vectors = np.stack(mv.run(pd.DataFrame({"inputs": docs["body"].tolist()}))["embedding"]).astype(np.float64)
+    target = np.asarray(mv.run(pd.DataFrame({"inputs": [query]}))["embedding"][0], np.float64)
+    scores = vectors @ target / (np.linalg.norm(vectors, axis=1) * np.linalg.norm(target))
+    order = np.lexsort((docs["id"].to_numpy(), -np.round(scores, 6)))
+    return docs["id"].to_numpy()[order].tolist()
+
+
+def test_exact_search_ranks_as_a_brute_force_numpy_ranking(indexed) -> None:
+    registry, index = indexed
+    query = "good food in the city"
+    expected = _brute_force(registry, query)
+    assert index.search(query, k=None)["id"].tolist() == expected
+    top = index.search(query, k=5)
+    assert top["id"].tolist() == expected[:5]
+    assert list(top.columns) == ["score", "id", "body", "lang"]
+    assert top["score"].is_monotonic_decreasing
+    con = registry.register_functions()
+    rows = con.execute("SELECT id FROM docs_idx_search(?, k := 5)", [query]).fetchall()
+    assert [r[0] for r in rows] == expected[:5]
+
+
+def test_a_filtered_search_returns_k_rows_whenever_k_rows_match(indexed) -> None:
+    registry, index = indexed
+    query = "good food in the city"
+    expected = _brute_force(registry, query, lambda docs: docs["lang"] == "fr")
+    found = index.search(query, k=10, filter="lang = 'fr'")
+    assert len(found) == 10 and set(found["lang"]) == {"fr"}
+    assert found["id"].tolist() == expected[:10]
+    con = registry.register_functions()
+    rows = con.execute(
+        "SELECT id FROM docs_idx_search(?, k := NULL) WHERE lang = 'fr' ORDER BY score DESC, id LIMIT 10", [query]
+    ).fetchall()
+    assert [r[0] for r in rows] == expected[:10]
+
+
+def test_refresh_embeds_inserts_and_updates_and_drops_deletes(indexed) -> None:
+    registry, index = indexed
+    con = registry.connection
+    con.execute("UPDATE docs SET body = 'love movie plot actor' WHERE id IN (3, 4)")
+    con.execute("DELETE FROM docs WHERE id IN (5, 6, 7)")
+    con.execute("INSERT INTO docs VALUES (100, 'river mountain river', 'en'), (101, NULL, 'en')")
+    assert index.refresh() == {"embedded": 3, "removed": 5, "unchanged": 55, "failed": 0}
+    assert index.refresh() == {"embedded": 0, "removed": 0, "unchanged": 58, "failed": 0}
+    assert index.show()["rows"] == 58
+    query = "love movie plot actor"
+    assert index.search(query, k=None)["id"].tolist() == _brute_force(registry, query)
+    rebuilt = registry.create_index("fresh_idx", table="docs", column="body", key="id", model="emb")
+    assert rebuilt.search(query, k=None)["id"].tolist() == index.search(query, k=None)["id"].tolist()
+
+
+def test_an_index_keeps_the_version_that_made_its_vectors_when_the_default_moves(indexed, model_dirs) -> None:
+    registry, index = indexed
+    other = transformers.pipeline("feature-extraction", model=str(model_dirs["fill-mask"]))
+    registry.log_model(other, model_name="emb", version_name="v2", options={"pooling": "mean"})
+    registry.get_model("emb").default = "v2"
+    assert index.show()["version"] == "v1" and index.show()["model_ref"] == "default"
+    registry.connection.execute("INSERT INTO docs VALUES (200, 'good good food', 'en')")
+    assert index.refresh()["embedded"] == 1
+    assert index.search("good food", k=None)["id"].tolist() == _brute_force(registry, "good food")
+    pinned = registry.create_index("v2_idx", table="docs", column="body", key="id", model="emb", version="v2")
+    assert pinned.show()["version"] == "v2"
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        ({"column": "missing"}, r"Table docs has no column 'missing' \(the index's column\)"),
+        ({"key": "nope"}, r"Table docs has no column 'nope' \(the index's key\)"),
+        ({"table": "nowhere"}, r"Cannot index table nowhere"),
+        ({"index_name": "docs_idx"}, r"Index docs_idx already exists"),
+        ({"model": "clf"}, r"has no function from one text to one vector"),
+    ],
+)
+def test_a_bad_index_is_refused_before_anything_is_written(indexed, model_dirs, arguments, message) -> None:
+    registry, _ = indexed
+    clf = transformers.pipeline("text-classification", model=str(model_dirs["text-classification"]))
+    registry.log_model(clf, model_name="clf", version_name="v1")
+    wanted = {"index_name": "new_idx", "table": "docs", "column": "body", "key": "id", "model": "emb", **arguments}
+    with pytest.raises(ValueError, match=message):
+        registry.create_index(wanted.pop("index_name"), **wanted)
+    assert registry.show_indexes()["name"].tolist() == ["docs_idx"]
+
+
+def test_drop_index_removes_its_vectors_and_its_search_function(indexed) -> None:
+    registry, _ = indexed
+    con = registry.register_functions()
+    assert con.execute("SELECT count(*) FROM docs_idx_search('good', k := 3)").fetchone()[0] == 3
+    registry.drop_index("docs_idx")
+    assert registry.show_indexes().empty
+    with pytest.raises(Exception, match="docs_idx_search"):
+        con.execute("SELECT count(*) FROM docs_idx_search('good', k := 3)")
+    with pytest.raises(ValueError, match="Unable to find index docs_idx"):
+        registry.get_index("docs_idx")
+
+
+REFRESH_IN_CHILD = """
+import sys, duckreg
+registry = duckreg.Registry(sys.argv[1])
+print(registry.get_index("docs_idx").refresh(), flush=True)
+"""
+
+
+@pytest.mark.process
+@pytest.mark.parametrize("point", [p for p in faults.POINTS if p.startswith("index_refresh:")])
+def test_a_refresh_killed_midway_leaves_the_index_as_it_was_and_the_database_intact(
+    indexed, db_path: Path, point: str
+) -> None:
+    registry, index = indexed
+    before = index.search("good food", k=None)
+    registry.connection.execute("DELETE FROM docs WHERE id <= 10")
+    registry.connection.execute("INSERT INTO docs SELECT id + 1000, body || ' river', lang FROM docs WHERE id > 50")
+    registry.connection.close()
+    child = subprocess.run(
+        [sys.executable, "-c", REFRESH_IN_CHILD, str(db_path)],
+        env={**os.environ, faults.ENV: point},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert child.returncode == -signal.SIGKILL, child.stderr
+    reopened = duckreg.Registry(str(db_path))
+    try:
+        survivor = reopened.get_index("docs_idx")
+        assert survivor.show()["rows"] == 60
+        vectors = reopened.connection.execute("SELECT count(*) FROM duckreg.index_docs_idx").fetchone()[0]
+        assert vectors == 60
+        assert reopened.connection.execute("SELECT count(*) FROM docs").fetchone()[0] == 60
+        # The old vectors answer for the keys still there; the deleted rows no longer join.
+        assert survivor.search("good food", k=None)["id"].tolist() == [i for i in before["id"] if i > 10]
+        assert survivor.refresh() == {"embedded": 10, "removed": 10, "unchanged": 50, "failed": 0}
+    finally:
+        reopened.connection.close()
