@@ -26,6 +26,7 @@ POINTS = (
     "set_engine:after_commit",
     "index_refresh:after_delete",
     "index_refresh:before_commit",
+    "index_switch:before_commit",
 )
 
 

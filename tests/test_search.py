@@ -35,12 +35,12 @@ def indexed(registry, model_dirs):
     return registry, index
 
 
-def _brute_force(registry, query: str, condition=None) -> list[int]:
+def _brute_force(registry, query: str, condition=None, version: str = "v1") -> list[int]:
     """Every document id ranked by cosine to the query, from ``mv.run`` vectors and numpy alone."""
     docs = registry.connection.execute("SELECT id, body, lang FROM docs WHERE body IS NOT NULL ORDER BY id").df()
     if condition is not None:
         docs = docs[condition(docs)]
-    mv = registry.get_model("emb").version("v1")
+    mv = registry.get_model("emb").version(version)
     vectors = np.stack(mv.run(pd.DataFrame({"inputs": docs["body"].tolist()}))["embedding"]).astype(np.float64)
     target = np.asarray(mv.run(pd.DataFrame({"inputs": [query]}))["embedding"][0], np.float64)
     scores = vectors @ target / (np.linalg.norm(vectors, axis=1) * np.linalg.norm(target))
@@ -104,6 +104,35 @@ def test_an_index_keeps_the_version_that_made_its_vectors_when_the_default_moves
     assert pinned.show()["version"] == "v2"
 
 
+def test_compare_reports_what_a_new_version_changes_and_switch_moves_the_index_in_one_step(indexed, model_dirs) -> None:
+    from duckreg.inference_engines.agreement import neighbour_overlap
+
+    registry, index = indexed
+    other = transformers.pipeline("feature-extraction", model=str(model_dirs["fill-mask"]))
+    registry.log_model(other, model_name="emb", version_name="v2", options={"pooling": "mean"})
+
+    same = index.compare("v1", sample=None)
+    assert same["neighbour_overlap"] == 1.0 and same["rows_with_changes"] == 0 and same["rows"] == 60
+    report = index.compare("v2", sample=None)
+    docs = registry.connection.execute("SELECT body FROM docs ORDER BY id").df()["body"].tolist()
+    vectors = {v: np.stack(registry.get_model("emb").version(v).run(pd.DataFrame({"inputs": docs}))["embedding"])
+               for v in ("v1", "v2")}  # fmt: skip
+    assert report["from_version"] == "v1" and report["to_version"] == "v2" and report["k"] == 10
+    assert report["neighbour_overlap"] == pytest.approx(neighbour_overlap(vectors["v1"], vectors["v2"]), abs=1e-6)
+    assert sum(report["changed_neighbours"].values()) == 60 and report["rows_with_changes"] > 0
+    assert index.compare("v2", sample=20)["rows"] == 20
+
+    assert index.switch_version("v2") == {"embedded": 60, "removed": 0, "unchanged": 0, "failed": 0}
+    assert index.show()["version"] == "v2"
+    query = "good food in the city"
+    expected = _brute_force(registry, query, version="v2")
+    assert index.search(query, k=None)["id"].tolist() == expected
+    con = registry.register_functions()
+    assert [r[0] for r in con.execute("SELECT id FROM docs_idx_search(?, k := 5)", [query]).fetchall()] == expected[:5]
+    with pytest.raises(ValueError, match="already holds version v2's vectors"):
+        index.switch_version("v2")
+
+
 @pytest.mark.parametrize(
     ("arguments", "message"),
     [
@@ -139,22 +168,25 @@ def test_drop_index_removes_its_vectors_and_its_search_function(indexed) -> None
 REFRESH_IN_CHILD = """
 import sys, duckreg
 registry = duckreg.Registry(sys.argv[1])
-print(registry.get_index("docs_idx").refresh(), flush=True)
+index = registry.get_index("docs_idx")
+print(index.switch_version("v2") if sys.argv[2].startswith("index_switch") else index.refresh(), flush=True)
 """
 
 
 @pytest.mark.process
-@pytest.mark.parametrize("point", [p for p in faults.POINTS if p.startswith("index_refresh:")])
-def test_a_refresh_killed_midway_leaves_the_index_as_it_was_and_the_database_intact(
-    indexed, db_path: Path, point: str
+@pytest.mark.parametrize("point", [p for p in faults.POINTS if p.startswith(("index_refresh:", "index_switch:"))])
+def test_a_refresh_or_switch_killed_midway_leaves_the_index_as_it_was_and_the_database_intact(
+    indexed, model_dirs, db_path: Path, point: str
 ) -> None:
     registry, index = indexed
     before = index.search("good food", k=None)
+    other = transformers.pipeline("feature-extraction", model=str(model_dirs["fill-mask"]))
+    registry.log_model(other, model_name="emb", version_name="v2", options={"pooling": "mean"})
     registry.connection.execute("DELETE FROM docs WHERE id <= 10")
     registry.connection.execute("INSERT INTO docs SELECT id + 1000, body || ' river', lang FROM docs WHERE id > 50")
     registry.connection.close()
     child = subprocess.run(
-        [sys.executable, "-c", REFRESH_IN_CHILD, str(db_path)],
+        [sys.executable, "-c", REFRESH_IN_CHILD, str(db_path), point],
         env={**os.environ, faults.ENV: point},
         capture_output=True,
         text=True,
@@ -164,8 +196,12 @@ def test_a_refresh_killed_midway_leaves_the_index_as_it_was_and_the_database_int
     reopened = duckreg.Registry(str(db_path))
     try:
         survivor = reopened.get_index("docs_idx")
-        assert survivor.show()["rows"] == 60
-        vectors = reopened.connection.execute("SELECT count(*) FROM duckreg.index_docs_idx").fetchone()[0]
+        assert survivor.show()["rows"] == 60 and survivor.show()["version"] == "v1"
+        tables = reopened.connection.execute(
+            "SELECT table_name FROM duckdb_tables() WHERE table_name LIKE 'index_docs_idx%'"
+        ).fetchall()
+        assert tables == [("index_docs_idx__v1",)]  # nothing half-built left beside it
+        vectors = reopened.connection.execute("SELECT count(*) FROM duckreg.index_docs_idx__v1").fetchone()[0]
         assert vectors == 60
         assert reopened.connection.execute("SELECT count(*) FROM docs").fetchone()[0] == 60
         # The old vectors answer for the keys still there; the deleted rows no longer join.

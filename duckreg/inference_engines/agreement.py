@@ -90,6 +90,12 @@ def _mean_pool(hidden: np.ndarray, mask: np.ndarray) -> list[np.ndarray]:
 def neighbour_overlap(reference: np.ndarray, candidate: np.ndarray, k: int = NEIGHBOURS) -> float:
     """Mean share of each row's ``k`` nearest rows (by cosine) that both sets of vectors agree on."""
     k = min(k, len(reference) - 1)
+    return float(1 - np.mean(neighbour_changes(reference, candidate, k)) / k)
+
+
+def neighbour_changes(reference: np.ndarray, candidate: np.ndarray, k: int = NEIGHBOURS) -> np.ndarray:
+    """For each row, how many of its ``k`` nearest rows (by cosine, unit vectors) ``candidate`` does not keep."""
+    k = min(k, len(reference) - 1)
 
     def nearest(vectors: np.ndarray) -> np.ndarray:
         similarity = vectors @ vectors.T
@@ -97,7 +103,7 @@ def neighbour_overlap(reference: np.ndarray, candidate: np.ndarray, k: int = NEI
         return np.argsort(-similarity, axis=1, kind="stable")[:, :k]
 
     ours, theirs = nearest(reference), nearest(candidate)
-    return float(np.mean([len(set(a) & set(b)) / k for a, b in zip(ours, theirs, strict=True)]))
+    return np.array([k - len(set(a) & set(b)) for a, b in zip(ours, theirs, strict=True)], dtype=np.int64)
 
 
 def shortfalls(figures: dict[str, float], floors: dict[str, float]) -> list[str]:

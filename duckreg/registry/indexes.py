@@ -15,10 +15,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pandas as pd
 
 from duckreg import faults
 from duckreg.identifiers import check_identifier, normalize, quote
+from duckreg.inference_engines.agreement import NEIGHBOURS, neighbour_changes
 
 if TYPE_CHECKING:
     from duckreg.registry.registry import Registry
@@ -105,6 +107,19 @@ class SemanticIndex:
         before the ranking, so ``k`` rows come back whenever ``k`` rows match."""
         return self._registry._indexes.search(self._key, query, k, filter)
 
+    def compare(self, version: str, *, sample: int | None = 2000, k: int = NEIGHBOURS) -> dict[str, Any]:
+        """What moving to ``version`` (a name or alias of the same model) would do to search results, before any
+        vector changes: over ``sample`` indexed rows (every row with None), each row's ``k`` nearest rows by the
+        index's vectors and by ``version``'s, and how many of them change (the int8 gate's neighbour overlap)."""
+        return self._registry._indexes.compare(self._key, version, sample, k)
+
+    def switch_version(self, version: str) -> dict[str, int]:
+        """Re-embed every row with ``version`` and make it the index's, in one transaction: searches see the old
+        index until the new one is whole, and a process killed midway leaves the old one."""
+        counts = self._registry._indexes.switch(self._key, version)
+        self._registry._refresh_sql(self._record().model_key)
+        return counts
+
     def __repr__(self) -> str:
         return f"SemanticIndex(name={self.name!r})"
 
@@ -147,12 +162,9 @@ class IndexStore:
                 )
         key_type = columns[key.lower()]
         dimension = _dimension(mv)
-        vectors = f"index_{_SAFE.sub('_', index_key)}"
+        vectors = _vectors_table(index_key, mv._version_key)
         with self._catalog.transaction() as catalog:
-            catalog.execute(
-                f"CREATE TABLE {{schema}}.{quote(vectors)} (key {key_type} PRIMARY KEY, content_hash VARCHAR NOT NULL, "
-                f"embedding FLOAT[{dimension}] NOT NULL)"
-            )
+            catalog.execute(_create_vectors(f"{{schema}}.{quote(vectors)}", key_type, dimension))
             catalog.execute(
                 "INSERT INTO {schema}.indexes VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, current_timestamp, NULL, 0)",
                 [index_key, name, table, column, key, mv._model_key, version or "default", mv._version_key, function,
@@ -177,8 +189,7 @@ class IndexStore:
     def refresh(self, key: str) -> dict[str, int]:
         record = self.record(key)
         vectors = f"{self._catalog.schema}.{quote(record.vectors)}"
-        source = f"(SELECT {quote(record.key_column)} AS key, {quote(record.column)} AS body FROM {record.table} " \
-                 f"WHERE {quote(record.column)} IS NOT NULL AND {quote(record.key_column)} IS NOT NULL)"  # fmt: skip
+        source = _source(record)
         cursor = self._registry.connection.cursor()
         self._registry.register_functions(cursor, models=[record.model_key])  # its macros take on_error by name
         cursor.execute("BEGIN TRANSACTION")
@@ -218,6 +229,70 @@ class IndexStore:
         unchanged = cursor.execute(f"SELECT count(*) FROM {vectors}").fetchone()[0] - embedded
         return {"embedded": embedded, "removed": removed, "unchanged": unchanged, "failed": wanted - embedded}
 
+    # ----------------------------------------------------------------- versions
+    def compare(self, key: str, version: str, sample: int | None, k: int) -> dict[str, Any]:
+        record = self.record(key)
+        mv = self._registry.get_model(record.model_key).version(version)
+        function = _embedding_function(mv)
+        vectors = f"{self._catalog.schema}.{quote(record.vectors)}"
+        limit = "" if sample is None else f" ORDER BY hash(v.key), v.key LIMIT {int(sample)}"
+        cursor = self._registry.connection.cursor()
+        try:
+            self._registry.register_functions(cursor, models=[record.model_key])
+            rows = cursor.execute(
+                f"SELECT v.embedding, {quote(function)}(s.{quote(record.column)}, on_error := 'null') FROM {vectors} v "
+                f"JOIN {record.table} s ON s.{quote(record.key_column)} = v.key{limit}"
+            ).fetchall()
+        finally:
+            cursor.close()
+        pairs = [(old, new) for old, new in rows if new is not None]
+        if len(pairs) < 2:
+            raise ValueError(f"Index {record.name} has fewer than two rows both versions embed; nothing to compare")
+        old, new = (_unit(np.asarray([pair[i] for pair in pairs], dtype=np.float64)) for i in (0, 1))
+        changes = neighbour_changes(old, new, k)
+        shown = min(k, len(pairs) - 1)
+        return {
+            "index": record.name,
+            "from_version": self._registry.get_model(record.model_key).version(record.version_key).version_name,
+            "to_version": mv.version_name,
+            "rows": len(pairs),
+            "k": shown,
+            "neighbour_overlap": round(float(1 - changes.mean() / shown), 6),
+            "rows_with_changes": int((changes > 0).sum()),
+            "changed_neighbours": {str(n): int((changes == n).sum()) for n in range(shown + 1)},
+        }
+
+    def switch(self, key: str, version: str) -> dict[str, int]:
+        record = self.record(key)
+        mv = self._registry.get_model(record.model_key).version(version)
+        if mv._version_key == record.version_key:
+            raise ValueError(f"Index {record.name} already holds version {mv.version_name}'s vectors")
+        function = _embedding_function(mv)
+        dimension = _dimension(mv)
+        table = _vectors_table(key, mv._version_key)
+        schema = self._catalog.schema
+        key_type = self._source_columns(record.table)[record.key_column.lower()]
+        cursor = self._registry.connection.cursor()
+        self._registry.register_functions(cursor, models=[record.model_key])
+        cursor.execute("BEGIN TRANSACTION")
+        try:
+            cursor.execute(_create_vectors(f"{schema}.{quote(table)}", key_type, dimension))
+            counts = self._apply_changes(cursor, f"{schema}.{quote(table)}", _source(record), function)
+            faults.point("index_switch:before_commit")
+            cursor.execute(
+                f"UPDATE {schema}.indexes SET version_key = ?, model_ref = ?, function_name = ?, vectors_table = ?, "
+                "dimension = ?, refreshed_on = current_timestamp, row_count = ? WHERE index_key = ?",
+                [mv._version_key, version, function, table, dimension, counts["embedded"], key],
+            )
+            cursor.execute(f"DROP TABLE {schema}.{quote(record.vectors)}")
+            cursor.execute("COMMIT")
+        except BaseException:
+            cursor.execute("ROLLBACK")
+            raise
+        finally:
+            cursor.close()
+        return counts
+
     # ----------------------------------------------------------------- search
     def search(self, key: str, query: str, k: int | None, condition: str | None) -> pd.DataFrame:
         record = self.record(key)
@@ -242,6 +317,30 @@ def macro_statement(record: IndexRecord, vectors: str, create_macro_head: str) -
     """``<index>_search(query, k := 10)``: the ``k`` best rows (every row with ``k := NULL``, for a WHERE
     that must not cut the top ``k`` short: filter, then ``ORDER BY score DESC LIMIT k`` yourself)."""
     return f"{create_macro_head}(query, k := 10) AS TABLE {search_sql(record, vectors, 'query')} LIMIT k"
+
+
+def _source(record: IndexRecord) -> str:
+    """The indexed rows of the source table as ``(key, body)``: rows with a NULL text or key are not indexed."""
+    key, column = quote(record.key_column), quote(record.column)
+    return (
+        f"(SELECT {key} AS key, {column} AS body FROM {record.table} WHERE {column} IS NOT NULL AND {key} IS NOT NULL)"
+    )
+
+
+def _vectors_table(index_key: str, version_key: str) -> str:
+    """The table of one index's vectors by one version (a new version's vectors go to a new table)."""
+    return f"index_{_SAFE.sub('_', index_key)}__{_SAFE.sub('_', version_key)}"
+
+
+def _create_vectors(table: str, key_type: str, dimension: int) -> str:
+    return (
+        f"CREATE TABLE {table} (key {key_type} PRIMARY KEY, content_hash VARCHAR NOT NULL, "
+        f"embedding FLOAT[{dimension}] NOT NULL)"
+    )
+
+
+def _unit(vectors: np.ndarray) -> np.ndarray:
+    return vectors / np.clip(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12, None)
 
 
 def _embedding_function(mv: Any) -> str:
