@@ -644,6 +644,122 @@ def stages_command(
     _guard(do, session)
 
 
+@main.group("index")
+def index_group() -> None:
+    """Semantic indexes: a table column's embeddings, kept in the database and searched by meaning.
+
+    \b
+      duckreg index create docs_idx --table docs --column body --key id --model minilm --db shop.duckdb
+      duckreg index search docs_idx "what is the man eating?" -k 5 --db shop.duckdb
+    In SQL: FROM docs_idx_search('what is the man eating?', k := 5).
+    """
+
+
+@index_group.command("create")
+@click.argument("name")
+@click.option("--table", required=True, help="The table whose column is indexed.")
+@click.option("--column", required=True, help="The text column to embed.")
+@click.option("--key", required=True, help="The column that identifies a row (unique, not NULL).")
+@click.option("--model", "model_name", required=True, help="The embedding model.")
+@click.option("--version", "version_name", help="A version or alias (the model's default when left out).")
+@click.option("--no-refresh", is_flag=True, help="Create it empty; `duckreg index refresh` embeds the rows.")
+@db_option
+def index_create(
+    name: str, table: str, column: str, key: str, model_name: str, version_name: str | None, no_refresh: bool,
+    database: str | None,
+) -> None:  # fmt: skip
+    """Create index NAME over TABLE.COLUMN and embed every row (one transaction)."""
+    session = _open(database)
+
+    def do() -> None:
+        index = session.registry.create_index(name, table=table, column=column, key=key, model=model_name,
+                                              version=version_name, refresh=not no_refresh)  # fmt: skip
+        shown = index.show()
+        click.echo(f"Created {shown['name']}: {shown['rows']} rows by {shown['model']} version {shown['version']}; "
+                   f"SQL {shown['search']}(query, k := 10)")  # fmt: skip
+
+    _guard(do, session)
+
+
+@index_group.command("refresh")
+@click.argument("name")
+@db_option
+def index_refresh(name: str, database: str | None) -> None:
+    """Embed rows that are new or changed since the last refresh and drop deleted ones (one transaction)."""
+    session = _open(database)
+
+    def do() -> None:
+        counts = session.registry.get_index(name).refresh()
+        click.echo(", ".join(f"{what} {count}" for what, count in counts.items()))
+
+    _guard(do, session)
+
+
+@index_group.command("search")
+@click.argument("name")
+@click.argument("query")
+@click.option("-k", "k", type=int, default=10, show_default=True, help="How many rows.")
+@click.option("--filter", "condition", help="A SQL condition on the table's columns, applied before ranking.")
+@db_option
+@format_option
+def index_search(name: str, query: str, k: int, condition: str | None, database: str | None, fmt: str) -> None:
+    """The K rows of the indexed table closest in meaning to QUERY, with their scores."""
+    from duckreg.tables import render_frame
+
+    session = _open(database, read_only=True)
+    _guard(lambda: render_frame(session.registry.get_index(name).search(query, k, filter=condition), _mode(fmt)),
+           session)  # fmt: skip
+
+
+@index_group.command("list")
+@db_option
+@format_option
+def index_list(database: str | None, fmt: str) -> None:
+    """Every index with its table, column, model version, rows and last refresh."""
+    from duckreg.tables import render_frame
+
+    session = _open(database, read_only=True)
+    _guard(lambda: render_frame(session.registry.show_indexes().astype("string"), _mode(fmt)), session)
+
+
+@index_group.command("compare")
+@click.argument("name")
+@click.argument("version")
+@click.option("--sample", type=int, default=2000, show_default=True, help="Rows compared (0: every row).")
+@db_option
+def index_compare(name: str, version: str, sample: int, database: str | None) -> None:
+    """How many of each row's ten nearest rows would change if NAME moved to VERSION (nothing is changed)."""
+    import json
+
+    session = _open(database, read_only=True)
+    _guard(lambda: click.echo(json.dumps(session.registry.get_index(name).compare(version, sample=sample or None),
+                                         indent=2)), session)  # fmt: skip
+
+
+@index_group.command("switch")
+@click.argument("name")
+@click.argument("version")
+@db_option
+def index_switch(name: str, version: str, database: str | None) -> None:
+    """Re-embed every row of NAME with VERSION and switch to it in one transaction."""
+    session = _open(database)
+
+    def do() -> None:
+        counts = session.registry.get_index(name).switch_version(version)
+        click.echo(f"{name} now holds version {version}'s vectors: {counts['embedded']} rows")
+
+    _guard(do, session)
+
+
+@index_group.command("drop")
+@click.argument("name")
+@db_option
+def index_drop(name: str, database: str | None) -> None:
+    """Delete index NAME and its vectors (the table is untouched)."""
+    session = _open(database)
+    _guard(lambda: (session.registry.drop_index(name), click.echo(f"Dropped {name}")), session)
+
+
 @main.group()
 def cache() -> None:
     """The result cache of deterministic model functions (results.sqlite in the artifact folder)."""

@@ -209,3 +209,42 @@ def test_a_refresh_or_switch_killed_midway_leaves_the_index_as_it_was_and_the_da
         assert survivor.refresh() == {"embedded": 10, "removed": 10, "unchanged": 50, "failed": 0}
     finally:
         reopened.connection.close()
+
+
+def test_indexes_are_created_refreshed_searched_and_dropped_from_sql_and_the_cli(indexed, db_path: Path) -> None:
+    registry, _ = indexed
+    con = registry.register_functions()
+    created = con.execute("FROM create_index('sql_idx', 'docs', 'body', 'id', 'emb', version := 'v1')").fetchall()
+    assert created == [("sql_idx", "v1", 60, 60, 0, 0, 0)]
+    con.execute("INSERT INTO docs VALUES (300, 'market price', 'en')")
+    assert con.execute("FROM refresh_index('sql_idx')").fetchall() == [("sql_idx", "v1", 61, 1, 0, 60, 0)]
+    registry.register_functions(con)  # a Python connection takes the new search function from here
+    top = con.execute("SELECT id FROM sql_idx_search('market price', k := 1)").fetchall()
+    assert top == [(300,)]
+    assert con.execute("FROM drop_index('sql_idx')").fetchall()[0][:3] == ("sql_idx", "v1", 0)
+    registry.connection.close()
+
+    def cli(*arguments: str) -> str:
+        done = subprocess.run(
+            [sys.executable, "-m", "duckreg.cli", *arguments, "--db", str(db_path)],
+            capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    assert "Created cli_idx: 61 rows by emb version v1" in cli(
+        "index", "create", "cli_idx", "--table", "docs", "--column", "body", "--key", "id", "--model", "emb"
+    )
+    assert "cli_idx" in cli("index", "list") and "docs_idx" in cli("index", "list")
+    assert "market price" in cli("index", "search", "cli_idx", "market price", "-k", "1")
+    # A shell statement binds an index's search function even when its model was bound before the index existed.
+    script = (
+        "SELECT count(emb(body)) AS embedded FROM docs;\n"
+        "FROM create_index('late_idx', 'docs', 'body', 'id', 'emb');\n"
+        "SELECT id FROM late_idx_search('market price', k := 1);\n"
+    )
+    (db_path.parent / "script.sql").write_text(script)
+    output = cli("run", str(db_path.parent / "script.sql"))
+    assert output.split("late_idx")[-1].split("\n")[-3].strip("│ ") == "300"
+    assert "embedded 0" in cli("index", "refresh", "cli_idx")
+    assert "Dropped cli_idx" in cli("index", "drop", "cli_idx")

@@ -274,7 +274,7 @@ class Instance:
                 lambda fn: True,
                 params,
                 returns,
-                side_effects=name.startswith(("duckreg_run_batch", "duckreg_list_errors")),
+                side_effects=name.startswith(("duckreg_run_batch", "duckreg_list_errors", "duckreg_index")),
             )
 
     def add_server(self, server: StageServer) -> None:

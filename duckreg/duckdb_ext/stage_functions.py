@@ -22,6 +22,12 @@ RUN_BATCH_RESULT = (
 )
 """The row SQL's ``run_batch`` returns for a finished job."""
 
+INDEX_RESULT = (
+    'STRUCT(index_name VARCHAR, version VARCHAR, "rows" BIGINT, embedded BIGINT, removed BIGINT, unchanged BIGINT, '
+    "failed BIGINT)"
+)
+"""The row SQL's ``create_index``, ``refresh_index`` and ``drop_index`` return."""
+
 if TYPE_CHECKING:
     from duckreg.stages import StageCatalog
 
@@ -38,6 +44,8 @@ class StageServer:
     start_job: Callable[..., str]
     """The same arguments -> the id of a job left running in the background."""
     closed: Callable[[], bool]
+    index_action: Callable[..., dict]
+    """``index_action(action, index_name, table, column, key, model, version)`` -> the index's summary row."""
 
 
 class StageFunctions:
@@ -72,6 +80,19 @@ class StageFunctions:
         return its summary row."""
         return self.server().run_job(model, query, output_location, mode, job_name, rows, on_error)
 
+    def index(
+        self,
+        action: str,
+        index_name: str,
+        table: str | None,
+        column: str | None,
+        key: str | None,
+        model: str | None,
+        version: str | None,
+    ) -> dict:
+        """``create_index``, ``refresh_index`` and ``drop_index`` in SQL: the index's summary row afterwards."""
+        return self.server().index_action(action, index_name, table, column, key, model, version)
+
     def run_batch_async(
         self,
         model: str,
@@ -93,6 +114,7 @@ STAGE_UDFS = (
     ("duckreg_run_batch", "run_batch", _RUN_BATCH_PARAMS, RUN_BATCH_RESULT),
     ("duckreg_run_batch_async", "run_batch_async", _RUN_BATCH_PARAMS, "VARCHAR"),
     ("duckreg_list_errors", "list_errors", [], row_errors.ERRORS_TYPE),
+    ("duckreg_index", "index", ["VARCHAR"] * 7, INDEX_RESULT),
 )
 """(UDF name, method of ``StageFunctions``, parameter types, return type)."""
 
@@ -114,4 +136,21 @@ def stage_macro_statements(catalog: str | None = None) -> list[str]:
         f"(SELECT duckreg_run_batch({arguments}) AS summary) SELECT unnest(summary) FROM job",
         f"{create_macro('run_batch_async', catalog)}({parameters}) AS duckreg_run_batch_async({arguments})",
         f"{create_macro('duckreg_errors', catalog)}() AS TABLE SELECT unnest(duckreg_list_errors(), recursive := true)",
+        *(
+            f"{create_macro(name, catalog)}({params}) AS TABLE WITH done AS MATERIALIZED "
+            f"(SELECT duckreg_index({arguments}) AS summary) SELECT unnest(summary) FROM done"
+            for name, params, arguments in _INDEX_MACROS
+        ),
     ]
+
+
+_INDEX_MACROS = (
+    (
+        "create_index",
+        "index_name, table_name, column_name, key_column, model, version := NULL",
+        "'create', index_name, table_name, column_name, key_column, model, version",
+    ),
+    ("refresh_index", "index_name", "'refresh', index_name, NULL, NULL, NULL, NULL, NULL"),
+    ("drop_index", "index_name", "'drop', index_name, NULL, NULL, NULL, NULL, NULL"),
+)
+"""(macro, its parameters, the ``duckreg_index`` arguments it passes)."""

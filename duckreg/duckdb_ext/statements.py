@@ -31,11 +31,15 @@ def prepare(
     is passed on to ``register_functions`` (``duckreg serve`` keeps its macros there).
     """
     text, used = rewrite(statement, registry.resolve_model_call)
-    needed = used | models_named_in(text, registry.model_keys())
+    indexes = {f"index:{key}" for key in registry.indexes_named_in(text)}
+    needed = used | models_named_in(text, registry.model_keys()) | registry.index_models_named_in(text)
     if bound is not None:
         needed -= bound
+        indexes -= bound
     if needed or bound is None:
         registry.register_functions(con, models=needed, macro_catalog=macro_catalog)
+    if indexes:  # an index created after its model was bound here
+        registry.register_index_macros(con, {name.removeprefix("index:") for name in indexes}, macro_catalog)
     if bound is not None:
-        bound |= needed
+        bound |= needed | indexes
     return text

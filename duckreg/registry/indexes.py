@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+import duckdb
 import numpy as np
 import pandas as pd
 
@@ -143,7 +144,11 @@ class IndexStore:
         return IndexRecord(*rows[0])
 
     def keys(self) -> list[str]:
-        return [row[0] for row in self._catalog.query("SELECT index_key FROM {schema}.indexes ORDER BY created_on")]
+        """Every index's key, oldest first (none in an older, read-only catalog without the indexes table)."""
+        try:
+            return [row[0] for row in self._catalog.query("SELECT index_key FROM {schema}.indexes ORDER BY created_on")]
+        except duckdb.CatalogException:
+            return []
 
     def create(self, name: str, table: str, column: str, key: str, model: str, version: str | None) -> str:
         """Record a new index over ``table.column`` and create its (empty) vector table; its key."""
@@ -179,10 +184,13 @@ class IndexStore:
             catalog.execute("DELETE FROM {schema}.indexes WHERE index_key = ?", [key])
 
     def _source_columns(self, table: str) -> dict[str, str]:
+        cursor = self._registry.connection.cursor()  # SQL's create_index runs inside a query on the connection
         try:
-            described = self._registry.connection.execute(f"DESCRIBE {table}").fetchall()
-        except Exception as exc:  # noqa: BLE001 - DuckDB's catalog error names what is missing
+            described = cursor.execute(f"DESCRIBE {table}").fetchall()
+        except duckdb.Error as exc:
             raise ValueError(f"Cannot index table {table}: {exc}") from None
+        finally:
+            cursor.close()
         return {row[0].lower(): row[1] for row in described}
 
     # ----------------------------------------------------------------- refresh

@@ -141,8 +141,25 @@ class Registry:
         return self._models.model_keys()
 
     def function_names(self) -> list[str]:
-        """Every SQL function and table macro name the models answer to (shells complete them)."""
-        return sorted({n for m in self.models() for name in m._sql_names() for n in (name, table_macro_name(name))})
+        """Every SQL function and table macro name the models and indexes answer to (shells complete them)."""
+        names = {n for m in self.models() for name in m._sql_names() for n in (name, table_macro_name(name))}
+        return sorted(names | {f"{key}{SEARCH_SUFFIX}" for key in self._indexes.keys()})
+
+    def indexes_named_in(self, sql_text: str) -> set[str]:
+        """The indexes whose search functions ``sql_text`` names."""
+        lowered = sql_text.lower()
+        return {key for key in self._indexes.keys() if f"{key}{SEARCH_SUFFIX}" in lowered}
+
+    def index_models_named_in(self, sql_text: str) -> set[str]:
+        """The models of the indexes whose search functions ``sql_text`` names (their macros need them bound)."""
+        return {self._indexes.record(key).model_key for key in self.indexes_named_in(sql_text)}
+
+    def register_index_macros(
+        self, con: duckdb.DuckDBPyConnection, index_keys: set[str], macro_catalog: str | None = None
+    ) -> None:
+        """``<index>_search`` on ``con`` for ``index_keys`` (their models' functions registered first)."""
+        models = {self._indexes.record(key).model_key for key in index_keys}
+        self.register_functions(con, models=models, macro_catalog=macro_catalog)
 
     def show_models(self) -> pd.DataFrame:
         """One row per model (Snowflake's columns), with its versions, default version and aliases."""
@@ -523,11 +540,10 @@ class Registry:
         """A semantic index over ``table.column`` (rows identified by ``key``) with the embeddings of ``model``'s
         ``version`` (a name or alias; the default version when None), which the index records. With ``refresh``
         (the default) every row is embedded now; ``<index_name>_search(query, k := 10)`` searches it from SQL."""
-        index_key = self._indexes.create(index_name, table, column, key, model, version)
-        index = SemanticIndex(self, index_key)
+        index = SemanticIndex(self, self._indexes.create(index_name, table, column, key, model, version))
         if refresh:
             index.refresh()
-        self._refresh_sql(self._indexes.record(index_key).model_key)
+        self._refresh_sql(self._indexes.record(index._key).model_key)
         return index
 
     def get_index(self, index_name: str) -> SemanticIndex:
@@ -559,7 +575,31 @@ class Registry:
             partial(run_from_sql, self, wait=True),
             partial(run_from_sql, self, wait=False),
             self.closed,
+            self._index_from_sql,
         )
+
+    def _index_from_sql(
+        self, action: str, index_name: str, table: str | None, column: str | None, key: str | None,
+        model: str | None, version: str | None,
+    ) -> dict[str, Any]:  # fmt: skip
+        """SQL's ``create_index``/``refresh_index``/``drop_index``: the index's summary row afterwards."""
+        counts: dict[str, int] = {"embedded": 0, "removed": 0, "unchanged": 0, "failed": 0}
+        # Inside a query on a connection that connection cannot take new macros: the next statement of the
+        # shell, dbt or serve binds <index>_search, and a Python connection with register_functions().
+        if action == "create":
+            if not (table and column and key and model):
+                raise ValueError("create_index(index_name, table_name, column_name, key_column, model[, version])")
+            index = SemanticIndex(self, self._indexes.create(index_name, table, column, key, model, version))
+            counts = index.refresh()
+        elif action == "refresh":
+            index = self.get_index(index_name)
+            counts = index.refresh()
+        else:
+            shown = self.get_index(index_name).show()
+            self._indexes.drop(normalize(index_name))
+            return {"index_name": shown["name"], "version": shown["version"], "rows": 0, **counts}
+        shown = index.show()
+        return {"index_name": shown["name"], "version": shown["version"], "rows": shown["rows"], **counts}
 
     def _sql_instance(self) -> connections.Instance:
         """The database instance this registry's connection belongs to (where its functions live)."""
