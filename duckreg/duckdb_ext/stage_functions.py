@@ -147,8 +147,9 @@ def stage_macro_statements(catalog: str | None = None) -> list[str]:
 _INDEX_MACROS = (
     (
         "create_index",
-        "index_name, table_name, column_name, key_column, model, version := NULL",
-        "'create', index_name, table_name, column_name, key_column, model, version",
+        "index_name, table_name, column_name, key_column, model, version := NULL, if_exists := 'error'",
+        "CASE if_exists WHEN 'refresh' THEN 'create_or_refresh' WHEN 'error' THEN 'create' ELSE 'bad if_exists' END, "
+        "index_name, table_name, column_name, key_column, model, version",
     ),
     ("refresh_index", "index_name", "'refresh', index_name, NULL, NULL, NULL, NULL, NULL"),
     ("drop_index", "index_name", "'drop', index_name, NULL, NULL, NULL, NULL, NULL"),

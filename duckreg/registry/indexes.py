@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import duckdb
 import numpy as np
@@ -22,9 +22,6 @@ import pandas as pd
 from duckreg import faults
 from duckreg.identifiers import check_identifier, normalize, quote
 from duckreg.inference_engines.agreement import NEIGHBOURS, neighbour_changes
-
-if TYPE_CHECKING:
-    from duckreg.registry.registry import Registry
 
 SEARCH_SUFFIX = "_search"
 _SAFE = re.compile(r"[^a-z0-9_]")
@@ -52,7 +49,7 @@ class IndexRecord:
 class SemanticIndex:
     """A named embedding index over one text column of a table (see the module docstring)."""
 
-    def __init__(self, registry: Registry, key: str) -> None:
+    def __init__(self, registry: Any, key: str) -> None:
         self._registry = registry
         self._key = key
 
@@ -128,7 +125,8 @@ class SemanticIndex:
 class IndexStore:
     """The catalog side of indexes: their records, their vector tables, refresh and search."""
 
-    def __init__(self, registry: Registry) -> None:
+    def __init__(self, registry: Any) -> None:
+        """``registry``: the ``Registry`` whose catalog holds the indexes and whose models embed them."""
         self._registry = registry
         self._catalog = registry._catalog
 
@@ -150,14 +148,29 @@ class IndexStore:
         except duckdb.CatalogException:
             return []
 
-    def create(self, name: str, table: str, column: str, key: str, model: str, version: str | None) -> str:
-        """Record a new index over ``table.column`` and create its (empty) vector table; its key."""
+    def create(
+        self, name: str, table: str, column: str, key: str, model: str, version: str | None, if_exists: str = "error"
+    ) -> str:
+        """Record a new index over ``table.column`` and create its (empty) vector table; its key. With
+        ``if_exists="refresh"`` an index of that name and the same definition is kept (the caller refreshes it)."""
         check_identifier(name, "index name")
+        if if_exists not in ("error", "refresh"):
+            raise ValueError(f"if_exists must be 'error' or 'refresh', got {if_exists!r}")
         index_key = normalize(name)
-        if index_key in self.keys():
-            raise ValueError(f"Index {name} already exists; drop_index({name!r}) first or pick another name")
         handle = self._registry.get_model(model)
         mv = handle.default if version is None else handle.version(version)
+        if index_key in self.keys():
+            record = self.record(index_key)
+            same = (record.table, record.column, record.key_column, record.model_key, record.version_key) == (
+                table, column, key, mv._model_key, mv._version_key)  # fmt: skip
+            if if_exists == "refresh" and same:
+                return index_key
+            raise ValueError(
+                f"Index {name} already exists"
+                + ("" if if_exists == "error" else " with another definition")
+                + f"; drop_index({name!r}) first, pick another name, or pass if_exists='refresh' to keep and "
+                "refresh an index of the same definition"
+            )
         function = _embedding_function(mv)
         columns = self._source_columns(table)
         for wanted, what in ((column, "column"), (key, "key")):

@@ -536,11 +536,15 @@ class Registry:
         model: str,
         version: str | None = None,
         refresh: bool = True,
+        if_exists: str = "error",
     ) -> SemanticIndex:
         """A semantic index over ``table.column`` (rows identified by ``key``) with the embeddings of ``model``'s
         ``version`` (a name or alias; the default version when None), which the index records. With ``refresh``
-        (the default) every row is embedded now; ``<index_name>_search(query, k := 10)`` searches it from SQL."""
-        index = SemanticIndex(self, self._indexes.create(index_name, table, column, key, model, version))
+        (the default) every row is embedded now; ``<index_name>_search(query, k := 10)`` searches it from SQL.
+        ``if_exists="refresh"`` keeps an existing index of the same definition (and refreshes it) instead of
+        refusing, so a script or a dbt hook can run again."""
+        created = self._indexes.create(index_name, table, column, key, model, version, if_exists)
+        index = SemanticIndex(self, created)
         if refresh:
             index.refresh()
         self._refresh_sql(self._indexes.record(index._key).model_key)
@@ -586,18 +590,22 @@ class Registry:
         counts: dict[str, int] = {"embedded": 0, "removed": 0, "unchanged": 0, "failed": 0}
         # Inside a query on a connection that connection cannot take new macros: the next statement of the
         # shell, dbt or serve binds <index>_search, and a Python connection with register_functions().
-        if action == "create":
+        if action in ("create", "create_or_refresh"):
             if not (table and column and key and model):
                 raise ValueError("create_index(index_name, table_name, column_name, key_column, model[, version])")
-            index = SemanticIndex(self, self._indexes.create(index_name, table, column, key, model, version))
+            if_exists = "refresh" if action == "create_or_refresh" else "error"
+            created = self._indexes.create(index_name, table, column, key, model, version, if_exists)
+            index = SemanticIndex(self, created)
             counts = index.refresh()
         elif action == "refresh":
             index = self.get_index(index_name)
             counts = index.refresh()
-        else:
+        elif action == "drop":
             shown = self.get_index(index_name).show()
             self._indexes.drop(normalize(index_name))
             return {"index_name": shown["name"], "version": shown["version"], "rows": 0, **counts}
+        else:
+            raise ValueError("create_index(..., if_exists := ...) takes 'error' or 'refresh'")
         shown = index.show()
         return {"index_name": shown["name"], "version": shown["version"], "rows": shown["rows"], **counts}
 
