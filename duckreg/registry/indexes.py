@@ -99,6 +99,10 @@ class SemanticIndex:
         """
         return self._registry._indexes.refresh(self._key)
 
+    def pending_changes(self) -> int:
+        """How many rows a refresh would embed or drop now (0: the index is fresh)."""
+        return self._registry._indexes.pending(self._key)
+
     def search(self, query: str, k: int | None = 10, *, filter: str | None = None) -> pd.DataFrame:
         """The ``k`` source rows most similar to ``query`` (all of them with ``k=None``), best first, with their
         ``score`` (cosine similarity). ``filter`` is a SQL condition on the source table's columns, applied
@@ -249,6 +253,20 @@ class IndexStore:
         ).fetchone()[0]
         unchanged = cursor.execute(f"SELECT count(*) FROM {vectors}").fetchone()[0] - embedded
         return {"embedded": embedded, "removed": removed, "unchanged": unchanged, "failed": wanted - embedded}
+
+    def pending(self, key: str) -> int:
+        record = self.record(key)
+        vectors = f"{self._catalog.schema}.{quote(record.vectors)}"
+        source = _source(record)
+        stale = f"SELECT count(*) FROM {vectors} v WHERE NOT EXISTS (SELECT 1 FROM {source} s WHERE s.key = v.key " \
+                "AND md5(s.body) = v.content_hash)"  # fmt: skip
+        missing = f"SELECT count(*) FROM {source} s WHERE NOT EXISTS (SELECT 1 FROM {vectors} v WHERE v.key = s.key " \
+                  "AND v.content_hash = md5(s.body))"  # fmt: skip
+        cursor = self._registry.connection.cursor()
+        try:
+            return int(cursor.execute(f"SELECT ({stale}) + ({missing})").fetchone()[0])
+        finally:
+            cursor.close()
 
     # ----------------------------------------------------------------- versions
     def compare(self, key: str, version: str, sample: int | None, k: int) -> dict[str, Any]:

@@ -131,6 +131,18 @@ def job_page(request: Request) -> Response:
     return render(request, "job.html", job=job)
 
 
+def indexes_page(request: Request) -> Response:
+    """The indexes, and the results of a search when the form named an index and a query."""
+    registry = _ui(request).registry
+    name, query = request.query_params.get("index"), request.query_params.get("q", "")
+    k = int(request.query_params.get("k") or 10) if (request.query_params.get("k") or "10").isdigit() else 10
+    results = None
+    if name and query:
+        results = _found(pages.index_search, registry, name, query, max(1, min(k, 1000)))
+    return render(request, "indexes.html", indexes=pages.indexes(registry), chosen=name, query=query, k=k,
+                  results=results)  # fmt: skip
+
+
 def stages_page(request: Request) -> Response:
     return render(request, "stages.html", stages=pages.stages(_ui(request).registry))
 
@@ -278,6 +290,7 @@ ROUTES = [
     Route("/models/{model}/versions/{version}", version_page),
     Route("/jobs", jobs_page),
     Route("/jobs/{name}", job_page),
+    Route("/indexes", indexes_page),
     Route("/stages", stages_page),
     Route("/stages/{name}", stage_page),
     Route("/api/jobs", jobs_json),

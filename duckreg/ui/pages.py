@@ -242,6 +242,21 @@ def _has_success(registry: Registry, output: str | None) -> bool:
         return False
 
 
+def indexes(registry: Registry) -> list[dict[str, Any]]:
+    """Every semantic index with its model version, rows, last refresh and the changes a refresh would make."""
+    found = []
+    for name in registry.show_indexes()["name"]:
+        index = registry.get_index(name)
+        found.append({**index.show(), "pending": index.pending_changes()})
+    return found
+
+
+def index_search(registry: Registry, name: str, query: str, k: int) -> dict[str, Any]:
+    """The rows of index ``name`` closest to ``query``: column names and rows as text."""
+    frame = registry.get_index(name).search(query, k=k)
+    return {"columns": list(frame.columns), "rows": frame.astype("string").fillna("NULL").values.tolist()}
+
+
 def stages(registry: Registry) -> list[dict[str, Any]]:
     """The registry's stages: name, location, comment."""
     return [
