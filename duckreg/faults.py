@@ -27,6 +27,7 @@ POINTS = (
     "index_refresh:after_delete",
     "index_refresh:before_commit",
     "index_switch:before_commit",
+    "index_ann:building",
 )
 
 

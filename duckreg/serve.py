@@ -18,7 +18,6 @@ ever send SQL; a model call runs under the same limits and errors as a local one
 
 from __future__ import annotations
 
-import importlib.util
 import signal
 import sys
 import threading
@@ -31,6 +30,7 @@ from typing import Any
 
 import duckdb
 
+from duckreg.duckdb_ext import extensions
 from duckreg.duckdb_ext.connections import open_database
 from duckreg.duckdb_ext.names import models_named_in
 from duckreg.duckdb_ext.statements import prepare
@@ -67,18 +67,6 @@ def _version() -> str:
     return duckdb.__version__
 
 
-def extension_file(name: str) -> Path | None:
-    """The extension shipped by the PyPI package ``duckdb-extension-<name>`` for this DuckDB, if installed."""
-    spec = importlib.util.find_spec(f"duckdb_extension_{name}")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    for folder in spec.submodule_search_locations:
-        candidate = Path(folder) / "extensions" / f"v{_version()}" / f"{name}.duckdb_extension"
-        if candidate.is_file():
-            return candidate
-    return None
-
-
 def install_hint() -> str:
     """How to get the quack extension for the DuckDB this process runs."""
     version = _version()
@@ -97,17 +85,12 @@ def install_hint() -> str:
 def load_extension(con: duckdb.DuckDBPyConnection, name: str) -> str:
     """Load extension ``name`` (installed, or from its PyPI package); where it was loaded from."""
     try:
-        con.execute(f"LOAD {name}")
-        return "installed"
-    except duckdb.Error:
-        path = extension_file(name)
-        if path is None:
-            raise ServeError(
-                f"The DuckDB extension {name!r} is not available for DuckDB {_version()} in this environment. "
-                + install_hint()
-            ) from None
-        con.execute(f"LOAD {quote_literal(str(path))}")
-        return str(path)
+        return extensions.load(con, name)
+    except LookupError:
+        raise ServeError(
+            f"The DuckDB extension {name!r} is not available for DuckDB {_version()} in this environment. "
+            + install_hint()
+        ) from None
 
 
 def listen_uri(host: str, port: int) -> str:

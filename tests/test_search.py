@@ -268,3 +268,96 @@ def test_the_ui_lists_indexes_with_their_version_and_freshness_and_searches_them
     for body in expected["body"]:
         assert body in found
     assert client.get("/indexes", params={"index": "nope", "q": "x"}).status_code == 404
+
+
+def _vss_missing() -> str | None:
+    import duckdb
+
+    from duckreg.duckdb_ext import extensions
+
+    try:
+        extensions.load(duckdb.connect(), "vss")
+    except LookupError as exc:
+        return str(exc)
+    return None
+
+
+VSS_MISSING = _vss_missing()
+needs_vss = pytest.mark.skipif(VSS_MISSING is not None, reason=f"needs vss (the DuckDB 1.5 leg): {VSS_MISSING}")
+
+
+@pytest.fixture
+def many(registry, model_dirs):
+    pipe = transformers.pipeline("feature-extraction", model=str(model_dirs["feature-extraction"]))
+    registry.log_model(pipe, model_name="emb", version_name="v1", options={"pooling": "mean"})
+    registry.connection.from_df(_documents(3000, seed=11)).create("docs")
+    return registry
+
+
+@needs_vss
+def test_hnsw_finds_the_exact_top_ten_on_a_seeded_set_and_the_plan_uses_it(many) -> None:
+    index = many.create_index("docs_idx", table="docs", column="body", key="id", model="emb", ann="hnsw")
+    assert index.show()["method"] == "hnsw"
+    queries = [" ".join(WORDS[i : i + 3]) for i in range(0, 12)]
+    recalls = []
+    for query in queries:
+        tenth = index.search(query, k=None)["score"].iloc[9]
+        approximate = index.search(query, k=10)["score"]
+        assert len(approximate) == 10
+        # Texts of a few words from a small vocabulary tie often: a result as close as the exact tenth counts.
+        recalls.append(float((approximate >= tenth - 1e-6).mean()))
+    assert np.mean(recalls) >= 0.95, recalls
+    con = many.register_functions()
+    plan = con.execute("EXPLAIN SELECT * FROM docs_idx_search('good food', k := 10)").fetchall()[0][1]
+    assert "HNSW_INDEX_SCAN" in plan
+    top = [r[0] for r in con.execute("SELECT id FROM docs_idx_search('good food', k := 10)").fetchall()]
+    assert top == index.search("good food", k=10)["id"].tolist()
+    # The database file holds no HNSW index: it lives in an in-memory catalog of this process.
+    assert (
+        many.connection.execute(
+            "SELECT count(*) FROM duckdb_indexes() WHERE database_name <> 'duckreg_ann'"
+        ).fetchone()[0]
+        == 0
+    )
+
+
+@needs_vss
+@pytest.mark.process
+def test_a_process_killed_while_building_hnsw_leaves_the_database_searchable(many, db_path: Path) -> None:
+    many.create_index("docs_idx", table="docs", column="body", key="id", model="emb", ann="hnsw", refresh=True)
+    many.connection.close()
+    script = "import sys, duckreg\nprint(duckreg.Registry(sys.argv[1]).get_index('docs_idx').search('good', k=3))"
+    child = subprocess.run([sys.executable, "-c", script, str(db_path)], capture_output=True, text=True, timeout=300,
+                           env={**os.environ, faults.ENV: "index_ann:building"})  # fmt: skip
+    assert child.returncode == -signal.SIGKILL, child.stderr
+    reopened = duckreg.Registry(str(db_path))
+    try:
+        assert len(reopened.get_index("docs_idx").search("good", k=3)) == 3
+        assert reopened.connection.execute("SELECT count(*) FROM docs").fetchone()[0] == 3000
+    finally:
+        reopened.connection.close()
+
+
+@pytest.mark.skipif(VSS_MISSING is None, reason="vss loads here: this checks a DuckDB without it")
+def test_without_vss_search_is_exact_and_says_why_and_hnsw_is_refused(many, monkeypatch) -> None:
+    from duckreg.registry import indexes
+
+    with pytest.raises(ValueError, match=r"ann='hnsw' needs DuckDB's vss extension: The DuckDB extension 'vss' is "):
+        many.create_index("docs_idx", table="docs", column="body", key="id", model="emb", ann="hnsw")
+    monkeypatch.setattr(indexes, "ANN_MIN_ROWS", 100)
+    index = many.create_index("docs_idx", table="docs", column="body", key="id", model="emb")
+    shown = index.show()
+    assert shown["method"] == "exact" and shown["method_reason"].startswith("vss cannot be loaded: ")
+    assert index.search("good food", k=5)["id"].tolist() == index.search("good food", k=None)["id"].tolist()[:5]
+
+
+@needs_vss
+def test_a_refresh_here_brings_the_hnsw_copy_and_the_bound_search_function_up_to_date(many) -> None:
+    index = many.create_index("docs_idx", table="docs", column="body", key="id", model="emb", ann="hnsw")
+    con = many.register_functions()
+    assert con.execute("SELECT count(*) FROM docs_idx_search('x', k := NULL)").fetchone()[0] == 3000
+    many.connection.execute("INSERT INTO docs VALUES (9001, 'mountain river mountain river', 'en')")
+    index.refresh()
+    rows = con.execute("SELECT id FROM docs_idx_search('mountain river mountain river', k := 1)").fetchall()
+    assert rows == [(9001,)]
+    assert con.execute("SELECT count(*) FROM docs_idx_search('x', k := NULL)").fetchone()[0] == 3001

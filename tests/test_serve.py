@@ -25,7 +25,7 @@ import pytest
 import transformers
 
 import duckreg
-from duckreg.serve import extension_file
+from duckreg.duckdb_ext.extensions import extension_file
 
 pytestmark = pytest.mark.process
 DUCKREG = str(Path(sys.executable).with_name("duckreg"))

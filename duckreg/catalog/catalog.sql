@@ -116,5 +116,6 @@ CREATE TABLE IF NOT EXISTS {schema}.indexes (
     dimension BIGINT NOT NULL,
     created_on TIMESTAMP NOT NULL,
     refreshed_on TIMESTAMP,
-    row_count BIGINT NOT NULL
+    row_count BIGINT NOT NULL,
+    ann VARCHAR NOT NULL
 );

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from duckreg import faults
+from duckreg.duckdb_ext import extensions
 from duckreg.identifiers import check_identifier, normalize, quote
 from duckreg.inference_engines.agreement import NEIGHBOURS, neighbour_changes
 
@@ -44,6 +45,7 @@ class IndexRecord:
     created_on: datetime
     refreshed_on: datetime | None
     rows: int
+    ann: str
 
 
 class SemanticIndex:
@@ -73,8 +75,10 @@ class SemanticIndex:
         return f"{self._key}{SEARCH_SUFFIX}"
 
     def show(self) -> dict[str, Any]:
-        """What the index covers, which version made its vectors, how many it holds and when it was refreshed."""
+        """What the index covers, which version made its vectors, how many it holds, when it was refreshed, and
+        how a top-``k`` search runs in this process (``method``: ``"hnsw"`` or ``"exact"``, and why)."""
         record = self._record()
+        method, reason = self._registry._indexes.ann.method(record)
         return {
             "name": record.name,
             "table": record.table,
@@ -88,6 +92,9 @@ class SemanticIndex:
             "created_on": record.created_on,
             "refreshed_on": record.refreshed_on,
             "search": self.sql_name,
+            "ann": record.ann,
+            "method": method,
+            "method_reason": reason,
         }
 
     def refresh(self) -> dict[str, int]:
@@ -126,6 +133,98 @@ class SemanticIndex:
         return f"SemanticIndex(name={self.name!r})"
 
 
+ANN_CHOICES = ("auto", "hnsw", "exact")
+ANN_MIN_ROWS = 10_000
+"""With ``ann="auto"`` an index of at least this many rows is searched through an HNSW index where vss loads."""
+ANN_CATALOG = "duckreg_ann"
+
+
+class AnnCopies:
+    """HNSW indexes over in-memory copies of index vectors, one per index, built in this process.
+
+    The user's database file never holds an HNSW index: vss persists one only experimentally, and a crash
+    can leave the file unreadable (duckdb-vss #65, #81). The copy lives in an in-memory catalog attached to
+    the registry's database instance, built from the vectors table on first use and again whenever the index
+    was refreshed since (in this process or another).
+    """
+
+    def __init__(self, connection: Any) -> None:
+        self._connection = connection
+        self._built: dict[str, Any] = {}
+        self._missing: str | None = None
+        self._loaded = False
+
+    def check_available(self) -> None:
+        """A ``ValueError`` saying why vss cannot load here, if it cannot."""
+        reason = self.unavailable()
+        if reason:
+            raise ValueError(f"ann='hnsw' needs DuckDB's vss extension: {reason}")
+
+    def unavailable(self) -> str | None:
+        """Why vss cannot load in this process (None: it can)."""
+        if not self._loaded and self._missing is None:
+            cursor = self._connection.cursor()
+            try:
+                extensions.load(cursor, "vss")
+                self._loaded = True
+            except (LookupError, duckdb.Error) as exc:
+                self._missing = str(exc)
+            finally:
+                cursor.close()
+        return self._missing
+
+    def method(self, record: IndexRecord) -> tuple[str, str]:
+        """How ``record`` is searched here, ``"hnsw"`` or ``"exact"``, and why."""
+        if record.ann == "exact":
+            return "exact", "ann='exact'"
+        if record.ann == "auto" and record.rows < ANN_MIN_ROWS:
+            return "exact", f"fewer than {ANN_MIN_ROWS} rows (ann='auto')"
+        missing = self.unavailable()
+        if missing:
+            return "exact", f"vss cannot be loaded: {missing}"
+        return "hnsw", "an HNSW index in memory, built from the vectors in this process"
+
+    def table(self, record: IndexRecord, vectors: str) -> str | None:
+        """The in-memory copy with an HNSW index for ``record`` (built or rebuilt now when needed), or None
+        when the index is searched exactly here."""
+        if self.method(record)[0] != "hnsw":
+            return None
+        copy = f"{ANN_CATALOG}.{quote(record.vectors)}"
+        if record.vectors in self._built and self._built[record.vectors] == record.refreshed_on:
+            return copy
+        cursor = self._connection.cursor()
+        try:
+            attached = {row[0] for row in cursor.execute("SELECT database_name FROM duckdb_databases()").fetchall()}
+            if ANN_CATALOG not in attached:
+                cursor.execute(f"ATTACH ':memory:' AS {ANN_CATALOG}")
+            cursor.execute(f"CREATE OR REPLACE TABLE {copy} AS SELECT key, embedding FROM {vectors}")
+            faults.point("index_ann:building")
+            cursor.execute(
+                f"CREATE INDEX {quote(record.vectors + '_hnsw')} ON {copy} USING HNSW (embedding) "
+                "WITH (metric = 'cosine')"
+            )
+        finally:
+            cursor.close()
+        self._built[record.vectors] = record.refreshed_on
+        return copy
+
+    def rebuild(self, record: IndexRecord, vectors: str) -> None:
+        """After a refresh here: a copy this process built follows the new vectors at once, so the search
+        functions bound to it stay exact-as-of-now (a copy never built stays unbuilt until needed)."""
+        if record.vectors in self._built:
+            self.table(record, vectors)
+
+    def forget(self, vectors_table: str) -> None:
+        """Drop the copy of a vectors table that is gone (the index moved to another version, or was dropped)."""
+        if self._built.pop(vectors_table, "absent") == "absent":
+            return
+        cursor = self._connection.cursor()
+        try:
+            cursor.execute(f"DROP TABLE IF EXISTS {ANN_CATALOG}.{quote(vectors_table)}")
+        finally:
+            cursor.close()
+
+
 class IndexStore:
     """The catalog side of indexes: their records, their vector tables, refresh and search."""
 
@@ -133,12 +232,14 @@ class IndexStore:
         """``registry``: the ``Registry`` whose catalog holds the indexes and whose models embed them."""
         self._registry = registry
         self._catalog = registry._catalog
+        self.ann = AnnCopies(registry.connection)
 
     # ----------------------------------------------------------------- records
     def record(self, key: str) -> IndexRecord:
         rows = self._catalog.query(
             "SELECT name, table_name, column_name, key_column, model_key, model_ref, version_key, function_name, "
-            "vectors_table, dimension, created_on, refreshed_on, row_count FROM {schema}.indexes WHERE index_key = ?",
+            "vectors_table, dimension, created_on, refreshed_on, row_count, ann FROM {schema}.indexes "
+            "WHERE index_key = ?",
             [key],
         )
         if not rows:
@@ -153,13 +254,25 @@ class IndexStore:
             return []
 
     def create(
-        self, name: str, table: str, column: str, key: str, model: str, version: str | None, if_exists: str = "error"
+        self,
+        name: str,
+        table: str,
+        column: str,
+        key: str,
+        model: str,
+        version: str | None,
+        if_exists: str = "error",
+        ann: str = "auto",
     ) -> str:
         """Record a new index over ``table.column`` and create its (empty) vector table; its key. With
         ``if_exists="refresh"`` an index of that name and the same definition is kept (the caller refreshes it)."""
         check_identifier(name, "index name")
         if if_exists not in ("error", "refresh"):
             raise ValueError(f"if_exists must be 'error' or 'refresh', got {if_exists!r}")
+        if ann not in ANN_CHOICES:
+            raise ValueError(f"ann must be one of {ANN_CHOICES}, got {ann!r}")
+        if ann == "hnsw":
+            self.ann.check_available()
         index_key = normalize(name)
         handle = self._registry.get_model(model)
         mv = handle.default if version is None else handle.version(version)
@@ -188,9 +301,9 @@ class IndexStore:
         with self._catalog.transaction() as catalog:
             catalog.execute(_create_vectors(f"{{schema}}.{quote(vectors)}", key_type, dimension))
             catalog.execute(
-                "INSERT INTO {schema}.indexes VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, current_timestamp, NULL, 0)",
+                "INSERT INTO {schema}.indexes VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, current_timestamp, NULL, 0, ?)",
                 [index_key, name, table, column, key, mv._model_key, version or "default", mv._version_key, function,
-                 vectors, dimension],
+                 vectors, dimension, ann],
             )  # fmt: skip
         return index_key
 
@@ -199,6 +312,7 @@ class IndexStore:
         with self._catalog.transaction() as catalog:
             catalog.execute(f"DROP TABLE IF EXISTS {{schema}}.{quote(record.vectors)}")
             catalog.execute("DELETE FROM {schema}.indexes WHERE index_key = ?", [key])
+        self.ann.forget(record.vectors)
 
     def _source_columns(self, table: str) -> dict[str, str]:
         cursor = self._registry.connection.cursor()  # SQL's create_index runs inside a query on the connection
@@ -216,7 +330,9 @@ class IndexStore:
         vectors = f"{self._catalog.schema}.{quote(record.vectors)}"
         source = _source(record)
         cursor = self._registry.connection.cursor()
-        self._registry.register_functions(cursor, models=[record.model_key])  # its macros take on_error by name
+        self._registry.register_functions(
+            cursor, models=[record.model_key], with_indexes=False
+        )  # its macros take on_error by name
         cursor.execute("BEGIN TRANSACTION")
         try:
             counts = self._apply_changes(cursor, vectors, source, record.function)
@@ -233,6 +349,7 @@ class IndexStore:
             raise
         finally:
             cursor.close()
+        self.ann.rebuild(self.record(key), vectors)
         return counts
 
     @staticmethod
@@ -277,7 +394,7 @@ class IndexStore:
         limit = "" if sample is None else f" ORDER BY hash(v.key), v.key LIMIT {int(sample)}"
         cursor = self._registry.connection.cursor()
         try:
-            self._registry.register_functions(cursor, models=[record.model_key])
+            self._registry.register_functions(cursor, models=[record.model_key], with_indexes=False)
             rows = cursor.execute(
                 f"SELECT v.embedding, {quote(function)}(s.{quote(record.column)}, on_error := 'null') FROM {vectors} v "
                 f"JOIN {record.table} s ON s.{quote(record.key_column)} = v.key{limit}"
@@ -312,7 +429,7 @@ class IndexStore:
         schema = self._catalog.schema
         key_type = self._source_columns(record.table)[record.key_column.lower()]
         cursor = self._registry.connection.cursor()
-        self._registry.register_functions(cursor, models=[record.model_key])
+        self._registry.register_functions(cursor, models=[record.model_key], with_indexes=False)
         cursor.execute("BEGIN TRANSACTION")
         try:
             cursor.execute(_create_vectors(f"{schema}.{quote(table)}", key_type, dimension))
@@ -330,6 +447,7 @@ class IndexStore:
             raise
         finally:
             cursor.close()
+        self.ann.forget(record.vectors)
         return counts
 
     # ----------------------------------------------------------------- search
@@ -338,24 +456,47 @@ class IndexStore:
         if k is not None and (not isinstance(k, int) or isinstance(k, bool) or k < 1):
             raise ValueError(f"k must be a positive integer or None, got {k!r}")
         con = self._registry.register_functions(models=[record.model_key])
-        sql = search_sql(record, f"{self._catalog.schema}.{quote(record.vectors)}", "?", condition)
-        return con.execute(sql + (f" LIMIT {int(k)}" if k is not None else ""), [query]).df()
+        vectors = f"{self._catalog.schema}.{quote(record.vectors)}"
+        ann = self.ann.table(record, vectors) if condition is None and k is not None else None
+        sql = search_sql(record, vectors, "?", condition, ann=ann, k=str(int(k)) if k is not None else None)
+        return con.execute(sql, [query]).df()
 
 
-def search_sql(record: IndexRecord, vectors: str, query: str, condition: str | None = None) -> str:
-    """Every indexed source row with its cosine similarity to ``query`` (a SQL expression), best first."""
+def search_sql(
+    record: IndexRecord,
+    vectors: str,
+    query: str,
+    condition: str | None = None,
+    *,
+    ann: str | None = None,
+    k: str | None = None,
+) -> str:
+    """The indexed source rows with their cosine similarity to ``query`` (a SQL expression), best first; the
+    ``k`` best (a SQL expression) when given. With ``ann`` (a table with an HNSW index) the ``k`` nearest come
+    from the index, which DuckDB uses for ``ORDER BY array_cosine_distance(...) LIMIT k`` over it."""
     where = f" WHERE {condition}" if condition else ""
     key = quote(record.key_column)
+    embedded = f"{quote(record.function)}({query})"
+    if ann is not None:
+        # vss rewrites only ORDER BY <distance> LIMIT k over the scan; the score is derived outside it.
+        nearest = (
+            f"SELECT key, 1 - distance AS score FROM (SELECT key, array_cosine_distance(embedding, {embedded}) "
+            f"AS distance FROM {ann} ORDER BY distance LIMIT {k})"
+        )
+    else:
+        nearest = f"SELECT key, array_cosine_similarity(embedding, {embedded}) AS score FROM {vectors}"
+    limit = f" LIMIT {k}" if k is not None else ""
     return (
-        f"SELECT score, s.* FROM (SELECT key, array_cosine_similarity(embedding, {quote(record.function)}({query})) "
-        f"AS score FROM {vectors}) r JOIN {record.table} s ON s.{key} = r.key{where} ORDER BY score DESC, r.key"
+        f"SELECT score, s.* FROM ({nearest}) r JOIN {record.table} s ON s.{key} = r.key{where} "
+        f"ORDER BY score DESC, r.key{limit}"
     )
 
 
-def macro_statement(record: IndexRecord, vectors: str, create_macro_head: str) -> str:
+def macro_statement(record: IndexRecord, vectors: str, create_macro_head: str, ann: str | None = None) -> str:
     """``<index>_search(query, k := 10)``: the ``k`` best rows (every row with ``k := NULL``, for a WHERE
-    that must not cut the top ``k`` short: filter, then ``ORDER BY score DESC LIMIT k`` yourself)."""
-    return f"{create_macro_head}(query, k := 10) AS TABLE {search_sql(record, vectors, 'query')} LIMIT k"
+    that must not cut the top ``k`` short: filter, then ``ORDER BY score DESC LIMIT k`` yourself). With
+    ``ann`` a given ``k`` is answered by the HNSW index; ``k := NULL`` ranks every row of the copy exactly."""
+    return f"{create_macro_head}(query, k := 10) AS TABLE {search_sql(record, vectors, 'query', ann=ann, k='k')}"
 
 
 def _source(record: IndexRecord) -> str:

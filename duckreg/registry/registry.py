@@ -480,6 +480,7 @@ class Registry:
         *,
         models: Iterable[str] | None = None,
         macro_catalog: str | None = None,
+        with_indexes: bool = True,
     ) -> duckdb.DuckDBPyConnection:
         """Make model versions callable from SQL on ``con`` (default: the registry's connection).
 
@@ -489,6 +490,7 @@ class Registry:
         work to those models (the shell binds only what a statement uses). The macros are TEMP
         (``con``'s own) unless ``macro_catalog`` names an attached catalog to create them in, where
         every connection of the instance finds them (as ``duckreg serve``'s remote sessions must).
+        ``with_indexes`` also creates ``<index>_search`` for the indexes of those models.
         """
         con = con or self._con
         instance = connections.instance_of(con)
@@ -509,7 +511,8 @@ class Registry:
             if macro_catalog is None:
                 instance.bind_connection(con, wanted)
             macros = [s for f in sql_functions for s in f.macro_statements(macro_catalog)]
-            for statement in stage_macro_statements(macro_catalog) + macros + self._index_macros(wanted, macro_catalog):
+            searches = self._index_macros(wanted, macro_catalog) if with_indexes else []
+            for statement in stage_macro_statements(macro_catalog) + macros + searches:
                 con.execute(statement)
         return con
 
@@ -520,9 +523,8 @@ class Registry:
             record = self._indexes.record(key)
             if models is None or record.model_key in models:
                 vectors = f"{self._catalog.schema}.{quote(record.vectors)}"
-                statements.append(
-                    macro_statement(record, vectors, create_macro(f"{key}{SEARCH_SUFFIX}", macro_catalog))
-                )
+                head = create_macro(f"{key}{SEARCH_SUFFIX}", macro_catalog)
+                statements.append(macro_statement(record, vectors, head, self._indexes.ann.table(record, vectors)))
         return statements
 
     # ------------------------------------------------------------------ indexes
@@ -537,13 +539,16 @@ class Registry:
         version: str | None = None,
         refresh: bool = True,
         if_exists: str = "error",
+        ann: str = "auto",
     ) -> SemanticIndex:
         """A semantic index over ``table.column`` (rows identified by ``key``) with the embeddings of ``model``'s
         ``version`` (a name or alias; the default version when None), which the index records. With ``refresh``
         (the default) every row is embedded now; ``<index_name>_search(query, k := 10)`` searches it from SQL.
         ``if_exists="refresh"`` keeps an existing index of the same definition (and refreshes it) instead of
-        refusing, so a script or a dbt hook can run again."""
-        created = self._indexes.create(index_name, table, column, key, model, version, if_exists)
+        refusing, so a script or a dbt hook can run again. ``ann`` chooses how a top-``k`` search runs: ``"auto"``
+        through an in-memory HNSW index (DuckDB's vss) once the index holds 10,000 rows and vss loads here,
+        ``"hnsw"`` always (refused where vss cannot load), ``"exact"`` never."""
+        created = self._indexes.create(index_name, table, column, key, model, version, if_exists, ann)
         index = SemanticIndex(self, created)
         if refresh:
             index.refresh()
@@ -560,7 +565,7 @@ class Registry:
         """Every index with its table, column, model version, row count and last refresh."""
         rows = [SemanticIndex(self, key).show() for key in self._indexes.keys()]
         columns = ["name", "table", "column", "key", "model", "model_ref", "version", "dimension", "rows",
-                   "created_on", "refreshed_on", "search"]  # fmt: skip
+                   "created_on", "refreshed_on", "search", "ann", "method"]  # fmt: skip
         return pd.DataFrame(rows, columns=columns)
 
     def drop_index(self, index_name: str) -> None:

@@ -20,7 +20,7 @@ LAYERS: list[tuple[str, ...]] = [
         "duckreg.tables", "duckreg.batch.layout",
     ),
     ("duckreg.tasks", "duckreg.catalog", "duckreg.stages", "duckreg.inference_engines"),
-    ("duckreg.model_handlers", "duckreg.duckdb_ext.names", "duckreg.duckdb_ext.types"),
+    ("duckreg.model_handlers", "duckreg.duckdb_ext.names", "duckreg.duckdb_ext.types", "duckreg.duckdb_ext.extensions"),
     ("duckreg.inference",),
     (
         "duckreg.pandas_io", "duckreg.jobs", "duckreg.duckdb_ext.functions", "duckreg.duckdb_ext.stage_functions",
