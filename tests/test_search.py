@@ -356,8 +356,9 @@ def test_a_refresh_here_brings_the_hnsw_copy_and_the_bound_search_function_up_to
     index = many.create_index("docs_idx", table="docs", column="body", key="id", model="emb", ann="hnsw")
     con = many.register_functions()
     assert con.execute("SELECT count(*) FROM docs_idx_search('x', k := NULL)").fetchone()[0] == 3000
-    many.connection.execute("INSERT INTO docs VALUES (9001, 'mountain river mountain river', 'en')")
+    text = "mountain river price market team game good bad food city love movie"
+    many.connection.execute("INSERT INTO docs VALUES (9001, ?, 'en')", [text])
     index.refresh()
-    rows = con.execute("SELECT id FROM docs_idx_search('mountain river mountain river', k := 1)").fetchall()
-    assert rows == [(9001,)]
+    rows = con.execute("SELECT id, score FROM docs_idx_search(?, k := 5)", [text]).fetchall()
+    assert (9001, pytest.approx(1.0, abs=1e-5)) in rows  # the new row is found, at its own text's score
     assert con.execute("SELECT count(*) FROM docs_idx_search('x', k := NULL)").fetchone()[0] == 3001

@@ -11,6 +11,8 @@ as it was. Searching ranks by cosine similarity, exactly; ``<index>_search(query
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -325,17 +327,28 @@ class IndexStore:
         return {row[0].lower(): row[1] for row in described}
 
     # ----------------------------------------------------------------- refresh
+    @contextmanager
+    def _writing(self, model_key: str) -> Iterator[Any]:
+        """A cursor in a transaction, with ``model_key``'s SQL functions (their macros take ``on_error`` by name):
+        committed when the block ends, rolled back when it raises (or the process dies)."""
+        cursor = self._registry.connection.cursor()
+        try:
+            self._registry.register_functions(cursor, models=[model_key], with_indexes=False)
+            cursor.execute("BEGIN TRANSACTION")
+            try:
+                yield cursor
+            except BaseException:
+                cursor.execute("ROLLBACK")
+                raise
+            cursor.execute("COMMIT")
+        finally:
+            cursor.close()
+
     def refresh(self, key: str) -> dict[str, int]:
         record = self.record(key)
         vectors = f"{self._catalog.schema}.{quote(record.vectors)}"
-        source = _source(record)
-        cursor = self._registry.connection.cursor()
-        self._registry.register_functions(
-            cursor, models=[record.model_key], with_indexes=False
-        )  # its macros take on_error by name
-        cursor.execute("BEGIN TRANSACTION")
-        try:
-            counts = self._apply_changes(cursor, vectors, source, record.function)
+        with self._writing(record.model_key) as cursor:
+            counts = self._apply_changes(cursor, vectors, _source(record), record.function)
             total = cursor.execute(f"SELECT count(*) FROM {vectors}").fetchone()[0]
             faults.point("index_refresh:before_commit")
             cursor.execute(
@@ -343,12 +356,6 @@ class IndexStore:
                 "WHERE index_key = ?",
                 [total, key],
             )
-            cursor.execute("COMMIT")
-        except BaseException:
-            cursor.execute("ROLLBACK")
-            raise
-        finally:
-            cursor.close()
         self.ann.rebuild(self.record(key), vectors)
         return counts
 
@@ -428,10 +435,7 @@ class IndexStore:
         table = _vectors_table(key, mv._version_key)
         schema = self._catalog.schema
         key_type = self._source_columns(record.table)[record.key_column.lower()]
-        cursor = self._registry.connection.cursor()
-        self._registry.register_functions(cursor, models=[record.model_key], with_indexes=False)
-        cursor.execute("BEGIN TRANSACTION")
-        try:
+        with self._writing(record.model_key) as cursor:
             cursor.execute(_create_vectors(f"{schema}.{quote(table)}", key_type, dimension))
             counts = self._apply_changes(cursor, f"{schema}.{quote(table)}", _source(record), function)
             faults.point("index_switch:before_commit")
@@ -441,12 +445,6 @@ class IndexStore:
                 [mv._version_key, version, function, table, dimension, counts["embedded"], key],
             )
             cursor.execute(f"DROP TABLE {schema}.{quote(record.vectors)}")
-            cursor.execute("COMMIT")
-        except BaseException:
-            cursor.execute("ROLLBACK")
-            raise
-        finally:
-            cursor.close()
         self.ann.forget(record.vectors)
         return counts
 
