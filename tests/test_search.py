@@ -250,26 +250,6 @@ def test_indexes_are_created_refreshed_searched_and_dropped_from_sql_and_the_cli
     assert "Dropped cli_idx" in cli("index", "drop", "cli_idx")
 
 
-def test_the_ui_lists_indexes_with_their_version_and_freshness_and_searches_them(indexed) -> None:
-    from starlette.testclient import TestClient
-
-    from duckreg.ui.app import create_app
-
-    registry, index = indexed
-    client = TestClient(create_app(registry))
-    page = client.get("/indexes").text
-    assert "docs_idx" in page and "emb v1" in page and ">60<" in page and ">fresh<" in page
-    registry.connection.execute("DELETE FROM docs WHERE id <= 2")
-    registry.connection.execute("UPDATE docs SET body = 'river' WHERE id = 3")
-    assert index.pending_changes() == 4  # two deleted, one changed (drop and embed again)
-    assert "4 rows to refresh" in client.get("/indexes").text
-    found = client.get("/indexes", params={"index": "docs_idx", "q": "good food in the city", "k": "3"}).text
-    expected = index.search("good food in the city", k=3)
-    for body in expected["body"]:
-        assert body in found
-    assert client.get("/indexes", params={"index": "nope", "q": "x"}).status_code == 404
-
-
 def _vss_missing() -> str | None:
     import duckdb
 

@@ -521,3 +521,27 @@ def test_pages_answer_while_a_model_runs(registry, page, tmp_path: Path) -> None
     finally:
         gate.touch()
         server.stop()
+
+
+def test_the_indexes_page_lists_each_index_with_its_version_and_freshness_and_searches_it(registry, model_dirs) -> None:
+    from starlette.testclient import TestClient
+
+    from duckreg.ui.app import create_app
+
+    pipe = transformers.pipeline("feature-extraction", model=str(model_dirs["feature-extraction"]))
+    registry.log_model(pipe, model_name="emb", version_name="v1", options={"pooling": "mean"})
+    bodies = [f"good food {i}" if i % 2 else f"river mountain {i}" for i in range(1, 61)]
+    registry.connection.execute("CREATE TABLE docs AS SELECT unnest(range(1, 61)) AS id, unnest(?) AS body", [bodies])
+    index = registry.create_index("docs_idx", table="docs", column="body", key="id", model="emb")
+    client = TestClient(create_app(registry))
+    page = client.get("/indexes").text
+    assert "docs_idx" in page and "emb v1" in page and ">60<" in page and ">fresh<" in page
+    registry.connection.execute("DELETE FROM docs WHERE id <= 2")
+    registry.connection.execute("UPDATE docs SET body = 'river' WHERE id = 3")
+    assert index.pending_changes() == 4  # two deleted, one changed (drop and embed again)
+    assert "4 rows to refresh" in client.get("/indexes").text
+    found = client.get("/indexes", params={"index": "docs_idx", "q": "good food in the city", "k": "3"}).text
+    expected = index.search("good food in the city", k=3)
+    for body in expected["body"]:
+        assert body in found
+    assert client.get("/indexes", params={"index": "nope", "q": "x"}).status_code == 404
