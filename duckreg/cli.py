@@ -700,15 +700,32 @@ def index_refresh(name: str, database: str | None) -> None:
 @click.argument("query")
 @click.option("-k", "k", type=int, default=10, show_default=True, help="How many rows.")
 @click.option("--filter", "condition", help="A SQL condition on the table's columns, applied before ranking.")
+@click.option(
+    "--mode",
+    type=click.Choice(["vector", "keyword", "hybrid"]),
+    default="vector",
+    show_default=True,
+    help="Rank by meaning, by BM25 over the words (needs fts), or both fused by reciprocal rank fusion.",
+)
+@click.option(
+    "--vector-weight", type=float, default=1.0, show_default=True, help="The vector ranking's weight (hybrid)."
+)
+@click.option(
+    "--keyword-weight", type=float, default=1.0, show_default=True, help="The BM25 ranking's weight (hybrid)."
+)
 @db_option
 @format_option
-def index_search(name: str, query: str, k: int, condition: str | None, database: str | None, fmt: str) -> None:
-    """The K rows of the indexed table closest in meaning to QUERY, with their scores."""
+def index_search(
+    name: str, query: str, k: int, condition: str | None, mode: str, vector_weight: float, keyword_weight: float,
+    database: str | None, fmt: str,
+) -> None:  # fmt: skip
+    """The K rows of the indexed table that best match QUERY, with their scores."""
     from duckreg.tables import render_frame
 
     session = _open(database, read_only=True)
-    _guard(lambda: render_frame(session.registry.get_index(name).search(query, k, filter=condition), _mode(fmt)),
-           session)  # fmt: skip
+    index = session.registry.get_index
+    _guard(lambda: render_frame(index(name).search(query, k, filter=condition, mode=mode, vector_weight=vector_weight,
+                                                   keyword_weight=keyword_weight), _mode(fmt)), session)  # fmt: skip
 
 
 @index_group.command("list")

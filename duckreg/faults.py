@@ -28,6 +28,7 @@ POINTS = (
     "index_refresh:before_commit",
     "index_switch:before_commit",
     "index_ann:building",
+    "index_keyword:building",
 )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import signal
 import subprocess
@@ -250,20 +251,22 @@ def test_indexes_are_created_refreshed_searched_and_dropped_from_sql_and_the_cli
     assert "Dropped cli_idx" in cli("index", "drop", "cli_idx")
 
 
-def _vss_missing() -> str | None:
+def _missing(extension: str) -> str | None:
     import duckdb
 
     from duckreg.duckdb_ext import extensions
 
     try:
-        extensions.load(duckdb.connect(), "vss")
+        extensions.load(duckdb.connect(), extension)
     except LookupError as exc:
         return str(exc)
     return None
 
 
-VSS_MISSING = _vss_missing()
+VSS_MISSING = _missing("vss")
+FTS_MISSING = _missing("fts")
 needs_vss = pytest.mark.skipif(VSS_MISSING is not None, reason=f"needs vss (the DuckDB 1.5 leg): {VSS_MISSING}")
+needs_fts = pytest.mark.skipif(FTS_MISSING is not None, reason=f"needs fts (the DuckDB 1.5 leg): {FTS_MISSING}")
 
 
 @pytest.fixture
@@ -301,18 +304,30 @@ def test_hnsw_finds_the_exact_top_ten_on_a_seeded_set_and_the_plan_uses_it(many)
     )
 
 
-@needs_vss
 @pytest.mark.process
-def test_a_process_killed_while_building_hnsw_leaves_the_database_searchable(many, db_path: Path) -> None:
-    many.create_index("docs_idx", table="docs", column="body", key="id", model="emb", ann="hnsw", refresh=True)
+@pytest.mark.parametrize(
+    ("point", "mode"),
+    [
+        pytest.param("index_ann:building", "vector", marks=needs_vss),
+        pytest.param("index_keyword:building", "hybrid", marks=needs_fts),
+    ],
+)
+def test_a_process_killed_while_building_an_in_memory_index_leaves_the_database_searchable(
+    many, db_path: Path, point: str, mode: str
+) -> None:
+    ann = "hnsw" if mode == "vector" else "exact"
+    many.create_index("docs_idx", table="docs", column="body", key="id", model="emb", ann=ann, refresh=True)
     many.connection.close()
-    script = "import sys, duckreg\nprint(duckreg.Registry(sys.argv[1]).get_index('docs_idx').search('good', k=3))"
+    script = (
+        "import sys, duckreg\n"
+        f"print(duckreg.Registry(sys.argv[1]).get_index('docs_idx').search('good', k=3, mode={mode!r}))"
+    )
     child = subprocess.run([sys.executable, "-c", script, str(db_path)], capture_output=True, text=True, timeout=300,
-                           env={**os.environ, faults.ENV: "index_ann:building"})  # fmt: skip
+                           env={**os.environ, faults.ENV: point})  # fmt: skip
     assert child.returncode == -signal.SIGKILL, child.stderr
     reopened = duckreg.Registry(str(db_path))
     try:
-        assert len(reopened.get_index("docs_idx").search("good", k=3)) == 3
+        assert len(reopened.get_index("docs_idx").search("good", k=3, mode=mode)) == 3
         assert reopened.connection.execute("SELECT count(*) FROM docs").fetchone()[0] == 3000
     finally:
         reopened.connection.close()
@@ -342,3 +357,145 @@ def test_a_refresh_here_brings_the_hnsw_copy_and_the_bound_search_function_up_to
     rows = con.execute("SELECT id, score FROM docs_idx_search(?, k := 5)", [text]).fetchall()
     assert (9001, pytest.approx(1.0, abs=1e-5)) in rows  # the new row is found, at its own text's score
     assert con.execute("SELECT count(*) FROM docs_idx_search('x', k := NULL)").fetchone()[0] == 3001
+
+
+def _bm25_by_fts(registry, query: str) -> dict[int, float]:
+    """BM25 scores of the documents for ``query`` from an fts index built by hand over a copy of them, in a
+    database of its own (fts's defaults: porter stemmer, English stopwords, lower case, accents stripped)."""
+    import duckdb
+
+    from duckreg.duckdb_ext import extensions
+
+    docs = registry.connection.execute("SELECT id, body FROM docs WHERE body IS NOT NULL").df()
+    con = duckdb.connect()
+    extensions.load(con, "fts")
+    con.register("documents", docs)
+    con.execute("CREATE TABLE copy AS SELECT * FROM documents")
+    con.execute("PRAGMA create_fts_index('copy', 'id', 'body')")
+    rows = con.execute(
+        "SELECT id, score FROM (SELECT id, fts_main_copy.match_bm25(id, ?) AS score FROM copy) WHERE score IS NOT NULL",
+        [query],
+    ).fetchall()
+    return dict(rows)
+
+
+@needs_fts
+def test_keyword_search_ranks_by_the_bm25_of_fts_over_the_indexed_texts(indexed) -> None:
+    registry, index = indexed
+    query = "the food of the city"
+    expected = _bm25_by_fts(registry, query)
+    found = index.search(query, k=None, mode="keyword")
+    assert len(found) == len(expected) > 5
+    assert dict(zip(found["id"], found["score"], strict=True)) == pytest.approx(expected)
+    assert found["score"].is_monotonic_decreasing
+    assert index.show()["keyword"] == "bm25"
+    con = registry.register_functions()
+    rows = con.execute("SELECT id FROM docs_idx_search(?, k := 5, mode := 'keyword')", [query]).fetchall()
+    assert [r[0] for r in rows] == found["id"].tolist()[:5]
+
+
+@needs_fts
+@pytest.mark.parametrize(("vector_weight", "keyword_weight"), [(1.0, 1.0), (0.3, 1.0)])
+def test_hybrid_search_fuses_the_vector_and_bm25_ranks_by_reciprocal_rank_fusion(
+    indexed, vector_weight: float, keyword_weight: float
+) -> None:
+    registry, index = indexed
+    query = "good food in the city"
+    vector_order = _brute_force(registry, query)
+    bm25 = _bm25_by_fts(registry, query)
+    keyword_order = sorted(bm25, key=lambda doc: (-round(bm25[doc], 9), doc))
+    expected = {doc: vector_weight / (60 + rank) for rank, doc in enumerate(vector_order, 1)}
+    for rank, doc in enumerate(keyword_order, 1):
+        expected[doc] += keyword_weight / (60 + rank)
+    found = index.search(query, k=None, mode="hybrid", vector_weight=vector_weight, keyword_weight=keyword_weight)
+    assert dict(zip(found["id"], found["score"], strict=True)) == pytest.approx(expected, rel=1e-9)
+    assert found["score"].is_monotonic_decreasing
+    top = index.search(query, k=5, mode="hybrid", vector_weight=vector_weight, keyword_weight=keyword_weight)
+    assert top["id"].tolist() == found["id"].tolist()[:5]
+    con = registry.register_functions()
+    rows = con.execute(
+        "SELECT id, score FROM docs_idx_search(?, k := 5, mode := 'hybrid', vector_weight := ?, keyword_weight := ?)",
+        [query, vector_weight, keyword_weight],
+    ).fetchall()
+    assert [r[0] for r in rows] == top["id"].tolist()
+    assert [r[1] for r in rows] == pytest.approx(top["score"].tolist())
+
+
+@needs_fts
+def test_hybrid_with_a_filter_ranks_among_the_matching_rows_and_a_zero_keyword_weight_is_vector_search(
+    indexed,
+) -> None:
+    registry, index = indexed
+    query = "good food in the city"
+    french = index.search(query, k=None, filter="lang = 'fr'", mode="hybrid")
+    assert len(french) == 30 and set(french["lang"]) == {"fr"}
+    vector_order = _brute_force(registry, query, lambda docs: docs["lang"] == "fr")
+    # Ranks count French rows only: the best French row by vector has rank 1 in the fused sum.
+    best = french.set_index("id")["score"]
+    keyword_free = [doc for doc in vector_order if doc not in _bm25_by_fts(registry, query)]
+    assert len(keyword_free) > 3  # French rows without a query term score 1 / (60 + their rank among French rows)
+    for doc in keyword_free:
+        assert best[doc] == pytest.approx(1 / (60 + vector_order.index(doc) + 1))
+    vector_only = index.search(query, k=10, filter="lang = 'fr'", mode="hybrid", keyword_weight=0.0)
+    assert vector_only["id"].tolist() == vector_order[:10]
+
+
+@needs_fts
+def test_a_refresh_brings_the_keyword_copy_and_the_bound_search_function_up_to_date(indexed) -> None:
+    registry, index = indexed
+    con = registry.register_functions()
+    assert con.execute("SELECT count(*) FROM docs_idx_search('zebra', k := NULL, mode := 'keyword')").fetchone()[0] == 0
+    registry.connection.execute("INSERT INTO docs VALUES (9001, 'a zebra by the river', 'en')")
+    assert index.search("zebra", k=None, mode="keyword").empty  # the index holds what its last refresh saw
+    index.refresh()
+    assert index.search("zebra", k=None, mode="keyword")["id"].tolist() == [9001]
+    rows = con.execute("SELECT id FROM docs_idx_search('zebra', k := 3, mode := 'hybrid')").fetchall()
+    assert rows[0][0] == 9001
+
+
+def test_a_bad_mode_is_refused_in_python_and_sql(indexed) -> None:
+    registry, index = indexed
+    with pytest.raises(ValueError, match=r"mode must be one of \('vector', 'keyword', 'hybrid'\), got 'bm25'"):
+        index.search("food", mode="bm25")
+    with pytest.raises(ValueError, match="keyword_weight must be a number >= 0, got -1"):
+        index.search("food", mode="hybrid", keyword_weight=-1)
+    con = registry.register_functions()
+    with pytest.raises(duckdb_error(), match="mode must be vector, keyword or hybrid, got bm25"):
+        con.execute("FROM docs_idx_search('food', mode := 'bm25')").fetchall()
+
+
+@pytest.mark.skipif(FTS_MISSING is None, reason="fts loads here: this checks a DuckDB without it")
+def test_without_fts_keyword_and_hybrid_search_say_why_and_vector_search_works(indexed) -> None:
+    registry, index = indexed
+    shown = index.show()
+    assert shown["keyword"] == "unavailable" and shown["keyword_reason"].startswith("fts cannot be loaded: ")
+    refusal = r"Index docs_idx: mode hybrid ranks by BM25, which needs DuckDB's fts extension, and fts cannot be "
+    with pytest.raises(ValueError, match=refusal):
+        index.search("food", mode="hybrid")
+    con = registry.register_functions()
+    with pytest.raises(duckdb_error(), match=refusal.replace("hybrid", "keyword")):
+        con.execute("FROM docs_idx_search('food', mode := 'keyword')").fetchall()
+    assert len(con.execute("FROM docs_idx_search('food', k := 3)").fetchall()) == 3
+
+
+def duckdb_error() -> type[Exception]:
+    import duckdb
+
+    return duckdb.Error
+
+
+@needs_fts
+def test_the_cli_searches_by_keyword_and_hybrid_with_weights(indexed, db_path: Path) -> None:
+    registry, index = indexed
+    registry.connection.execute("INSERT INTO docs VALUES (9001, 'a zebra by the river', 'en')")
+    index.refresh()
+    expected = index.search("zebra river", k=3, mode="hybrid", vector_weight=0.5).astype("string")
+    registry.connection.close()
+    done = subprocess.run(
+        [sys.executable, "-m", "duckreg.cli", "index", "search", "docs_idx", "zebra river", "-k", "3", "--mode",
+         "hybrid", "--vector-weight", "0.5", "--format", "csv", "--db", str(db_path)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    found = pd.read_csv(io.StringIO(done.stdout), dtype="string")
+    assert found["id"].tolist() == expected["id"].tolist() and "9001" in found["id"].tolist()

@@ -545,3 +545,7 @@ def test_the_indexes_page_lists_each_index_with_its_version_and_freshness_and_se
     for body in expected["body"]:
         assert body in found
     assert client.get("/indexes", params={"index": "nope", "q": "x"}).status_code == 404
+    hybrid = client.get("/indexes", params={"index": "docs_idx", "q": "good food", "k": "3", "mode": "hybrid"})
+    assert hybrid.status_code == 200
+    # DuckDB 2.0 here cannot load fts: the page says why (tests/test_search.py runs hybrid where fts loads).
+    assert "mode hybrid ranks by BM25, which needs DuckDB&#39;s fts extension" in hybrid.text

@@ -27,6 +27,9 @@ from duckreg.identifiers import check_identifier, normalize, quote
 from duckreg.inference_engines.agreement import NEIGHBOURS, neighbour_changes
 
 SEARCH_SUFFIX = "_search"
+MODES = ("vector", "keyword", "hybrid")
+RRF_K = 60
+"""Reciprocal rank fusion's constant: a row at rank ``r`` of a list adds ``weight / (RRF_K + r)`` to its score."""
 _SAFE = re.compile(r"[^a-z0-9_]")
 
 
@@ -78,9 +81,11 @@ class SemanticIndex:
 
     def show(self) -> dict[str, Any]:
         """What the index covers, which version made its vectors, how many it holds, when it was refreshed, and
-        how a top-``k`` search runs in this process (``method``: ``"hnsw"`` or ``"exact"``, and why)."""
+        how a top-``k`` search runs in this process (``method``: ``"hnsw"`` or ``"exact"``, and why), and whether
+        keyword and hybrid searches run here (``keyword``: ``"bm25"`` or ``"unavailable"``, and why)."""
         record = self._record()
-        method, reason = self._registry._indexes.ann.method(record)
+        method, reason = self._registry._indexes.copies.method(record)
+        keyword, keyword_reason = self._registry._indexes.copies.keyword_method()
         return {
             "name": record.name,
             "table": record.table,
@@ -97,6 +102,8 @@ class SemanticIndex:
             "ann": record.ann,
             "method": method,
             "method_reason": reason,
+            "keyword": keyword,
+            "keyword_reason": keyword_reason,
         }
 
     def refresh(self) -> dict[str, int]:
@@ -112,11 +119,25 @@ class SemanticIndex:
         """How many rows a refresh would embed or drop now (0: the index is fresh)."""
         return self._registry._indexes.pending(self._key)
 
-    def search(self, query: str, k: int | None = 10, *, filter: str | None = None) -> pd.DataFrame:
-        """The ``k`` source rows most similar to ``query`` (all of them with ``k=None``), best first, with their
-        ``score`` (cosine similarity). ``filter`` is a SQL condition on the source table's columns, applied
-        before the ranking, so ``k`` rows come back whenever ``k`` rows match."""
-        return self._registry._indexes.search(self._key, query, k, filter)
+    def search(
+        self,
+        query: str,
+        k: int | None = 10,
+        *,
+        filter: str | None = None,
+        mode: str = "vector",
+        vector_weight: float = 1.0,
+        keyword_weight: float = 1.0,
+        rrf_k: float = RRF_K,
+    ) -> pd.DataFrame:
+        """The ``k`` source rows that best match ``query`` (all of them with ``k=None``), best first, with their
+        ``score``. ``mode="vector"`` ranks by cosine similarity of the embeddings; ``"keyword"`` by BM25 over the
+        texts (rows without a query term are left out); ``"hybrid"`` fuses both rankings by reciprocal rank
+        fusion, a row scoring ``vector_weight / (rrf_k + vector rank) + keyword_weight / (rrf_k + BM25 rank)``.
+        Keyword and hybrid modes need DuckDB's fts extension and say so where it cannot load. ``filter`` is a
+        SQL condition on the source table's columns, applied before the ranking, so ``k`` rows come back
+        whenever ``k`` rows match."""
+        return self._registry._indexes.search(self._key, query, k, filter, mode, vector_weight, keyword_weight, rrf_k)
 
     def compare(self, version: str, *, sample: int | None = 2000, k: int = NEIGHBOURS) -> dict[str, Any]:
         """What moving to ``version`` (a name or alias of the same model) would do to search results, before any
@@ -141,88 +162,128 @@ ANN_MIN_ROWS = 10_000
 ANN_CATALOG = "duckreg_ann"
 
 
-class AnnCopies:
-    """HNSW indexes over in-memory copies of index vectors, one per index, built in this process.
+class SearchCopies:
+    """In-memory copies of index data that DuckDB's extensions search: an HNSW index (vss) over the vectors and
+    a BM25 index (fts) over the indexed texts, one of each per index, built in this process.
 
-    The user's database file never holds an HNSW index: vss persists one only experimentally, and a crash
-    can leave the file unreadable (duckdb-vss #65, #81). The copy lives in an in-memory catalog attached to
-    the registry's database instance, built from the vectors table on first use and again whenever the index
-    was refreshed since (in this process or another).
+    The user's database file never holds either: vss persists an HNSW index only experimentally, and a crash
+    can leave the file unreadable (duckdb-vss #65, #81); an fts index is a snapshot that would go stale in the
+    file. A copy lives in an in-memory catalog attached to the registry's database instance, built from the
+    index on first use and again whenever the index was refreshed since (in this process or another).
     """
 
     def __init__(self, connection: Any) -> None:
         self._connection = connection
-        self._built: dict[str, Any] = {}
-        self._missing: str | None = None
-        self._loaded = False
+        self._built: dict[tuple[str, str], Any] = {}
+        self._missing: dict[str, str | None] = {}
+
+    def unavailable(self, extension: str) -> str | None:
+        """Why ``extension`` (``"vss"`` or ``"fts"``) cannot load in this process (None: it can)."""
+        if extension not in self._missing:
+            cursor = self._connection.cursor()
+            try:
+                extensions.load(cursor, extension)
+                self._missing[extension] = None
+            except (LookupError, duckdb.Error) as exc:
+                self._missing[extension] = str(exc)
+            finally:
+                cursor.close()
+        return self._missing[extension]
 
     def check_available(self) -> None:
         """A ``ValueError`` saying why vss cannot load here, if it cannot."""
-        reason = self.unavailable()
+        reason = self.unavailable("vss")
         if reason:
             raise ValueError(f"ann='hnsw' needs DuckDB's vss extension: {reason}")
 
-    def unavailable(self) -> str | None:
-        """Why vss cannot load in this process (None: it can)."""
-        if not self._loaded and self._missing is None:
-            cursor = self._connection.cursor()
-            try:
-                extensions.load(cursor, "vss")
-                self._loaded = True
-            except (LookupError, duckdb.Error) as exc:
-                self._missing = str(exc)
-            finally:
-                cursor.close()
-        return self._missing
-
     def method(self, record: IndexRecord) -> tuple[str, str]:
-        """How ``record`` is searched here, ``"hnsw"`` or ``"exact"``, and why."""
+        """How a vector search of ``record`` runs here, ``"hnsw"`` or ``"exact"``, and why."""
         if record.ann == "exact":
             return "exact", "ann='exact'"
         if record.ann == "auto" and record.rows < ANN_MIN_ROWS:
             return "exact", f"fewer than {ANN_MIN_ROWS} rows (ann='auto')"
-        missing = self.unavailable()
+        missing = self.unavailable("vss")
         if missing:
             return "exact", f"vss cannot be loaded: {missing}"
         return "hnsw", "an HNSW index in memory, built from the vectors in this process"
 
-    def table(self, record: IndexRecord, vectors: str) -> str | None:
+    def keyword_method(self) -> tuple[str, str]:
+        """Whether keyword and hybrid search run here: ``("bm25", ...)`` or ``("unavailable", why)``."""
+        missing = self.unavailable("fts")
+        if missing:
+            return "unavailable", f"fts cannot be loaded: {missing}"
+        return "bm25", "a BM25 index (fts) in memory over the indexed texts, built in this process"
+
+    def vector_table(self, record: IndexRecord, vectors: str) -> str | None:
         """The in-memory copy with an HNSW index for ``record`` (built or rebuilt now when needed), or None
         when the index is searched exactly here."""
         if self.method(record)[0] != "hnsw":
             return None
         copy = f"{ANN_CATALOG}.{quote(record.vectors)}"
-        if record.vectors in self._built and self._built[record.vectors] == record.refreshed_on:
-            return copy
-        cursor = self._connection.cursor()
-        try:
-            attached = {row[0] for row in cursor.execute("SELECT database_name FROM duckdb_databases()").fetchall()}
-            if ANN_CATALOG not in attached:
-                cursor.execute(f"ATTACH ':memory:' AS {ANN_CATALOG}")
+
+        def build(cursor: Any) -> None:
             cursor.execute(f"CREATE OR REPLACE TABLE {copy} AS SELECT key, embedding FROM {vectors}")
             faults.point("index_ann:building")
             cursor.execute(
                 f"CREATE INDEX {quote(record.vectors + '_hnsw')} ON {copy} USING HNSW (embedding) "
                 "WITH (metric = 'cosine')"
             )
-        finally:
-            cursor.close()
-        self._built[record.vectors] = record.refreshed_on
+
+        self._build("hnsw", record, build)
         return copy
 
-    def rebuild(self, record: IndexRecord, vectors: str) -> None:
-        """After a refresh here: a copy this process built follows the new vectors at once, so the search
-        functions bound to it stay exact-as-of-now (a copy never built stays unbuilt until needed)."""
-        if record.vectors in self._built:
-            self.table(record, vectors)
+    def keyword_table(self, record: IndexRecord, vectors: str) -> tuple[str, str] | None:
+        """The in-memory copy of the indexed texts with a BM25 index for ``record`` (built or rebuilt now when
+        needed) and its scoring macro, or None where fts cannot load."""
+        if self.keyword_method()[0] != "bm25":
+            return None
+        name = f"{record.vectors}__text"
+        copy = f"{ANN_CATALOG}.main.{name}"
 
-    def forget(self, vectors_table: str) -> None:
-        """Drop the copy of a vectors table that is gone (the index moved to another version, or was dropped)."""
-        if self._built.pop(vectors_table, "absent") == "absent":
+        def build(cursor: Any) -> None:
+            cursor.execute(
+                f"CREATE OR REPLACE TABLE {copy} AS SELECT v.key, s.body FROM {vectors} v "
+                f"JOIN {_source(record)} s ON s.key = v.key"
+            )
+            faults.point("index_keyword:building")
+            cursor.execute(f"PRAGMA create_fts_index('{copy}', 'key', 'body', overwrite = 1)")
+
+        self._build("bm25", record, build)
+        return copy, f"{ANN_CATALOG}.fts_main_{name}.match_bm25"
+
+    def _build(self, kind: str, record: IndexRecord, build: Any) -> None:
+        if self._built.get((kind, record.vectors), "absent") == record.refreshed_on:
             return
         cursor = self._connection.cursor()
         try:
-            cursor.execute(f"DROP TABLE IF EXISTS {ANN_CATALOG}.{quote(vectors_table)}")
+            attached = {row[0] for row in cursor.execute("SELECT database_name FROM duckdb_databases()").fetchall()}
+            if ANN_CATALOG not in attached:
+                cursor.execute(f"ATTACH ':memory:' AS {ANN_CATALOG} (READ_WRITE)")  # also when the file is read-only
+            build(cursor)
+        finally:
+            cursor.close()
+        self._built[(kind, record.vectors)] = record.refreshed_on
+
+    def rebuild(self, record: IndexRecord, vectors: str) -> None:
+        """After a refresh here: copies this process built follow the new data at once, so the search functions
+        bound to them stay exact-as-of-now (a copy never built stays unbuilt until needed)."""
+        if ("hnsw", record.vectors) in self._built:
+            self.vector_table(record, vectors)
+        if ("bm25", record.vectors) in self._built:
+            self.keyword_table(record, vectors)
+
+    def forget(self, vectors_table: str) -> None:
+        """Drop the copies of a vectors table that is gone (the index moved to another version, or was dropped)."""
+        built = [kind for kind in ("hnsw", "bm25") if self._built.pop((kind, vectors_table), "absent") != "absent"]
+        if not built:
+            return
+        cursor = self._connection.cursor()
+        try:
+            if "hnsw" in built:
+                cursor.execute(f"DROP TABLE IF EXISTS {ANN_CATALOG}.{quote(vectors_table)}")
+            if "bm25" in built:
+                cursor.execute(f"DROP SCHEMA IF EXISTS {ANN_CATALOG}.fts_main_{vectors_table}__text CASCADE")
+                cursor.execute(f"DROP TABLE IF EXISTS {ANN_CATALOG}.main.{vectors_table}__text")
         finally:
             cursor.close()
 
@@ -234,7 +295,7 @@ class IndexStore:
         """``registry``: the ``Registry`` whose catalog holds the indexes and whose models embed them."""
         self._registry = registry
         self._catalog = registry._catalog
-        self.ann = AnnCopies(registry.connection)
+        self.copies = SearchCopies(registry.connection)
 
     # ----------------------------------------------------------------- records
     def record(self, key: str) -> IndexRecord:
@@ -274,7 +335,7 @@ class IndexStore:
         if ann not in ANN_CHOICES:
             raise ValueError(f"ann must be one of {ANN_CHOICES}, got {ann!r}")
         if ann == "hnsw":
-            self.ann.check_available()
+            self.copies.check_available()
         index_key = normalize(name)
         handle = self._registry.get_model(model)
         mv = handle.default if version is None else handle.version(version)
@@ -314,7 +375,7 @@ class IndexStore:
         with self._catalog.transaction() as catalog:
             catalog.execute(f"DROP TABLE IF EXISTS {{schema}}.{quote(record.vectors)}")
             catalog.execute("DELETE FROM {schema}.indexes WHERE index_key = ?", [key])
-        self.ann.forget(record.vectors)
+        self.copies.forget(record.vectors)
 
     def _source_columns(self, table: str) -> dict[str, str]:
         cursor = self._registry.connection.cursor()  # SQL's create_index runs inside a query on the connection
@@ -356,7 +417,7 @@ class IndexStore:
                 "WHERE index_key = ?",
                 [total, key],
             )
-        self.ann.rebuild(self.record(key), vectors)
+        self.copies.rebuild(self.record(key), vectors)
         return counts
 
     @staticmethod
@@ -445,56 +506,149 @@ class IndexStore:
                 [mv._version_key, version, function, table, dimension, counts["embedded"], key],
             )
             cursor.execute(f"DROP TABLE {schema}.{quote(record.vectors)}")
-        self.ann.forget(record.vectors)
+        self.copies.forget(record.vectors)
         return counts
 
     # ----------------------------------------------------------------- search
-    def search(self, key: str, query: str, k: int | None, condition: str | None) -> pd.DataFrame:
+    def search(
+        self, key: str, query: str, k: int | None, condition: str | None, mode: str = "vector",
+        vector_weight: float = 1.0, keyword_weight: float = 1.0, rrf_k: float = RRF_K,
+    ) -> pd.DataFrame:  # fmt: skip
         record = self.record(key)
         if k is not None and (not isinstance(k, int) or isinstance(k, bool) or k < 1):
             raise ValueError(f"k must be a positive integer or None, got {k!r}")
-        con = self._registry.register_functions(models=[record.model_key])
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        for name, value in (("vector_weight", vector_weight), ("keyword_weight", keyword_weight)):
+            if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+                raise ValueError(f"{name} must be a number >= 0, got {value!r}")
+        if isinstance(rrf_k, bool) or not isinstance(rrf_k, int | float) or rrf_k <= 0:
+            raise ValueError(f"rrf_k must be a number > 0, got {rrf_k!r}")
+        con = self._registry.register_functions(models=[record.model_key], with_indexes=False)
         vectors = f"{self._catalog.schema}.{quote(record.vectors)}"
-        ann = self.ann.table(record, vectors) if condition is None and k is not None else None
-        sql = search_sql(record, vectors, "?", condition, ann=ann, k=str(int(k)) if k is not None else None)
-        return con.execute(sql, [query]).df()
+        keyword = None
+        if mode != "vector":
+            keyword = self.copies.keyword_table(record, vectors)
+            if keyword is None:
+                raise ValueError(_keyword_refusal(record, mode, self.copies.keyword_method()[1]))
+        ann = self.copies.vector_table(record, vectors) if mode == "vector" and not condition and k else None
+        lists = Rankings(record, vectors, "$query", condition)
+        if mode == "vector":
+            ranking = lists.vector(ann, str(k))
+        elif mode == "keyword":
+            ranking = lists.keyword(keyword)
+        else:
+            weights = (repr(float(w)) for w in (vector_weight, keyword_weight, rrf_k))
+            ranking = lists.hybrid(keyword, *weights)
+        return con.execute(rows_sql(record, ranking, None if k is None else str(int(k))), {"query": query}).df()
 
 
-def search_sql(
-    record: IndexRecord,
-    vectors: str,
-    query: str,
-    condition: str | None = None,
-    *,
-    ann: str | None = None,
-    k: str | None = None,
-) -> str:
-    """The indexed source rows with their cosine similarity to ``query`` (a SQL expression), best first; the
-    ``k`` best (a SQL expression) when given. With ``ann`` (a table with an HNSW index) the ``k`` nearest come
-    from the index, which DuckDB uses for ``ORDER BY array_cosine_distance(...) LIMIT k`` over it."""
-    where = f" WHERE {condition}" if condition else ""
-    key = quote(record.key_column)
-    embedded = f"{quote(record.function)}({query})"
-    if ann is not None:
-        # vss rewrites only ORDER BY <distance> LIMIT k over the scan; the score is derived outside it.
-        nearest = (
-            f"SELECT key, 1 - distance AS score FROM (SELECT key, array_cosine_distance(embedding, {embedded}) "
-            f"AS distance FROM {ann} ORDER BY distance LIMIT {k})"
+class Rankings:
+    """The SQL of an index's rankings, each a relation of ``(key, score)`` over the indexed rows: by cosine
+    similarity to the query's vector, by BM25 over the texts, and both fused by reciprocal rank fusion.
+    ``query`` is a SQL expression (a macro parameter or a prepared one); ``condition`` a SQL condition on the
+    source table's columns that every list applies before ranking."""
+
+    def __init__(self, record: IndexRecord, vectors: str, query: str, condition: str | None = None) -> None:
+        self._record = record
+        self._vectors = vectors
+        self._query = query
+        self._allowed = ""
+        if condition:
+            key = quote(record.key_column)
+            self._allowed = f" WHERE key IN (SELECT {key} FROM {record.table} WHERE {condition})"
+
+    def vector(self, ann: str | None = None, k: str | None = None) -> str:
+        """By cosine similarity, exactly; or the ``k`` nearest from ``ann``, a copy with an HNSW index, which
+        DuckDB's vss answers for ``ORDER BY array_cosine_distance(...) LIMIT k`` and nothing more."""
+        embedded = f"{quote(self._record.function)}({self._query})"
+        if ann is not None:
+            return (
+                f"SELECT key, 1 - distance AS score FROM (SELECT key, array_cosine_distance(embedding, {embedded}) "
+                f"AS distance FROM {ann} ORDER BY distance LIMIT {k})"
+            )
+        similarity = f"array_cosine_similarity(embedding, {embedded})"
+        return f"SELECT key, {similarity} AS score FROM {self._vectors}{self._allowed}"
+
+    def keyword(self, keyword: tuple[str, str]) -> str:
+        """By BM25 (fts's ``match_bm25``) over ``keyword``'s copy of the texts; rows without a query term are out."""
+        table, bm25 = keyword
+        return (
+            f"SELECT key, score FROM (SELECT key, {bm25}(key, {self._query}) AS score FROM {table}{self._allowed}) "
+            "WHERE score IS NOT NULL"
         )
-    else:
-        nearest = f"SELECT key, array_cosine_similarity(embedding, {embedded}) AS score FROM {vectors}"
+
+    def hybrid(self, keyword: tuple[str, str], vector_weight: str, keyword_weight: str, rrf_k: str) -> str:
+        """Reciprocal rank fusion: each row scores ``vector_weight / (rrf_k + its vector rank)`` plus
+        ``keyword_weight / (rrf_k + its BM25 rank)`` (a row without a query term has no BM25 rank). Both lists
+        rank every row, so the top ``k`` of the fused list is the same whatever ``k`` is."""
+
+        def ranked(ranking: str, weight: str) -> str:
+            rank = "row_number() OVER (ORDER BY score DESC, key)"
+            return f"SELECT key, {weight} / ({rrf_k} + {rank}) AS part FROM ({ranking})"
+
+        return (
+            f"SELECT key, sum(part) AS score FROM ({ranked(self.vector(), vector_weight)} UNION ALL "
+            f"{ranked(self.keyword(keyword), keyword_weight)}) GROUP BY key"
+        )
+
+
+def rows_sql(record: IndexRecord, ranking: str, k: str | None) -> str:
+    """The source rows of ``ranking`` (a relation of ``key, score``) with their score, best first; the ``k``
+    best when ``k`` (a SQL expression) is given."""
     limit = f" LIMIT {k}" if k is not None else ""
     return (
-        f"SELECT score, s.* FROM ({nearest}) r JOIN {record.table} s ON s.{key} = r.key{where} "
+        f"SELECT score, s.* FROM ({ranking}) r JOIN {record.table} s ON s.{quote(record.key_column)} = r.key "
         f"ORDER BY score DESC, r.key{limit}"
     )
 
 
-def macro_statement(record: IndexRecord, vectors: str, create_macro_head: str, ann: str | None = None) -> str:
-    """``<index>_search(query, k := 10)``: the ``k`` best rows (every row with ``k := NULL``, for a WHERE
-    that must not cut the top ``k`` short: filter, then ``ORDER BY score DESC LIMIT k`` yourself). With
-    ``ann`` a given ``k`` is answered by the HNSW index; ``k := NULL`` ranks every row of the copy exactly."""
-    return f"{create_macro_head}(query, k := 10) AS TABLE {search_sql(record, vectors, 'query', ann=ann, k='k')}"
+def macro_statement(
+    record: IndexRecord,
+    vectors: str,
+    create_macro_head: str,
+    ann: str | None = None,
+    keyword: tuple[str, str] | None = None,
+    keyword_missing: str = "",
+) -> str:
+    """``<index>_search(query, k := 10, mode := 'vector', vector_weight := 1.0, keyword_weight := 1.0,
+    rrf_k := 60)``: the ``k`` best rows (every row with ``k := NULL``, for a WHERE that must not cut the top
+    ``k`` short: filter, then ``ORDER BY score DESC LIMIT k`` yourself). ``mode`` picks the ranking; the other
+    rankings' branches fold away before the query runs. With ``ann`` a vector search with a given ``k`` is
+    answered by the HNSW index; without ``keyword`` (fts cannot load) keyword and hybrid modes raise
+    ``keyword_missing``."""
+    lists = Rankings(record, vectors, "query")
+    branches = [f"SELECT key, score FROM ({lists.vector(ann, 'k') if ann else lists.vector()}) WHERE mode = 'vector'"]
+    if keyword is not None:
+        fused = lists.hybrid(keyword, "vector_weight", "keyword_weight", "rrf_k")
+        branches.append(f"SELECT key, score FROM ({lists.keyword(keyword)}) WHERE mode = 'keyword'")
+        branches.append(f"SELECT key, score FROM ({fused}) WHERE mode = 'hybrid'")
+    else:
+        before, after = _keyword_refusal(record, "\0", keyword_missing).split("\0")
+        branches.append(
+            f"SELECT NULL, NULL WHERE mode IN ('keyword', 'hybrid') AND "
+            f"error({_literal(before)} || mode || {_literal(after)})"
+        )
+    branches.append(
+        "SELECT NULL, NULL WHERE mode NOT IN ('vector', 'keyword', 'hybrid') AND "
+        f"error({_literal('mode must be vector, keyword or hybrid, got ')} || mode)"
+    )
+    ranking = " UNION ALL ".join(branches)
+    return (
+        f"{create_macro_head}(query, k := 10, mode := 'vector', vector_weight := 1.0, keyword_weight := 1.0, "
+        f"rrf_k := {RRF_K}) AS TABLE {rows_sql(record, ranking, 'k')}"
+    )
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _keyword_refusal(record: IndexRecord, mode: str, why: str) -> str:
+    return (
+        f"Index {record.name}: mode {mode} ranks by BM25, which needs DuckDB's fts extension, and {why} "
+        "(mode vector works here)"
+    )
 
 
 def _source(record: IndexRecord) -> str:

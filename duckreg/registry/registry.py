@@ -524,7 +524,17 @@ class Registry:
             if models is None or record.model_key in models:
                 vectors = f"{self._catalog.schema}.{quote(record.vectors)}"
                 head = create_macro(f"{key}{SEARCH_SUFFIX}", macro_catalog)
-                statements.append(macro_statement(record, vectors, head, self._indexes.ann.table(record, vectors)))
+                copies = self._indexes.copies
+                statements.append(
+                    macro_statement(
+                        record,
+                        vectors,
+                        head,
+                        copies.vector_table(record, vectors),
+                        copies.keyword_table(record, vectors),
+                        copies.keyword_method()[1],
+                    )
+                )
         return statements
 
     # ------------------------------------------------------------------ indexes

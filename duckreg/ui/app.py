@@ -35,6 +35,7 @@ from starlette.templating import Jinja2Templates
 
 from duckreg import jobs
 from duckreg.batch import InputSpec, JobSpec, OutputSpec
+from duckreg.registry.indexes import MODES
 from duckreg.registry.model import Model
 from duckreg.registry.model_version import ModelVersion
 from duckreg.registry.registry import Registry
@@ -136,11 +137,16 @@ def indexes_page(request: Request) -> Response:
     registry = _ui(request).registry
     name, query = request.query_params.get("index"), request.query_params.get("q", "")
     k = int(request.query_params.get("k") or 10) if (request.query_params.get("k") or "10").isdigit() else 10
-    results = None
+    mode = request.query_params.get("mode", "vector")
+    results, refusal = None, None
     if name and query:
-        results = _found(pages.index_search, registry, name, query, max(1, min(k, 1000)))
+        _found(registry.get_index, name)
+        try:  # a search the index cannot run here (keyword modes without fts) is said on the page
+            results = pages.index_search(registry, name, query, max(1, min(k, 1000)), mode)
+        except ValueError as exc:
+            refusal = str(exc)
     return render(request, "indexes.html", indexes=pages.indexes(registry), chosen=name, query=query, k=k,
-                  results=results)  # fmt: skip
+                  mode=mode, modes=MODES, results=results, refusal=refusal)  # fmt: skip
 
 
 def stages_page(request: Request) -> Response:

@@ -251,9 +251,9 @@ def indexes(registry: Registry) -> list[dict[str, Any]]:
     return found
 
 
-def index_search(registry: Registry, name: str, query: str, k: int) -> dict[str, Any]:
-    """The rows of index ``name`` closest to ``query``: column names and rows as text."""
-    frame = registry.get_index(name).search(query, k=k)
+def index_search(registry: Registry, name: str, query: str, k: int, mode: str = "vector") -> dict[str, Any]:
+    """The rows of index ``name`` that best match ``query`` by ``mode``: column names and rows as text."""
+    frame = registry.get_index(name).search(query, k=k, mode=mode)
     return {"columns": list(frame.columns), "rows": frame.astype("string").fillna("NULL").values.tolist()}
 
 
