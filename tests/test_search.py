@@ -357,6 +357,18 @@ def test_a_refresh_here_brings_the_hnsw_copy_and_the_bound_search_function_up_to
     rows = con.execute("SELECT id, score FROM docs_idx_search(?, k := 5)", [text]).fetchall()
     assert (9001, pytest.approx(1.0, abs=1e-5)) in rows  # the new row is found, at its own text's score
     assert con.execute("SELECT count(*) FROM docs_idx_search('x', k := NULL)").fetchone()[0] == 3001
+    # An update and a delete reach the HNSW index too (the copy takes the changed rows, not a rebuild).
+    changed = "river river river mountain mountain price"
+    many.connection.execute("UPDATE docs SET body = ? WHERE id = 7", [changed])
+    many.connection.execute("DELETE FROM docs WHERE id = 9001")
+    index.refresh()
+    rows = con.execute("SELECT id, score FROM docs_idx_search(?, k := 5)", [changed]).fetchall()
+    assert (7, pytest.approx(1.0, abs=1e-5)) in rows
+    assert 9001 not in [r[0] for r in con.execute("SELECT id FROM docs_idx_search(?, k := 5)", [text]).fetchall()]
+    copy = f"duckreg_ann.{index._record().vectors}"
+    assert many.connection.execute(f"SELECT count(*), count(DISTINCT key) FROM {copy}").fetchone() == (3000, 3000)
+    tenth = index.search(changed, k=None)["score"].iloc[9]
+    assert (index.search(changed, k=10)["score"] >= tenth - 1e-6).sum() >= 9  # ties count, as in the recall test
 
 
 def _bm25_by_fts(registry, query: str) -> dict[int, float]:

@@ -169,12 +169,14 @@ class SearchCopies:
     The user's database file never holds either: vss persists an HNSW index only experimentally, and a crash
     can leave the file unreadable (duckdb-vss #65, #81); an fts index is a snapshot that would go stale in the
     file. A copy lives in an in-memory catalog attached to the registry's database instance, built from the
-    index on first use and again whenever the index was refreshed since (in this process or another).
+    index on first use. When the index was refreshed since (in this process or another), the HNSW copy takes
+    the changed rows and the BM25 copy, which fts cannot update, is built again.
     """
 
     def __init__(self, connection: Any) -> None:
         self._connection = connection
         self._built: dict[tuple[str, str], Any] = {}
+        self._deleted: dict[str, int] = {}
         self._missing: dict[str, str | None] = {}
 
     def unavailable(self, extension: str) -> str | None:
@@ -215,21 +217,38 @@ class SearchCopies:
         return "bm25", "a BM25 index (fts) in memory over the indexed texts, built in this process"
 
     def vector_table(self, record: IndexRecord, vectors: str) -> str | None:
-        """The in-memory copy with an HNSW index for ``record`` (built or rebuilt now when needed), or None
-        when the index is searched exactly here."""
+        """The in-memory copy with an HNSW index for ``record`` (built, or brought up to date, now when needed),
+        or None when the index is searched exactly here."""
         if self.method(record)[0] != "hnsw":
             return None
         copy = f"{ANN_CATALOG}.{quote(record.vectors)}"
 
         def build(cursor: Any) -> None:
-            cursor.execute(f"CREATE OR REPLACE TABLE {copy} AS SELECT key, embedding FROM {vectors}")
+            cursor.execute(f"CREATE OR REPLACE TABLE {copy} AS SELECT key, content_hash, embedding FROM {vectors}")
             faults.point("index_ann:building")
             cursor.execute(
                 f"CREATE INDEX {quote(record.vectors + '_hnsw')} ON {copy} USING HNSW (embedding) "
                 "WITH (metric = 'cosine')"
             )
+            self._deleted[record.vectors] = 0
 
-        self._build("hnsw", record, build)
+        def update(cursor: Any) -> bool:
+            """Apply a refresh's changes to the HNSW index (vss updates it row by row), unless deletions since the
+            build reach a tenth of the rows: vss only marks deleted nodes, and the graph then answers worse."""
+            deleted = cursor.execute(
+                f"DELETE FROM {copy} c WHERE NOT EXISTS (SELECT 1 FROM {vectors} v WHERE v.key = c.key "
+                "AND v.content_hash = c.content_hash)"
+            ).fetchone()[0]
+            self._deleted[record.vectors] += deleted
+            if self._deleted[record.vectors] * 10 > max(record.rows, 1):
+                return False
+            cursor.execute(
+                f"INSERT INTO {copy} SELECT key, content_hash, embedding FROM {vectors} v "
+                f"WHERE NOT EXISTS (SELECT 1 FROM {copy} c WHERE c.key = v.key)"
+            )
+            return True
+
+        self._build("hnsw", record, build, update)
         return copy
 
     def keyword_table(self, record: IndexRecord, vectors: str) -> tuple[str, str] | None:
@@ -251,15 +270,19 @@ class SearchCopies:
         self._build("bm25", record, build)
         return copy, f"{ANN_CATALOG}.fts_main_{name}.match_bm25"
 
-    def _build(self, kind: str, record: IndexRecord, build: Any) -> None:
-        if self._built.get((kind, record.vectors), "absent") == record.refreshed_on:
+    def _build(self, kind: str, record: IndexRecord, build: Any, update: Any = None) -> None:
+        """Make ``kind``'s copy of ``record`` current: nothing when it is, ``update`` (which may decline) when an
+        older copy exists, else ``build``."""
+        built = self._built.get((kind, record.vectors), "absent")
+        if built == record.refreshed_on:
             return
         cursor = self._connection.cursor()
         try:
             attached = {row[0] for row in cursor.execute("SELECT database_name FROM duckdb_databases()").fetchall()}
             if ANN_CATALOG not in attached:
                 cursor.execute(f"ATTACH ':memory:' AS {ANN_CATALOG} (READ_WRITE)")  # also when the file is read-only
-            build(cursor)
+            if built == "absent" or update is None or not update(cursor):
+                build(cursor)
         finally:
             cursor.close()
         self._built[(kind, record.vectors)] = record.refreshed_on
@@ -268,13 +291,14 @@ class SearchCopies:
         """After a refresh here: copies this process built follow the new data at once, so the search functions
         bound to them stay exact-as-of-now (a copy never built stays unbuilt until needed)."""
         if ("hnsw", record.vectors) in self._built:
-            self.vector_table(record, vectors)
+            self.vector_table(record, vectors)  # the changed rows only, as the refresh did
         if ("bm25", record.vectors) in self._built:
             self.keyword_table(record, vectors)
 
     def forget(self, vectors_table: str) -> None:
         """Drop the copies of a vectors table that is gone (the index moved to another version, or was dropped)."""
         built = [kind for kind in ("hnsw", "bm25") if self._built.pop((kind, vectors_table), "absent") != "absent"]
+        self._deleted.pop(vectors_table, None)
         if not built:
             return
         cursor = self._connection.cursor()
