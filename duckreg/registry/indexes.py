@@ -76,7 +76,7 @@ class SemanticIndex:
 
     @property
     def sql_name(self) -> str:
-        """The table macro that searches this index from SQL: ``<index>_search(query, k := 10)``."""
+        """The table macro that searches this index from SQL: ``<index>_search(query, k := 10, mode := 'vector')``."""
         return f"{self._key}{SEARCH_SUFFIX}"
 
     def show(self) -> dict[str, Any]:
