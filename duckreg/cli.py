@@ -434,6 +434,19 @@ def listening_options(default_port: int, clients: str) -> Any:
               help="Write a file for `duckdb -init FILE` that attaches this server as reg.")  # fmt: skip
 @click.option("--ui-port", type=click.IntRange(1, 65535),
               help="Also serve `duckreg ui` on this port (same host and token), over the same database.")  # fmt: skip
+@click.option("--http", "http_port", type=click.IntRange(1, 65535),
+              help="Also serve every model over HTTP on this port: OpenAI-compatible /v1/embeddings, "
+                   "/v1/chat/completions and /v1/models, and MLflow-style invocations (same host and "
+                   "token).")  # fmt: skip
+@click.option("--quack/--no-quack", default=True, show_default=True,
+              help="Serve SQL over DuckDB's Quack protocol; --no-quack serves only --http and --ui-port.")  # fmt: skip
+@click.option("--batch-window-ms", type=click.FloatRange(0), default=5.0, show_default=True,
+              help="HTTP: how long a request waits for others to share its forward batch (0: each runs "
+                   "alone).")  # fmt: skip
+@click.option("--batch-max-rows", type=click.IntRange(1), default=256, show_default=True,
+              help="HTTP: the most rows one forward batch gathers across requests.")  # fmt: skip
+@click.option("--max-body-mb", type=click.FloatRange(0, min_open=True), default=16.0, show_default=True,
+              help="HTTP: refuse request bodies larger than this (413).")  # fmt: skip
 def serve(
     database: str | None,
     db_option: str | None,
@@ -443,6 +456,11 @@ def serve(
     read_only: bool,
     client_init: str | None,
     ui_port: int | None,
+    http_port: int | None,
+    quack: bool,
+    batch_window_ms: float,
+    batch_max_rows: int,
+    max_body_mb: float,
 ) -> None:
     """Serve DATABASE over DuckDB's Quack protocol, with every model callable by remote clients.
 
@@ -466,6 +484,16 @@ def serve(
     database = _one_database(database, db_option)
     if database is None:
         raise click.UsageError(f"Give the database to serve (duckreg serve FILE, --db FILE or ${DB_ENV}).")
+    if not quack and not (http_port or ui_port):
+        raise click.UsageError("--no-quack serves nothing by itself: give --http PORT or --ui-port PORT.")
+    from duckreg.http_server import HttpSettings
+
+    http_settings = HttpSettings(token=token, max_body_bytes=int(max_body_mb * 1024 * 1024),
+                                 batch_window=batch_window_ms / 1000, batch_max_rows=batch_max_rows,
+                                 read_only=read_only)  # fmt: skip
+    if not quack:
+        _serve_without_quack(database, host, http_port, ui_port, read_only, http_settings)
+        return
     server = Server(database, host=host, port=port, token=token, read_only=read_only)
     with stop_requested() as stop:
         try:
@@ -478,13 +506,70 @@ def serve(
         click.echo(_serve_banner(server, database, token is not None))
         if client_init:
             click.echo(f"Client init file: duckdb -init {client_init}")
-        page = _serve_ui(server, host, ui_port, read_only, token is not None) if ui_port else None
+        page = (
+            _serve_ui(server.registry, host, ui_port, read_only, server.token, token is not None) if ui_port else None
+        )
+        http_settings.token = server.token
+        api = _serve_http(server.registry, host, http_port, http_settings, token is not None) if http_port else None
         click.echo("Ctrl-C stops the server.")
         sys.stdout.flush()
-        server.wait(stop)
-        if page is not None:
-            page.stop()
+        try:
+            server.wait(stop)
+        finally:
+            for running in (api, page):
+                if running is not None:
+                    running.stop()
     click.echo("Server stopped.")
+
+
+def _serve_without_quack(
+    database: str, host: str, http_port: int | None, ui_port: int | None, read_only: bool, settings: Any
+) -> None:
+    """``duckreg serve --no-quack``: the HTTP door and/or the UI over the database, until Ctrl-C or SIGTERM,
+    which let the requests in flight finish."""
+    from duckreg.duckdb_ext.connections import open_database
+    from duckreg.registry import Registry
+    from duckreg.serve import LOOPBACK, stop_requested
+
+    if host not in LOOPBACK and not settings.token:
+        fail(f"Serving on {host} (not this machine's loopback) needs a token: pass --token or --token-file.")
+        sys.exit(1)
+    with stop_requested() as stop:
+        registry = Registry(open_database(database, read_only=read_only))
+        token_given = settings.token is not None
+        page = _serve_ui(registry, host, ui_port, read_only, settings.token, token_given) if ui_port else None
+        api = _serve_http(registry, host, http_port, settings, token_given) if http_port else None
+        click.echo("Ctrl-C stops the server.")
+        sys.stdout.flush()
+        try:
+            while not stop.wait(0.5):
+                pass
+        finally:
+            for running in (api, page):
+                if running is not None:
+                    running.stop()
+            registry.connection.close()
+    click.echo("Server stopped.")
+
+
+def _serve_http(registry: Any, host: str, port: int, settings: Any, token_given: bool) -> Any:
+    """The HTTP door beside the server, its access log on stderr; None (having said why) when it cannot start."""
+    import logging
+
+    from duckreg import http_server
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+    http_server.LOG.addHandler(handler)
+    http_server.LOG.setLevel(logging.INFO)
+    try:
+        api = http_server.start(registry, host=host, port=port, settings=settings)
+    except (ImportError, OSError, RuntimeError, ValueError) as exc:
+        fail(f"Cannot serve HTTP on port {port}: {exc}")
+        return None
+    token = "" if settings.token is None else " (token: " + ("from --token" if token_given else settings.token) + ")"
+    click.echo(f"HTTP at {api.url}/v1 (OpenAI-compatible) and {api.url}/models/<model>/versions/<v>/invocations{token}")
+    return api
 
 
 def _serve_banner(server: Any, database: str, token_given: bool) -> str:
@@ -506,13 +591,13 @@ def _serve_banner(server: Any, database: str, token_given: bool) -> str:
     )
 
 
-def _serve_ui(server: Any, host: str, port: int, read_only: bool, token_given: bool) -> Any:
+def _serve_ui(registry: Any, host: str, port: int, read_only: bool, token: str | None, token_given: bool) -> Any:
     """The UI beside the server, on the server's token; None (having said why) when it cannot start."""
     from duckreg import ui as web
 
     try:
-        page = web.start(server.registry, host=host, port=port, read_only=read_only, token=server.token)
-    except (ImportError, OSError, RuntimeError) as exc:
+        page = web.start(registry, host=host, port=port, read_only=read_only, token=token)
+    except (ImportError, OSError, RuntimeError, ValueError) as exc:
         fail(f"Cannot serve the UI on port {port}: {exc}")
         return None
     click.echo(f"UI at {page.url if not token_given else page.url.split('?')[0] + '?token=...'}")

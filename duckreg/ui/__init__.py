@@ -10,15 +10,13 @@ from __future__ import annotations
 
 import contextlib
 import signal
-import socket
-import threading
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
+from duckreg import threaded_server
 from duckreg.registry.registry import Registry
 from duckreg.serve import LOOPBACK
+from duckreg.threaded_server import ThreadedServer, free_port
 
 
 def check_address(host: str, token: str | None) -> None:
@@ -29,21 +27,8 @@ def check_address(host: str, token: str | None) -> None:
         )
 
 
-@dataclass
-class UIServer:
-    """A UI served from a background thread of this process; ``stop()`` ends it."""
-
-    url: str
-    server: Any
-    thread: threading.Thread
-
-    def stop(self, timeout: float = 10.0) -> None:
-        """Stop serving and wait for the server thread."""
-        self.server.should_exit = True
-        self.thread.join(timeout)
-
-    def __repr__(self) -> str:
-        return f"UIServer(url={self.url!r})"
+UIServer = ThreadedServer
+"""A UI served from a background thread of this process; ``stop()`` ends it."""
 
 
 def start(
@@ -59,22 +44,10 @@ def start(
     Jobs this process starts with ``run_batch`` appear on its Jobs page with live progress, and can be
     cancelled there.
     """
-    import uvicorn
-
     check_address(host, token)
-    if port == 0:
-        with socket.socket() as probe:
-            probe.bind((host, 0))
-            port = probe.getsockname()[1]
-    server = uvicorn.Server(_config(registry, host, port, read_only, token))
-    thread = threading.Thread(target=server.run, name="duckreg-ui", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError(f"The duckreg UI could not start on {host}:{port}.")
-        time.sleep(0.02)
-    return UIServer(_address(host, port, token), server, thread)
+    port = port or free_port(host)
+    return threaded_server.start(_config(registry, host, port, read_only, token), "duckreg-ui",
+                                 _address(host, port, token))  # fmt: skip
 
 
 def serve(

@@ -17,7 +17,7 @@ LAYERS: list[tuple[str, ...]] = [
         "duckreg.huggingface", "duckreg.batch.specs", "duckreg.duckdb_ext.snowflake_syntax",
         "duckreg.openai_signatures", "duckreg.function_spec", "duckreg.artifacts", "duckreg.model_cache",
         "duckreg.result_cache", "duckreg.interrupts", "duckreg.row_errors", "duckreg.store",
-        "duckreg.tables", "duckreg.batch.layout",
+        "duckreg.tables", "duckreg.batch.layout", "duckreg.threaded_server",
     ),
     ("duckreg.tasks", "duckreg.catalog", "duckreg.stages", "duckreg.inference_engines"),
     ("duckreg.model_handlers", "duckreg.duckdb_ext.names", "duckreg.duckdb_ext.types", "duckreg.duckdb_ext.extensions"),
@@ -25,11 +25,12 @@ LAYERS: list[tuple[str, ...]] = [
     (
         "duckreg.pandas_io", "duckreg.jobs", "duckreg.duckdb_ext.functions", "duckreg.duckdb_ext.stage_functions",
         "duckreg.duckdb_ext.connections", "duckreg.batch.plan", "duckreg.batch.inputs", "duckreg.batch.executors",
+        "duckreg.request_batching",
     ),
     ("duckreg.batch.submit",),
     ("duckreg.registry",),
     ("duckreg", "duckreg.duckdb_ext.statements", "duckreg.cli", "duckreg.dbt", "duckreg.batch", "duckreg.duckdb_ext",
-     "duckreg.shell", "duckreg.serve", "duckreg.harlequin_adapter", "duckreg.ui"),
+     "duckreg.shell", "duckreg.serve", "duckreg.harlequin_adapter", "duckreg.ui", "duckreg.http_server"),
 ]  # fmt: skip
 
 
