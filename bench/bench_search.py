@@ -185,9 +185,10 @@ def main() -> None:
             result = run(query)
             latencies.setdefault(label, []).append(time.perf_counter() - start)
             if label.startswith("exact, index"):
-                truth = set(result["id"])
+                truth = result["score"].iloc[-1]
             elif label.startswith("HNSW, index"):
-                recalls.append(len(truth & set(result["id"])) / 10)
+                # A result as close to the query as the exact tenth counts (near-duplicate sentences tie).
+                recalls.append(float((result["score"] >= truth - 1e-6).sum()) / 10)
     print(f"\n| {len(queries)} queries, k = 10 | median ms | p95 ms | recall@10 |\n|---|---|---|---|")
     for label, values in latencies.items():
         recall = f"{statistics.mean(recalls):.3f}" if label.startswith("HNSW, index") else ""
