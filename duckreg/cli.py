@@ -515,9 +515,7 @@ def serve(
         try:
             server.wait(stop)
         finally:
-            for running in (api, page):
-                if running is not None:
-                    running.stop()
+            _stop_all(api, page)
     click.echo("Server stopped.")
 
 
@@ -541,14 +539,19 @@ def _serve_without_quack(
         click.echo("Ctrl-C stops the server.")
         sys.stdout.flush()
         try:
-            while not stop.wait(0.5):
+            while not stop.wait(0.5):  # woken often, so Ctrl-C and SIGTERM are seen at once
                 pass
         finally:
-            for running in (api, page):
-                if running is not None:
-                    running.stop()
+            _stop_all(api, page)
             registry.connection.close()
     click.echo("Server stopped.")
+
+
+def _stop_all(*running: Any) -> None:
+    """Stop the servers that started (None: one that did not), each after its requests in flight."""
+    for server in running:
+        if server is not None:
+            server.stop()
 
 
 def _serve_http(registry: Any, host: str, port: int, settings: Any, token_given: bool) -> Any:

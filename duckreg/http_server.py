@@ -106,9 +106,9 @@ class Metrics:
         from prometheus_client import generate_latest
 
         if cache is not None:
-            stats = cache.stats()
-            self.cache_hits.set(stats["hits"])
-            self.cache_misses.set(stats["misses"])
+            counters = cache.counters()
+            self.cache_hits.set(counters.get("hits", 0))
+            self.cache_misses.set(counters.get("misses", 0))
         return generate_latest(self.registry)
 
 

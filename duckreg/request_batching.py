@@ -34,6 +34,7 @@ class _Pending:
 
 @dataclass
 class _Queue:
+    key: Any
     runner: FunctionRunner
     params: dict[str, Any] | None
     waiting: deque[_Pending] = field(default_factory=deque)
@@ -72,7 +73,7 @@ class RequestBatcher:
                 raise RuntimeError("The server is shutting down")
             queue = self._queues.get(key)
             if queue is None:
-                queue = self._queues[key] = _Queue(runner, params)
+                queue = self._queues[key] = _Queue(key, runner, params)
             queue.waiting.append(_Pending(columns, rows, future, time.monotonic()))
             if self._worker is None:
                 self._worker = threading.Thread(target=self._work, name="duckreg-batcher", daemon=True)
@@ -102,7 +103,7 @@ class RequestBatcher:
         """Under the lock: wait for the oldest queue's window to pass (or its rows to fill a batch) and take up
         to ``max_rows`` rows from it; None once closed with nothing left."""
         while True:
-            queues = [q for q in self._queues.values() if q.waiting]
+            queues = list(self._queues.values())  # each holds a request: an emptied queue is dropped
             if not queues:
                 if self._closed:
                     return None
@@ -120,6 +121,8 @@ class RequestBatcher:
                 pending = oldest.waiting.popleft()
                 batch.append(pending)
                 rows += pending.rows
+            if not oldest.waiting:  # one queue per function and parameters: many parameters must not pile up
+                del self._queues[oldest.key]
             return oldest, batch
 
     def _run(self, queue: _Queue, batch: list[_Pending]) -> None:
