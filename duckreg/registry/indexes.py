@@ -728,8 +728,6 @@ def _embedding_function(mv: Any) -> str:
 
 
 def _dimension(mv: Any) -> int:
-    for spec in mv.function_specs():
-        outputs = spec.signature.outputs
-        if len(outputs) == 1 and outputs[0].shape:
-            return int(outputs[0].shape[0])
-    raise ValueError(f"Model {mv.model_name} version {mv.version_name} returns no vector")
+    """The length of the vectors ``_embedding_function`` returns (called after it, which refuses a version
+    without one)."""
+    return int(vector_function(mv).signature.outputs[0].shape[0])
