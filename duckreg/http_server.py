@@ -26,6 +26,7 @@ import json
 import logging
 import threading
 import time
+import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -37,7 +38,7 @@ from duckreg import pandas_io, threaded_server
 from duckreg.function_spec import Implementation
 from duckreg.inference import FunctionRunner
 from duckreg.registry.indexes import vector_function
-from duckreg.request_batching import RequestBatcher
+from duckreg.request_batching import Listeners, RequestBatcher
 from duckreg.threaded_server import ThreadedServer, free_port
 from duckreg.values import json_default
 
@@ -112,19 +113,64 @@ class Metrics:
         return generate_latest(self.registry)
 
 
+@dataclass(frozen=True)
+class Target:
+    """What a request's ``model`` (and function) resolved to: the version and the runner of its function."""
+
+    mv: Any
+    runner: FunctionRunner
+
+
 class ModelDoor:
-    """Resolves ``model`` strings to versions and functions, and runs rows through the batcher."""
+    """Resolves ``model`` strings to versions and functions, and runs rows through the batcher.
+
+    Resolutions are kept until the registry's catalog changes (``Catalog.revision``), so a request costs no
+    catalog query, and an alias moved or a version deleted (from the UI beside it, say) is followed at once.
+    """
 
     def __init__(self, registry: Any, settings: HttpSettings, metrics: Metrics) -> None:
         self.registry = registry
         self.settings = settings
         self.metrics = metrics
         self.batcher = RequestBatcher(settings.batch_window, settings.batch_max_rows, on_batch=metrics.batch)
-        self._runners: dict[tuple[str, str, str], FunctionRunner] = {}
+        self._targets: dict[tuple[Any, ...], Target] = {}
+        self._revision = -1
         self._lock = threading.Lock()
 
+    async def target(
+        self, model: Any, version: str | None = None, function: str | None = None, pick: Any = None
+    ) -> Target:
+        """The version ``model`` names (``name``, ``name/version``, ``name/alias``; a 404 if none) and the
+        runner of ``function``, or of the function ``pick(mv)`` names. Resolved off the event loop the first
+        time (it reads the catalog, and may load the model), from memory afterwards."""
+        key = (model, version, function, pick)
+        with self._lock:
+            if self._revision != self.registry.catalog.revision:
+                self._targets.clear()
+            found = self._targets.get(key)
+        if found is not None:
+            return found
+        return await asyncio.to_thread(self._resolve, key)
+
+    def _resolve(self, key: tuple[Any, ...]) -> Target:
+        model, version, function, pick = key
+        revision = self.registry.catalog.revision  # read before the catalog: a change meanwhile reads again
+        mv = self.version(model, version)
+        try:
+            spec = mv.get_function(pick(mv) if pick is not None else function)
+        except ValueError as exc:
+            raise HttpError(404 if function else 400, str(exc)) from None
+        with self._lock:
+            if revision != self._revision:
+                self._targets.clear()
+                self._revision = revision
+            # One runner per version and function, so the batcher gathers their requests.
+            runner = next((t.runner for t in self._targets.values() if _same_function(t, mv, spec.name)), None)
+            found = self._targets[key] = Target(mv, runner or mv._runner(spec.name))
+        return found
+
     def version(self, model: Any, version: str | None = None) -> Any:
-        """The version ``model`` names (``name``, ``name/version``, ``name/alias``), or a 404."""
+        """The version ``model`` names, or a 404."""
         if not isinstance(model, str) or not model:
             raise HttpError(400, "model must be a model name, name/version or name/alias")
         name, _, named = model.partition("/")
@@ -135,28 +181,21 @@ class ModelDoor:
         except ValueError as exc:
             raise HttpError(404, str(exc), "not_found_error") from None
 
-    def runner(self, mv: Any, function: str | None) -> FunctionRunner:
-        """One runner per version and function, so the batcher gathers their requests (the first loads the
-        model: call it off the event loop)."""
-        try:
-            spec = mv.get_function(function)
-        except ValueError as exc:
-            raise HttpError(404 if function else 400, str(exc)) from None
-        key = (mv.model_name, mv.version_name, spec.name)
-        with self._lock:
-            if key not in self._runners:
-                self._runners[key] = mv._runner(spec.name)
-            return self._runners[key]
-
     async def run(
-        self, mv: Any, runner: FunctionRunner, columns: Sequence[Sequence[Any]], params: dict[str, Any] | None
+        self,
+        mv: Any,
+        runner: FunctionRunner,
+        columns: Sequence[Sequence[Any]],
+        params: dict[str, Any] | None,
+        listeners: Listeners | None = None,
     ) -> list[dict[str, Any] | None]:
-        """The rows' outputs, computed with other requests' rows; a ``ValueError`` names the failing row."""
+        """The rows' outputs, computed with other requests' rows; a ``ValueError`` names the failing row.
+        ``listeners`` (by row) follow generated answers as they are made, from another thread."""
         rows = len(columns[0]) if columns else 0
         if self.settings.batch_window == 0:
-            results = await asyncio.to_thread(lambda: self.batcher.submit(runner, columns, params).result())
+            results = await asyncio.to_thread(lambda: self.batcher.submit(runner, columns, params, listeners).result())
         else:
-            results = await asyncio.wrap_future(self.batcher.submit(runner, columns, params))
+            results = await asyncio.wrap_future(self.batcher.submit(runner, columns, params, listeners))
         self.metrics.rows.labels(mv.model_name, mv.version_name, runner.function.name).inc(rows)
         return results
 
@@ -224,7 +263,8 @@ class Endpoints:
 
     async def embeddings(self, request: Any) -> Any:
         data = await self.read_json(request)
-        mv = await asyncio.to_thread(self.door.version, data.get("model"))
+        target = await self.door.target(data.get("model"), pick=embedding_function)
+        mv, runner = target.mv, target.runner
         texts = data.get("input")
         if isinstance(texts, str):
             texts = [texts]
@@ -233,7 +273,6 @@ class Endpoints:
         encoding = data.get("encoding_format") or "float"
         if encoding not in ("float", "base64"):
             raise HttpError(400, f"encoding_format must be 'float' or 'base64', got {encoding!r}")
-        runner = await asyncio.to_thread(lambda: self.door.runner(mv, embedding_function(mv)))
         rows = await self.door.run(mv, runner, [texts], None)
         output = runner.signature.outputs[0].name
         dimensions = data.get("dimensions")
@@ -252,23 +291,27 @@ class Endpoints:
         from starlette.responses import StreamingResponse
 
         data = await self.read_json(request)
-        mv = await asyncio.to_thread(self.door.version, data.get("model"))
-        runner = await asyncio.to_thread(lambda: self.door.runner(mv, chat_function(mv)))
+        target = await self.door.target(data.get("model"), pick=chat_function)
+        mv, runner = target.mv, target.runner
         columns, params = chat_row(runner, data)
-        completion = (await self.door.run(mv, runner, columns, params))[0]
-        if completion is None:
-            raise HttpError(400, f"{runner.context('messages')}: messages must not be empty")
         if not data.get("stream"):
+            completion = (await self.door.run(mv, runner, columns, params))[0]
+            if completion is None:
+                raise HttpError(400, f"{runner.context('messages')}: messages must not be empty")
             return _json(completion)
-        return StreamingResponse(chunks(completion), media_type="text/event-stream")
+        options = data.get("stream_options") or {}
+        stream = ChatStream(_model_id(mv), bool(isinstance(options, dict) and options.get("include_usage")))
+        answer = asyncio.ensure_future(self.door.run(mv, runner, columns, params, listeners={0: stream.hear}))
+        await stream.started(answer, runner)  # a bad row is a 400 before any event is sent
+        return StreamingResponse(stream.events(answer), media_type="text/event-stream")
 
     async def invocations(self, request: Any) -> Any:
         data = await self.read_json(request)
         # /models/{model}/versions/{version}/invocations, or MLflow's bare /invocations with the body's model.
         model = request.path_params.get("model") or data.get("model")
-        mv = await asyncio.to_thread(self.door.version, model, request.path_params.get("version"))
         function = request.query_params.get("function") or data.get("function")
-        runner = await asyncio.to_thread(self.door.runner, mv, function)
+        target = await self.door.target(model, request.path_params.get("version"), function)
+        mv, runner = target.mv, target.runner
         frame = invocation_frame(data, runner)
         params = data.get("params")  # MLflow's runtime parameters: the signature's params
         if params is not None and not isinstance(params, dict):
@@ -402,6 +445,12 @@ def _endpoint(path: str) -> str:
                             "/ping", "/metrics") else "other"  # fmt: skip
 
 
+def _same_function(target: Target, mv: Any, function: str) -> bool:
+    """Whether ``target`` runs ``function`` of the version ``mv`` (reached by another name or alias)."""
+    mine = (target.mv.model_name, target.mv.version_name, target.runner.function.name)
+    return mine == (mv.model_name, mv.version_name, function)
+
+
 def _model_id(mv: Any) -> str:
     return f"{mv.model_name}/{mv.version_name}"
 
@@ -456,23 +505,85 @@ def chat_row(runner: FunctionRunner, data: dict[str, Any]) -> tuple[list[list[An
     return columns, chosen or None
 
 
-async def chunks(completion: dict[str, Any]) -> AsyncIterator[bytes]:
-    """A finished completion as OpenAI's stream of ``chat.completion.chunk`` events: the role, the content,
-    the finish reason with the usage, then ``[DONE]``."""
-    base = {"id": completion["id"], "object": "chat.completion.chunk", "created": completion["created"],
-            "model": completion["model"]}  # fmt: skip
+class ChatStream:
+    """One streamed chat answer: each choice's text as the inference core reports it (``hear``, from the
+    worker thread), sent as OpenAI's ``chat.completion.chunk`` events while it is generated, then the finish
+    reasons, the usage when asked for, and ``[DONE]``. The finished answer is the last word: what it adds to
+    the text already sent goes out last, so the deltas join to exactly its content (a cached answer comes
+    whole)."""
 
-    def event(payload: dict[str, Any]) -> bytes:
+    _END = object()
+
+    def __init__(self, model_id: str, include_usage: bool) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.queue: asyncio.Queue[Any] = asyncio.Queue()
+        self.sent: dict[int, str] = {}
+        self.first: tuple[int, str] | None = None
+        self.base = {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion.chunk",
+                     "created": int(time.time()), "model": model_id}  # fmt: skip
+        self.include_usage = include_usage
+
+    def hear(self, choice: int, text: str) -> None:
+        """A choice's text so far (called from the thread running the model)."""
+        self.loop.call_soon_threadsafe(self.queue.put_nowait, (choice, text))
+
+    async def started(self, answer: asyncio.Future, runner: FunctionRunner) -> None:
+        """Wait for the first text or the whole answer; the answer's error (a bad row) is raised here."""
+        answer.add_done_callback(lambda _: self.queue.put_nowait(self._END))
+        item = await self.queue.get()
+        if item is self._END:
+            if answer.result()[0] is None:
+                raise HttpError(400, f"{runner.context('messages')}: messages must not be empty")
+        else:
+            self.first = item
+
+    async def events(self, answer: asyncio.Future) -> AsyncIterator[bytes]:
+        """The server-sent events of the answer, as it is generated."""
+        item = self.first if self.first is not None else self._END
+        while item is not self._END:
+            choice, text = item
+            delta = self._delta(choice, text)
+            if delta is not None:
+                yield delta
+            item = await self.queue.get()
+        try:
+            completion = answer.result()[0]
+        except Exception as exc:  # noqa: BLE001 - the stream has begun: the error is its last event
+            yield self._event({"error": {"message": str(exc), "type": "invalid_request_error", "code": 400}})
+            return
+        for choice in completion["choices"]:
+            index, content = choice["index"], choice["message"].get("content") or ""
+            already = self.sent.get(index, "")
+            if content.startswith(already):
+                delta = self._delta(index, content)
+                if delta is not None:
+                    yield delta
+            else:
+                LOG.warning("stream of %s choice %d sent text its answer does not begin with", self.base["id"], index)
+            yield self._chunk(index, {}, choice["finish_reason"])
+        if self.include_usage:
+            yield self._event({**self.base, "choices": [], "usage": completion.get("usage")})
+        yield b"data: [DONE]\n\n"
+
+    def _delta(self, choice: int, text: str) -> bytes | None:
+        """The chunk that brings ``choice`` from the text sent to ``text`` (the role first), or None."""
+        already = self.sent.get(choice)
+        if already is None:
+            self.sent[choice] = ""
+            role = self._chunk(choice, {"role": "assistant", "content": ""}, None)
+            more = self._delta(choice, text)
+            return role + (more or b"")
+        if len(text) <= len(already) or not text.startswith(already):
+            return None  # a row computed again (its batch failed elsewhere) repeats text already sent
+        self.sent[choice] = text
+        return self._chunk(choice, {"content": text[len(already) :]}, None)
+
+    def _chunk(self, choice: int, delta: dict[str, Any], finish: str | None) -> bytes:
+        return self._event({**self.base, "choices": [{"index": choice, "delta": delta, "finish_reason": finish}]})
+
+    @staticmethod
+    def _event(payload: dict[str, Any]) -> bytes:
         return f"data: {json.dumps(payload, default=json_default)}\n\n".encode()
-
-    for choice in completion["choices"]:
-        index, message = choice["index"], choice["message"]
-        role = {"role": message.get("role") or "assistant", "content": ""}
-        content = {"content": message.get("content") or ""}
-        for delta, finish in ((role, None), (content, None), ({}, choice["finish_reason"])):
-            yield event({**base, "choices": [{"index": index, "delta": delta, "finish_reason": finish}]})
-    yield event({**base, "choices": [], "usage": completion.get("usage")})
-    yield b"data: [DONE]\n\n"
 
 
 def invocation_frame(data: dict[str, Any], runner: FunctionRunner) -> pd.DataFrame:

@@ -8,10 +8,11 @@ signature says.
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import hashlib
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, NoReturn
@@ -31,6 +32,11 @@ from duckreg.tasks.messages import with_stage_media
 from duckreg.values import drop_unset_params, freeze, to_python
 
 DEFAULT_BATCH_SIZE = 32
+# The listeners of the run in progress on this thread, by the identity of the distinct rows it computes: the
+# rows keep their identity through the cache, de-duplication, sorting and batching down to the task.
+_LISTENERS: contextvars.ContextVar[dict[int, Callable[[int, str], None]] | None] = contextvars.ContextVar(
+    "duckreg_listeners", default=None
+)
 
 
 @dataclass(frozen=True)
@@ -140,6 +146,30 @@ class VersionHandle:
         model = self.build_model(device)
         self.handler.prepare_loaded(model, self.manifest)
         return model_cache.LoadedModel(model=model, nbytes=model_cache.model_nbytes(model), device=device)
+
+
+def _by_row_identity(
+    listeners: Mapping[int, Callable[[int, str], None]], unique_rows: list[dict[str, Any]], row_slot: list[int | None]
+) -> dict[int, Callable[[int, str], None]]:
+    """Listeners by row index, as the task meets them: by the identity of the distinct row each row became
+    (rows asked twice share one computation, so both hear it)."""
+    gathered: dict[int, list[Callable[[int, str], None]]] = {}
+    for row, listener in listeners.items():
+        slot = row_slot[row] if 0 <= row < len(row_slot) else None
+        if slot is not None:
+            gathered.setdefault(id(unique_rows[slot]), []).append(listener)
+    return {key: _fan_out(found) for key, found in gathered.items()}
+
+
+def _fan_out(listeners: list[Callable[[int, str], None]]) -> Callable[[int, str], None]:
+    if len(listeners) == 1:
+        return listeners[0]
+
+    def tell_all(choice: int, text: str) -> None:
+        for listener in listeners:
+            listener(choice, text)
+
+    return tell_all
 
 
 @functools.cache
@@ -302,6 +332,7 @@ class FunctionRunner:
         use_cache: bool | None = None,
         first_row: int = 0,
         errors: dict[int, str] | None = None,
+        listeners: Mapping[int, Callable[[int, str], None]] | None = None,
     ) -> list[dict[str, Any] | None]:
         """Columns in signature input order -> one output dict per row (None for a NULL row).
 
@@ -309,6 +340,8 @@ class FunctionRunner:
         Errors count rows from 1, as people do, starting at ``first_row + 1`` (where these columns begin).
         With ``errors`` (a dict), a row that fails gets None and its message under its index in these
         columns, and the other rows keep their answers (``on_error='null'``); without, the call fails.
+        ``listeners`` (by row index) follow a generated answer as it is made: ``listener(choice, text)`` with
+        the text so far, called from this thread (a cached answer calls none: it is whole at once).
         """
         resolved = self.resolve_params(params)
         n_rows = len(columns[0]) if columns else 0
@@ -323,9 +356,15 @@ class FunctionRunner:
         checked = self._checked_inputs(columns, first_row, fail)
         unique_rows, row_slot, numbers = self._distinct_rows(checked, n_rows, failed, first_row)
         slot_errors: dict[int, str] | None = None if errors is None else {}
-        results = (
-            self._predict_through_cache(unique_rows, resolved, use_cache, numbers, slot_errors) if unique_rows else []
-        )
+        following = _LISTENERS.set(_by_row_identity(listeners, unique_rows, row_slot) if listeners else None)
+        try:
+            results = (
+                self._predict_through_cache(unique_rows, resolved, use_cache, numbers, slot_errors)
+                if unique_rows
+                else []
+            )
+        finally:
+            _LISTENERS.reset(following)
         if errors is not None:
             errors.update(failed)
             for row, slot in enumerate(row_slot):
@@ -623,6 +662,7 @@ class FunctionRunner:
             batch_size=self._batch_size(loaded),
             model_id=f"{self.version.model_name}/{self.version.version_name}",
             method=self.function.target_method,
+            listeners=_LISTENERS.get() or {},
         )
         ordered = [rows[i] for i in order]
         predicted: list[dict[str, Any]] = []

@@ -15,13 +15,15 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
 from duckreg.inference import FunctionRunner
 from duckreg.values import freeze
+
+Listeners = Mapping[int, Callable[[int, str], None]]
 
 
 @dataclass
@@ -30,6 +32,7 @@ class _Pending:
     rows: int
     future: Future
     arrived: float
+    listeners: Listeners | None = None
 
 
 @dataclass
@@ -58,14 +61,19 @@ class RequestBatcher:
         self._worker: threading.Thread | None = None
 
     def submit(
-        self, runner: FunctionRunner, columns: Sequence[Sequence[Any]], params: dict[str, Any] | None = None
+        self,
+        runner: FunctionRunner,
+        columns: Sequence[Sequence[Any]],
+        params: dict[str, Any] | None = None,
+        listeners: Listeners | None = None,
     ) -> Future:
         """A future of ``columns``' output rows (one dict per row, None for a NULL row), or of the
-        ``ValueError`` that names the failing row (numbered within this request)."""
+        ``ValueError`` that names the failing row (numbered within this request). ``listeners`` (by row of
+        this request) follow generated answers as they are made, from the worker thread."""
         future: Future = Future()
         rows = len(columns[0]) if columns else 0
         if self.window == 0:
-            self._run_alone(runner, columns, params, future)
+            self._run_alone(runner, columns, params, future, listeners)
             return future
         key = (id(runner), freeze(params or {}))
         with self._lock:
@@ -74,7 +82,7 @@ class RequestBatcher:
             queue = self._queues.get(key)
             if queue is None:
                 queue = self._queues[key] = _Queue(key, runner, params)
-            queue.waiting.append(_Pending(columns, rows, future, time.monotonic()))
+            queue.waiting.append(_Pending(columns, rows, future, time.monotonic(), listeners))
             if self._worker is None:
                 self._worker = threading.Thread(target=self._work, name="duckreg-batcher", daemon=True)
                 self._worker.start()
@@ -128,9 +136,13 @@ class RequestBatcher:
     def _run(self, queue: _Queue, batch: list[_Pending]) -> None:
         width = len(batch[0].columns)
         columns = [[value for pending in batch for value in pending.columns[i]] for i in range(width)]
+        listeners, start = {}, 0
+        for pending in batch:
+            listeners.update({start + row: listener for row, listener in (pending.listeners or {}).items()})
+            start += pending.rows
         errors: dict[int, str] = {}
         try:
-            results = queue.runner.run(columns, queue.params, errors=errors)
+            results = queue.runner.run(columns, queue.params, errors=errors, listeners=listeners or None)
         except Exception as exc:  # noqa: BLE001 - each waiting request hears it; the worker must live on
             for pending in batch:
                 pending.future.set_exception(exc)
@@ -139,7 +151,7 @@ class RequestBatcher:
         for pending in batch:
             mine = range(start, start + pending.rows)
             if any(row in errors for row in mine):
-                self._run_alone(queue.runner, pending.columns, queue.params, pending.future)
+                self._run_alone(queue.runner, pending.columns, queue.params, pending.future, pending.listeners)
             else:
                 pending.future.set_result(results[start : start + pending.rows])
             start += pending.rows
@@ -147,10 +159,15 @@ class RequestBatcher:
             self._on_batch(start, len(batch))
 
     def _run_alone(
-        self, runner: FunctionRunner, columns: Sequence[Sequence[Any]], params: dict[str, Any] | None, future: Future
+        self,
+        runner: FunctionRunner,
+        columns: Sequence[Sequence[Any]],
+        params: dict[str, Any] | None,
+        future: Future,
+        listeners: Listeners | None = None,
     ) -> None:
         try:
-            future.set_result(runner.run(columns, params))
+            future.set_result(runner.run(columns, params, listeners=listeners))
         except Exception as exc:  # noqa: BLE001 - the request hears it; the worker must live on
             future.set_exception(exc)
         if self._on_batch is not None:

@@ -226,3 +226,34 @@ def test_the_serve_command_needs_a_token_off_loopback(db_path: Path, registry) -
         capture_output=True, text=True, timeout=120, env={k: v for k, v in os.environ.items() if k != "DUCKREG_TOKEN"},
     )  # fmt: skip
     assert done.returncode == 1 and "needs a token" in done.stderr
+
+
+def test_a_streamed_chat_answer_is_sent_as_it_is_generated_and_joins_to_the_answer(served, model_dirs) -> None:
+    registry, url = served
+    talker = transformers.pipeline("text-generation", model=str(model_dirs["qwen2-chat"]))
+    registry.log_model(talker, model_name="talk", version_name="v1", signatures=OPENAI_CHAT_SIGNATURE)
+    client = _client(url)
+    messages = [{"role": "user", "content": "a b c d"}]  # its random weights answer with words, not blanks
+    controls = {"max_completion_tokens": 24, "temperature": 0.0}
+    pieces = list(client.chat.completions.create(model="talk", messages=messages, stream=True, **controls,
+                                                 stream_options={"include_usage": True}))  # fmt: skip
+    contents = [p.choices[0].delta.content for p in pieces if p.choices and p.choices[0].delta.content]
+    assert len(contents) >= 3  # each piece as the model made it, not the whole answer at the end
+    assert pieces[0].choices[0].delta.role == "assistant"
+    registry.result_cache.clear("talk")  # compute it again, without streaming
+    row = pd.DataFrame({"messages": [messages], **{k: [v] for k, v in controls.items()}})
+    expected = registry.get_model("talk").default.run(row)["choices"][0]
+    assert "".join(contents) == expected[0]["message"]["content"]
+    assert [p.choices[0].finish_reason for p in pieces if p.choices][-1] == expected[0]["finish_reason"]
+    assert pieces[-1].choices == [] and pieces[-1].usage.completion_tokens > 0
+    # Now kept in the result cache: the answer comes whole, in one piece.
+    again = list(client.chat.completions.create(model="talk", messages=messages, stream=True, **controls))
+    assert [p.choices[0].delta.content for p in again if p.choices and p.choices[0].delta.content] == [
+        expected[0]["message"]["content"]
+    ]
+    # Two sampled choices are streamed side by side, each ending with its finish reason.
+    both = list(client.chat.completions.create(model="talk", messages=messages, stream=True, n=2, temperature=1.0,
+                                               max_completion_tokens=12))  # fmt: skip
+    finished = {c.index: c.finish_reason for p in both for c in p.choices if c.finish_reason}
+    assert set(finished) == {0, 1}
+    assert {c.index for p in both for c in p.choices if c.delta.content} == {0, 1}

@@ -542,3 +542,44 @@ def test_concurrent_http_chat_requests_share_a_vllm_batch_and_equal_transformers
         assert float(calls[0].split()[1]) < 16  # vLLM was handed several conversations at once
     finally:
         server.stop()
+
+
+@needs_vllm
+def test_streamed_http_chat_on_vllm_arrives_token_by_token_in_one_batch_and_equals_transformers(
+    engines, registry
+) -> None:
+    import threading
+
+    import httpx
+    import openai
+
+    from duckreg import http_server
+
+    local, _ = engines
+    server = http_server.start(registry, settings=http_server.HttpSettings(batch_window=0.5))
+    try:
+        client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="none", max_retries=0)
+        pieces: dict[int, list[str]] = {}
+        barrier = threading.Barrier(8)
+
+        def ask(i: int) -> None:
+            barrier.wait()
+            stream = client.chat.completions.create(
+                model="qwen/v2", messages=_conversation(100 + i), temperature=0.0, max_tokens=16, stream=True
+            )
+            pieces[i] = [p.choices[0].delta.content for p in stream if p.choices and p.choices[0].delta.content]
+
+        threads = [threading.Thread(target=ask, args=(i,)) for i in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        frame = pd.DataFrame({"messages": [json.dumps(_conversation(100 + i)) for i in range(8)]})
+        expected = _texts(local.run(frame, params={"temperature": 0.0, "max_completion_tokens": 16}))
+        assert ["".join(pieces[i]) for i in range(8)] == expected
+        assert all(len(pieces[i]) >= 3 for i in range(8))  # sent as vLLM made them, not whole at the end
+        metrics = httpx.get(f"{server.url}/metrics").text
+        calls = [line for line in metrics.splitlines() if line.startswith("duckreg_http_batch_requests_count ")]
+        assert float(calls[0].split()[1]) < 8  # the streams shared vLLM's batches
+    finally:
+        server.stop()

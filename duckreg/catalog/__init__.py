@@ -39,6 +39,7 @@ class Catalog:
     def __init__(self, con: duckdb.DuckDBPyConnection, database_name: str, schema_name: str) -> None:
         self._cursor = con.cursor()
         self._lock = threading.RLock()
+        self._revision = 0
         self.database_name = database_name
         self.schema_name = schema_name
         self.schema = f"{quote(database_name)}.{quote(schema_name)}"
@@ -88,13 +89,22 @@ class Catalog:
         except duckdb.Error:
             pass  # read-only: the catalog is read as it is, and no job runs here
 
+    @property
+    def revision(self) -> int:
+        """A number every write through this catalog changes, so a reader that keeps what it read (the HTTP
+        door's model lookups) knows when to read again without a query per request."""
+        return self._revision
+
     def query(self, sql: str, params: list[Any] | None = None) -> list[tuple]:
         with self._lock:
             return self._cursor.execute(sql.replace("{schema}", self.schema), params or []).fetchall()
 
     def execute(self, sql: str, params: list[Any] | None = None) -> None:
         with self._lock:
-            self._cursor.execute(sql.replace("{schema}", self.schema), params or [])
+            try:
+                self._cursor.execute(sql.replace("{schema}", self.schema), params or [])
+            finally:
+                self._revision += 1
 
     @contextmanager
     def transaction(self) -> Iterator[Catalog]:
@@ -102,11 +112,14 @@ class Catalog:
         with self._lock:
             self._cursor.execute("BEGIN TRANSACTION")
             try:
-                yield self
-            except BaseException:
-                self._cursor.execute("ROLLBACK")
-                raise
-            self._cursor.execute("COMMIT")
+                try:
+                    yield self
+                except BaseException:
+                    self._cursor.execute("ROLLBACK")
+                    raise
+                self._cursor.execute("COMMIT")
+            finally:
+                self._revision += 1
 
     def create_function(self, name: str, fn: Any, params: list[str] | None, return_type: str, **kwargs: Any) -> None:
         """Create a NULL-aware UDF through this catalog's private cursor (which alone can remove it)."""
@@ -125,7 +138,10 @@ class Catalog:
     def run(self, action: Any) -> Any:
         """``action(cursor)`` on the private cursor, serialised with every other use of it."""
         with self._lock:
-            return action(self._cursor)
+            try:
+                return action(self._cursor)
+            finally:
+                self._revision += 1
 
     def close_at_exit(self) -> None:
         """Close the private cursor as the interpreter exits, unless another thread is using it.

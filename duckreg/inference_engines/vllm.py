@@ -20,6 +20,7 @@ from __future__ import annotations
 import gc
 import os
 import threading
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -135,10 +136,46 @@ class VllmChat:
                 raise RuntimeError("this vLLM engine was shut down (its version left the model cache)")
             if requests and requests[0].messages is not None:
                 outputs = self.llm.chat([r.messages for r in requests], settings, use_tqdm=False)
+            elif any(r.on_tokens is not None for r in requests):
+                return self._streamed(requests, settings)
             else:
                 prompts = [{"prompt_token_ids": r.prompt_ids} for r in requests]
                 outputs = self.llm.generate(prompts, settings, use_tqdm=False)
         return [Generated(len(o.prompt_token_ids or []), [list(c.token_ids) for c in o.outputs]) for o in outputs]
+
+    def _streamed(self, requests: Sequence[GenerationRequest], settings: list[Any]) -> list[Generated]:
+        """``generate`` that tells each request's listener its tokens as vLLM makes them: the requests go to
+        the engine together (its scheduler batches them as ``generate`` would) and its steps are read as
+        they come. Under the engine lock."""
+        from vllm.sampling_params import RequestOutputKind
+
+        engine = self.llm.llm_engine
+        rendered = engine.renderer.render_cmpl([{"prompt_token_ids": r.prompt_ids} for r in requests])
+        position: dict[str, int] = {}
+        try:
+            for index, (sampling, prompt) in enumerate(zip(settings, rendered, strict=True)):
+                sampling.output_kind = RequestOutputKind.DELTA
+                request_id = f"duckreg-{uuid.uuid4().hex}"  # outputs carry it (the engine's own id adds to it)
+                position[request_id] = index
+                engine.add_request(request_id, prompt, sampling)
+            tokens: list[list[list[int]]] = [[[] for _ in range(r.n)] for r in requests]
+            running = set(position)
+            while running and engine.has_unfinished_requests():
+                for output in engine.step():
+                    index = position.get(output.request_id)
+                    if index is None:
+                        continue
+                    listener = requests[index].on_tokens
+                    for choice in output.outputs:
+                        tokens[index][choice.index].extend(choice.token_ids)
+                        if listener is not None and choice.token_ids:
+                            listener(choice.index, list(choice.token_ids))
+                    if output.finished:
+                        running.discard(output.request_id)
+        except BaseException:
+            engine.abort_request(list(position))  # an interrupted call leaves nothing running in the engine
+            raise
+        return [Generated(len(r.prompt_ids or []), choices) for r, choices in zip(requests, tokens, strict=True)]
 
     def _sampling(self, request: GenerationRequest) -> Any:
         from vllm import SamplingParams

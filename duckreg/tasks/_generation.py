@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -147,13 +147,44 @@ def cap_new_tokens(model: Any, prompt_length: int, requested: int) -> int:
     return min(requested, limit - prompt_length)
 
 
+TokenListener = Callable[[int, list[int]], None]
+"""Told a choice's new token ids as they are generated: ``listener(choice, ids)``."""
+
+
+class TokenStreamer:
+    """A transformers ``generate`` streamer for a batch: each sequence's new token goes to its request's
+    listener (``per_request`` sequences per request, one per returned choice). The first ``put`` is the
+    prompt, which nobody is told."""
+
+    def __init__(self, listeners: Sequence[TokenListener | None], per_request: int) -> None:
+        self.listeners = listeners
+        self.per_request = per_request
+        self.prompt_seen = False
+
+    def put(self, value: Any) -> None:
+        if not self.prompt_seen:
+            self.prompt_seen = True
+            return
+        for sequence, token in enumerate(value.reshape(-1).tolist()):
+            listener = self.listeners[sequence // self.per_request]
+            if listener is not None:
+                listener(sequence % self.per_request, [token])
+
+    def end(self) -> None:
+        """Nothing to flush: each token was handed on as it came."""
+
+
 def generate_unpadded(
-    model: Any, requests: Sequence[tuple[list[int], dict[str, Any]]], **shared: Any
+    model: Any,
+    requests: Sequence[tuple[list[int], dict[str, Any]]],
+    listeners: Sequence[TokenListener | None] | None = None,
+    **shared: Any,
 ) -> list[list[list[int]]]:
     """The new token ids of every returned sequence, for each (prompt ids, generate kwargs) request.
 
     Requests with the same prompt length and the same kwargs run as one batch, so no prompt is
-    padded and each result equals that prompt generated alone.
+    padded and each result equals that prompt generated alone. ``listeners`` (one per request, or None)
+    are told each request's tokens as they are generated.
     """
     import torch
 
@@ -167,6 +198,9 @@ def generate_unpadded(
         constraint = call.get("logits_processor")
         if hasattr(constraint, "build"):  # one per call: it keeps a state for each sequence it constrains
             call["logits_processor"] = constraint.build(len(indices) * call.get("num_return_sequences", 1), length)
+        following = [listeners[i] for i in indices] if listeners else []
+        if any(following):
+            call["streamer"] = TokenStreamer(following, call.get("num_return_sequences", 1))
         output = model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), **call, **shared)
         per_request = output.shape[0] // len(indices)
         for n, index in enumerate(indices):
@@ -193,6 +227,8 @@ class GenerationRequest:
     presence_penalty: float | None = None
     json_schema: dict[str, Any] | None = None
     """The JSON schema every answer must follow (``{}``: any JSON object); None for free text."""
+    on_tokens: TokenListener | None = field(default=None, compare=False, repr=False)
+    """Told each choice's new token ids as they are generated (a streamed answer); None: nobody follows."""
 
     @property
     def greedy(self) -> bool:

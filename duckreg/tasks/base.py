@@ -59,6 +59,12 @@ class RunContext:
     batch_size: int
     model_id: str = ""
     method: str = "__call__"
+    listeners: dict[int, Any] = field(default_factory=dict)
+    """Who follows a row's answer as it is generated, by ``id(row)``: ``listener(choice, text_so_far)``."""
+
+    def listener(self, row: dict[str, Any]) -> Any:
+        """The callback following ``row``'s answer as it is made (``streaming``), or None."""
+        return self.listeners.get(id(row))
 
 
 @dataclass

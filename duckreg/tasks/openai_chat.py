@@ -12,11 +12,18 @@ import json
 import time
 import uuid
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from duckreg.model_signature import FeatureGroupSpec, ModelSignature
-from duckreg.tasks._generation import ChatBackend, Generated, GenerationRequest, cap_new_tokens, generate_unpadded
+from duckreg.tasks._generation import (
+    ChatBackend,
+    Generated,
+    GenerationRequest,
+    TokenStreamer,
+    cap_new_tokens,
+    generate_unpadded,
+)
 from duckreg.tasks.base import InputError, RunContext, Task, for_row
 from duckreg.tasks.image_classification import open_image
 from duckreg.tasks.limits import check_prompt_words, positions
@@ -134,8 +141,10 @@ class OpenAIChat(Task):
         schema = requested_schema(controls["response_format"])
         if schema is not None:
             grammar(schema)  # a schema that cannot compile is this row's error, on every backend
-        if controls["stream"]:
+        listener = ctx.listener(row)
+        if controls["stream"] and listener is None:
             warnings.warn("stream=True is ignored: each row gets its whole completion", stacklevel=2)
+        stop = tuple(controls["stop"] or ())
         return GenerationRequest(
             prompt_ids=prompt_ids,
             messages=None if prompt_ids is not None else _without_nulls(messages),
@@ -143,10 +152,11 @@ class OpenAIChat(Task):
             temperature=temperature,
             n=n,
             top_p=None if controls["top_p"] is None else float(controls["top_p"]),
-            stop=tuple(controls["stop"] or ()),
+            stop=stop,
             frequency_penalty=None if controls["frequency_penalty"] is None else float(controls["frequency_penalty"]),
             presence_penalty=None if controls["presence_penalty"] is None else float(controls["presence_penalty"]),
             json_schema=schema,
+            on_tokens=None if listener is None else AnswerText(backend.tokenizer, stop, listener).add,
         )
 
 
@@ -175,7 +185,9 @@ class TransformersChat:
             if requests[i].prompt_ids is None:
                 out[i] = self._with_media(requests[i])
         calls = [(requests[i].prompt_ids, self._generate_kwargs(requests[i])) for i in text]
-        for i, choices in zip(text, generate_unpadded(self.pipe.model, calls, tokenizer=self.tokenizer), strict=True):
+        listeners = [requests[i].on_tokens for i in text]
+        generated = generate_unpadded(self.pipe.model, calls, listeners, tokenizer=self.tokenizer)
+        for i, choices in zip(text, generated, strict=True):
             out[i] = Generated(len(requests[i].prompt_ids or []), choices)
         return [g for g in out if g is not None]
 
@@ -197,6 +209,8 @@ class TransformersChat:
         kwargs.pop("stop_strings", None)  # cut from the decoded text, as the text path does
         if request.json_schema is not None:
             kwargs["logits_processor"] = SchemaConstraint(self, request).build(request.n, prompt_length)
+        if request.on_tokens is not None:
+            kwargs["streamer"] = TokenStreamer([request.on_tokens], request.n)
         with torch.inference_mode():
             generated = model.generate(**inputs.to(model.device), **kwargs)
         return Generated(prompt_length, generated[:, prompt_length:].tolist())
@@ -394,10 +408,55 @@ def core_controls(controls: dict[str, Any]) -> tuple[float, int, int]:
     return temperature, int(controls.get("max_completion_tokens") or DEFAULT_MAX_COMPLETION_TOKENS), n
 
 
+def _eos_ids(tokenizer: Any) -> set[int]:
+    eos = tokenizer.eos_token_id
+    return set(eos if isinstance(eos, list) else [eos]) - {None}
+
+
+class AnswerText:
+    """A choice's text so far, from its token ids as they are generated, for a streamed answer.
+
+    ``listener(choice, text)`` hears text the finished answer will begin with: cut at the end token and at a
+    stop word as ``finish_text`` cuts, holding back what may still change (trailing whitespace, an incomplete
+    character, the start of a stop word).
+    """
+
+    def __init__(self, tokenizer: Any, stop: tuple[str, ...], listener: Callable[[int, str], None]) -> None:
+        self.tokenizer = tokenizer
+        self.stop = tuple(word for word in stop if word)
+        self.listener = listener
+        self.eos_ids = _eos_ids(tokenizer)
+        self.ids: dict[int, list[int]] = {}
+        self.ended: set[int] = set()
+
+    def add(self, choice: int, ids: list[int]) -> None:
+        """Take a choice's new token ids and tell the listener its text so far."""
+        if choice in self.ended:
+            return
+        held = self.ids.setdefault(choice, [])
+        for token in ids:
+            if token in self.eos_ids:
+                self.ended.add(choice)
+                break
+            held.append(token)
+        text = self.tokenizer.decode(held, skip_special_tokens=True)
+        for word in self.stop:
+            if word in text:
+                self.ended.add(choice)
+                text = text[: text.index(word)]
+        if choice not in self.ended:
+            text = text.rstrip().rstrip("\ufffd")
+            for word in self.stop:  # the text may end with the start of a stop word
+                for size in range(min(len(word) - 1, len(text)), 0, -1):
+                    if text.endswith(word[:size]):
+                        text = text[:-size]
+                        break
+        self.listener(choice, text)
+
+
 def finish_text(tokenizer: Any, ids: list[int], stop: tuple[str, ...], max_new_tokens: int) -> tuple[str, int, str]:
     """The answer text, the tokens it used, and why it ended."""
-    eos = tokenizer.eos_token_id
-    eos_ids = set(eos if isinstance(eos, list) else [eos]) - {None}
+    eos_ids = _eos_ids(tokenizer)
     used = len(ids)
     for position, token in enumerate(ids):
         if token in eos_ids:
