@@ -283,8 +283,8 @@ class Endpoints:
                 raise HttpError(400, f"{runner.context()}: returns {len(vector)} dimensions, not {dimensions}")
             value: Any = base64.b64encode(vector.tobytes()).decode() if encoding == "base64" else vector.tolist()
             items.append({"object": "embedding", "index": index, "embedding": value})
-        words = sum(len(t.split()) for t in texts)  # OpenAI counts tokens; words are what every version shares
-        usage = {"prompt_tokens": words, "total_tokens": words}
+        tokens = await asyncio.to_thread(_prompt_tokens, runner, texts)
+        usage = {"prompt_tokens": tokens, "total_tokens": tokens}
         return _json({"object": "list", "data": items, "model": _model_id(mv), "usage": usage})
 
     async def chat(self, request: Any) -> Any:
@@ -449,6 +449,12 @@ def _same_function(target: Target, mv: Any, function: str) -> bool:
     """Whether ``target`` runs ``function`` of the version ``mv`` (reached by another name or alias)."""
     mine = (target.mv.model_name, target.mv.version_name, target.runner.function.name)
     return mine == (mv.model_name, mv.version_name, function)
+
+
+def _prompt_tokens(runner: FunctionRunner, texts: list[str]) -> int:
+    """The tokens the model read for ``texts``; the words, for a custom model the core cannot count for."""
+    counter = runner.count_tokens
+    return counter(texts) if counter is not None else sum(len(text.split()) for text in texts)
 
 
 def _model_id(mv: Any) -> str:

@@ -325,6 +325,12 @@ class FunctionRunner:
     def required_inputs(self) -> list[str]:
         return [s.name for s in self.signature.inputs if s.name not in self.optional_inputs]
 
+    @functools.cached_property
+    def count_tokens(self) -> Callable[[Sequence[str]], int] | None:
+        """The tokens the model reads for a list of texts (loads the model), or None where its task cannot
+        say: what the HTTP door reports as ``usage``."""
+        return self.task.token_counter(self._loaded().model)
+
     def run(
         self,
         columns: Sequence[Sequence[Any]],

@@ -44,7 +44,7 @@ def _client(url: str) -> openai.OpenAI:
     return openai.OpenAI(base_url=f"{url}/v1", api_key=TOKEN, max_retries=0)
 
 
-def test_the_openai_client_lists_models_and_gets_embeddings_equal_to_mv_run(served) -> None:
+def test_the_openai_client_lists_models_and_gets_embeddings_equal_to_mv_run(served, model_dirs) -> None:
     registry, url = served
     client = _client(url)
     listed = {m.id: m for m in client.models.list().data}
@@ -54,12 +54,14 @@ def test_the_openai_client_lists_models_and_gets_embeddings_equal_to_mv_run(serv
     assert listed["emb/v1"].model_extra["sql_names"] == {"__CALL__": "emb__v1"}
     texts = ["good food in the city", "a river in the mountains", "good food in the city"]
     expected = registry.get_model("emb").version("v1").run(pd.DataFrame({"inputs": texts}))["embedding"]
+    tokenizer = transformers.AutoTokenizer.from_pretrained(str(model_dirs["feature-extraction"]))
+    tokens = sum(len(ids) for ids in tokenizer(texts)["input_ids"])  # [CLS] and [SEP] included
     for model in ("emb", "emb/v1", "emb/prod"):
         answer = client.embeddings.create(model=model, input=texts)  # the client asks for base64 by default
         assert [d.index for d in answer.data] == [0, 1, 2]
         for got, want in zip(answer.data, expected, strict=True):
             np.testing.assert_allclose(got.embedding, want, rtol=1e-6)
-        assert answer.model == "emb/v1" and answer.usage.prompt_tokens > 0
+        assert answer.model == "emb/v1" and answer.usage.prompt_tokens == tokens
     single = client.embeddings.create(model="emb", input="good food in the city", encoding_format="float")
     np.testing.assert_allclose(single.data[0].embedding, expected[0], rtol=1e-6)
 
@@ -257,3 +259,20 @@ def test_a_streamed_chat_answer_is_sent_as_it_is_generated_and_joins_to_the_answ
     finished = {c.index: c.finish_reason for p in both for c in p.choices if c.finish_reason}
     assert set(finished) == {0, 1}
     assert {c.index for p in both for c in p.choices if c.delta.content} == {0, 1}
+
+
+def test_a_moved_alias_and_a_deleted_version_are_followed_at_once(served, model_dirs) -> None:
+    registry, url = served
+    client = _client(url)
+    assert client.embeddings.create(model="emb/prod", input="good food").model == "emb/v1"
+    embedder = transformers.pipeline("feature-extraction", model=str(model_dirs["feature-extraction"]))
+    model = registry.get_model("emb")
+    registry.log_model(embedder, model_name="emb", version_name="v2", options={"pooling": "mean"})
+    model.version("v1").unset_alias("prod")
+    model.version("v2").set_alias("prod")
+    assert client.embeddings.create(model="emb/prod", input="good food").model == "emb/v2"
+    model.default = "v2"
+    model.delete_version("v1")
+    assert client.embeddings.create(model="emb", input="good food").model == "emb/v2"
+    with pytest.raises(openai.NotFoundError, match="v1"):
+        client.embeddings.create(model="emb/v1", input="good food")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import numpy as np
@@ -209,3 +210,22 @@ def test_response_format_holds_every_answer_to_the_schema_from_mv_run_and_sql(re
         ValueError, match=r"Model assistant version \w+, function __CALL__, column 'response_format', row 1: the"
     ):
         mv.run(pd.DataFrame({"messages": messages[:1]}), params={"temperature": 0.0, "response_format": bad})
+
+
+@pytest.mark.parametrize("stop", [(), ("in",), ("\n", "ab")])
+def test_streamed_text_only_grows_and_ends_as_the_finished_answer(model_dirs, stop: tuple[str, ...]) -> None:
+    from duckreg.tasks.openai_chat import AnswerText, finish_text
+
+    tokenizer = transformers.AutoTokenizer.from_pretrained(str(model_dirs["qwen2-chat"]))
+    rng = np.random.default_rng(7)
+    for _ in range(20):
+        # Random tokens: split multi-byte characters, spaces, newlines and stop words all turn up.
+        ids = rng.integers(0, len(tokenizer) - 10, size=40).tolist()
+        heard: list[str] = []
+        following = AnswerText(tokenizer, stop, lambda choice, text, heard=heard: heard.append(text))
+        for token in ids:
+            following.add(0, [token])
+        final = finish_text(tokenizer, ids, stop, 40)[0]
+        assert all(final.startswith(text) for text in heard), (heard, final)
+        assert all(len(a) <= len(b) for a, b in itertools.pairwise(heard))
+        assert not any(word in text for word in stop for text in heard)

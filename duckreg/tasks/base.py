@@ -126,6 +126,11 @@ class Task:
         of a deterministic call. A task whose rows carry their own controls decides row by row."""
         return [self.deterministic(params, settings)] * len(rows)
 
+    def token_counter(self, model: Any) -> Any:
+        """A callable giving the tokens ``model`` reads for a list of texts (usage reports, as OpenAI's
+        ``usage.prompt_tokens``), or None where this task cannot say."""
+        return None
+
     def sort_key(self, row: dict[str, Any]) -> int:
         """Rows are sorted by this before batching, so each batch pads little."""
         return sum(len(v) for v in row.values() if isinstance(v, str))

@@ -44,11 +44,28 @@ class FeatureExtraction(Task):
         )
         return InferredFunction(signature)
 
+    def token_counter(self, model: Any) -> Any:
+        """Tokens read per text, truncation included, from a copy of the model's fast tokenizer: counting then
+        never reconfigures the tokenizer a forward pass is using on another thread."""
+        backend = getattr(model.tokenizer, "backend_tokenizer", None) or getattr(model.tokenizer, "backend", None)
+        if backend is None or not hasattr(backend, "to_str"):
+            return None
+        from tokenizers import Tokenizer
+
+        counting = Tokenizer.from_str(backend.to_str())
+        counting.no_padding()
+        counting.enable_truncation(_max_length(model.tokenizer))
+
+        def count(texts: Sequence[str]) -> int:
+            return sum(len(encoding.ids) for encoding in counting.encode_batch(list(texts), add_special_tokens=True))
+
+        return count
+
     def predict(self, ctx: RunContext, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         pipe = ctx.model
         pooling = ctx.options.get("pooling", "mean")
         normalize = ctx.options.get("normalize", True)
-        max_length = min(getattr(pipe.tokenizer, "model_max_length", 512) or 512, 512)
+        max_length = _max_length(pipe.tokenizer)
         texts = [row["inputs"] for row in rows]
         if not ctx.options.get("truncation", True):
             check_lengths("inputs", texts, pipe.tokenizer, what="split it, or log the model without "
@@ -74,6 +91,11 @@ class FeatureExtraction(Task):
                     pooled = _pool_numpy(to_numpy(hidden), mask, pooling, normalize)
                 out.extend({"embedding": vector} for vector in pooled)
         return out
+
+
+def _max_length(tokenizer: Any) -> int:
+    """The most tokens of a text the model reads (the rest is cut off, as sentence-transformers does)."""
+    return min(getattr(tokenizer, "model_max_length", 512) or 512, 512)
 
 
 def _pool_torch(hidden: Any, mask: Any, pooling: str, normalize: bool) -> Any:
