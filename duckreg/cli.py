@@ -526,10 +526,12 @@ def _serve_without_quack(
     which let the requests in flight finish."""
     from duckreg.duckdb_ext.connections import open_database
     from duckreg.registry import Registry
-    from duckreg.serve import LOOPBACK, stop_requested
+    from duckreg.serve import require_token_off_loopback, stop_requested
 
-    if host not in LOOPBACK and not settings.token:
-        fail(f"Serving on {host} (not this machine's loopback) needs a token: pass --token or --token-file.")
+    try:
+        require_token_off_loopback(host, settings.token, "Serving", ValueError)
+    except ValueError as exc:
+        fail(str(exc))
         sys.exit(1)
     with stop_requested() as stop:
         registry = Registry(open_database(database, read_only=read_only))
@@ -657,8 +659,10 @@ def ui(database: str | None, db_option: str | None, host: str, port: int, token:
     if database != ":memory:" and not Path(database).exists():
         fail(f"No database file {database}: give the path of an existing DuckDB database.")
         sys.exit(1)
+    from duckreg.serve import require_token_off_loopback
+
     try:
-        web.check_address(host, token)
+        require_token_off_loopback(host, token, "The UI", ValueError)
     except ValueError as exc:
         fail(str(exc))
         sys.exit(1)

@@ -623,11 +623,10 @@ def start(
     Off loopback a token is required. ``stop()`` lets the requests in flight finish first."""
     import uvicorn
 
-    from duckreg.serve import LOOPBACK
+    from duckreg.serve import require_token_off_loopback
 
     settings = settings or HttpSettings()
-    if host not in LOOPBACK and not settings.token:
-        raise ValueError(f"Serving HTTP on {host} (not this machine's loopback) needs a token: pass --token.")
+    require_token_off_loopback(host, settings.token, "Serving HTTP", ValueError)
     port = port or free_port(host)
     config = uvicorn.Config(create_app(registry, settings), host=host, port=port, log_level="warning",
                             access_log=False, lifespan="on")  # fmt: skip

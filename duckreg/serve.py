@@ -43,6 +43,14 @@ LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
 AUTHORIZE = "duckreg_authorize"
 
 
+def require_token_off_loopback(host: str, token: str | None, what: str, error: type[Exception]) -> None:
+    """Every server duckreg starts (Quack, HTTP, the UI) refuses to listen beyond this machine's loopback
+    without a token; ``error`` is the kind its caller reports."""
+    if host not in LOOPBACK and not token:
+        raise error(f"{what} on {host} is reachable from other machines, so it needs a token: give it --token or "
+                    "--token-file.")  # fmt: skip
+
+
 class ServeError(RuntimeError):
     """The server cannot start: a missing extension, a refused address, a port in use."""
 
@@ -127,10 +135,7 @@ class Server:
 
     def start(self) -> Server:
         """Open the database, make the models callable by remote sessions and start listening."""
-        if self.host not in LOOPBACK and not self.token:
-            raise ServeError(
-                f"Serving on {self.host} (not this machine's loopback) needs a token: pass --token or --token-file."
-            )
+        require_token_off_loopback(self.host, self.token, "Serving", ServeError)
         if self.token is not None and len(self.token) < 4:
             raise ServeError("The token must be at least 4 characters long.")
         if not Path(self.database).exists():

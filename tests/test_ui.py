@@ -393,7 +393,7 @@ def test_every_asset_comes_from_the_ui_itself(served, page) -> None:
 
 
 def test_a_token_is_required_beyond_loopback(shop, page) -> None:
-    with pytest.raises(ValueError, match=r"other machines; give it a --token"):
+    with pytest.raises(ValueError, match=r"reachable from other machines, so it needs a token"):
         ui.start(shop, host="0.0.0.0")
     server = ui.start(shop, token="s3cret")
     try:

@@ -15,17 +15,8 @@ from typing import Any
 
 from duckreg import threaded_server
 from duckreg.registry.registry import Registry
-from duckreg.serve import LOOPBACK
+from duckreg.serve import require_token_off_loopback
 from duckreg.threaded_server import ThreadedServer, free_port
-
-
-def check_address(host: str, token: str | None) -> None:
-    """Refuse to serve beyond this machine without a token."""
-    if host not in LOOPBACK and not token:
-        raise ValueError(
-            f"--host {host} makes the UI reachable from other machines; give it a --token (or $DUCKREG_TOKEN)."
-        )
-
 
 UIServer = ThreadedServer
 """A UI served from a background thread of this process; ``stop()`` ends it."""
@@ -44,7 +35,7 @@ def start(
     Jobs this process starts with ``run_batch`` appear on its Jobs page with live progress, and can be
     cancelled there.
     """
-    check_address(host, token)
+    require_token_off_loopback(host, token, "The UI", ValueError)
     port = port or free_port(host)
     return threaded_server.start(_config(registry, host, port, read_only, token), "duckreg-ui",
                                  _address(host, port, token))  # fmt: skip
@@ -58,7 +49,7 @@ def serve(
 
     from duckreg.ui.app import database_path
 
-    check_address(host, token)
+    require_token_off_loopback(host, token, "The UI", ValueError)
     config = _config(registry, host, port, read_only, token)
     database = database_path(registry)
     shown = _address(host, port, token)
