@@ -113,19 +113,30 @@ class Metrics:
         return generate_latest(self.registry)
 
 
+RESOLVED_FOR_SECONDS = 2.0
+"""How long a resolved ``model`` string is trusted without a catalog write through this registry: writes that
+bypass it (raw SQL over Quack, another ``Registry`` object on the connection) are followed within this time."""
+MAX_RESOLUTIONS = 1024
+
+
 @dataclass(frozen=True)
 class Target:
-    """What a request's ``model`` (and function) resolved to: the version and the runner of its function."""
+    """What a request's ``model`` (and function) resolved to: the version and the runner of its function,
+    with the catalog revision and the time it was resolved at."""
 
     mv: Any
     runner: FunctionRunner
+    revision: int
+    resolved_at: float
 
 
 class ModelDoor:
     """Resolves ``model`` strings to versions and functions, and runs rows through the batcher.
 
-    Resolutions are kept until the registry's catalog changes (``Catalog.revision``), so a request costs no
-    catalog query, and an alias moved or a version deleted (from the UI beside it, say) is followed at once.
+    Resolutions are kept until the registry's catalog changes (``Catalog.revision``) or for
+    ``RESOLVED_FOR_SECONDS``, so a request costs no catalog query, and an alias moved or a version deleted
+    (from the UI beside it, say) is followed by the next request. Runners are kept per version, function and
+    content, across resolutions, so requests keep sharing batches while the catalog changes around them.
     """
 
     def __init__(self, registry: Any, settings: HttpSettings, metrics: Metrics) -> None:
@@ -134,21 +145,25 @@ class ModelDoor:
         self.metrics = metrics
         self.batcher = RequestBatcher(settings.batch_window, settings.batch_max_rows, on_batch=metrics.batch)
         self._targets: dict[tuple[Any, ...], Target] = {}
-        self._revision = -1
+        self._runners: dict[tuple[str, ...], FunctionRunner] = {}
         self._lock = threading.Lock()
 
     async def target(
         self, model: Any, version: str | None = None, function: str | None = None, pick: Any = None
     ) -> Target:
         """The version ``model`` names (``name``, ``name/version``, ``name/alias``; a 404 if none) and the
-        runner of ``function``, or of the function ``pick(mv)`` names. Resolved off the event loop the first
-        time (it reads the catalog, and may load the model), from memory afterwards."""
+        runner of ``function``, or of the function ``pick(mv)`` names. Resolved off the event loop (it reads
+        the catalog, and may load the model) unless a resolution still holds."""
+        for what, value in (("model", model), ("version", version), ("function", function)):
+            if value is not None and not isinstance(value, str):
+                raise HttpError(400, f"{what} must be a string, not {type(value).__name__}")
         key = (model, version, function, pick)
-        with self._lock:
-            if self._revision != self.registry.catalog.revision:
-                self._targets.clear()
-            found = self._targets.get(key)
-        if found is not None:
+        found = self._targets.get(key)  # no lock on the event loop: a resolution holds it across catalog reads
+        if (
+            found is not None
+            and found.revision == self.registry.catalog.revision
+            and time.monotonic() - found.resolved_at < RESOLVED_FOR_SECONDS
+        ):
             return found
         return await asyncio.to_thread(self._resolve, key)
 
@@ -160,13 +175,15 @@ class ModelDoor:
             spec = mv.get_function(pick(mv) if pick is not None else function)
         except ValueError as exc:
             raise HttpError(404 if function else 400, str(exc)) from None
+        fresh = mv._runner(spec.name)
+        identity = (mv.model_name, mv.version_name, spec.name, fresh.version.content_digest)
         with self._lock:
-            if revision != self._revision:
+            if len(self._targets) >= MAX_RESOLUTIONS:  # case variants of names, say: start again
                 self._targets.clear()
-                self._revision = revision
-            # One runner per version and function, so the batcher gathers their requests.
-            runner = next((t.runner for t in self._targets.values() if _same_function(t, mv, spec.name)), None)
-            found = self._targets[key] = Target(mv, runner or mv._runner(spec.name))
+            if len(self._runners) >= MAX_RESOLUTIONS:
+                self._runners.clear()
+            runner = self._runners.setdefault(identity, fresh)
+            found = self._targets[key] = Target(mv, runner, revision, time.monotonic())
         return found
 
     def version(self, model: Any, version: str | None = None) -> Any:
@@ -445,10 +462,9 @@ def _endpoint(path: str) -> str:
                             "/ping", "/metrics") else "other"  # fmt: skip
 
 
-def _same_function(target: Target, mv: Any, function: str) -> bool:
-    """Whether ``target`` runs ``function`` of the version ``mv`` (reached by another name or alias)."""
-    mine = (target.mv.model_name, target.mv.version_name, target.runner.function.name)
-    return mine == (mv.model_name, mv.version_name, function)
+def _retrieved(answer: asyncio.Future) -> None:
+    if not answer.cancelled():
+        answer.exception()
 
 
 def _prompt_tokens(runner: FunctionRunner, texts: list[str]) -> int:
@@ -524,6 +540,7 @@ class ChatStream:
         self.loop = asyncio.get_running_loop()
         self.queue: asyncio.Queue[Any] = asyncio.Queue()
         self.sent: dict[int, str] = {}
+        self.diverged = False
         self.first: tuple[int, str] | None = None
         self.base = {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion.chunk",
                      "created": int(time.time()), "model": model_id}  # fmt: skip
@@ -536,6 +553,7 @@ class ChatStream:
     async def started(self, answer: asyncio.Future, runner: FunctionRunner) -> None:
         """Wait for the first text or the whole answer; the answer's error (a bad row) is raised here."""
         answer.add_done_callback(lambda _: self.queue.put_nowait(self._END))
+        answer.add_done_callback(_retrieved)  # a client gone mid-stream leaves no "never retrieved" error
         item = await self.queue.get()
         if item is self._END:
             if answer.result()[0] is None:
@@ -555,18 +573,22 @@ class ChatStream:
         try:
             completion = answer.result()[0]
         except Exception as exc:  # noqa: BLE001 - the stream has begun: the error is its last event
-            yield self._event({"error": {"message": str(exc), "type": "invalid_request_error", "code": 400}})
+            yield self._error(str(exc), 400 if isinstance(exc, ValueError) else 500)
             return
-        for choice in completion["choices"]:
-            index, content = choice["index"], choice["message"].get("content") or ""
-            already = self.sent.get(index, "")
-            if content.startswith(already):
-                delta = self._delta(index, content)
-                if delta is not None:
-                    yield delta
-            else:
-                LOG.warning("stream of %s choice %d sent text its answer does not begin with", self.base["id"], index)
-            yield self._chunk(index, {}, choice["finish_reason"])
+        choices = completion["choices"]
+        if self.diverged or any(
+            not (c["message"].get("content") or "").startswith(self.sent.get(c["index"], "")) for c in choices
+        ):
+            # A sampled row computed again (its forward batch failed elsewhere) answered differently from the
+            # text already sent: say so rather than end a stream that does not join to its answer.
+            yield self._error("the answer was computed again after a failure in its batch and differs from the "
+                              "text already sent; ask again", 500)  # fmt: skip
+            return
+        for choice in choices:
+            delta = self._delta(choice["index"], choice["message"].get("content") or "")
+            if delta is not None:
+                yield delta
+            yield self._chunk(choice["index"], {}, choice["finish_reason"])
         if self.include_usage:
             yield self._event({**self.base, "choices": [], "usage": completion.get("usage")})
         yield b"data: [DONE]\n\n"
@@ -579,10 +601,17 @@ class ChatStream:
             role = self._chunk(choice, {"role": "assistant", "content": ""}, None)
             more = self._delta(choice, text)
             return role + (more or b"")
-        if len(text) <= len(already) or not text.startswith(already):
-            return None  # a row computed again (its batch failed elsewhere) repeats text already sent
+        if not text.startswith(already):
+            self.diverged = True  # a sampled row computed again: its end is an error (see events)
+            return None
+        if len(text) <= len(already):
+            return None  # a row computed again repeats text already sent
         self.sent[choice] = text
         return self._chunk(choice, {"content": text[len(already) :]}, None)
+
+    def _error(self, message: str, status: int) -> bytes:
+        kind = "invalid_request_error" if status == 400 else "server_error"
+        return self._event({"error": {"message": message, "type": kind, "code": status}})
 
     def _chunk(self, choice: int, delta: dict[str, Any], finish: str | None) -> bytes:
         return self._event({**self.base, "choices": [{"index": choice, "delta": delta, "finish_reason": finish}]})

@@ -12,6 +12,7 @@ import contextvars
 import functools
 import hashlib
 import json
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -31,6 +32,7 @@ from duckreg.tasks.base import no_grad
 from duckreg.tasks.messages import with_stage_media
 from duckreg.values import drop_unset_params, freeze, to_python
 
+LOG = logging.getLogger("duckreg.inference")
 DEFAULT_BATCH_SIZE = 32
 # The listeners of the run in progress on this thread, by the identity of the distinct rows it computes: the
 # rows keep their identity through the cache, de-duplication, sorting and batching down to the task.
@@ -162,12 +164,17 @@ def _by_row_identity(
 
 
 def _fan_out(listeners: list[Callable[[int, str], None]]) -> Callable[[int, str], None]:
-    if len(listeners) == 1:
-        return listeners[0]
+    """One callback telling every listener; a listener that fails is dropped, never the batch it rides in
+    (every row of the forward batch would fail with it)."""
+    following = list(listeners)
 
     def tell_all(choice: int, text: str) -> None:
-        for listener in listeners:
-            listener(choice, text)
+        for listener in list(following):
+            try:
+                listener(choice, text)
+            except Exception:  # a closed stream, say: the answer still goes to the caller
+                LOG.warning("a listener of a streamed answer failed and is dropped", exc_info=True)
+                following.remove(listener)
 
     return tell_all
 
@@ -329,7 +336,9 @@ class FunctionRunner:
     def count_tokens(self) -> Callable[[Sequence[str]], int] | None:
         """The tokens the model reads for a list of texts (loads the model), or None where its task cannot
         say: what the HTTP door reports as ``usage``."""
-        return self.task.token_counter(self._loaded().model)
+        loaded = self._loaded()
+        with model_cache.device_lock(loaded.device):  # it reads the tokenizer a forward pass may be setting up
+            return self.task.token_counter(loaded.model)
 
     def run(
         self,

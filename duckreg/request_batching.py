@@ -147,14 +147,15 @@ class RequestBatcher:
             for pending in batch:
                 pending.future.set_exception(exc)
             return
-        start = 0
+        start, failing = 0, []
         for pending in batch:
-            mine = range(start, start + pending.rows)
-            if any(row in errors for row in mine):
-                self._run_alone(queue.runner, pending.columns, queue.params, pending.future, pending.listeners)
+            if any(row in errors for row in range(start, start + pending.rows)):
+                failing.append(pending)
             else:
                 pending.future.set_result(results[start : start + pending.rows])
             start += pending.rows
+        for pending in failing:  # after the others have their answers
+            self._run_alone(queue.runner, pending.columns, queue.params, pending.future, pending.listeners)
         if self._on_batch is not None:
             self._on_batch(start, len(batch))
 

@@ -131,6 +131,12 @@ def test_bad_requests_get_json_errors_with_the_right_status(served) -> None:
     assert answer.status_code == 413 and "limit of 200,000" in answer.json()["message"]
     answer = httpx.post(f"{url}/models/clf/versions/v1/invocations", content=b"{not json", headers=headers)
     assert answer.status_code == 400 and "not valid JSON" in answer.json()["message"]
+    for bad in ({"model": ["emb"], "input": "x"}, {"model": {"name": "emb"}, "input": "x"}):
+        answer = httpx.post(f"{url}/v1/embeddings", json=bad, headers=headers)
+        assert answer.status_code == 400 and "model must be a string" in answer.json()["error"]["message"]
+    body = {"model": "clf", "function": ["__CALL__"], "inputs": ["fine"]}
+    answer = httpx.post(f"{url}/invocations", json=body, headers=headers)
+    assert answer.status_code == 400 and "function must be a string" in answer.json()["message"]
 
 
 def test_concurrent_requests_share_forward_batches_and_metrics_count_them(served) -> None:

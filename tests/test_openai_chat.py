@@ -223,8 +223,13 @@ def test_streamed_text_only_grows_and_ends_as_the_finished_answer(model_dirs, st
         ids = rng.integers(0, len(tokenizer) - 10, size=40).tolist()
         heard: list[str] = []
         following = AnswerText(tokenizer, stop, lambda choice, text, heard=heard: heard.append(text))
-        for token in ids:
-            following.add(0, [token])
+        if rng.random() < 0.3:  # an answer that ends before its last tokens
+            ids[int(rng.integers(5, 40))] = tokenizer.eos_token_id
+        start = 0
+        while start < len(ids):  # vLLM hands over several tokens at a time, transformers one
+            size = int(rng.integers(1, 4))
+            following.add(0, ids[start : start + size])
+            start += size
         final = finish_text(tokenizer, ids, stop, 40)[0]
         assert all(final.startswith(text) for text in heard), (heard, final)
         assert all(len(a) <= len(b) for a, b in itertools.pairwise(heard))

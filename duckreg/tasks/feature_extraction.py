@@ -47,14 +47,15 @@ class FeatureExtraction(Task):
     def token_counter(self, model: Any) -> Any:
         """Tokens read per text, truncation included, from a copy of the model's fast tokenizer: counting then
         never reconfigures the tokenizer a forward pass is using on another thread."""
-        backend = getattr(model.tokenizer, "backend_tokenizer", None) or getattr(model.tokenizer, "backend", None)
+        tokenizer = getattr(model, "tokenizer", None)
+        backend = getattr(tokenizer, "backend_tokenizer", None) or getattr(tokenizer, "backend", None)
         if backend is None or not hasattr(backend, "to_str"):
             return None
         from tokenizers import Tokenizer
 
         counting = Tokenizer.from_str(backend.to_str())
         counting.no_padding()
-        counting.enable_truncation(_max_length(model.tokenizer))
+        counting.enable_truncation(_max_length(tokenizer))
 
         def count(texts: Sequence[str]) -> int:
             return sum(len(encoding.ids) for encoding in counting.encode_batch(list(texts), add_special_tokens=True))

@@ -13,6 +13,7 @@ import time
 import uuid
 import warnings
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from duckreg.model_signature import FeatureGroupSpec, ModelSignature
@@ -413,12 +414,24 @@ def _eos_ids(tokenizer: Any) -> set[int]:
     return set(eos if isinstance(eos, list) else [eos]) - {None}
 
 
+@dataclass
+class _Following:
+    """One choice's tokens and the text decoded from them so far, decoded a window at a time."""
+
+    ids: list[int] = field(default_factory=list)
+    text: str = ""
+    prefix_offset: int = 0
+    read_offset: int = 0
+    ended: bool = False
+
+
 class AnswerText:
     """A choice's text so far, from its token ids as they are generated, for a streamed answer.
 
     ``listener(choice, text)`` hears text the finished answer will begin with: cut at the end token and at a
     stop word as ``finish_text`` cuts, holding back what may still change (trailing whitespace, an incomplete
-    character, the start of a stop word).
+    character, the start of a stop word). Each token costs a decode of a few tokens, not of the answer so far
+    (the windows vLLM's and transformers' streamers decode).
     """
 
     def __init__(self, tokenizer: Any, stop: tuple[str, ...], listener: Callable[[int, str], None]) -> None:
@@ -426,26 +439,31 @@ class AnswerText:
         self.stop = tuple(word for word in stop if word)
         self.listener = listener
         self.eos_ids = _eos_ids(tokenizer)
-        self.ids: dict[int, list[int]] = {}
-        self.ended: set[int] = set()
+        self.choices: dict[int, _Following] = {}
 
     def add(self, choice: int, ids: list[int]) -> None:
         """Take a choice's new token ids and tell the listener its text so far."""
-        if choice in self.ended:
+        state = self.choices.setdefault(choice, _Following())
+        if state.ended:
             return
-        held = self.ids.setdefault(choice, [])
         for token in ids:
             if token in self.eos_ids:
-                self.ended.add(choice)
+                state.ended = True
                 break
-            held.append(token)
-        text = self.tokenizer.decode(held, skip_special_tokens=True)
+            state.ids.append(token)
+        decode = self.tokenizer.decode
+        before = decode(state.ids[state.prefix_offset : state.read_offset], skip_special_tokens=True)
+        after = decode(state.ids[state.prefix_offset :], skip_special_tokens=True)
+        if len(after) > len(before) and not after.endswith("\ufffd"):  # not the first bytes of a character
+            state.text += after[len(before) :]
+            state.prefix_offset, state.read_offset = state.read_offset, len(state.ids)
+        text = state.text
         for word in self.stop:
             if word in text:
-                self.ended.add(choice)
+                state.ended = True
                 text = text[: text.index(word)]
-        if choice not in self.ended:
-            text = text.rstrip().rstrip("\ufffd")
+        if not state.ended:
+            text = text.rstrip()
             for word in self.stop:  # the text may end with the start of a stop word
                 for size in range(min(len(word) - 1, len(text)), 0, -1):
                     if text.endswith(word[:size]):
