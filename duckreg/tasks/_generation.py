@@ -165,10 +165,12 @@ class TokenStreamer:
         if not self.prompt_seen:
             self.prompt_seen = True
             return
-        for sequence, token in enumerate(value.reshape(-1).tolist()):
+        # One token per sequence per step ([sequences]); assisted decoding hands several ([sequences, tokens]).
+        rows = value.reshape(len(self.listeners) * self.per_request, -1).tolist()
+        for sequence, tokens in enumerate(rows):
             listener = self.listeners[sequence // self.per_request]
             if listener is not None:
-                listener(sequence % self.per_request, [token])
+                listener(sequence % self.per_request, tokens)
 
     def end(self) -> None:
         """Nothing to flush: each token was handed on as it came."""
