@@ -414,6 +414,15 @@ def _eos_ids(tokenizer: Any) -> set[int]:
     return set(eos if isinstance(eos, list) else [eos]) - {None}
 
 
+def cut_at_stop(text: str, stop: tuple[str, ...]) -> str | None:
+    """``text`` up to the first of the stop words (in their order) it holds, or None when it holds none: one
+    rule for finished and streamed answers."""
+    for word in stop:
+        if word and word in text:
+            return text[: text.index(word)]
+    return None
+
+
 @dataclass
 class _Following:
     """One choice's tokens and the text decoded from them so far, decoded a window at a time."""
@@ -458,10 +467,9 @@ class AnswerText:
             state.text += after[len(before) :]
             state.prefix_offset, state.read_offset = state.read_offset, len(state.ids)
         text = state.text
-        for word in self.stop:
-            if word in text:
-                state.ended = True
-                text = text[: text.index(word)]
+        cut = cut_at_stop(text, self.stop)
+        if cut is not None:
+            state.ended, text = True, cut
         if not state.ended:
             text = text.rstrip()
             for word in self.stop:  # the text may end with the start of a stop word
@@ -481,9 +489,9 @@ def finish_text(tokenizer: Any, ids: list[int], stop: tuple[str, ...], max_new_t
             used = position + 1
             break
     text = tokenizer.decode(ids[:used], skip_special_tokens=True)
-    for word in stop:
-        if word and word in text:
-            return text[: text.index(word)], used, "stop"
+    cut = cut_at_stop(text, stop)
+    if cut is not None:
+        return cut, used, "stop"
     ended_by_eos = used < len(ids) or (used and ids[used - 1] in eos_ids)
     return text, used, "stop" if ended_by_eos or used < max_new_tokens else "length"
 
